@@ -1,0 +1,198 @@
+//! Chain names and the hashes kube-proxy derives them from.
+//!
+//! kube-proxy names per-service chains after the first characters of
+//! base32(sha256(...)) of the service port name, the protocol and (for
+//! endpoint chains) the endpoint string, concatenated without separators.
+//!
+//! ```
+//! use kproxy_core::names::{hash_base32, ServicePortName};
+//! use kproxy_core::model::Protocol;
+//! let spn = ServicePortName::new("ns1", "svc1", "p80", Protocol::Tcp);
+//! assert_eq!(spn.to_string(), "ns1/svc1:p80");
+//! assert_eq!(hash_base32("ns1/svc1:p80tcp", 16), "XPGD46QRK7WJZT7O");
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use data_encoding::BASE32;
+use sha2::{Digest, Sha256};
+
+use crate::model::{NamespacedName, Protocol};
+
+/// The first `len` characters of RFC 4648 base32 of SHA-256(`input`).
+///
+/// `len` is at most 56 (the whole encoding of 32 bytes, without padding).
+pub fn hash_base32(input: &str, len: usize) -> String {
+    let digest = Sha256::digest(input.as_bytes());
+    let mut s = BASE32.encode(&digest);
+    s.truncate(len.min(56));
+    s
+}
+
+/// A chain name (iptables chain or nftables chain).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChainName(String);
+
+impl ChainName {
+    /// Wraps a name.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self(name.into())
+    }
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ChainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for ChainName {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for ChainName {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+/// kube-proxy's `ServicePortName`: `namespace/name[:port]` plus protocol.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServicePortName {
+    /// The Service.
+    pub service: NamespacedName,
+    /// The port's name (`""` when unnamed).
+    pub port: String,
+    /// The port's protocol.
+    pub protocol: Protocol,
+}
+
+impl ServicePortName {
+    /// Builds a service port name.
+    pub fn new(namespace: &str, name: &str, port: &str, protocol: Protocol) -> Self {
+        Self {
+            service: NamespacedName::new(namespace, name),
+            port: port.to_string(),
+            protocol,
+        }
+    }
+    /// The string that kube-proxy hashes: `SPN` + lower-case protocol.
+    pub fn hash_input(&self) -> String {
+        format!("{self}{}", self.protocol.as_lower())
+    }
+}
+
+/// Prints `namespace/name` and, for a named port, `:port` (kube-proxy's
+/// current spelling; the 1.5 layout always printed the colon).
+impl fmt::Display for ServicePortName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.port.is_empty() {
+            write!(f, "{}", self.service)
+        } else {
+            write!(f, "{}:{}", self.service, self.port)
+        }
+    }
+}
+
+/// The endpoint string kube-proxy uses: `ip:port` or `[ipv6]:port`, with the
+/// IP in canonical form.
+pub fn endpoint_string(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
+}
+
+/// The iptables per-service chains of one service port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IptablesServiceChains {
+    /// `KUBE-SVC-…`: cluster-policy endpoint selection.
+    pub svc: ChainName,
+    /// `KUBE-SVL-…`: local-policy endpoint selection.
+    pub svl: ChainName,
+    /// `KUBE-EXT-…`: external traffic.
+    pub ext: ChainName,
+    /// `KUBE-FW-…`: load balancer source ranges.
+    pub fw: ChainName,
+}
+
+impl IptablesServiceChains {
+    /// Names the chains of `spn` (current layout).
+    pub fn new(spn: &ServicePortName) -> Self {
+        let h = hash_base32(&spn.hash_input(), 16);
+        Self {
+            svc: ChainName(format!("KUBE-SVC-{h}")),
+            svl: ChainName(format!("KUBE-SVL-{h}")),
+            ext: ChainName(format!("KUBE-EXT-{h}")),
+            fw: ChainName(format!("KUBE-FW-{h}")),
+        }
+    }
+}
+
+/// `KUBE-SEP-…`: the iptables chain of one endpoint of `spn`.
+pub fn iptables_endpoint_chain(spn: &ServicePortName, endpoint: &str) -> ChainName {
+    ChainName(format!(
+        "KUBE-SEP-{}",
+        hash_base32(&format!("{}{}", spn.hash_input(), endpoint), 16)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spn(ns: &str, name: &str, port: &str) -> ServicePortName {
+        ServicePortName::new(ns, name, port, Protocol::Tcp)
+    }
+
+    #[test]
+    fn upstream_service_chain_names() {
+        let c = IptablesServiceChains::new(&spn("ns1", "svc1", "p80"));
+        assert_eq!(c.svc.as_str(), "KUBE-SVC-XPGD46QRK7WJZT7O");
+        assert_eq!(c.ext.as_str(), "KUBE-EXT-XPGD46QRK7WJZT7O");
+        let c = IptablesServiceChains::new(&spn("ns2", "svc2", "p8080"));
+        assert_eq!(c.svc.as_str(), "KUBE-SVC-2VJB64SDSIJUP5T6");
+    }
+
+    #[test]
+    fn upstream_endpoint_chain_name() {
+        let s = spn("ns1", "svc1", "p80");
+        let ep = endpoint_string("10.180.0.1".parse().unwrap(), 80);
+        assert_eq!(
+            iptables_endpoint_chain(&s, &ep).as_str(),
+            "KUBE-SEP-SXIVWICOYRO3J4NJ"
+        );
+    }
+
+    #[test]
+    fn seed_article_names_use_the_1_5_spelling() {
+        // kube-proxy 1.5 always printed the colon after the service name.
+        assert_eq!(
+            hash_base32("default/hostnames:tcp", 16),
+            "NWV5X2332I4OT4T3"
+        );
+        assert_eq!(
+            hash_base32("default/hostnames:tcp10.76.0.9:9376", 16),
+            "EV2NQKURMPKCP5UI"
+        );
+        assert_eq!(
+            hash_base32("default/hostnames:tcp10.76.0.10:9376", 16),
+            "BWZ646KDVNVKXICT"
+        );
+    }
+
+    #[test]
+    fn unnamed_port_has_no_colon() {
+        assert_eq!(spn("default", "hostnames", "").to_string(), "default/hostnames");
+    }
+
+    #[test]
+    fn ipv6_endpoint_string_is_bracketed_and_canonical() {
+        let ip: IpAddr = "FD00:10:180:0::1".parse().unwrap();
+        assert_eq!(endpoint_string(ip, 80), "[fd00:10:180::1]:80");
+    }
+}

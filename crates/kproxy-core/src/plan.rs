@@ -1,0 +1,681 @@
+//! The planner: every Kubernetes decision kube-proxy takes, taken once.
+//!
+//! [`plan`] turns a [`ClusterState`] and one family's [`NodeConfig`] into a
+//! [`Plan`]: node-level facts (masquerade mark, where node ports listen, how
+//! pod traffic is recognised) and, per service port, which endpoints serve
+//! cluster and local traffic, which front ends exist and what happens to
+//! traffic that has no endpoint to go to. Backends only lower these facts to
+//! their syntax; they never look at the model again.
+//!
+//! ```
+//! use kproxy_core::model::*;
+//! use kproxy_core::plan::{plan, Disposition};
+//!
+//! let svc = Service::cluster_ip("ns", "empty", "10.96.0.1".parse().unwrap())
+//!     .with_port(ServicePort::new("", Protocol::Udp, 53));
+//! let state = ClusterState { services: vec![svc], endpoint_slices: vec![] };
+//! let p = plan(&state, &NodeConfig::new(IpFamily::V4, "node-1"));
+//! // A Service without endpoints rejects its traffic.
+//! assert_eq!(p.service_ports[0].internal, Disposition::Reject);
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::model::{
+    AddressType, ClusterState, Endpoint, IpFamily, LocalDetector, MarkStyle, NodeConfig, Protocol,
+    Service, ServiceType, TrafficPolicy,
+};
+use crate::names::{ServicePortName, endpoint_string};
+
+/// More endpoints than this (summed over all service ports) switch
+/// kube-proxy to large-cluster mode, which drops per-endpoint comments.
+pub const LARGE_CLUSTER_ENDPOINTS_THRESHOLD: usize = 1000;
+
+/// The plan of one family on one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Node-level facts.
+    pub node: NodePlan,
+    /// Service ports, sorted by service port name and protocol.
+    pub service_ports: Vec<ServicePortPlan>,
+    /// Large-cluster mode (more than [`LARGE_CLUSTER_ENDPOINTS_THRESHOLD`] endpoints).
+    pub large_cluster: bool,
+}
+
+/// The masquerade mark: one bit of the packet mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MasqueradeMark {
+    /// The bit (0..=31).
+    pub bit: u8,
+    /// How it is printed.
+    pub style: MarkStyle,
+}
+
+impl MasqueradeMark {
+    /// The mark value (`1 << bit`).
+    pub fn value(self) -> u32 {
+        1u32.checked_shl(u32::from(self.bit)).unwrap_or(0)
+    }
+}
+
+/// Prints the mark as kube-proxy does: production `0x00004000` (Go
+/// `%#08x`), the unit-test fake `0x4000`.
+impl fmt::Display for MasqueradeMark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.style {
+            MarkStyle::Production => write!(f, "{:#010x}", self.value()),
+            MarkStyle::Short => write!(f, "{:#x}", self.value()),
+        }
+    }
+}
+
+/// Where node ports are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodePortDestinations {
+    /// Every local address, except `exclude` (the loopback net, when
+    /// localhost node ports are off or for IPv6).
+    AllLocal {
+        /// Loopback network excluded from node ports.
+        exclude: Option<IpNet>,
+    },
+    /// Only these node addresses (possibly none).
+    Addresses(Vec<IpAddr>),
+}
+
+/// What kube-proxy does with traffic from pods to a cluster IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterIpMasquerade {
+    /// `masqueradeAll`: every packet to a cluster IP is masqueraded.
+    All,
+    /// Packets not recognised as local by the detector are masqueraded.
+    IfNotLocal(LocalDetector),
+    /// Nothing (no detector, no masqueradeAll).
+    Never,
+}
+
+/// Node-level facts of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePlan {
+    /// The family.
+    pub family: IpFamily,
+    /// The node's name.
+    pub node_name: String,
+    /// The masquerade mark.
+    pub mark: MasqueradeMark,
+    /// `MASQUERADE --random-fully`.
+    pub random_fully: bool,
+    /// nfacct counters are available.
+    pub nfacct: bool,
+    /// Drop packets conntrack considers INVALID in forwarding.
+    pub drop_invalid: bool,
+    /// Localhost node ports (IPv4 only, `127.0.0.0/8` destinations).
+    pub localhost_node_ports: bool,
+    /// Where node ports listen.
+    pub node_ports: NodePortDestinations,
+    /// The local traffic detector.
+    pub local_detector: LocalDetector,
+    /// Cluster IP masquerading.
+    pub cluster_ip_masquerade: ClusterIpMasquerade,
+}
+
+/// One usable endpoint of a service port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedEndpoint {
+    /// Address.
+    pub ip: IpAddr,
+    /// Target port.
+    pub port: u16,
+    /// On this node.
+    pub is_local: bool,
+    /// Ready.
+    pub ready: bool,
+    /// Serving.
+    pub serving: bool,
+    /// Terminating.
+    pub terminating: bool,
+    /// Zone hints (empty: none).
+    pub zone_hints: BTreeSet<String>,
+    /// Node hints (empty: none).
+    pub node_hints: BTreeSet<String>,
+}
+
+impl PlannedEndpoint {
+    /// `ip:port` / `[ip]:port`.
+    pub fn endpoint_string(&self) -> String {
+        endpoint_string(self.ip, self.port)
+    }
+    fn usable_serving_terminating(&self) -> bool {
+        self.serving && self.terminating
+    }
+}
+
+impl fmt::Display for PlannedEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.endpoint_string())
+    }
+}
+
+/// What happens to traffic of one kind (internal or external) of a service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Forwarded to the endpoints of this policy.
+    Forward(TrafficPolicy),
+    /// Dropped: the policy is Local and this node has no endpoint.
+    Drop,
+    /// Rejected: the Service has no usable endpoint at all.
+    Reject,
+}
+
+impl Disposition {
+    /// Whether the traffic is forwarded.
+    pub fn forwards(self) -> bool {
+        matches!(self, Disposition::Forward(_))
+    }
+}
+
+/// Every decision about one service port (one `spec.ports[]` entry, one family).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePortPlan {
+    /// `namespace/name:port` + protocol.
+    pub name: ServicePortName,
+    /// The cluster IP of this family.
+    pub cluster_ip: IpAddr,
+    /// The Service port.
+    pub port: u16,
+    /// The node port, if any.
+    pub node_port: Option<u16>,
+    /// External IPs of this family.
+    pub external_ips: Vec<IpAddr>,
+    /// Load balancer VIPs of this family (ipMode VIP only).
+    pub load_balancer_ips: Vec<IpAddr>,
+    /// `loadBalancerSourceRanges` of this family.
+    pub source_ranges: Vec<IpNet>,
+    /// The health check node port (LoadBalancer with eTP Local only).
+    pub health_check_node_port: Option<u16>,
+    /// ClientIP affinity timeout in seconds.
+    pub affinity_timeout: Option<u32>,
+    /// Effective internal traffic policy.
+    pub internal_policy: TrafficPolicy,
+    /// Effective external traffic policy.
+    pub external_policy: TrafficPolicy,
+    /// Endpoints for cluster-policy traffic (topology and fallback applied).
+    pub cluster_endpoints: Vec<PlannedEndpoint>,
+    /// Endpoints for local-policy traffic.
+    pub local_endpoints: Vec<PlannedEndpoint>,
+    /// Every endpoint reachable from this node (union of both), sorted.
+    pub reachable_endpoints: Vec<PlannedEndpoint>,
+    /// The endpoint list before selection (counts for large-cluster mode).
+    pub total_endpoints: usize,
+    /// The Service has a usable endpoint somewhere in the cluster.
+    pub has_endpoints: bool,
+    /// Traffic to the cluster IP.
+    pub internal: Disposition,
+    /// Traffic to node ports, external IPs and load balancer IPs.
+    pub external: Disposition,
+    /// Reachable from outside the cluster (node port, external IP or LB IP).
+    pub externally_accessible: bool,
+    /// The source-range firewall applies.
+    pub firewall: bool,
+    /// The firewall also admits the LB IPs as sources (a source range
+    /// contains the node's IP, so hairpinned LB traffic is allowed).
+    pub firewall_allows_lb_ips: bool,
+}
+
+impl ServicePortPlan {
+    /// Whether external traffic needs its own chain (it has somewhere to go).
+    pub fn uses_external_chain(&self) -> bool {
+        self.has_endpoints && self.externally_accessible
+    }
+    /// Whether the cluster-policy endpoint chain is written.
+    pub fn uses_cluster_chain(&self) -> bool {
+        !self.cluster_endpoints.is_empty()
+    }
+    /// Whether the local-policy endpoint chain is written.
+    pub fn uses_local_chain(&self) -> bool {
+        !self.local_endpoints.is_empty()
+    }
+    /// Whether external traffic from this node or its pods is routed as
+    /// cluster traffic (eTP Local short-circuit).
+    pub fn short_circuits_local_external(&self) -> bool {
+        self.external_policy == TrafficPolicy::Local
+    }
+    /// Whether external traffic is masqueraded unconditionally (eTP Cluster).
+    pub fn masquerades_external(&self) -> bool {
+        self.external_policy == TrafficPolicy::Cluster
+    }
+}
+
+/// Plans `state` for the family of `node`.
+pub fn plan(state: &ClusterState, node: &NodeConfig) -> Plan {
+    let endpoints = collect_endpoints(state, node);
+    let mut service_ports = Vec::new();
+    for svc in &state.services {
+        for (i, _) in svc.ports.iter().enumerate() {
+            if let Some(sp) = plan_service_port(svc, i, node, &endpoints) {
+                service_ports.push(sp);
+            }
+        }
+    }
+    service_ports.sort_by(|a, b| a.name.cmp(&b.name));
+    service_ports.dedup_by(|a, b| a.name == b.name);
+    let total: usize = service_ports.iter().map(|s| s.total_endpoints).sum();
+    Plan {
+        node: plan_node(node),
+        service_ports,
+        large_cluster: total > LARGE_CLUSTER_ENDPOINTS_THRESHOLD,
+    }
+}
+
+/// Whether kube-proxy proxies `svc` at all (not headless, not ExternalName).
+pub fn is_proxied(svc: &Service) -> bool {
+    svc.service_type != ServiceType::ExternalName && !svc.cluster_ips.is_empty()
+}
+
+/// Node-level decisions.
+pub fn plan_node(node: &NodeConfig) -> NodePlan {
+    let localhost = localhost_node_ports_apply(node);
+    NodePlan {
+        family: node.family,
+        node_name: node.node_name.clone(),
+        mark: MasqueradeMark {
+            bit: node.masquerade_bit,
+            style: node.mark_style,
+        },
+        random_fully: node.host.random_fully,
+        nfacct: node.host.nfacct,
+        drop_invalid: !node.host.conntrack_tcp_be_liberal,
+        localhost_node_ports: localhost,
+        node_ports: node_port_destinations(node, localhost),
+        local_detector: node.local_detector.clone(),
+        cluster_ip_masquerade: cluster_ip_masquerade(node),
+    }
+}
+
+/// The CIDRs of `nodePortAddresses` that belong to the node's family.
+fn node_port_cidrs(node: &NodeConfig) -> Vec<IpNet> {
+    node.node_port_addresses
+        .iter()
+        .copied()
+        .filter(|n| node.family.contains_net(n))
+        .collect()
+}
+
+/// `nodePortAddresses` matches every address: no CIDR of this family, or a
+/// zero-length prefix among them.
+fn node_ports_match_all(node: &NodeConfig) -> bool {
+    let cidrs = node_port_cidrs(node);
+    cidrs.is_empty() || cidrs.iter().any(|c| c.prefix_len() == 0)
+}
+
+/// Localhost node ports apply on IPv4 only, when configured, and only if
+/// `nodePortAddresses` covers an IPv4 loopback address.
+pub fn localhost_node_ports_apply(node: &NodeConfig) -> bool {
+    if node.family != IpFamily::V4 || !node.localhost_node_ports {
+        return false;
+    }
+    let loopback: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    node_ports_match_all(node)
+        || node_port_cidrs(node)
+            .iter()
+            .any(|c| c.contains(&loopback) || c.addr().is_loopback())
+}
+
+fn node_port_destinations(node: &NodeConfig, localhost: bool) -> NodePortDestinations {
+    let loopback = node.family.loopback_net();
+    if node_ports_match_all(node) {
+        return NodePortDestinations::AllLocal {
+            exclude: (!localhost).then_some(loopback),
+        };
+    }
+    let cidrs = node_port_cidrs(node);
+    let mut addrs: Vec<IpAddr> = node
+        .node_addresses
+        .iter()
+        .copied()
+        .filter(|ip| node.family.contains(ip))
+        .filter(|ip| cidrs.iter().any(|c| c.contains(ip)))
+        .filter(|ip| localhost || !ip.is_loopback())
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    NodePortDestinations::Addresses(addrs)
+}
+
+fn cluster_ip_masquerade(node: &NodeConfig) -> ClusterIpMasquerade {
+    if node.masquerade_all {
+        ClusterIpMasquerade::All
+    } else if node.local_detector == LocalDetector::None {
+        ClusterIpMasquerade::Never
+    } else {
+        ClusterIpMasquerade::IfNotLocal(node.local_detector.clone())
+    }
+}
+
+type EndpointKey = (String, String, String, Protocol); // ns, svc, port name, proto
+
+/// Merges the EndpointSlices of the node's family into per-service-port
+/// endpoint lists, de-duplicated and sorted as kube-proxy does.
+fn collect_endpoints(
+    state: &ClusterState,
+    node: &NodeConfig,
+) -> BTreeMap<EndpointKey, Vec<PlannedEndpoint>> {
+    let mut slices: Vec<_> = state
+        .endpoint_slices
+        .iter()
+        .filter(|s| s.address_type == AddressType::Ip(node.family))
+        .collect();
+    slices.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut map: BTreeMap<EndpointKey, Vec<PlannedEndpoint>> = BTreeMap::new();
+    for slice in slices {
+        for port in &slice.ports {
+            let (Some(name), Some(p)) = (&port.name, port.port) else {
+                continue;
+            };
+            if p == 0 {
+                continue;
+            }
+            let key = (
+                slice.id.namespace.clone(),
+                slice.service_name.clone(),
+                name.clone(),
+                port.protocol,
+            );
+            let list = map.entry(key).or_default();
+            for ep in slice.endpoints.iter().filter(|e| node.family.contains(&e.address)) {
+                merge_endpoint(list, planned_endpoint(ep, p, &node.node_name));
+            }
+        }
+    }
+    for list in map.values_mut() {
+        list.sort_by_cached_key(PlannedEndpoint::endpoint_string);
+    }
+    map
+}
+
+fn planned_endpoint(ep: &Endpoint, port: u16, node_name: &str) -> PlannedEndpoint {
+    PlannedEndpoint {
+        ip: ep.address,
+        port,
+        is_local: ep.node_name.as_deref() == Some(node_name),
+        ready: ep.conditions.ready,
+        serving: ep.conditions.serving,
+        terminating: ep.conditions.terminating,
+        zone_hints: ep.zone_hints.clone(),
+        node_hints: ep.node_hints.clone(),
+    }
+}
+
+/// De-duplicates by endpoint string: the first one seen stays unless a
+/// later duplicate is not terminating.
+fn merge_endpoint(list: &mut Vec<PlannedEndpoint>, planned: PlannedEndpoint) {
+    if let Some(existing) = list
+        .iter_mut()
+        .find(|e| e.ip == planned.ip && e.port == planned.port)
+    {
+        if !planned.terminating {
+            *existing = planned;
+        }
+    } else {
+        list.push(planned);
+    }
+}
+
+fn plan_service_port(
+    svc: &Service,
+    index: usize,
+    node: &NodeConfig,
+    endpoints: &BTreeMap<EndpointKey, Vec<PlannedEndpoint>>,
+) -> Option<ServicePortPlan> {
+    if !is_proxied(svc) {
+        return None;
+    }
+    let family = node.family;
+    let cluster_ip = svc.cluster_ip_of(family)?;
+    let port = svc.ports.get(index)?;
+    let name = ServicePortName::new(
+        &svc.id.namespace,
+        &svc.id.name,
+        &port.name,
+        port.protocol,
+    );
+    let external_ips: Vec<IpAddr> = svc
+        .external_ips
+        .iter()
+        .copied()
+        .filter(|ip| family.contains(ip))
+        .collect();
+    let load_balancer_ips: Vec<IpAddr> = svc
+        .load_balancer_ingress
+        .iter()
+        .filter(|i| i.ip_mode == crate::model::IpMode::Vip)
+        .map(|i| i.ip)
+        .filter(|ip| family.contains(ip))
+        .collect();
+    let source_ranges: Vec<IpNet> = svc
+        .load_balancer_source_ranges
+        .iter()
+        .copied()
+        .filter(|n| family.contains_net(n))
+        .collect();
+    let node_port = port.node_port.filter(|&p| p != 0);
+    let externally_accessible =
+        node_port.is_some() || !load_balancer_ips.is_empty() || !external_ips.is_empty();
+    let external_policy = effective_external_policy(svc);
+    let internal_policy = svc.internal_traffic_policy;
+    let health_check_node_port = (svc.service_type == ServiceType::LoadBalancer
+        && external_policy == TrafficPolicy::Local
+        && svc.health_check_node_port != 0)
+        .then_some(svc.health_check_node_port);
+
+    let key = (
+        svc.id.namespace.clone(),
+        svc.id.name.clone(),
+        port.name.clone(),
+        port.protocol,
+    );
+    let all = endpoints.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+    let usage = EndpointUsage {
+        cluster: internal_policy == TrafficPolicy::Cluster || externally_accessible,
+        local: internal_policy == TrafficPolicy::Local
+            || (external_policy == TrafficPolicy::Local && externally_accessible),
+    };
+    let sel = categorize_endpoints(all, usage, &node.node_name, node.zone.as_deref());
+
+    let internal = disposition(sel.has_any, internal_policy, &sel.local);
+    let external = disposition(sel.has_any, external_policy, &sel.local);
+    let firewall = sel.has_any && !load_balancer_ips.is_empty() && !source_ranges.is_empty();
+    let firewall_allows_lb_ips = firewall
+        && node
+            .node_ip
+            .is_some_and(|ip| source_ranges.iter().any(|r| r.contains(&ip)));
+    Some(ServicePortPlan {
+        name,
+        cluster_ip,
+        port: port.port,
+        node_port,
+        external_ips,
+        load_balancer_ips,
+        source_ranges,
+        health_check_node_port,
+        affinity_timeout: svc.session_affinity_timeout,
+        internal_policy,
+        external_policy,
+        cluster_endpoints: if usage.cluster { sel.cluster } else { Vec::new() },
+        local_endpoints: if usage.local { sel.local } else { Vec::new() },
+        reachable_endpoints: sel.reachable,
+        total_endpoints: all.len(),
+        has_endpoints: sel.has_any,
+        internal,
+        external,
+        externally_accessible,
+        firewall,
+        firewall_allows_lb_ips,
+    })
+}
+
+/// `externalTrafficPolicy: Local` only counts for Services that can be
+/// reached from outside by type (NodePort, LoadBalancer) or by external IPs.
+pub fn effective_external_policy(svc: &Service) -> TrafficPolicy {
+    let external_type = match svc.service_type {
+        ServiceType::NodePort | ServiceType::LoadBalancer => true,
+        ServiceType::ClusterIp => !svc.external_ips.is_empty(),
+        ServiceType::ExternalName => false,
+    };
+    if external_type {
+        svc.external_traffic_policy
+    } else {
+        TrafficPolicy::Cluster
+    }
+}
+
+fn disposition(has_any: bool, policy: TrafficPolicy, local: &[PlannedEndpoint]) -> Disposition {
+    if !has_any {
+        Disposition::Reject
+    } else if policy == TrafficPolicy::Local && local.is_empty() {
+        Disposition::Drop
+    } else {
+        Disposition::Forward(policy)
+    }
+}
+
+/// Which policies a service port uses.
+#[derive(Debug, Clone, Copy)]
+struct EndpointUsage {
+    cluster: bool,
+    local: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TopologyMode {
+    None,
+    SameNode,
+    SameZone,
+}
+
+#[derive(Debug, Default)]
+struct Selection {
+    cluster: Vec<PlannedEndpoint>,
+    local: Vec<PlannedEndpoint>,
+    reachable: Vec<PlannedEndpoint>,
+    has_any: bool,
+}
+
+fn topology_mode(
+    eps: &[PlannedEndpoint],
+    node_name: &str,
+    zone: Option<&str>,
+) -> TopologyMode {
+    let ready: Vec<_> = eps.iter().filter(|e| e.ready).collect();
+    if ready.is_empty() {
+        return TopologyMode::None;
+    }
+    let all_node_hints = ready.iter().all(|e| !e.node_hints.is_empty());
+    let for_node = ready
+        .iter()
+        .any(|e| e.node_hints.contains(node_name));
+    if all_node_hints && for_node {
+        return TopologyMode::SameNode;
+    }
+    let zone = zone.unwrap_or("");
+    let all_zone_hints = ready.iter().all(|e| !e.zone_hints.is_empty());
+    let for_zone = ready
+        .iter()
+        .any(|e| e.zone_hints.contains(zone));
+    if all_zone_hints && for_zone {
+        return TopologyMode::SameZone;
+    }
+    TopologyMode::None
+}
+
+fn available_for_topology(
+    ep: &PlannedEndpoint,
+    mode: TopologyMode,
+    node_name: &str,
+    zone: Option<&str>,
+) -> bool {
+    match mode {
+        TopologyMode::None => true,
+        TopologyMode::SameNode => ep.node_hints.contains(node_name),
+        TopologyMode::SameZone => ep.zone_hints.contains(zone.unwrap_or("")),
+    }
+}
+
+/// kube-proxy's endpoint categorisation: cluster endpoints (topology, then
+/// the serving-terminating fallback), local endpoints (ready, else local
+/// serving-terminating) and their union.
+fn categorize_endpoints(
+    eps: &[PlannedEndpoint],
+    usage: EndpointUsage,
+    node_name: &str,
+    zone: Option<&str>,
+) -> Selection {
+    let mut sel = Selection::default();
+    if eps.is_empty() {
+        return sel;
+    }
+    let mut mode = TopologyMode::None;
+    if usage.cluster {
+        mode = topology_mode(eps, node_name, zone);
+        sel.cluster = eps
+            .iter()
+            .filter(|e| e.ready && available_for_topology(e, mode, node_name, zone))
+            .cloned()
+            .collect();
+        if sel.cluster.is_empty() {
+            sel.cluster = eps
+                .iter()
+                .filter(|e| e.usable_serving_terminating())
+                .cloned()
+                .collect();
+        }
+        sel.has_any = !sel.cluster.is_empty();
+    }
+    if !usage.local {
+        sel.reachable = sel.cluster.clone();
+        return sel;
+    }
+    let mut local_ready = false;
+    let mut local_terminating = false;
+    for e in eps {
+        if e.ready {
+            sel.has_any = true;
+            local_ready |= e.is_local;
+        } else if e.usable_serving_terminating() {
+            sel.has_any = true;
+            local_terminating |= e.is_local;
+        }
+    }
+    let mut serving_terminating_local = false;
+    if local_ready {
+        sel.local = eps
+            .iter()
+            .filter(|e| e.is_local && e.ready)
+            .cloned()
+            .collect();
+    } else if local_terminating {
+        serving_terminating_local = true;
+        sel.local = eps
+            .iter()
+            .filter(|e| e.is_local && e.usable_serving_terminating())
+            .cloned()
+            .collect();
+    }
+    if !usage.cluster {
+        sel.reachable = sel.local.clone();
+        return sel;
+    }
+    if mode == TopologyMode::None && !serving_terminating_local {
+        sel.reachable = sel.cluster.clone();
+        return sel;
+    }
+    let mut union: BTreeMap<String, PlannedEndpoint> = BTreeMap::new();
+    for e in sel.cluster.iter().chain(sel.local.iter()) {
+        union.insert(e.endpoint_string(), e.clone());
+    }
+    sel.reachable = union.into_values().collect();
+    sel
+}

@@ -1,0 +1,1 @@
+//! Shared helpers of kproxy's cross-crate tests.
