@@ -385,7 +385,11 @@ fn collect_endpoints(
                 port.protocol,
             );
             let list = map.entry(key).or_default();
-            for ep in slice.endpoints.iter().filter(|e| node.family.contains(&e.address)) {
+            for ep in slice
+                .endpoints
+                .iter()
+                .filter(|e| node.family.contains(&e.address))
+            {
                 merge_endpoint(list, planned_endpoint(ep, p, &node.node_name));
             }
         }
@@ -436,12 +440,7 @@ fn plan_service_port(
     let family = node.family;
     let cluster_ip = svc.cluster_ip_of(family)?;
     let port = svc.ports.get(index)?;
-    let name = ServicePortName::new(
-        &svc.id.namespace,
-        &svc.id.name,
-        &port.name,
-        port.protocol,
-    );
+    let name = ServicePortName::new(&svc.id.namespace, &svc.id.name, &port.name, port.protocol);
     let external_ips: Vec<IpAddr> = svc
         .external_ips
         .iter()
@@ -504,7 +503,11 @@ fn plan_service_port(
         affinity_timeout: svc.session_affinity_timeout,
         internal_policy,
         external_policy,
-        cluster_endpoints: if usage.cluster { sel.cluster } else { Vec::new() },
+        cluster_endpoints: if usage.cluster {
+            sel.cluster
+        } else {
+            Vec::new()
+        },
         local_endpoints: if usage.local { sel.local } else { Vec::new() },
         reachable_endpoints: sel.reachable,
         total_endpoints: all.len(),
@@ -564,27 +567,19 @@ struct Selection {
     has_any: bool,
 }
 
-fn topology_mode(
-    eps: &[PlannedEndpoint],
-    node_name: &str,
-    zone: Option<&str>,
-) -> TopologyMode {
+fn topology_mode(eps: &[PlannedEndpoint], node_name: &str, zone: Option<&str>) -> TopologyMode {
     let ready: Vec<_> = eps.iter().filter(|e| e.ready).collect();
     if ready.is_empty() {
         return TopologyMode::None;
     }
     let all_node_hints = ready.iter().all(|e| !e.node_hints.is_empty());
-    let for_node = ready
-        .iter()
-        .any(|e| e.node_hints.contains(node_name));
+    let for_node = ready.iter().any(|e| e.node_hints.contains(node_name));
     if all_node_hints && for_node {
         return TopologyMode::SameNode;
     }
     let zone = zone.unwrap_or("");
     let all_zone_hints = ready.iter().all(|e| !e.zone_hints.is_empty());
-    let for_zone = ready
-        .iter()
-        .any(|e| e.zone_hints.contains(zone));
+    let for_zone = ready.iter().any(|e| e.zone_hints.contains(zone));
     if all_zone_hints && for_zone {
         return TopologyMode::SameZone;
     }

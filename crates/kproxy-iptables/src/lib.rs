@@ -1,0 +1,81 @@
+//! # kproxy-iptables
+//!
+//! Lowers a [`kproxy_core::plan::Plan`] to the rules kube-proxy's iptables
+//! mode writes (the v1.34+ layout: `KUBE-SERVICES`, `KUBE-SVC-*`,
+//! `KUBE-SVL-*`, `KUBE-EXT-*`, `KUBE-FW-*`, `KUBE-SEP-*`, ...) and prints them
+//! as `iptables-restore` input. [`layout`] builds the IR; [`print`] only
+//! spells it. No Kubernetes decision is taken here: the planner took them.
+//!
+//! ```
+//! use kproxy_core::model::*;
+//! use kproxy_iptables::{compile, Options};
+//!
+//! let svc = Service::cluster_ip("ns1", "svc1", "172.30.0.41".parse().unwrap())
+//!     .with_port(ServicePort::new("p80", Protocol::Tcp, 80));
+//! let slice = EndpointSlice::new("ns1", "svc1-abc", "svc1", IpFamily::V4)
+//!     .with_port(EndpointPort::new("p80", Protocol::Tcp, 80))
+//!     .with_endpoint(Endpoint::ready("10.180.0.1".parse().unwrap()));
+//! let state = ClusterState { services: vec![svc], endpoint_slices: vec![slice] };
+//! let node = NodeConfig::new(IpFamily::V4, "node-1");
+//! let text = compile(&state, &node, Options::default()).unwrap();
+//! assert!(text.contains(
+//!     "-A KUBE-SERVICES -m comment --comment \"ns1/svc1:p80 cluster IP\" \
+//!      -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O"
+//! ));
+//! assert!(text.contains("-j DNAT --to-destination 10.180.0.1:80"));
+//! ```
+#![warn(missing_docs)]
+
+pub mod layout;
+pub mod print;
+
+use kproxy_core::model::{ClusterState, NodeConfig};
+use kproxy_core::plan::{Plan, plan};
+
+pub use layout::{LayoutOptions, build};
+pub use print::PrintOptions;
+
+/// Errors of the iptables backend.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IptablesError {
+    /// The IR holds something iptables cannot express.
+    #[error("chain {chain}: iptables cannot express {what}")]
+    Unsupported {
+        /// The chain of the rule.
+        chain: String,
+        /// What could not be printed.
+        what: String,
+    },
+}
+
+/// Options of [`compile`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Options {
+    /// Include the jump rules from the built-in chains and the canaries.
+    pub standalone: bool,
+}
+
+/// Plans, lowers and prints in one call.
+pub fn compile(
+    state: &ClusterState,
+    node: &NodeConfig,
+    opts: Options,
+) -> Result<String, IptablesError> {
+    render(&plan(state, node), opts)
+}
+
+/// Lowers and prints an existing plan.
+pub fn render(plan: &Plan, opts: Options) -> Result<String, IptablesError> {
+    let ruleset = build(
+        plan,
+        LayoutOptions {
+            standalone: opts.standalone,
+        },
+    );
+    print::print(
+        &ruleset,
+        PrintOptions {
+            mark_style: plan.node.mark.style,
+        },
+    )
+}

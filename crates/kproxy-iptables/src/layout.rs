@@ -1,0 +1,733 @@
+//! kube-proxy's iptables layout (v1.34+): plan -> IR.
+//!
+//! Every function here lowers facts the planner decided; none looks at the
+//! model or re-decides Kubernetes semantics.
+
+use std::net::{IpAddr, SocketAddr};
+
+use kproxy_core::ir::{
+    AddrMatch, Chain, CtState, Direction, Hook, MarkOp, Match, RecentOp, Rule, Ruleset, Table,
+    TableFamily, Verdict,
+};
+use kproxy_core::model::{LocalDetector, Protocol, TrafficPolicy};
+use kproxy_core::names::{ChainName, IptablesServiceChains, iptables_endpoint_chain};
+use kproxy_core::plan::{
+    ClusterIpMasquerade, Disposition, NodePlan, NodePortDestinations, Plan, PlannedEndpoint,
+    ServicePortPlan,
+};
+
+/// `KUBE-SERVICES`
+pub const KUBE_SERVICES: &str = "KUBE-SERVICES";
+/// `KUBE-EXTERNAL-SERVICES`
+pub const KUBE_EXTERNAL_SERVICES: &str = "KUBE-EXTERNAL-SERVICES";
+/// `KUBE-FORWARD`
+pub const KUBE_FORWARD: &str = "KUBE-FORWARD";
+/// `KUBE-NODEPORTS`
+pub const KUBE_NODEPORTS: &str = "KUBE-NODEPORTS";
+/// `KUBE-PROXY-FIREWALL`
+pub const KUBE_PROXY_FIREWALL: &str = "KUBE-PROXY-FIREWALL";
+/// `KUBE-FIREWALL` (kubelet's historical chain, duplicated by kube-proxy)
+pub const KUBE_FIREWALL: &str = "KUBE-FIREWALL";
+/// `KUBE-POSTROUTING`
+pub const KUBE_POSTROUTING: &str = "KUBE-POSTROUTING";
+/// `KUBE-MARK-MASQ`
+pub const KUBE_MARK_MASQ: &str = "KUBE-MARK-MASQ";
+/// `KUBE-PROXY-CANARY`
+pub const KUBE_PROXY_CANARY: &str = "KUBE-PROXY-CANARY";
+
+/// What to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LayoutOptions {
+    /// Also build what kube-proxy sets up outside the restore payload: the
+    /// jump rules from the built-in chains, the canary chains and the
+    /// KUBE-FIREWALL chain the jumps need, so the result works on its own.
+    pub standalone: bool,
+}
+
+/// Lowers `plan` to kube-proxy's iptables layout: tables `filter` then
+/// `nat` (and `mangle` for the canary when standalone).
+pub fn build(plan: &Plan, opts: LayoutOptions) -> Ruleset {
+    let family = TableFamily::Iptables(plan.node.family);
+    let mut filter = Tables::new(Table::new("filter", family));
+    let mut nat = Tables::new(Table::new("nat", family));
+    if opts.standalone {
+        builtin_jumps(&mut filter, &mut nat);
+    }
+    for name in [
+        KUBE_SERVICES,
+        KUBE_EXTERNAL_SERVICES,
+        KUBE_FORWARD,
+        KUBE_NODEPORTS,
+        KUBE_PROXY_FIREWALL,
+    ] {
+        filter.declare(name);
+    }
+    if plan.node.localhost_node_ports || opts.standalone {
+        filter.declare(KUBE_FIREWALL);
+    }
+    for name in [
+        KUBE_SERVICES,
+        KUBE_NODEPORTS,
+        KUBE_POSTROUTING,
+        KUBE_MARK_MASQ,
+    ] {
+        nat.declare(name);
+    }
+    if plan.node.localhost_node_ports {
+        filter.push(KUBE_FIREWALL, localnet_block_rule());
+    }
+    postrouting_rules(&mut nat, &plan.node);
+    let ctx = Ctx {
+        node: &plan.node,
+        large_cluster: plan.large_cluster,
+    };
+    for sp in &plan.service_ports {
+        service_port(&mut filter, &mut nat, &ctx, sp);
+    }
+    forward_rules(&mut filter, &plan.node);
+    nodeports_jump(&mut nat, &plan.node);
+    let mut tables = vec![filter.table, nat.table];
+    if opts.standalone {
+        for t in &mut tables {
+            t.chains.push(Chain::new(KUBE_PROXY_CANARY));
+        }
+        let mut mangle = Table::new("mangle", family);
+        mangle.chains.push(Chain::new(KUBE_PROXY_CANARY));
+        tables.push(mangle);
+    }
+    Ruleset { tables }
+}
+
+/// A table under construction.
+struct Tables {
+    table: Table,
+}
+
+impl Tables {
+    fn new(table: Table) -> Self {
+        Self { table }
+    }
+    fn declare(&mut self, name: &str) {
+        if self.table.chain(name).is_none() {
+            self.table.chains.push(Chain::new(name));
+        }
+    }
+    fn push(&mut self, chain: &str, rule: Rule) {
+        self.declare(chain);
+        if let Some(c) = self.table.chain_mut(chain) {
+            c.push(rule);
+        }
+    }
+    fn push_builtin(&mut self, hook: Hook, rule: Rule) {
+        let name = hook.as_iptables();
+        if self.table.chain(name).is_none() {
+            // Built-in chains first, as iptables-save lists them.
+            let pos = self
+                .table
+                .chains
+                .iter()
+                .take_while(|c| matches!(c.kind, kproxy_core::ir::ChainKind::Builtin(_)))
+                .count();
+            self.table.chains.insert(pos, Chain::builtin(hook));
+        }
+        if let Some(c) = self.table.chain_mut(name) {
+            c.push(rule);
+        }
+    }
+}
+
+struct Ctx<'a> {
+    node: &'a NodePlan,
+    large_cluster: bool,
+}
+
+fn comment(text: impl Into<String>) -> Match {
+    Match::Comment(text.into())
+}
+
+fn jump(chain: &str) -> Verdict {
+    Verdict::Jump(ChainName::new(chain))
+}
+
+fn ct_new() -> Match {
+    Match::CtState {
+        states: vec![CtState::New],
+        negate: false,
+    }
+}
+
+/// The jump rules kube-proxy ensures at the top of the built-in chains, in
+/// the order they end up in on a clean node (each is inserted at the top).
+fn builtin_jumps(filter: &mut Tables, nat: &mut Tables) {
+    use Hook::{Forward, Input, Output, Postrouting, Prerouting};
+    const EXTERNAL: &str = "kubernetes externally-visible service portals";
+    const PORTALS: &str = "kubernetes service portals";
+    const HEALTH: &str = "kubernetes health check service ports";
+    const FORWARDING: &str = "kubernetes forwarding rules";
+    const LB_FW: &str = "kubernetes load balancer firewall";
+    let r = |ct: bool, text: Option<&str>, target: &str| {
+        let mut rule = Rule::new();
+        if ct {
+            rule = rule.with(ct_new());
+        }
+        if let Some(t) = text {
+            rule = rule.with(comment(t));
+        }
+        rule.verdict(jump(target))
+    };
+    filter.push_builtin(Input, r(false, None, KUBE_FIREWALL));
+    filter.push_builtin(Input, r(true, Some(LB_FW), KUBE_PROXY_FIREWALL));
+    filter.push_builtin(Input, r(false, Some(HEALTH), KUBE_NODEPORTS));
+    filter.push_builtin(Input, r(true, Some(EXTERNAL), KUBE_EXTERNAL_SERVICES));
+    filter.push_builtin(Forward, r(true, Some(LB_FW), KUBE_PROXY_FIREWALL));
+    filter.push_builtin(Forward, r(false, Some(FORWARDING), KUBE_FORWARD));
+    filter.push_builtin(Forward, r(true, Some(PORTALS), KUBE_SERVICES));
+    filter.push_builtin(Forward, r(true, Some(EXTERNAL), KUBE_EXTERNAL_SERVICES));
+    filter.push_builtin(Output, r(false, None, KUBE_FIREWALL));
+    filter.push_builtin(Output, r(true, Some(LB_FW), KUBE_PROXY_FIREWALL));
+    filter.push_builtin(Output, r(true, Some(PORTALS), KUBE_SERVICES));
+    nat.push_builtin(Prerouting, r(false, Some(PORTALS), KUBE_SERVICES));
+    nat.push_builtin(Output, r(false, Some(PORTALS), KUBE_SERVICES));
+    nat.push_builtin(
+        Postrouting,
+        r(
+            false,
+            Some("kubernetes postrouting rules"),
+            KUBE_POSTROUTING,
+        ),
+    );
+}
+
+fn localnet_block_rule() -> Rule {
+    let loopback: ipnet::IpNet = "127.0.0.0/8".parse().expect("constant");
+    Rule::new()
+        .with(comment("block incoming localnet connections"))
+        .with(Match::Addr {
+            dir: Direction::Dst,
+            addr: AddrMatch::Net(loopback),
+            negate: false,
+        })
+        .with(Match::Addr {
+            dir: Direction::Src,
+            addr: AddrMatch::Net(loopback),
+            negate: true,
+        })
+        .with(Match::CtState {
+            states: vec![CtState::Related, CtState::Established, CtState::Dnat],
+            negate: true,
+        })
+        .verdict(Verdict::Drop)
+}
+
+fn postrouting_rules(nat: &mut Tables, node: &NodePlan) {
+    let mark = node.mark.value();
+    nat.push(
+        KUBE_POSTROUTING,
+        Rule::new()
+            .with(Match::Mark {
+                value: mark,
+                mask: mark,
+                negate: true,
+            })
+            .verdict(Verdict::Return),
+    );
+    nat.push(
+        KUBE_POSTROUTING,
+        Rule::new().verdict(Verdict::SetMark {
+            op: MarkOp::Xor,
+            value: mark,
+        }),
+    );
+    nat.push(
+        KUBE_POSTROUTING,
+        Rule::new()
+            .with(comment("kubernetes service traffic requiring SNAT"))
+            .verdict(Verdict::Masquerade {
+                random_fully: node.random_fully,
+            }),
+    );
+    nat.push(
+        KUBE_MARK_MASQ,
+        Rule::new().verdict(Verdict::SetMark {
+            op: MarkOp::Or,
+            value: mark,
+        }),
+    );
+}
+
+fn forward_rules(filter: &mut Tables, node: &NodePlan) {
+    if node.drop_invalid {
+        let mut r = Rule::new().with(Match::CtState {
+            states: vec![CtState::Invalid],
+            negate: false,
+        });
+        if node.nfacct {
+            r = r.with(Match::Nfacct("ct_state_invalid_dropped_pkts".into()));
+        }
+        filter.push(KUBE_FORWARD, r.verdict(Verdict::Drop));
+    }
+    let mark = node.mark.value();
+    filter.push(
+        KUBE_FORWARD,
+        Rule::new()
+            .with(comment("kubernetes forwarding rules"))
+            .with(Match::Mark {
+                value: mark,
+                mask: mark,
+                negate: false,
+            })
+            .verdict(Verdict::Accept),
+    );
+    filter.push(
+        KUBE_FORWARD,
+        Rule::new()
+            .with(comment("kubernetes forwarding conntrack rule"))
+            .with(Match::CtState {
+                states: vec![CtState::Related, CtState::Established],
+                negate: false,
+            })
+            .verdict(Verdict::Accept),
+    );
+}
+
+/// The last rule of nat KUBE-SERVICES: local destinations go to KUBE-NODEPORTS.
+fn nodeports_jump(nat: &mut Tables, node: &NodePlan) {
+    const TEXT: &str =
+        "kubernetes service nodeports; NOTE: this must be the last rule in this chain";
+    match &node.node_ports {
+        NodePortDestinations::AllLocal { exclude } => {
+            let mut r = Rule::new().with(comment(TEXT)).with(Match::AddrTypeLocal {
+                dir: Direction::Dst,
+                negate: false,
+            });
+            if let Some(net) = exclude {
+                r = r.with(Match::Addr {
+                    dir: Direction::Dst,
+                    addr: AddrMatch::Net(*net),
+                    negate: true,
+                });
+            }
+            nat.push(KUBE_SERVICES, r.verdict(jump(KUBE_NODEPORTS)));
+        }
+        NodePortDestinations::Addresses(addrs) => {
+            for ip in addrs {
+                nat.push(
+                    KUBE_SERVICES,
+                    Rule::new()
+                        .with(comment(TEXT))
+                        .with(dst_ip(*ip))
+                        .verdict(jump(KUBE_NODEPORTS)),
+                );
+            }
+        }
+    }
+}
+
+fn dst_ip(ip: IpAddr) -> Match {
+    Match::Addr {
+        dir: Direction::Dst,
+        addr: AddrMatch::Ip(ip),
+        negate: false,
+    }
+}
+
+fn src_ip(ip: IpAddr) -> Match {
+    Match::Addr {
+        dir: Direction::Src,
+        addr: AddrMatch::Ip(ip),
+        negate: false,
+    }
+}
+
+/// `-m p -p p -d IP --dport PORT`
+fn proto_dst(proto: Protocol, ip: IpAddr, port: u16) -> [Match; 3] {
+    [Match::Protocol(proto), dst_ip(ip), Match::DstPort(port)]
+}
+
+/// The detector's "is local" / "is not local" matches.
+fn local_matches(det: &LocalDetector, local: bool) -> Vec<Match> {
+    let negate = !local;
+    match det {
+        LocalDetector::None => Vec::new(),
+        LocalDetector::Cidr(net) => vec![Match::Addr {
+            dir: Direction::Src,
+            addr: AddrMatch::Net(*net),
+            negate,
+        }],
+        LocalDetector::BridgeInterface(name) => vec![Match::InInterface {
+            name: name.clone(),
+            prefix: false,
+            negate,
+        }],
+        LocalDetector::InterfaceNamePrefix(prefix) => vec![Match::InInterface {
+            name: prefix.clone(),
+            prefix: true,
+            negate,
+        }],
+    }
+}
+
+/// The filter rule for traffic with nowhere to go.
+fn no_endpoint_rule(sp: &ServicePortPlan, disposition: Disposition) -> Option<(String, Verdict)> {
+    match disposition {
+        Disposition::Forward(_) => None,
+        Disposition::Reject => Some((format!("{} has no endpoints", sp.name), Verdict::Reject)),
+        Disposition::Drop => Some((format!("{} has no local endpoints", sp.name), Verdict::Drop)),
+    }
+}
+
+fn policy_chain(chains: &IptablesServiceChains, policy: TrafficPolicy) -> &str {
+    match policy {
+        TrafficPolicy::Cluster => chains.svc.as_str(),
+        TrafficPolicy::Local => chains.svl.as_str(),
+    }
+}
+
+fn service_port(filter: &mut Tables, nat: &mut Tables, ctx: &Ctx<'_>, sp: &ServicePortPlan) {
+    let chains = IptablesServiceChains::new(&sp.name);
+    let spn = sp.name.to_string();
+    let proto = sp.name.protocol;
+    let ext = chains.ext.as_str();
+
+    // 1. Cluster IP.
+    match no_endpoint_rule(sp, sp.internal) {
+        None => nat.push(
+            KUBE_SERVICES,
+            Rule::new()
+                .with(comment(format!("{spn} cluster IP")))
+                .with_all(proto_dst(proto, sp.cluster_ip, sp.port))
+                .verdict(jump(policy_chain(&chains, sp.internal_policy))),
+        ),
+        Some((text, verdict)) => filter.push(
+            KUBE_SERVICES,
+            Rule::new()
+                .with(comment(text))
+                .with_all(proto_dst(proto, sp.cluster_ip, sp.port))
+                .verdict(verdict),
+        ),
+    }
+    let external_block = no_endpoint_rule(sp, sp.external);
+    let block = |filter: &mut Tables, matches: Vec<Match>| {
+        if let Some((text, verdict)) = &external_block {
+            filter.push(
+                KUBE_EXTERNAL_SERVICES,
+                Rule::new()
+                    .with(comment(text.clone()))
+                    .with_all(matches)
+                    .verdict(verdict.clone()),
+            );
+        }
+    };
+
+    // 2. External IPs.
+    for ip in &sp.external_ips {
+        if sp.has_endpoints {
+            nat.push(
+                KUBE_SERVICES,
+                Rule::new()
+                    .with(comment(format!("{spn} external IP")))
+                    .with_all(proto_dst(proto, *ip, sp.port))
+                    .verdict(jump(ext)),
+            );
+        }
+        block(filter, proto_dst(proto, *ip, sp.port).to_vec());
+    }
+
+    // 3. Load balancer IPs.
+    let lb_target = if sp.firewall { chains.fw.as_str() } else { ext };
+    for ip in &sp.load_balancer_ips {
+        if sp.has_endpoints {
+            nat.push(
+                KUBE_SERVICES,
+                Rule::new()
+                    .with(comment(format!("{spn} loadbalancer IP")))
+                    .with_all(proto_dst(proto, *ip, sp.port))
+                    .verdict(jump(lb_target)),
+            );
+        }
+        if sp.firewall {
+            filter.push(
+                KUBE_PROXY_FIREWALL,
+                Rule::new()
+                    .with(comment(format!(
+                        "{spn} traffic not accepted by {}",
+                        chains.fw
+                    )))
+                    .with_all(proto_dst(proto, *ip, sp.port))
+                    .verdict(Verdict::Drop),
+            );
+        }
+    }
+    // 4. Load balancer IPs with nowhere to go.
+    for ip in &sp.load_balancer_ips {
+        block(filter, proto_dst(proto, *ip, sp.port).to_vec());
+    }
+
+    // 5. Node port.
+    if let Some(np) = sp.node_port {
+        if sp.has_endpoints {
+            if ctx.node.localhost_node_ports && ctx.node.nfacct {
+                nat.push(
+                    KUBE_NODEPORTS,
+                    Rule::new()
+                        .with(comment(spn.clone()))
+                        .with(Match::Protocol(proto))
+                        .with(Match::Addr {
+                            dir: Direction::Dst,
+                            addr: AddrMatch::Net(ctx.node.family.loopback_net()),
+                            negate: false,
+                        })
+                        .with(Match::DstPort(np))
+                        .with(Match::Nfacct("localhost_nps_accepted_pkts".into()))
+                        .verdict(jump(ext)),
+                );
+            }
+            nat.push(
+                KUBE_NODEPORTS,
+                Rule::new()
+                    .with(comment(spn.clone()))
+                    .with(Match::Protocol(proto))
+                    .with(Match::DstPort(np))
+                    .verdict(jump(ext)),
+            );
+        }
+        block(
+            filter,
+            vec![
+                Match::AddrTypeLocal {
+                    dir: Direction::Dst,
+                    negate: false,
+                },
+                Match::Protocol(proto),
+                Match::DstPort(np),
+            ],
+        );
+    }
+
+    // 6. Health check node port.
+    if let Some(hc) = sp.health_check_node_port {
+        filter.push(
+            KUBE_NODEPORTS,
+            Rule::new()
+                .with(comment(format!("{spn} health check node port")))
+                .with(Match::Protocol(Protocol::Tcp))
+                .with(Match::DstPort(hc))
+                .verdict(Verdict::Accept),
+        );
+    }
+
+    // 7..12: the service's own chains.
+    service_chains(nat, ctx, sp, &chains);
+}
+
+fn service_chains(
+    nat: &mut Tables,
+    ctx: &Ctx<'_>,
+    sp: &ServicePortPlan,
+    chains: &IptablesServiceChains,
+) {
+    let spn = sp.name.to_string();
+    let proto = sp.name.protocol;
+    let svc = chains.svc.as_str();
+
+    // 7. Masquerade off-node traffic to the cluster IP.
+    if sp.internal.forwards() {
+        let not_local = match &ctx.node.cluster_ip_masquerade {
+            ClusterIpMasquerade::All => Some(Vec::new()),
+            ClusterIpMasquerade::IfNotLocal(det) => Some(local_matches(det, false)),
+            ClusterIpMasquerade::Never => None,
+        };
+        if let Some(extra) = not_local {
+            nat.push(
+                policy_chain(chains, sp.internal_policy),
+                Rule::new()
+                    .with(comment(format!("{spn} cluster IP")))
+                    .with_all(proto_dst(proto, sp.cluster_ip, sp.port))
+                    .with_all(extra)
+                    .verdict(jump(KUBE_MARK_MASQ)),
+            );
+        }
+    }
+
+    // 8. External traffic.
+    if sp.uses_external_chain() {
+        let ext = chains.ext.as_str();
+        nat.declare(ext);
+        if sp.masquerades_external() {
+            nat.push(
+                ext,
+                Rule::new()
+                    .with(comment(format!(
+                        "masquerade traffic for {spn} external destinations"
+                    )))
+                    .verdict(jump(KUBE_MARK_MASQ)),
+            );
+        } else if sp.short_circuits_local_external() {
+            let local = local_matches(&ctx.node.local_detector, true);
+            if !local.is_empty() {
+                nat.push(
+                    ext,
+                    Rule::new()
+                        .with(comment(format!(
+                            "pod traffic for {spn} external destinations"
+                        )))
+                        .with_all(local)
+                        .verdict(jump(svc)),
+                );
+            }
+            let src_local = Match::AddrTypeLocal {
+                dir: Direction::Src,
+                negate: false,
+            };
+            nat.push(
+                ext,
+                Rule::new()
+                    .with(comment(format!(
+                        "masquerade LOCAL traffic for {spn} external destinations"
+                    )))
+                    .with(src_local.clone())
+                    .verdict(jump(KUBE_MARK_MASQ)),
+            );
+            nat.push(
+                ext,
+                Rule::new()
+                    .with(comment(format!(
+                        "route LOCAL traffic for {spn} external destinations"
+                    )))
+                    .with(src_local)
+                    .verdict(jump(svc)),
+            );
+        }
+        if sp.external.forwards() {
+            nat.push(
+                ext,
+                Rule::new().verdict(jump(policy_chain(chains, sp.external_policy))),
+            );
+        }
+    }
+
+    // 9. Load balancer source ranges.
+    if sp.firewall {
+        let fw = chains.fw.as_str();
+        let text = format!("{spn} loadbalancer IP");
+        for net in &sp.source_ranges {
+            nat.push(
+                fw,
+                Rule::new()
+                    .with(comment(text.clone()))
+                    .with(Match::Addr {
+                        dir: Direction::Src,
+                        addr: AddrMatch::Net(*net),
+                        negate: false,
+                    })
+                    .verdict(jump(chains.ext.as_str())),
+            );
+        }
+        if sp.firewall_allows_lb_ips {
+            for ip in &sp.load_balancer_ips {
+                nat.push(
+                    fw,
+                    Rule::new()
+                        .with(comment(text.clone()))
+                        .with(src_ip(*ip))
+                        .verdict(jump(chains.ext.as_str())),
+                );
+            }
+        }
+        nat.push(
+            fw,
+            Rule::new().with(comment(format!(
+                "other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL"
+            ))),
+        );
+    }
+
+    // 10, 11. Endpoint selection.
+    if sp.uses_cluster_chain() {
+        endpoint_selection(nat, ctx, sp, svc, &sp.cluster_endpoints);
+    }
+    if sp.uses_local_chain() {
+        endpoint_selection(nat, ctx, sp, chains.svl.as_str(), &sp.local_endpoints);
+    }
+
+    // 12. Endpoint chains.
+    for ep in &sp.reachable_endpoints {
+        endpoint_chain(nat, ctx, sp, ep);
+    }
+}
+
+fn endpoint_comment(ctx: &Ctx<'_>, text: String) -> Option<Match> {
+    (!ctx.large_cluster).then(|| Match::Comment(text))
+}
+
+fn endpoint_selection(
+    nat: &mut Tables,
+    ctx: &Ctx<'_>,
+    sp: &ServicePortPlan,
+    chain: &str,
+    endpoints: &[PlannedEndpoint],
+) {
+    nat.declare(chain);
+    let spn = sp.name.to_string();
+    let named: Vec<(String, ChainName)> = endpoints
+        .iter()
+        .map(|ep| {
+            let s = ep.endpoint_string();
+            let sep = iptables_endpoint_chain(&sp.name, &s);
+            (s, sep)
+        })
+        .collect();
+    if let Some(seconds) = sp.affinity_timeout {
+        for (s, sep) in &named {
+            nat.push(
+                chain,
+                Rule::new()
+                    .with_all(endpoint_comment(ctx, format!("{spn} -> {s}")))
+                    .with(Match::Recent {
+                        name: sep.to_string(),
+                        op: RecentOp::Check {
+                            seconds,
+                            reap: true,
+                        },
+                    })
+                    .verdict(Verdict::Jump(sep.clone())),
+            );
+        }
+    }
+    let n = named.len();
+    for (i, (s, sep)) in named.iter().enumerate() {
+        let mut r = Rule::new().with_all(endpoint_comment(ctx, format!("{spn} -> {s}")));
+        if i + 1 < n {
+            r = r.with(Match::Probability {
+                one_in: u32::try_from(n - i).unwrap_or(u32::MAX),
+            });
+        }
+        nat.push(chain, r.verdict(Verdict::Jump(sep.clone())));
+    }
+}
+
+fn endpoint_chain(nat: &mut Tables, ctx: &Ctx<'_>, sp: &ServicePortPlan, ep: &PlannedEndpoint) {
+    let s = ep.endpoint_string();
+    let sep = iptables_endpoint_chain(&sp.name, &s);
+    let spn = sp.name.to_string();
+    nat.declare(sep.as_str());
+    nat.push(
+        sep.as_str(),
+        Rule::new()
+            .with_all(endpoint_comment(ctx, spn.clone()))
+            .with(src_ip(ep.ip))
+            .verdict(jump(KUBE_MARK_MASQ)),
+    );
+    let mut r = Rule::new().with_all(endpoint_comment(ctx, spn));
+    if sp.affinity_timeout.is_some() {
+        r = r.with(Match::Recent {
+            name: sep.to_string(),
+            op: RecentOp::Set,
+        });
+    }
+    nat.push(
+        sep.as_str(),
+        r.with(Match::Protocol(sp.name.protocol))
+            .verdict(Verdict::Dnat(SocketAddr::new(ep.ip, ep.port))),
+    );
+}
