@@ -1,1 +1,35 @@
-fn main() {}
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use kproxy_bin::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KPROXY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Compile(args) => kproxy_bin::compile::run(args),
+    };
+    match result {
+        Ok(out) => {
+            for w in &out.warnings {
+                eprintln!("kproxy: warning: {w}");
+            }
+            let mut stdout = std::io::stdout().lock();
+            if stdout.write_all(out.stdout.as_bytes()).is_err() {
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kproxy: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

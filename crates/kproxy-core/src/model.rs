@@ -251,7 +251,10 @@ impl Service {
     }
     /// The cluster IP of `family`, if the Service has one.
     pub fn cluster_ip_of(&self, family: IpFamily) -> Option<IpAddr> {
-        self.cluster_ips.iter().copied().find(|ip| family.contains(ip))
+        self.cluster_ips
+            .iter()
+            .copied()
+            .find(|ip| family.contains(ip))
     }
 }
 

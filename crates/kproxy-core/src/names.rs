@@ -171,10 +171,7 @@ mod tests {
     #[test]
     fn seed_article_names_use_the_1_5_spelling() {
         // kube-proxy 1.5 always printed the colon after the service name.
-        assert_eq!(
-            hash_base32("default/hostnames:tcp", 16),
-            "NWV5X2332I4OT4T3"
-        );
+        assert_eq!(hash_base32("default/hostnames:tcp", 16), "NWV5X2332I4OT4T3");
         assert_eq!(
             hash_base32("default/hostnames:tcp10.76.0.9:9376", 16),
             "EV2NQKURMPKCP5UI"
@@ -187,7 +184,10 @@ mod tests {
 
     #[test]
     fn unnamed_port_has_no_colon() {
-        assert_eq!(spn("default", "hostnames", "").to_string(), "default/hostnames");
+        assert_eq!(
+            spn("default", "hostnames", "").to_string(),
+            "default/hostnames"
+        );
     }
 
     #[test]

@@ -1,0 +1,21 @@
+//! The command line.
+
+use clap::{Parser, Subcommand};
+
+use crate::compile::CompileArgs;
+
+/// kproxy: compiles Kubernetes Services into the rules kube-proxy writes.
+#[derive(Parser, Debug)]
+#[command(name = "kproxy", version, about, long_about = None)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the rules kube-proxy would write for the given cluster state.
+    Compile(CompileArgs),
+}

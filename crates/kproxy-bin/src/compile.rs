@@ -1,0 +1,116 @@
+//! `kproxy compile`.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use kproxy_core::config::ProxyMode;
+use kproxy_core::convert::{Inventory, Object, inventory, parse_documents};
+use kproxy_core::model::IpFamily;
+
+use crate::settings::{NodeArgs, resolve};
+use crate::sources::read_sources;
+
+/// Arguments of `kproxy compile`.
+#[derive(Args, Debug, Clone)]
+pub struct CompileArgs {
+    /// Node-level configuration.
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Also print what kube-proxy sets up outside its restore payload (the
+    /// jumps from the built-in chains, the canary chains), so that the output
+    /// loads into an empty network namespace with plain `iptables-restore`.
+    #[arg(long)]
+    pub standalone: bool,
+    /// The backend: iptables (default: the proxy mode).
+    #[arg(long, value_name = "BACKEND")]
+    pub backend: Option<String>,
+    /// Manifests: files, directories (*.yaml, *.yml, *.json, recursively) or
+    /// `-` for stdin. Multi-document YAML, JSON and `kind: List` are read.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// What a command produced: its output and the notes for stderr.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// Standard output.
+    pub stdout: String,
+    /// Warnings and notes, one line each.
+    pub warnings: Vec<String>,
+}
+
+/// Reads and converts every PATH. Unparsable documents are errors; invalid
+/// objects are skipped with a warning, as kube-proxy skips them.
+pub fn load(paths: &[PathBuf]) -> Result<Inventory> {
+    let mut objects: Vec<(String, Object)> = Vec::new();
+    for src in read_sources(paths)? {
+        let docs = parse_documents(&src.text, &src.name)?;
+        objects.extend(docs.into_iter().map(|o| (src.name.clone(), o)));
+    }
+    Ok(inventory(objects))
+}
+
+/// The backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// iptables-restore input.
+    Iptables,
+}
+
+fn backend(args: &CompileArgs, mode: &ProxyMode) -> Result<Backend> {
+    match args.backend.as_deref() {
+        Some("iptables") => Ok(Backend::Iptables),
+        Some(b @ ("nftables" | "nftables-json")) => {
+            bail!("--backend {b}: the nftables backend is not built yet")
+        }
+        Some(other) => bail!("--backend: unknown backend {other:?} (iptables)"),
+        None => match mode {
+            ProxyMode::Iptables => Ok(Backend::Iptables),
+            ProxyMode::Nftables => {
+                bail!("proxy mode nftables: the nftables backend is not built yet")
+            }
+            ProxyMode::Ipvs => bail!("proxy mode ipvs is not supported (iptables)"),
+            ProxyMode::Other(m) => bail!("proxy mode {m:?} is not supported (iptables)"),
+        },
+    }
+}
+
+/// Runs `kproxy compile` on an already loaded inventory.
+pub fn compile(args: &CompileArgs, inv: &Inventory) -> Result<Output> {
+    let resolved = resolve(&args.node, inv)?;
+    let mut out = Output {
+        warnings: inv.warnings.clone(),
+        ..Output::default()
+    };
+    out.warnings.extend(resolved.warnings.iter().cloned());
+    let backend = backend(args, &resolved.mode)?;
+    let several = resolved.nodes.len() > 1;
+    for node in &resolved.nodes {
+        let text = match backend {
+            Backend::Iptables => kproxy_iptables::compile(
+                &inv.state,
+                node,
+                kproxy_iptables::Options {
+                    standalone: args.standalone,
+                },
+            )?,
+        };
+        if several {
+            let tool = match node.family {
+                IpFamily::V4 => "iptables-restore",
+                IpFamily::V6 => "ip6tables-restore",
+            };
+            out.stdout
+                .push_str(&format!("# {} input ({tool})\n", node.family));
+        }
+        out.stdout.push_str(&text);
+    }
+    Ok(out)
+}
+
+/// Runs `kproxy compile` from its arguments.
+pub fn run(args: &CompileArgs) -> Result<Output> {
+    let inv = load(&args.paths)?;
+    compile(args, &inv)
+}

@@ -1,0 +1,8 @@
+//! The `kproxy` command's library half: argument types, input reading and
+//! the commands, so that tests and embedders can run a command in-process.
+//! All I/O of kproxy lives in this crate.
+
+pub mod cli;
+pub mod compile;
+pub mod settings;
+pub mod sources;
