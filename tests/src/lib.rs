@@ -2,6 +2,8 @@
 //! in-process and normalising iptables-restore text the way the upstream
 //! kube-proxy tests do before comparing.
 
+pub mod nft;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -22,7 +22,8 @@ pub struct CompileArgs {
     /// loads into an empty network namespace with plain `iptables-restore`.
     #[arg(long)]
     pub standalone: bool,
-    /// The backend: iptables (default: the proxy mode).
+    /// The backend: iptables, nftables (`nft -f` text) or nftables-json
+    /// (`nft -j -f` batch). Default: the proxy mode.
     #[arg(long, value_name = "BACKEND")]
     pub backend: Option<String>,
     /// Manifests: files, directories (*.yaml, *.yml, *.json, recursively) or
@@ -56,24 +57,37 @@ pub fn load(paths: &[PathBuf]) -> Result<Inventory> {
 pub enum Backend {
     /// iptables-restore input.
     Iptables,
+    /// `nft -f` input (the transaction of kube-proxy's first full sync).
+    Nftables,
+    /// One `nft -j -f` batch.
+    NftablesJson,
 }
 
 fn backend(args: &CompileArgs, mode: &ProxyMode) -> Result<Backend> {
     match args.backend.as_deref() {
         Some("iptables") => Ok(Backend::Iptables),
-        Some(b @ ("nftables" | "nftables-json")) => {
-            bail!("--backend {b}: the nftables backend is not built yet")
+        Some("nftables") => Ok(Backend::Nftables),
+        Some("nftables-json") => Ok(Backend::NftablesJson),
+        Some(other) => {
+            bail!("--backend: unknown backend {other:?} (iptables, nftables, nftables-json)")
         }
-        Some(other) => bail!("--backend: unknown backend {other:?} (iptables)"),
         None => match mode {
             ProxyMode::Iptables => Ok(Backend::Iptables),
-            ProxyMode::Nftables => {
-                bail!("proxy mode nftables: the nftables backend is not built yet")
+            ProxyMode::Nftables => Ok(Backend::Nftables),
+            ProxyMode::Ipvs => bail!("proxy mode ipvs is not supported (iptables, nftables)"),
+            ProxyMode::Other(m) => {
+                bail!("proxy mode {m:?} is not supported (iptables, nftables)")
             }
-            ProxyMode::Ipvs => bail!("proxy mode ipvs is not supported (iptables)"),
-            ProxyMode::Other(m) => bail!("proxy mode {m:?} is not supported (iptables)"),
         },
     }
+}
+
+/// The node configuration as nftables mode reads it: `iptables.localhostNodePorts`
+/// is an iptables-only setting (nftables mode has its own feature gate).
+fn nft_node(node: &kproxy_core::model::NodeConfig) -> kproxy_core::model::NodeConfig {
+    let mut n = node.clone();
+    n.localhost_node_ports = false;
+    n
 }
 
 /// Runs `kproxy compile` on an already loaded inventory.
@@ -86,6 +100,16 @@ pub fn compile(args: &CompileArgs, inv: &Inventory) -> Result<Output> {
     out.warnings.extend(resolved.warnings.iter().cloned());
     let backend = backend(args, &resolved.mode)?;
     let several = resolved.nodes.len() > 1;
+    if backend == Backend::NftablesJson {
+        let plans: Vec<_> = resolved
+            .nodes
+            .iter()
+            .map(|n| kproxy_core::plan::plan(&inv.state, &nft_node(n)))
+            .collect();
+        out.stdout = kproxy_nft::render_json(&plans)?;
+        out.stdout.push('\n');
+        return Ok(out);
+    }
     for node in &resolved.nodes {
         let text = match backend {
             Backend::Iptables => kproxy_iptables::compile(
@@ -95,11 +119,15 @@ pub fn compile(args: &CompileArgs, inv: &Inventory) -> Result<Output> {
                     standalone: args.standalone,
                 },
             )?,
+            Backend::Nftables | Backend::NftablesJson => {
+                kproxy_nft::compile(&inv.state, &nft_node(node), kproxy_nft::Options::default())?
+            }
         };
         if several {
-            let tool = match node.family {
-                IpFamily::V4 => "iptables-restore",
-                IpFamily::V6 => "ip6tables-restore",
+            let tool = match (backend, node.family) {
+                (Backend::Iptables, IpFamily::V4) => "iptables-restore",
+                (Backend::Iptables, IpFamily::V6) => "ip6tables-restore",
+                _ => "nft -f",
             };
             out.stdout
                 .push_str(&format!("# {} input ({tool})\n", node.family));

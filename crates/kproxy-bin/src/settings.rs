@@ -49,7 +49,7 @@ pub struct NodeArgs {
     #[arg(long, value_name = "PREFIX")]
     pub pod_interface_name_prefix: Option<String>,
     /// Masquerade all traffic sent to cluster IPs.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub masquerade_all: Option<bool>,
     /// The bit of the packet mark that marks traffic to masquerade (0-31).
     #[arg(long, value_name = "BIT")]
@@ -58,7 +58,7 @@ pub struct NodeArgs {
     #[arg(long, value_name = "CIDRS")]
     pub nodeport_addresses: Option<String>,
     /// Accept node ports on 127.0.0.0/8 (IPv4 iptables only).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub iptables_localhost_nodeports: Option<bool>,
     /// iptables | nftables.
     #[arg(long, value_name = "MODE")]
@@ -72,8 +72,17 @@ pub struct NodeArgs {
     #[arg(long, value_name = "LIST", default_value = "random-fully,nfacct")]
     pub host_features: String,
     /// The nf_conntrack_tcp_be_liberal sysctl is set on the node.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub conntrack_tcp_be_liberal: Option<bool>,
+    /// kube-proxy's --feature-gates: comma-separated NAME=BOOL (e.g.
+    /// KubeProxyNFTablesLocalhostNodePorts=true).
+    #[arg(long, value_name = "GATES")]
+    pub feature_gates: Option<String>,
+    /// A Service CIDR of the cluster (repeatable; comma-separated lists are
+    /// accepted). Added to the ServiceCIDR objects of the input. nftables
+    /// mode drops traffic to unallocated addresses in them.
+    #[arg(long = "service-cidr", value_name = "CIDR")]
+    pub service_cidrs: Vec<String>,
     /// ipv4 | ipv6 | dual (both families, as kube-proxy's two proxiers).
     /// Default: the node's primary family.
     #[arg(long, value_name = "FAMILY")]
@@ -113,6 +122,7 @@ fn parse_bool_flag_given(args: &NodeArgs) -> Vec<&'static str> {
         "--iptables-localhost-nodeports"
     );
     check!(proxy_mode, "--proxy-mode");
+    check!(feature_gates, "--feature-gates");
     given
 }
 
@@ -193,8 +203,29 @@ fn settings_from_flags(args: &NodeArgs) -> Result<ProxySettings> {
     if let Some(m) = &args.proxy_mode {
         s.mode = parse_mode(m)?;
     }
+    if let Some(g) = &args.feature_gates {
+        s.feature_gates = parse_feature_gates(g)?;
+    }
     Ok(s)
 }
+
+fn parse_feature_gates(list: &str) -> Result<std::collections::BTreeMap<String, bool>> {
+    let mut gates = std::collections::BTreeMap::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, value) = item
+            .split_once('=')
+            .with_context(|| format!("--feature-gates: {item:?} is not NAME=BOOL"))?;
+        let value: bool = value
+            .trim()
+            .parse()
+            .with_context(|| format!("--feature-gates: {item:?} is not NAME=BOOL"))?;
+        gates.insert(name.trim().to_string(), value);
+    }
+    Ok(gates)
+}
+
+/// The feature gate that enables localhost NodePort handling in nftables mode.
+pub const NFT_LOCALHOST_NODEPORTS_GATE: &str = "KubeProxyNFTablesLocalhostNodePorts";
 
 fn parse_host_features(list: &str) -> Result<HostFeatures> {
     let mut h = HostFeatures {
@@ -299,10 +330,8 @@ pub fn resolve(args: &NodeArgs, inv: &Inventory) -> Result<Resolved> {
             .with_context(|| format!("--node-address: {a:?} is not an IP address or CIDR"))?;
         interface_addrs.push(ip);
     }
-    if interface_addrs.is_empty() {
-        if let Some(n) = node {
-            interface_addrs = n.addresses.iter().map(|a| a.ip).collect();
-        }
+    if let (true, Some(n)) = (interface_addrs.is_empty(), node) {
+        interface_addrs = n.addresses.iter().map(|a| a.ip).collect();
     }
 
     let primary_ip = |family: IpFamily| -> Option<IpAddr> {
@@ -344,6 +373,17 @@ pub fn resolve(args: &NodeArgs, inv: &Inventory) -> Result<Resolved> {
         .conntrack_tcp_be_liberal
         .unwrap_or(settings.conntrack.tcp_be_liberal);
     let zone = node.and_then(|n| n.zone().map(str::to_string));
+    let mut service_cidrs = parse_cidrs("--service-cidr", &args.service_cidrs.join(","))?;
+    for c in &inv.service_cidrs {
+        if !service_cidrs.contains(c) {
+            service_cidrs.push(*c);
+        }
+    }
+    let nft_localhost = settings
+        .feature_gates
+        .get(NFT_LOCALHOST_NODEPORTS_GATE)
+        .copied()
+        .unwrap_or(false);
 
     let mut nodes = Vec::new();
     for family in families {
@@ -367,6 +407,8 @@ pub fn resolve(args: &NodeArgs, inv: &Inventory) -> Result<Resolved> {
         cfg.node_port_addresses = node_port_addresses;
         cfg.node_addresses = interface_addrs.clone();
         cfg.localhost_node_ports = settings.localhost_node_ports;
+        cfg.nftables_localhost_node_ports = nft_localhost;
+        cfg.service_cidrs = service_cidrs.clone();
         cfg.host = host;
         nodes.push(cfg);
     }

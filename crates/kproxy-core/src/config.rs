@@ -42,6 +42,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
 use crate::convert::sloppy;
+use crate::model::{IpFamily, LocalDetector};
 
 /// The `apiVersion` of kube-proxy's v1alpha1 configuration.
 pub const V1ALPHA1: &str = "kubeproxy.config.k8s.io/v1alpha1";
@@ -477,6 +478,61 @@ impl Default for ProxySettings {
     }
 }
 
+impl ProxySettings {
+    /// The local-traffic detector of `family` (spec §9.2): the first cluster
+    /// CIDR of the family (`ClusterCIDR`), the first of the Node's pod CIDRs
+    /// of the family (`NodeCIDR`), the bridge or the interface prefix; none
+    /// when the needed value is missing or the mode is unknown.
+    ///
+    /// ```
+    /// use kproxy_core::config::ProxySettings;
+    /// use kproxy_core::model::{IpFamily, LocalDetector};
+    /// let mut s = ProxySettings::default();
+    /// s.cluster_cidrs = vec!["10.0.0.0/8".parse().unwrap()];
+    /// assert_eq!(s.local_detector(IpFamily::V4, &[]), LocalDetector::Cidr("10.0.0.0/8".parse().unwrap()));
+    /// assert_eq!(s.local_detector(IpFamily::V6, &[]), LocalDetector::None);
+    /// ```
+    pub fn local_detector(&self, family: IpFamily, node_pod_cidrs: &[IpNet]) -> LocalDetector {
+        let first = |nets: &[IpNet]| {
+            nets.iter()
+                .find(|n| family.contains_net(n))
+                .map_or(LocalDetector::None, |n| LocalDetector::Cidr(n.trunc()))
+        };
+        match &self.detect_local_mode {
+            DetectLocalMode::ClusterCidr => first(&self.cluster_cidrs),
+            DetectLocalMode::NodeCidr => first(node_pod_cidrs),
+            DetectLocalMode::BridgeInterface => self
+                .bridge_interface
+                .clone()
+                .map_or(LocalDetector::None, LocalDetector::BridgeInterface),
+            DetectLocalMode::InterfaceNamePrefix => self
+                .interface_name_prefix
+                .clone()
+                .map_or(LocalDetector::None, LocalDetector::InterfaceNamePrefix),
+            DetectLocalMode::Other(_) => LocalDetector::None,
+        }
+    }
+
+    /// `nodePortAddresses` as networks (all families): `primary` becomes the
+    /// node's primary IPs as host prefixes (`/32`, `/128`); unset is empty
+    /// (every address).
+    ///
+    /// ```
+    /// use kproxy_core::config::{NodePortAddresses, ProxySettings};
+    /// let mut s = ProxySettings::default();
+    /// s.node_port_addresses = NodePortAddresses::Primary;
+    /// let nets = s.node_port_networks(&["192.0.2.7".parse().unwrap()]);
+    /// assert_eq!(nets[0].to_string(), "192.0.2.7/32");
+    /// ```
+    pub fn node_port_networks(&self, primary_ips: &[IpAddr]) -> Vec<IpNet> {
+        match &self.node_port_addresses {
+            NodePortAddresses::All => Vec::new(),
+            NodePortAddresses::Primary => primary_ips.iter().map(|ip| IpNet::from(*ip)).collect(),
+            NodePortAddresses::Cidrs(nets) => nets.clone(),
+        }
+    }
+}
+
 /// kube-proxy's healthz port.
 const HEALTHZ_PORT: u16 = 10256;
 /// kube-proxy's metrics port.
@@ -905,5 +961,30 @@ mod tests {
                 "nodePortAddresses": null, "mode": "", "clusterCIDR": ""}"#,
         );
         assert_eq!(c.effective().unwrap(), ProxySettings::default());
+    }
+
+    #[test]
+    fn local_detectors() {
+        let pods: Vec<IpNet> = vec![
+            "fd00:1::/64".parse().unwrap(),
+            "10.1.2.0/24".parse().unwrap(),
+        ];
+        let mut s = ProxySettings::default();
+        assert_eq!(s.local_detector(IpFamily::V4, &pods), LocalDetector::None);
+        s.detect_local_mode = DetectLocalMode::NodeCidr;
+        assert_eq!(
+            s.local_detector(IpFamily::V4, &pods),
+            LocalDetector::Cidr("10.1.2.0/24".parse().unwrap())
+        );
+        s.detect_local_mode = DetectLocalMode::BridgeInterface;
+        assert_eq!(s.local_detector(IpFamily::V4, &pods), LocalDetector::None);
+        s.bridge_interface = Some("cbr0".into());
+        assert_eq!(
+            s.local_detector(IpFamily::V6, &pods),
+            LocalDetector::BridgeInterface("cbr0".into())
+        );
+        s.detect_local_mode = DetectLocalMode::Other("Bogus".into());
+        assert_eq!(s.local_detector(IpFamily::V4, &pods), LocalDetector::None);
+        assert!(s.node_port_networks(&[]).is_empty());
     }
 }

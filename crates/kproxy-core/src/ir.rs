@@ -66,6 +66,8 @@ pub struct Table {
     pub sets: Vec<Set>,
     /// Maps (nftables).
     pub maps: Vec<Map>,
+    /// Named counters (nftables).
+    pub counters: Vec<Counter>,
 }
 
 impl Table {
@@ -78,6 +80,7 @@ impl Table {
             chains: Vec::new(),
             sets: Vec::new(),
             maps: Vec::new(),
+            counters: Vec::new(),
         }
     }
     /// The chain named `name`.
@@ -405,6 +408,32 @@ pub enum Match {
         /// Negated.
         negate: bool,
     },
+    /// nft: `ip saddr|daddr [!=] { ADDR, ... }` (an anonymous set).
+    AddrSet {
+        /// Source or destination.
+        dir: Direction,
+        /// The members.
+        addrs: Vec<AddrMatch>,
+        /// Negated (matches addresses in none of the members).
+        negate: bool,
+    },
+    /// nft statement `mark set mark or|xor V`, when another statement
+    /// follows it in the same rule (not terminal; see [`Verdict::SetMark`]
+    /// for a rule that ends with it).
+    SetMark {
+        /// Operation.
+        op: MarkOp,
+        /// Value.
+        value: u32,
+    },
+    /// nft statement `update @SET { KEY[ . KEY] }`: records the packet's
+    /// keys in a dynamic set (ClientIP affinity); always continues.
+    UpdateSet {
+        /// Keys (concatenated).
+        keys: Vec<Key>,
+        /// The set.
+        set: String,
+    },
 }
 
 /// How a mark is changed.
@@ -452,7 +481,8 @@ pub enum Verdict {
         /// The map.
         map: String,
     },
-    /// nft: `dnat to numgen random mod N map { ... }` and friends.
+    /// nft: `dnat to numgen random mod N map { ... }` and friends; with one
+    /// destination, a plain DNAT to it (kube-proxy writes no numgen then).
     DnatRandom {
         /// The destinations, chosen uniformly.
         to: Vec<SocketAddr>,
@@ -479,6 +509,13 @@ pub struct Set {
     pub comment: Option<String>,
     /// Elements (each a concatenation).
     pub elements: Vec<Element>,
+}
+
+/// An nftables named counter (`add counter ... NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counter {
+    /// Name.
+    pub name: String,
 }
 
 /// An nftables map.

@@ -34,3 +34,4 @@ pub mod ir;
 pub mod model;
 pub mod names;
 pub mod plan;
+pub mod synthetic;

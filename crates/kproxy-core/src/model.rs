@@ -470,6 +470,13 @@ pub struct NodeConfig {
     pub node_addresses: Vec<IpAddr>,
     /// `iptables.localhostNodePorts` as configured (the planner decides if it applies).
     pub localhost_node_ports: bool,
+    /// The feature gate `KubeProxyNFTablesLocalhostNodePorts` (nftables
+    /// mode: reject, count or proxy NodePort traffic to localhost).
+    pub nftables_localhost_node_ports: bool,
+    /// The cluster's Service CIDRs (all families; `--service-cidr` and
+    /// ServiceCIDR objects). nftables mode drops traffic to addresses in
+    /// them that are not an active ClusterIP.
+    pub service_cidrs: Vec<IpNet>,
     /// Host features.
     pub host: HostFeatures,
 }
@@ -489,6 +496,8 @@ impl NodeConfig {
             node_port_addresses: Vec::new(),
             node_addresses: Vec::new(),
             localhost_node_ports: true,
+            nftables_localhost_node_ports: false,
+            service_cidrs: Vec::new(),
             host: HostFeatures::default(),
         }
     }

@@ -120,6 +120,15 @@ pub struct NodePlan {
     pub local_detector: LocalDetector,
     /// Cluster IP masquerading.
     pub cluster_ip_masquerade: ClusterIpMasquerade,
+    /// The Service CIDRs of this family (nftables mode drops traffic to
+    /// addresses in them that are no active ClusterIP).
+    pub service_cidrs: Vec<IpNet>,
+    /// nftables mode, feature gate `KubeProxyNFTablesLocalhostNodePorts`:
+    /// the protocols whose NodePort traffic to the loopback address kube-proxy
+    /// rejects (and counts). Empty when the gate is off. With an explicit
+    /// loopback CIDR in `nodePortAddresses` kube-proxy proxies TCP itself and
+    /// rejects UDP and SCTP; otherwise it rejects all three.
+    pub localhost_node_port_rejects: Vec<Protocol>,
 }
 
 /// One usable endpoint of a service port.
@@ -218,10 +227,15 @@ pub struct ServicePortPlan {
     pub external: Disposition,
     /// Reachable from outside the cluster (node port, external IP or LB IP).
     pub externally_accessible: bool,
-    /// The source-range firewall applies.
+    /// The source-range firewall applies (iptables: only with endpoints).
     pub firewall: bool,
+    /// The Service has load balancer IPs and source ranges of this family,
+    /// so traffic to its LB IPs is filtered by source, with or without
+    /// endpoints (nftables mode).
+    pub filters_lb_sources: bool,
     /// The firewall also admits the LB IPs as sources (a source range
     /// contains the node's IP, so hairpinned LB traffic is allowed).
+    /// Meaningful only with [`Self::filters_lb_sources`].
     pub firewall_allows_lb_ips: bool,
 }
 
@@ -292,6 +306,32 @@ pub fn plan_node(node: &NodeConfig) -> NodePlan {
         node_ports: node_port_destinations(node, localhost),
         local_detector: node.local_detector.clone(),
         cluster_ip_masquerade: cluster_ip_masquerade(node),
+        service_cidrs: node
+            .service_cidrs
+            .iter()
+            .copied()
+            .filter(|n| node.family.contains_net(n))
+            .collect(),
+        localhost_node_port_rejects: nft_localhost_rejects(node),
+    }
+}
+
+/// kube-proxy's `NodePortAddresses.ContainsExplicitLoopback`: a CIDR of the
+/// family, other than the all-addresses one, contains the loopback address.
+fn node_port_addresses_contain_loopback(node: &NodeConfig) -> bool {
+    let loopback = node.family.loopback_net().addr();
+    node_port_cidrs(node)
+        .iter()
+        .any(|c| c.prefix_len() > 0 && c.contains(&loopback))
+}
+
+fn nft_localhost_rejects(node: &NodeConfig) -> Vec<Protocol> {
+    if !node.nftables_localhost_node_ports {
+        Vec::new()
+    } else if node_port_addresses_contain_loopback(node) {
+        vec![Protocol::Udp, Protocol::Sctp]
+    } else {
+        vec![Protocol::Tcp, Protocol::Udp, Protocol::Sctp]
     }
 }
 
@@ -486,8 +526,9 @@ fn plan_service_port(
 
     let internal = disposition(sel.has_any, internal_policy, &sel.local);
     let external = disposition(sel.has_any, external_policy, &sel.local);
-    let firewall = sel.has_any && !load_balancer_ips.is_empty() && !source_ranges.is_empty();
-    let firewall_allows_lb_ips = firewall
+    let filters_lb_sources = !load_balancer_ips.is_empty() && !source_ranges.is_empty();
+    let firewall = sel.has_any && filters_lb_sources;
+    let firewall_allows_lb_ips = filters_lb_sources
         && node
             .node_ip
             .is_some_and(|ip| source_ranges.iter().any(|r| r.contains(&ip)));
@@ -516,6 +557,7 @@ fn plan_service_port(
         external,
         externally_accessible,
         firewall,
+        filters_lb_sources,
         firewall_allows_lb_ips,
     })
 }

@@ -3,11 +3,12 @@
 //! Every function here lowers facts the planner decided; none looks at the
 //! model or re-decides Kubernetes semantics.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use kproxy_core::ir::{
-    AddrMatch, Chain, CtState, Direction, Hook, MarkOp, Match, RecentOp, Rule, Ruleset, Table,
-    TableFamily, Verdict,
+    AddrMatch, Chain, ChainKind, CtState, Direction, Hook, MarkOp, Match, RecentOp, Rule, Ruleset,
+    Table, TableFamily, Verdict,
 };
 use kproxy_core::model::{LocalDetector, Protocol, TrafficPolicy};
 use kproxy_core::names::{ChainName, IptablesServiceChains, iptables_endpoint_chain};
@@ -98,41 +99,53 @@ pub fn build(plan: &Plan, opts: LayoutOptions) -> Ruleset {
     Ruleset { tables }
 }
 
-/// A table under construction.
+/// A table under construction, with an index of its chains by name.
 struct Tables {
     table: Table,
+    index: HashMap<String, usize>,
 }
 
 impl Tables {
     fn new(table: Table) -> Self {
-        Self { table }
-    }
-    fn declare(&mut self, name: &str) {
-        if self.table.chain(name).is_none() {
-            self.table.chains.push(Chain::new(name));
+        Self {
+            table,
+            index: HashMap::new(),
         }
+    }
+    fn position(&mut self, name: &str, make: impl FnOnce() -> (usize, Chain)) -> usize {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let (pos, chain) = make();
+        if pos < self.table.chains.len() {
+            for i in self.index.values_mut() {
+                if *i >= pos {
+                    *i += 1;
+                }
+            }
+        }
+        self.table.chains.insert(pos, chain);
+        self.index.insert(name.to_string(), pos);
+        pos
+    }
+    fn declare(&mut self, name: &str) -> usize {
+        let end = self.table.chains.len();
+        self.position(name, || (end, Chain::new(name)))
     }
     fn push(&mut self, chain: &str, rule: Rule) {
-        self.declare(chain);
-        if let Some(c) = self.table.chain_mut(chain) {
-            c.push(rule);
-        }
+        let i = self.declare(chain);
+        self.table.chains[i].push(rule);
     }
     fn push_builtin(&mut self, hook: Hook, rule: Rule) {
-        let name = hook.as_iptables();
-        if self.table.chain(name).is_none() {
-            // Built-in chains first, as iptables-save lists them.
-            let pos = self
-                .table
-                .chains
-                .iter()
-                .take_while(|c| matches!(c.kind, kproxy_core::ir::ChainKind::Builtin(_)))
-                .count();
-            self.table.chains.insert(pos, Chain::builtin(hook));
-        }
-        if let Some(c) = self.table.chain_mut(name) {
-            c.push(rule);
-        }
+        // Built-in chains first, as iptables-save lists them.
+        let first_regular = self
+            .table
+            .chains
+            .iter()
+            .take_while(|c| matches!(c.kind, ChainKind::Builtin(_)))
+            .count();
+        let i = self.position(hook.as_iptables(), || (first_regular, Chain::builtin(hook)));
+        self.table.chains[i].push(rule);
     }
 }
 
@@ -657,7 +670,7 @@ fn service_chains(
 }
 
 fn endpoint_comment(ctx: &Ctx<'_>, text: String) -> Option<Match> {
-    (!ctx.large_cluster).then(|| Match::Comment(text))
+    (!ctx.large_cluster).then_some(Match::Comment(text))
 }
 
 fn endpoint_selection(

@@ -173,6 +173,9 @@ fn print_match(out: &mut String, m: &Match, opts: PrintOptions) -> Result<(), St
             let _ = write!(out, " -m nfacct --nfacct-name {name}");
         }
         Match::InSet { set, .. } => return Err(format!("set lookup @{set}")),
+        Match::AddrSet { .. } => return Err("anonymous address set".into()),
+        Match::SetMark { .. } => return Err("mark statement inside a rule".into()),
+        Match::UpdateSet { set, .. } => return Err(format!("set update @{set}")),
     }
     Ok(())
 }

@@ -1,5 +1,109 @@
-//! kube-proxy's nftables layout (`--proxy-mode=nftables`).
+//! # kproxy-nft
 //!
-//! Not written yet: its issue builds it on the same plan and IR as
-//! `kproxy-iptables`. The crate exists so that the workspace has its final
-//! shape from the start.
+//! Lowers a [`kproxy_core::plan::Plan`] to the ruleset kube-proxy's nftables
+//! mode writes (the v1.36+ layout: one `table ip|ip6 kube-proxy`, the
+//! `service-ips` / `service-nodeports` / `firewall-ips` / `no-endpoint-*`
+//! verdict maps, the `cluster-ips`, `nodeport-ips` and `hairpin-connections`
+//! sets, per-service `service-` / `local-` / `external-` / `firewall-`
+//! chains, `endpoint-` chains and `affinity-` sets for ClientIP affinity).
+//!
+//! [`layout`] builds the [`tx::Transaction`] of kube-proxy's first full sync;
+//! [`tx::Transaction::apply`] gives the resulting table as IR (for the tracer);
+//! [`mod@print`] spells the transaction as knftables writes it for `nft -f -`;
+//! [`json`] writes the same ruleset as one `nft -j -f -` batch. No Kubernetes
+//! decision is taken here: the planner took them.
+//!
+//! ```
+//! use kproxy_core::model::*;
+//! use kproxy_nft::{compile, Options};
+//!
+//! let svc = Service::cluster_ip("ns1", "svc1", "172.30.0.41".parse().unwrap())
+//!     .with_port(ServicePort::new("p80", Protocol::Tcp, 80));
+//! let slice = EndpointSlice::new("ns1", "svc1-abc", "svc1", IpFamily::V4)
+//!     .with_port(EndpointPort::new("p80", Protocol::Tcp, 80))
+//!     .with_endpoint(Endpoint::ready("10.180.0.1".parse().unwrap()));
+//! let state = ClusterState { services: vec![svc], endpoint_slices: vec![slice] };
+//! let node = NodeConfig::new(IpFamily::V4, "node-1");
+//! let text = compile(&state, &node, Options::default()).unwrap();
+//! assert!(text.contains(
+//!     "add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }"
+//! ));
+//! assert!(text.contains(
+//!     "add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip addr . port to 10.180.0.1 . 80"
+//! ));
+//! ```
+#![warn(missing_docs)]
+
+pub mod json;
+pub mod layout;
+pub mod names;
+pub mod print;
+pub mod tx;
+
+use kproxy_core::ir::Ruleset;
+use kproxy_core::model::{ClusterState, NodeConfig};
+use kproxy_core::plan::{Plan, plan};
+
+pub use layout::{LayoutOptions, build};
+pub use print::{PrintOptions, SingleDnat};
+pub use tx::{Op, Transaction};
+
+/// Errors of the nftables backend.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NftError {
+    /// The IR holds something nft (or this printer) cannot express.
+    #[error("nftables cannot express {what}")]
+    Unsupported {
+        /// What could not be printed.
+        what: String,
+    },
+    /// A command names an object that does not exist at that point.
+    #[error("invalid transaction: {0}")]
+    Transaction(String),
+    /// The JSON batch could not be serialised.
+    #[error("JSON: {0}")]
+    Json(String),
+}
+
+/// Options of [`compile`] and [`render`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Options {
+    /// How a single-endpoint DNAT is spelled in native text.
+    pub single_dnat: SingleDnat,
+}
+
+/// Plans, lowers and prints (native nft text) in one call.
+pub fn compile(state: &ClusterState, node: &NodeConfig, opts: Options) -> Result<String, NftError> {
+    render(&plan(state, node), opts)
+}
+
+/// Lowers and prints an existing plan as the `nft -f -` transaction of a
+/// first full sync.
+pub fn render(plan: &Plan, opts: Options) -> Result<String, NftError> {
+    let tx = build(plan, LayoutOptions::default());
+    print::print(
+        &tx,
+        PrintOptions {
+            mark_style: plan.node.mark.style,
+            single_dnat: opts.single_dnat,
+        },
+    )
+}
+
+/// Lowers existing plans (one per family) and prints them as one
+/// `nft -j -f -` batch.
+pub fn render_json(plans: &[Plan]) -> Result<String, NftError> {
+    let txs: Vec<Transaction> = plans
+        .iter()
+        .map(|p| build(p, LayoutOptions::default()))
+        .collect();
+    json::batch(&txs)
+}
+
+/// The table state a first full sync leaves, as IR.
+pub fn ruleset(plan: &Plan) -> Result<Ruleset, NftError> {
+    let tx = build(plan, LayoutOptions::default());
+    Ok(Ruleset {
+        tables: vec![tx.apply()?],
+    })
+}

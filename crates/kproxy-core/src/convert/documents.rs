@@ -128,7 +128,7 @@ fn object_name(v: &Value) -> Option<String> {
 }
 
 fn read_value(
-    doc: Value,
+    mut doc: Value,
     source: &str,
     location: &str,
     objects: &mut Vec<Object>,
@@ -158,9 +158,8 @@ fn read_value(
 
     // Lists: `kind: List` (kubectl) or `<Kind>List` (the API).
     if kind.ends_with("List") {
-        if let Some(Value::Array(items)) = doc.get("items") {
+        if let Some(Value::Array(items)) = doc.get_mut("items").map(Value::take) {
             let item_kind = kind.strip_suffix("List").unwrap_or("");
-            let items = items.clone();
             for (j, mut item) in items.into_iter().enumerate() {
                 // The API leaves apiVersion/kind out of typed list items.
                 if let Value::Object(map) = &mut item
@@ -182,7 +181,6 @@ fn read_value(
     }
 
     let name = object_name(&doc);
-    let mut doc = doc;
     let result = match (api_version.as_str(), kind.as_str()) {
         ("v1", "Service") => typed(doc).map(Object::Service),
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(doc).map(Object::EndpointSlice),
