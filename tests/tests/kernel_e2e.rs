@@ -428,6 +428,12 @@ fn iptables_goldens_load() {
             .and_then(|()| Loader::Iptables.load(&ns, family, &rules, false));
         match result {
             Ok(()) => println!("ok   {name}"),
+            // Rootless (unshare -Urn), netlink cannot grow its buffers for a
+            // large nf_tables batch; root can.
+            Err(e) if e.contains("Message too long") && !initial_user_ns() => skip(
+                &format!("{test}: {name} (real load; --test passed)"),
+                "the batch is too large for netlink in an unprivileged user namespace",
+            ),
             Err(e) => failures.push(format!("{name}: {e}")),
         }
     }

@@ -150,12 +150,18 @@ pub struct PlannedEndpoint {
     pub zone_hints: BTreeSet<String>,
     /// Node hints (empty: none).
     pub node_hints: BTreeSet<String>,
+    /// `ip:port` / `[ip]:port`, as kube-proxy spells the endpoint.
+    pub endpoint: String,
 }
 
 impl PlannedEndpoint {
     /// `ip:port` / `[ip]:port`.
     pub fn endpoint_string(&self) -> String {
-        endpoint_string(self.ip, self.port)
+        self.endpoint.clone()
+    }
+    /// `ip:port` / `[ip]:port`, borrowed.
+    pub fn endpoint_str(&self) -> &str {
+        &self.endpoint
     }
     fn usable_serving_terminating(&self) -> bool {
         self.serving && self.terminating
@@ -164,7 +170,7 @@ impl PlannedEndpoint {
 
 impl fmt::Display for PlannedEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.endpoint_string())
+        f.write_str(&self.endpoint)
     }
 }
 
@@ -435,7 +441,7 @@ fn collect_endpoints(
         }
     }
     for list in map.values_mut() {
-        list.sort_by_cached_key(PlannedEndpoint::endpoint_string);
+        list.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
     }
     map
 }
@@ -450,6 +456,7 @@ fn planned_endpoint(ep: &Endpoint, port: u16, node_name: &str) -> PlannedEndpoin
         terminating: ep.conditions.terminating,
         zone_hints: ep.zone_hints.clone(),
         node_hints: ep.node_hints.clone(),
+        endpoint: endpoint_string(ep.address, port),
     }
 }
 
@@ -711,7 +718,7 @@ fn categorize_endpoints(
     }
     let mut union: BTreeMap<String, PlannedEndpoint> = BTreeMap::new();
     for e in sel.cluster.iter().chain(sel.local.iter()) {
-        union.insert(e.endpoint_string(), e.clone());
+        union.insert(e.endpoint.clone(), e.clone());
     }
     sel.reachable = union.into_values().collect();
     sel

@@ -45,14 +45,48 @@ pub struct LayoutOptions {
     pub standalone: bool,
 }
 
-/// Lowers `plan` to kube-proxy's iptables layout: tables `filter` then
-/// `nat` (and `mangle` for the canary when standalone).
-pub fn build(plan: &Plan, opts: LayoutOptions) -> Ruleset {
-    let family = TableFamily::Iptables(plan.node.family);
-    let mut filter = Tables::new(Table::new("filter", family));
-    let mut nat = Tables::new(Table::new("nat", family));
+/// The table a rule goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableId {
+    /// `filter`
+    Filter,
+    /// `nat`
+    Nat,
+    /// `mangle` (only the canary)
+    Mangle,
+}
+
+impl TableId {
+    /// The table's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TableId::Filter => "filter",
+            TableId::Nat => "nat",
+            TableId::Mangle => "mangle",
+        }
+    }
+}
+
+/// Where the layout writes: chain declarations and rules, in kube-proxy's
+/// emission order. [`build`] collects them into a [`Ruleset`];
+/// [`crate::print::stream`] prints them as they come, as kube-proxy does.
+pub trait Sink {
+    /// Declares (creates or flushes) a chain. Each chain is declared once,
+    /// before its rules.
+    fn declare(&mut self, table: TableId, chain: &str);
+    /// Appends a rule to a declared chain.
+    fn push(&mut self, table: TableId, chain: &str, rule: Rule);
+    /// Appends a rule to a built-in chain (standalone output only).
+    fn push_builtin(&mut self, table: TableId, hook: Hook, rule: Rule);
+}
+
+use TableId::{Filter, Mangle, Nat};
+
+/// Lowers `plan` to kube-proxy's iptables layout, writing into `out`:
+/// tables `filter` then `nat` (and `mangle` for the canary when standalone).
+pub fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
     if opts.standalone {
-        builtin_jumps(&mut filter, &mut nat);
+        builtin_jumps(out);
     }
     for name in [
         KUBE_SERVICES,
@@ -61,10 +95,10 @@ pub fn build(plan: &Plan, opts: LayoutOptions) -> Ruleset {
         KUBE_NODEPORTS,
         KUBE_PROXY_FIREWALL,
     ] {
-        filter.declare(name);
+        out.declare(Filter, name);
     }
     if plan.node.localhost_node_ports || opts.standalone {
-        filter.declare(KUBE_FIREWALL);
+        out.declare(Filter, KUBE_FIREWALL);
     }
     for name in [
         KUBE_SERVICES,
@@ -72,31 +106,74 @@ pub fn build(plan: &Plan, opts: LayoutOptions) -> Ruleset {
         KUBE_POSTROUTING,
         KUBE_MARK_MASQ,
     ] {
-        nat.declare(name);
+        out.declare(Nat, name);
+    }
+    if opts.standalone {
+        out.declare(Filter, KUBE_PROXY_CANARY);
+        out.declare(Nat, KUBE_PROXY_CANARY);
+        out.declare(Mangle, KUBE_PROXY_CANARY);
     }
     if plan.node.localhost_node_ports {
-        filter.push(KUBE_FIREWALL, localnet_block_rule());
+        out.push(Filter, KUBE_FIREWALL, localnet_block_rule());
     }
-    postrouting_rules(&mut nat, &plan.node);
+    postrouting_rules(out, &plan.node);
     let ctx = Ctx {
         node: &plan.node,
         large_cluster: plan.large_cluster,
     };
     for sp in &plan.service_ports {
-        service_port(&mut filter, &mut nat, &ctx, sp);
+        service_port(out, &ctx, sp);
     }
-    forward_rules(&mut filter, &plan.node);
-    nodeports_jump(&mut nat, &plan.node);
+    forward_rules(out, &plan.node);
+    nodeports_jump(out, &plan.node);
+}
+
+/// Lowers `plan` to kube-proxy's iptables layout as a [`Ruleset`]: tables
+/// `filter` then `nat` (and `mangle` when standalone), chains in
+/// declaration order (built-in chains first).
+pub fn build(plan: &Plan, opts: LayoutOptions) -> Ruleset {
+    let family = TableFamily::Iptables(plan.node.family);
+    let mut sink = IrSink {
+        tables: [
+            Tables::new(Table::new("filter", family)),
+            Tables::new(Table::new("nat", family)),
+            Tables::new(Table::new("mangle", family)),
+        ],
+    };
+    emit(plan, opts, &mut sink);
+    let [filter, nat, mangle] = sink.tables;
     let mut tables = vec![filter.table, nat.table];
-    if opts.standalone {
-        for t in &mut tables {
-            t.chains.push(Chain::new(KUBE_PROXY_CANARY));
-        }
-        let mut mangle = Table::new("mangle", family);
-        mangle.chains.push(Chain::new(KUBE_PROXY_CANARY));
-        tables.push(mangle);
+    if !mangle.table.chains.is_empty() {
+        tables.push(mangle.table);
     }
     Ruleset { tables }
+}
+
+/// Collects the layout into IR tables.
+struct IrSink {
+    tables: [Tables; 3],
+}
+
+impl IrSink {
+    fn table(&mut self, t: TableId) -> &mut Tables {
+        match t {
+            Filter => &mut self.tables[0],
+            Nat => &mut self.tables[1],
+            Mangle => &mut self.tables[2],
+        }
+    }
+}
+
+impl Sink for IrSink {
+    fn declare(&mut self, table: TableId, chain: &str) {
+        self.table(table).declare(chain);
+    }
+    fn push(&mut self, table: TableId, chain: &str, rule: Rule) {
+        self.table(table).push(chain, rule);
+    }
+    fn push_builtin(&mut self, table: TableId, hook: Hook, rule: Rule) {
+        self.table(table).push_builtin(hook, rule);
+    }
 }
 
 /// A table under construction, with an index of its chains by name.
@@ -171,7 +248,7 @@ fn ct_new() -> Match {
 
 /// The jump rules kube-proxy ensures at the top of the built-in chains, in
 /// the order they end up in on a clean node (each is inserted at the top).
-fn builtin_jumps(filter: &mut Tables, nat: &mut Tables) {
+fn builtin_jumps<S: Sink>(out: &mut S) {
     use Hook::{Forward, Input, Output, Postrouting, Prerouting};
     const EXTERNAL: &str = "kubernetes externally-visible service portals";
     const PORTALS: &str = "kubernetes service portals";
@@ -188,20 +265,29 @@ fn builtin_jumps(filter: &mut Tables, nat: &mut Tables) {
         }
         rule.verdict(jump(target))
     };
-    filter.push_builtin(Input, r(false, None, KUBE_FIREWALL));
-    filter.push_builtin(Input, r(true, Some(LB_FW), KUBE_PROXY_FIREWALL));
-    filter.push_builtin(Input, r(false, Some(HEALTH), KUBE_NODEPORTS));
-    filter.push_builtin(Input, r(true, Some(EXTERNAL), KUBE_EXTERNAL_SERVICES));
-    filter.push_builtin(Forward, r(true, Some(LB_FW), KUBE_PROXY_FIREWALL));
-    filter.push_builtin(Forward, r(false, Some(FORWARDING), KUBE_FORWARD));
-    filter.push_builtin(Forward, r(true, Some(PORTALS), KUBE_SERVICES));
-    filter.push_builtin(Forward, r(true, Some(EXTERNAL), KUBE_EXTERNAL_SERVICES));
-    filter.push_builtin(Output, r(false, None, KUBE_FIREWALL));
-    filter.push_builtin(Output, r(true, Some(LB_FW), KUBE_PROXY_FIREWALL));
-    filter.push_builtin(Output, r(true, Some(PORTALS), KUBE_SERVICES));
-    nat.push_builtin(Prerouting, r(false, Some(PORTALS), KUBE_SERVICES));
-    nat.push_builtin(Output, r(false, Some(PORTALS), KUBE_SERVICES));
-    nat.push_builtin(
+    out.push_builtin(Filter, Input, r(false, None, KUBE_FIREWALL));
+    out.push_builtin(Filter, Input, r(true, Some(LB_FW), KUBE_PROXY_FIREWALL));
+    out.push_builtin(Filter, Input, r(false, Some(HEALTH), KUBE_NODEPORTS));
+    out.push_builtin(
+        Filter,
+        Input,
+        r(true, Some(EXTERNAL), KUBE_EXTERNAL_SERVICES),
+    );
+    out.push_builtin(Filter, Forward, r(true, Some(LB_FW), KUBE_PROXY_FIREWALL));
+    out.push_builtin(Filter, Forward, r(false, Some(FORWARDING), KUBE_FORWARD));
+    out.push_builtin(Filter, Forward, r(true, Some(PORTALS), KUBE_SERVICES));
+    out.push_builtin(
+        Filter,
+        Forward,
+        r(true, Some(EXTERNAL), KUBE_EXTERNAL_SERVICES),
+    );
+    out.push_builtin(Filter, Output, r(false, None, KUBE_FIREWALL));
+    out.push_builtin(Filter, Output, r(true, Some(LB_FW), KUBE_PROXY_FIREWALL));
+    out.push_builtin(Filter, Output, r(true, Some(PORTALS), KUBE_SERVICES));
+    out.push_builtin(Nat, Prerouting, r(false, Some(PORTALS), KUBE_SERVICES));
+    out.push_builtin(Nat, Output, r(false, Some(PORTALS), KUBE_SERVICES));
+    out.push_builtin(
+        Nat,
         Postrouting,
         r(
             false,
@@ -232,9 +318,10 @@ fn localnet_block_rule() -> Rule {
         .verdict(Verdict::Drop)
 }
 
-fn postrouting_rules(nat: &mut Tables, node: &NodePlan) {
+fn postrouting_rules<S: Sink>(out: &mut S, node: &NodePlan) {
     let mark = node.mark.value();
-    nat.push(
+    out.push(
+        Nat,
         KUBE_POSTROUTING,
         Rule::new()
             .with(Match::Mark {
@@ -244,14 +331,16 @@ fn postrouting_rules(nat: &mut Tables, node: &NodePlan) {
             })
             .verdict(Verdict::Return),
     );
-    nat.push(
+    out.push(
+        Nat,
         KUBE_POSTROUTING,
         Rule::new().verdict(Verdict::SetMark {
             op: MarkOp::Xor,
             value: mark,
         }),
     );
-    nat.push(
+    out.push(
+        Nat,
         KUBE_POSTROUTING,
         Rule::new()
             .with(comment("kubernetes service traffic requiring SNAT"))
@@ -259,7 +348,8 @@ fn postrouting_rules(nat: &mut Tables, node: &NodePlan) {
                 random_fully: node.random_fully,
             }),
     );
-    nat.push(
+    out.push(
+        Nat,
         KUBE_MARK_MASQ,
         Rule::new().verdict(Verdict::SetMark {
             op: MarkOp::Or,
@@ -268,7 +358,7 @@ fn postrouting_rules(nat: &mut Tables, node: &NodePlan) {
     );
 }
 
-fn forward_rules(filter: &mut Tables, node: &NodePlan) {
+fn forward_rules<S: Sink>(out: &mut S, node: &NodePlan) {
     if node.drop_invalid {
         let mut r = Rule::new().with(Match::CtState {
             states: vec![CtState::Invalid],
@@ -277,10 +367,11 @@ fn forward_rules(filter: &mut Tables, node: &NodePlan) {
         if node.nfacct {
             r = r.with(Match::Nfacct("ct_state_invalid_dropped_pkts".into()));
         }
-        filter.push(KUBE_FORWARD, r.verdict(Verdict::Drop));
+        out.push(Filter, KUBE_FORWARD, r.verdict(Verdict::Drop));
     }
     let mark = node.mark.value();
-    filter.push(
+    out.push(
+        Filter,
         KUBE_FORWARD,
         Rule::new()
             .with(comment("kubernetes forwarding rules"))
@@ -291,7 +382,8 @@ fn forward_rules(filter: &mut Tables, node: &NodePlan) {
             })
             .verdict(Verdict::Accept),
     );
-    filter.push(
+    out.push(
+        Filter,
         KUBE_FORWARD,
         Rule::new()
             .with(comment("kubernetes forwarding conntrack rule"))
@@ -304,7 +396,7 @@ fn forward_rules(filter: &mut Tables, node: &NodePlan) {
 }
 
 /// The last rule of nat KUBE-SERVICES: local destinations go to KUBE-NODEPORTS.
-fn nodeports_jump(nat: &mut Tables, node: &NodePlan) {
+fn nodeports_jump<S: Sink>(out: &mut S, node: &NodePlan) {
     const TEXT: &str =
         "kubernetes service nodeports; NOTE: this must be the last rule in this chain";
     match &node.node_ports {
@@ -320,11 +412,12 @@ fn nodeports_jump(nat: &mut Tables, node: &NodePlan) {
                     negate: true,
                 });
             }
-            nat.push(KUBE_SERVICES, r.verdict(jump(KUBE_NODEPORTS)));
+            out.push(Nat, KUBE_SERVICES, r.verdict(jump(KUBE_NODEPORTS)));
         }
         NodePortDestinations::Addresses(addrs) => {
             for ip in addrs {
-                nat.push(
+                out.push(
+                    Nat,
                     KUBE_SERVICES,
                     Rule::new()
                         .with(comment(TEXT))
@@ -396,7 +489,7 @@ fn policy_chain(chains: &IptablesServiceChains, policy: TrafficPolicy) -> &str {
     }
 }
 
-fn service_port(filter: &mut Tables, nat: &mut Tables, ctx: &Ctx<'_>, sp: &ServicePortPlan) {
+fn service_port<S: Sink>(out: &mut S, ctx: &Ctx<'_>, sp: &ServicePortPlan) {
     let chains = IptablesServiceChains::new(&sp.name);
     let spn = sp.name.to_string();
     let proto = sp.name.protocol;
@@ -404,14 +497,16 @@ fn service_port(filter: &mut Tables, nat: &mut Tables, ctx: &Ctx<'_>, sp: &Servi
 
     // 1. Cluster IP.
     match no_endpoint_rule(sp, sp.internal) {
-        None => nat.push(
+        None => out.push(
+            Nat,
             KUBE_SERVICES,
             Rule::new()
                 .with(comment(format!("{spn} cluster IP")))
                 .with_all(proto_dst(proto, sp.cluster_ip, sp.port))
                 .verdict(jump(policy_chain(&chains, sp.internal_policy))),
         ),
-        Some((text, verdict)) => filter.push(
+        Some((text, verdict)) => out.push(
+            Filter,
             KUBE_SERVICES,
             Rule::new()
                 .with(comment(text))
@@ -420,9 +515,10 @@ fn service_port(filter: &mut Tables, nat: &mut Tables, ctx: &Ctx<'_>, sp: &Servi
         ),
     }
     let external_block = no_endpoint_rule(sp, sp.external);
-    let block = |filter: &mut Tables, matches: Vec<Match>| {
+    let block = |out: &mut S, matches: Vec<Match>| {
         if let Some((text, verdict)) = &external_block {
-            filter.push(
+            out.push(
+                Filter,
                 KUBE_EXTERNAL_SERVICES,
                 Rule::new()
                     .with(comment(text.clone()))
@@ -435,7 +531,8 @@ fn service_port(filter: &mut Tables, nat: &mut Tables, ctx: &Ctx<'_>, sp: &Servi
     // 2. External IPs.
     for ip in &sp.external_ips {
         if sp.has_endpoints {
-            nat.push(
+            out.push(
+                Nat,
                 KUBE_SERVICES,
                 Rule::new()
                     .with(comment(format!("{spn} external IP")))
@@ -443,14 +540,15 @@ fn service_port(filter: &mut Tables, nat: &mut Tables, ctx: &Ctx<'_>, sp: &Servi
                     .verdict(jump(ext)),
             );
         }
-        block(filter, proto_dst(proto, *ip, sp.port).to_vec());
+        block(out, proto_dst(proto, *ip, sp.port).to_vec());
     }
 
     // 3. Load balancer IPs.
     let lb_target = if sp.firewall { chains.fw.as_str() } else { ext };
     for ip in &sp.load_balancer_ips {
         if sp.has_endpoints {
-            nat.push(
+            out.push(
+                Nat,
                 KUBE_SERVICES,
                 Rule::new()
                     .with(comment(format!("{spn} loadbalancer IP")))
@@ -459,7 +557,8 @@ fn service_port(filter: &mut Tables, nat: &mut Tables, ctx: &Ctx<'_>, sp: &Servi
             );
         }
         if sp.firewall {
-            filter.push(
+            out.push(
+                Filter,
                 KUBE_PROXY_FIREWALL,
                 Rule::new()
                     .with(comment(format!(
@@ -473,14 +572,15 @@ fn service_port(filter: &mut Tables, nat: &mut Tables, ctx: &Ctx<'_>, sp: &Servi
     }
     // 4. Load balancer IPs with nowhere to go.
     for ip in &sp.load_balancer_ips {
-        block(filter, proto_dst(proto, *ip, sp.port).to_vec());
+        block(out, proto_dst(proto, *ip, sp.port).to_vec());
     }
 
     // 5. Node port.
     if let Some(np) = sp.node_port {
         if sp.has_endpoints {
             if ctx.node.localhost_node_ports && ctx.node.nfacct {
-                nat.push(
+                out.push(
+                    Nat,
                     KUBE_NODEPORTS,
                     Rule::new()
                         .with(comment(spn.clone()))
@@ -495,7 +595,8 @@ fn service_port(filter: &mut Tables, nat: &mut Tables, ctx: &Ctx<'_>, sp: &Servi
                         .verdict(jump(ext)),
                 );
             }
-            nat.push(
+            out.push(
+                Nat,
                 KUBE_NODEPORTS,
                 Rule::new()
                     .with(comment(spn.clone()))
@@ -505,7 +606,7 @@ fn service_port(filter: &mut Tables, nat: &mut Tables, ctx: &Ctx<'_>, sp: &Servi
             );
         }
         block(
-            filter,
+            out,
             vec![
                 Match::AddrTypeLocal {
                     dir: Direction::Dst,
@@ -519,7 +620,8 @@ fn service_port(filter: &mut Tables, nat: &mut Tables, ctx: &Ctx<'_>, sp: &Servi
 
     // 6. Health check node port.
     if let Some(hc) = sp.health_check_node_port {
-        filter.push(
+        out.push(
+            Filter,
             KUBE_NODEPORTS,
             Rule::new()
                 .with(comment(format!("{spn} health check node port")))
@@ -530,11 +632,11 @@ fn service_port(filter: &mut Tables, nat: &mut Tables, ctx: &Ctx<'_>, sp: &Servi
     }
 
     // 7..12: the service's own chains.
-    service_chains(nat, ctx, sp, &chains);
+    service_chains(out, ctx, sp, &chains);
 }
 
-fn service_chains(
-    nat: &mut Tables,
+fn service_chains<S: Sink>(
+    out: &mut S,
     ctx: &Ctx<'_>,
     sp: &ServicePortPlan,
     chains: &IptablesServiceChains,
@@ -542,6 +644,18 @@ fn service_chains(
     let spn = sp.name.to_string();
     let proto = sp.name.protocol;
     let svc = chains.svc.as_str();
+
+    // The service's chains, declared before their rules.
+    for (used, chain) in [
+        (sp.uses_external_chain(), &chains.ext),
+        (sp.firewall, &chains.fw),
+        (sp.uses_cluster_chain(), &chains.svc),
+        (sp.uses_local_chain(), &chains.svl),
+    ] {
+        if used {
+            out.declare(Nat, chain.as_str());
+        }
+    }
 
     // 7. Masquerade off-node traffic to the cluster IP.
     if sp.internal.forwards() {
@@ -551,7 +665,8 @@ fn service_chains(
             ClusterIpMasquerade::Never => None,
         };
         if let Some(extra) = not_local {
-            nat.push(
+            out.push(
+                Nat,
                 policy_chain(chains, sp.internal_policy),
                 Rule::new()
                     .with(comment(format!("{spn} cluster IP")))
@@ -565,9 +680,9 @@ fn service_chains(
     // 8. External traffic.
     if sp.uses_external_chain() {
         let ext = chains.ext.as_str();
-        nat.declare(ext);
         if sp.masquerades_external() {
-            nat.push(
+            out.push(
+                Nat,
                 ext,
                 Rule::new()
                     .with(comment(format!(
@@ -578,7 +693,8 @@ fn service_chains(
         } else if sp.short_circuits_local_external() {
             let local = local_matches(&ctx.node.local_detector, true);
             if !local.is_empty() {
-                nat.push(
+                out.push(
+                    Nat,
                     ext,
                     Rule::new()
                         .with(comment(format!(
@@ -592,7 +708,8 @@ fn service_chains(
                 dir: Direction::Src,
                 negate: false,
             };
-            nat.push(
+            out.push(
+                Nat,
                 ext,
                 Rule::new()
                     .with(comment(format!(
@@ -601,7 +718,8 @@ fn service_chains(
                     .with(src_local.clone())
                     .verdict(jump(KUBE_MARK_MASQ)),
             );
-            nat.push(
+            out.push(
+                Nat,
                 ext,
                 Rule::new()
                     .with(comment(format!(
@@ -612,7 +730,8 @@ fn service_chains(
             );
         }
         if sp.external.forwards() {
-            nat.push(
+            out.push(
+                Nat,
                 ext,
                 Rule::new().verdict(jump(policy_chain(chains, sp.external_policy))),
             );
@@ -624,7 +743,8 @@ fn service_chains(
         let fw = chains.fw.as_str();
         let text = format!("{spn} loadbalancer IP");
         for net in &sp.source_ranges {
-            nat.push(
+            out.push(
+                Nat,
                 fw,
                 Rule::new()
                     .with(comment(text.clone()))
@@ -638,7 +758,8 @@ fn service_chains(
         }
         if sp.firewall_allows_lb_ips {
             for ip in &sp.load_balancer_ips {
-                nat.push(
+                out.push(
+                    Nat,
                     fw,
                     Rule::new()
                         .with(comment(text.clone()))
@@ -647,7 +768,8 @@ fn service_chains(
                 );
             }
         }
-        nat.push(
+        out.push(
+            Nat,
             fw,
             Rule::new().with(comment(format!(
                 "other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL"
@@ -655,47 +777,58 @@ fn service_chains(
         );
     }
 
-    // 10, 11. Endpoint selection.
+    // 10, 11. Endpoint selection; the endpoint chains are named once.
+    let seps: Vec<ChainName> = sp
+        .reachable_endpoints
+        .iter()
+        .map(|ep| iptables_endpoint_chain(&sp.name, ep.endpoint_str()))
+        .collect();
+    let sep_of = |ep: &PlannedEndpoint| -> ChainName {
+        sp.reachable_endpoints
+            .binary_search_by(|r| r.endpoint_str().cmp(ep.endpoint_str()))
+            .ok()
+            .and_then(|i| seps.get(i).cloned())
+            .unwrap_or_else(|| iptables_endpoint_chain(&sp.name, ep.endpoint_str()))
+    };
     if sp.uses_cluster_chain() {
-        endpoint_selection(nat, ctx, sp, svc, &sp.cluster_endpoints);
+        endpoint_selection(out, ctx, &spn, sp, svc, &sp.cluster_endpoints, &sep_of);
     }
     if sp.uses_local_chain() {
-        endpoint_selection(nat, ctx, sp, chains.svl.as_str(), &sp.local_endpoints);
+        let svl = chains.svl.as_str();
+        endpoint_selection(out, ctx, &spn, sp, svl, &sp.local_endpoints, &sep_of);
     }
 
     // 12. Endpoint chains.
-    for ep in &sp.reachable_endpoints {
-        endpoint_chain(nat, ctx, sp, ep);
+    for (ep, sep) in sp.reachable_endpoints.iter().zip(&seps) {
+        endpoint_chain(out, ctx, &spn, sp, ep, sep);
     }
 }
 
-fn endpoint_comment(ctx: &Ctx<'_>, text: String) -> Option<Match> {
-    (!ctx.large_cluster).then_some(Match::Comment(text))
+/// The per-endpoint comment, left out in large-cluster mode.
+fn endpoint_comment(ctx: &Ctx<'_>, text: impl FnOnce() -> String) -> Option<Match> {
+    (!ctx.large_cluster).then(|| Match::Comment(text()))
 }
 
-fn endpoint_selection(
-    nat: &mut Tables,
+fn endpoint_selection<S: Sink>(
+    out: &mut S,
     ctx: &Ctx<'_>,
+    spn: &str,
     sp: &ServicePortPlan,
     chain: &str,
     endpoints: &[PlannedEndpoint],
+    sep_of: &dyn Fn(&PlannedEndpoint) -> ChainName,
 ) {
-    nat.declare(chain);
-    let spn = sp.name.to_string();
-    let named: Vec<(String, ChainName)> = endpoints
+    let named: Vec<(&str, ChainName)> = endpoints
         .iter()
-        .map(|ep| {
-            let s = ep.endpoint_string();
-            let sep = iptables_endpoint_chain(&sp.name, &s);
-            (s, sep)
-        })
+        .map(|ep| (ep.endpoint_str(), sep_of(ep)))
         .collect();
     if let Some(seconds) = sp.affinity_timeout {
         for (s, sep) in &named {
-            nat.push(
+            out.push(
+                Nat,
                 chain,
                 Rule::new()
-                    .with_all(endpoint_comment(ctx, format!("{spn} -> {s}")))
+                    .with_all(endpoint_comment(ctx, || format!("{spn} -> {s}")))
                     .with(Match::Recent {
                         name: sep.to_string(),
                         op: RecentOp::Check {
@@ -708,37 +841,43 @@ fn endpoint_selection(
         }
     }
     let n = named.len();
-    for (i, (s, sep)) in named.iter().enumerate() {
-        let mut r = Rule::new().with_all(endpoint_comment(ctx, format!("{spn} -> {s}")));
+    for (i, (s, sep)) in named.into_iter().enumerate() {
+        let mut r = Rule::new().with_all(endpoint_comment(ctx, || format!("{spn} -> {s}")));
         if i + 1 < n {
             r = r.with(Match::Probability {
                 one_in: u32::try_from(n - i).unwrap_or(u32::MAX),
             });
         }
-        nat.push(chain, r.verdict(Verdict::Jump(sep.clone())));
+        out.push(Nat, chain, r.verdict(Verdict::Jump(sep)));
     }
 }
 
-fn endpoint_chain(nat: &mut Tables, ctx: &Ctx<'_>, sp: &ServicePortPlan, ep: &PlannedEndpoint) {
-    let s = ep.endpoint_string();
-    let sep = iptables_endpoint_chain(&sp.name, &s);
-    let spn = sp.name.to_string();
-    nat.declare(sep.as_str());
-    nat.push(
+fn endpoint_chain<S: Sink>(
+    out: &mut S,
+    ctx: &Ctx<'_>,
+    spn: &str,
+    sp: &ServicePortPlan,
+    ep: &PlannedEndpoint,
+    sep: &ChainName,
+) {
+    out.declare(Nat, sep.as_str());
+    out.push(
+        Nat,
         sep.as_str(),
         Rule::new()
-            .with_all(endpoint_comment(ctx, spn.clone()))
+            .with_all(endpoint_comment(ctx, || spn.to_string()))
             .with(src_ip(ep.ip))
             .verdict(jump(KUBE_MARK_MASQ)),
     );
-    let mut r = Rule::new().with_all(endpoint_comment(ctx, spn));
+    let mut r = Rule::new().with_all(endpoint_comment(ctx, || spn.to_string()));
     if sp.affinity_timeout.is_some() {
         r = r.with(Match::Recent {
             name: sep.to_string(),
             op: RecentOp::Set,
         });
     }
-    nat.push(
+    out.push(
+        Nat,
         sep.as_str(),
         r.with(Match::Protocol(sp.name.protocol))
             .verdict(Verdict::Dnat(SocketAddr::new(ep.ip, ep.port))),

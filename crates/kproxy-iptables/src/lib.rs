@@ -66,16 +66,59 @@ pub fn compile(
 
 /// Lowers and prints an existing plan.
 pub fn render(plan: &Plan, opts: Options) -> Result<String, IptablesError> {
-    let ruleset = build(
+    print::stream(
         plan,
         LayoutOptions {
             standalone: opts.standalone,
         },
-    );
-    print::print(
-        &ruleset,
         PrintOptions {
             mark_style: plan.node.mark.style,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use kproxy_core::model::{IpFamily, LocalDetector, NodeConfig};
+    use kproxy_core::synthetic::cluster;
+
+    use super::*;
+
+    /// Per table: sorted declarations and each chain's rules in order.
+    fn by_chain(text: &str) -> BTreeMap<(String, String), Vec<String>> {
+        let mut table = String::new();
+        let mut out: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for line in text.lines() {
+            if let Some(t) = line.strip_prefix('*') {
+                table = t.to_string();
+            } else if let Some(d) = line.strip_prefix(':') {
+                let chain = d.split(' ').next().unwrap_or_default().to_string();
+                out.entry((table.clone(), chain)).or_default();
+            } else if let Some(r) = line.strip_prefix("-A ") {
+                let chain = r.split(' ').next().unwrap_or_default().to_string();
+                out.entry((table.clone(), chain))
+                    .or_default()
+                    .push(line.to_string());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn streamed_and_collected_output_agree() {
+        let state = cluster(60, 4);
+        let mut node = NodeConfig::new(IpFamily::V4, "node-3");
+        node.local_detector = LocalDetector::Cidr("10.0.0.0/8".parse().unwrap());
+        let plan = plan(&state, &node);
+        for standalone in [false, true] {
+            let layout = LayoutOptions { standalone };
+            let opts = PrintOptions::default();
+            let streamed = print::stream(&plan, layout, opts).unwrap();
+            let collected = print::print(&build(&plan, layout), opts).unwrap();
+            assert_eq!(by_chain(&streamed), by_chain(&collected));
+            assert!(streamed.lines().count() > 1000);
+        }
+    }
 }

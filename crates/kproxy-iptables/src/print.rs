@@ -1,13 +1,15 @@
 //! IR -> `iptables-restore` text. Nothing but syntax lives here.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
 use kproxy_core::ir::{
-    AddrMatch, ChainKind, Direction, MarkOp, Match, RecentOp, Rule, Ruleset, Table, Verdict,
+    AddrMatch, ChainKind, Direction, Hook, MarkOp, Match, RecentOp, Rule, Ruleset, Table, Verdict,
 };
 use kproxy_core::model::MarkStyle;
 
 use crate::IptablesError;
+use crate::layout::{Sink, TableId};
 
 /// Printer options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,6 +29,113 @@ pub fn format_mark(value: u32, style: MarkStyle) -> String {
 /// `1/n` with ten decimals, as kube-proxy prints statistic probabilities.
 pub fn format_probability(one_in: u32) -> String {
     format!("{:.10}", 1.0 / f64::from(one_in.max(1)))
+}
+
+/// Prints the layout as it is emitted, the way kube-proxy writes its
+/// buffers: per table the chain declarations, then the rules in emission
+/// order (rules of different chains interleave, as in kube-proxy's payload).
+/// Never materialises the whole IR.
+pub fn stream(
+    plan: &kproxy_core::plan::Plan,
+    layout: crate::layout::LayoutOptions,
+    opts: PrintOptions,
+) -> Result<String, IptablesError> {
+    let mut sink = TextSink {
+        opts,
+        tables: Default::default(),
+        error: None,
+    };
+    // Reserve roughly what the rules take, so that the buffers of a large
+    // cluster do not grow by copying.
+    let endpoints: usize = plan
+        .service_ports
+        .iter()
+        .map(|s| {
+            2 * s.reachable_endpoints.len() + s.cluster_endpoints.len() + s.local_endpoints.len()
+        })
+        .sum();
+    let ports = plan.service_ports.len();
+    sink.tables[TableId::Nat as usize]
+        .rules
+        .reserve(endpoints * 110 + ports * 400);
+    sink.tables[TableId::Nat as usize]
+        .decls
+        .reserve((endpoints / 2 + ports * 3) * 32);
+    sink.tables[TableId::Filter as usize]
+        .rules
+        .reserve(ports * 60 + 1024);
+    crate::layout::emit(plan, layout, &mut sink);
+    if let Some(e) = sink.error {
+        return Err(e);
+    }
+    let mut out = String::with_capacity(
+        sink.tables
+            .iter()
+            .map(|t| t.decls.len() + t.rules.len() + 16)
+            .sum(),
+    );
+    for (name, t) in ["filter", "nat", "mangle"].iter().zip(&sink.tables) {
+        if !t.used {
+            continue;
+        }
+        out.push('*');
+        out.push_str(name);
+        out.push('\n');
+        out.push_str(&t.decls);
+        out.push_str(&t.rules);
+        out.push_str("COMMIT\n");
+    }
+    Ok(out)
+}
+
+#[derive(Default)]
+struct TextTable {
+    used: bool,
+    decls: String,
+    rules: String,
+}
+
+struct TextSink {
+    opts: PrintOptions,
+    tables: [TextTable; 3],
+    error: Option<IptablesError>,
+}
+
+impl TextSink {
+    fn table(&mut self, t: TableId) -> &mut TextTable {
+        let t = &mut self.tables[t as usize];
+        t.used = true;
+        t
+    }
+    fn rule(&mut self, table: TableId, chain: &str, rule: &Rule) {
+        let opts = self.opts;
+        let t = self.table(table);
+        t.rules.push_str("-A ");
+        t.rules.push_str(chain);
+        let res = print_rule(&mut t.rules, rule, opts);
+        t.rules.push('\n');
+        if let (Err(what), None) = (res, &self.error) {
+            self.error = Some(IptablesError::Unsupported {
+                chain: chain.to_string(),
+                what,
+            });
+        }
+    }
+}
+
+impl Sink for TextSink {
+    fn declare(&mut self, table: TableId, chain: &str) {
+        let t = self.table(table);
+        t.decls.push(':');
+        t.decls.push_str(chain);
+        t.decls.push_str(" - [0:0]\n");
+    }
+    fn push(&mut self, table: TableId, chain: &str, rule: Rule) {
+        self.rule(table, chain, &rule);
+    }
+    fn push_builtin(&mut self, table: TableId, hook: Hook, rule: Rule) {
+        self.rule(table, hook.as_iptables(), &rule);
+    }
 }
 
 /// Prints `ruleset` as `iptables-restore` input: per table `*name`, the
@@ -61,18 +170,59 @@ fn print_table(out: &mut String, table: &Table, opts: PrintOptions) -> Result<()
     Ok(())
 }
 
-fn quote(text: &str) -> String {
+/// Appends a comment text, quoted when it has more than one word.
+fn push_comment(out: &mut String, text: &str) {
     if text.is_empty() || text.contains(char::is_whitespace) {
-        format!("\"{text}\"")
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
     } else {
-        text.to_string()
+        out.push_str(text);
     }
 }
 
-fn addr(a: &AddrMatch) -> String {
+/// Appends a decimal number without going through `fmt`.
+fn push_u32(out: &mut String, mut n: u32) {
+    let mut buf = [0u8; 10];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(char::from(b));
+    }
+}
+
+/// Appends an address (IPv4 without `fmt`, the hot path; IPv6 canonical).
+fn push_ip(out: &mut String, ip: &IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u32(out, u32::from(*o));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+fn push_addr(out: &mut String, a: &AddrMatch) {
     match a {
-        AddrMatch::Ip(ip) => ip.to_string(),
-        AddrMatch::Net(n) => n.to_string(),
+        AddrMatch::Ip(ip) => push_ip(out, ip),
+        AddrMatch::Net(n) => {
+            push_ip(out, &n.addr());
+            out.push('/');
+            push_u32(out, u32::from(n.prefix_len()));
+        }
     }
 }
 
@@ -94,10 +244,14 @@ pub fn print_rule(out: &mut String, rule: &Rule, opts: PrintOptions) -> Result<(
 fn print_match(out: &mut String, m: &Match, opts: PrintOptions) -> Result<(), String> {
     match m {
         Match::Comment(c) => {
-            let _ = write!(out, " -m comment --comment {}", quote(c));
+            out.push_str(" -m comment --comment ");
+            push_comment(out, c);
         }
         Match::Protocol(p) => {
-            let _ = write!(out, " -m {p} -p {p}");
+            out.push_str(" -m ");
+            out.push_str(p.as_lower());
+            out.push_str(" -p ");
+            out.push_str(p.as_lower());
         }
         Match::Addr {
             dir,
@@ -108,10 +262,15 @@ fn print_match(out: &mut String, m: &Match, opts: PrintOptions) -> Result<(), St
                 Direction::Src => "-s",
                 Direction::Dst => "-d",
             };
-            let _ = write!(out, "{} {flag} {}", neg(*negate), addr(a));
+            out.push_str(neg(*negate));
+            out.push(' ');
+            out.push_str(flag);
+            out.push(' ');
+            push_addr(out, a);
         }
         Match::DstPort(p) => {
-            let _ = write!(out, " --dport {p}");
+            out.push_str(" --dport ");
+            push_u32(out, u32::from(*p));
         }
         Match::InInterface {
             name,
@@ -183,7 +342,8 @@ fn print_match(out: &mut String, m: &Match, opts: PrintOptions) -> Result<(), St
 fn print_verdict(out: &mut String, v: &Verdict, opts: PrintOptions) -> Result<(), String> {
     match v {
         Verdict::Jump(c) => {
-            let _ = write!(out, " -j {c}");
+            out.push_str(" -j ");
+            out.push_str(c.as_str());
         }
         Verdict::Goto(c) => {
             let _ = write!(out, " -g {c}");
@@ -193,7 +353,15 @@ fn print_verdict(out: &mut String, v: &Verdict, opts: PrintOptions) -> Result<()
         Verdict::Drop => out.push_str(" -j DROP"),
         Verdict::Reject => out.push_str(" -j REJECT"),
         Verdict::Dnat(to) => {
-            let _ = write!(out, " -j DNAT --to-destination {to}");
+            out.push_str(" -j DNAT --to-destination ");
+            match to.ip() {
+                IpAddr::V4(_) => push_ip(out, &to.ip()),
+                IpAddr::V6(v6) => {
+                    let _ = write!(out, "[{v6}]");
+                }
+            }
+            out.push(':');
+            push_u32(out, u32::from(to.port()));
         }
         Verdict::Masquerade { random_fully } => {
             out.push_str(" -j MASQUERADE");
@@ -241,7 +409,27 @@ mod tests {
     }
 
     #[test]
+    fn fast_number_and_address_printing_matches_display() {
+        for n in [0u32, 7, 10, 255, 65535, 4_294_967_295] {
+            let mut s = String::new();
+            push_u32(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+        for a in ["0.0.0.0", "10.180.0.1", "255.255.255.255", "fd00:10:180::1"] {
+            let ip: IpAddr = a.parse().unwrap();
+            let mut s = String::new();
+            push_ip(&mut s, &ip);
+            assert_eq!(s, a);
+        }
+    }
+
+    #[test]
     fn multi_word_comments_are_quoted() {
+        let quote = |t: &str| {
+            let mut s = String::new();
+            push_comment(&mut s, t);
+            s
+        };
         assert_eq!(quote("ns1/svc1:p80"), "ns1/svc1:p80");
         assert_eq!(
             quote("ns1/svc1:p80 cluster IP"),

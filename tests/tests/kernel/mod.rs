@@ -307,15 +307,27 @@ pub fn gate(test: &str) -> bool {
     match availability() {
         Ok(()) => true,
         Err(reason) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{test}: CI=true but the kernel testbed cannot run: {reason}");
-            }
-            // Written to the stderr handle, not with eprintln!, which the
-            // test harness captures and hides for passing tests.
-            let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
+            skip(test, &reason);
             false
         }
     }
+}
+
+/// Prints `SKIPPED: <what>: <reason>` where the harness does not hide it,
+/// or panics when `CI=true`.
+pub fn skip(what: &str, reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what}: CI=true but the kernel testbed cannot run: {reason}");
+    }
+    // Written to the stderr handle, not with eprintln!, which the test
+    // harness captures and hides for passing tests.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {what}: {reason}");
+}
+
+/// Whether this process runs in the initial user namespace (not rootless).
+pub fn initial_user_ns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
 }
 
 /// The gate and a testbed: `None` when the test must skip.
