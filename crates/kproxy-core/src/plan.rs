@@ -723,3 +723,335 @@ fn categorize_endpoints(
     sel.reachable = union.into_values().collect();
     sel
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        EndpointConditions, EndpointPort, EndpointSlice, IpMode, LoadBalancerIngress, ServicePort,
+    };
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn svc(name: &str) -> Service {
+        Service::cluster_ip("ns", name, ip("172.30.0.1")).with_port(ServicePort::new(
+            "p",
+            Protocol::Tcp,
+            80,
+        ))
+    }
+
+    fn ep(addr: &str, node: &str) -> Endpoint {
+        Endpoint::ready(ip(addr)).on_node(node)
+    }
+
+    fn slice(name: &str, eps: Vec<Endpoint>) -> EndpointSlice {
+        let mut s = EndpointSlice::new("ns", &format!("{name}-1"), name, IpFamily::V4)
+            .with_port(EndpointPort::new("p", Protocol::Tcp, 8080));
+        s.endpoints = eps;
+        s
+    }
+
+    fn node() -> NodeConfig {
+        NodeConfig::new(IpFamily::V4, "me")
+    }
+
+    fn plan_one(s: Service, eps: Vec<Endpoint>, node: &NodeConfig) -> ServicePortPlan {
+        let name = s.id.name.clone();
+        let state = ClusterState {
+            services: vec![s],
+            endpoint_slices: vec![slice(&name, eps)],
+        };
+        plan(&state, node).service_ports.remove(0)
+    }
+
+    fn addrs(eps: &[PlannedEndpoint]) -> Vec<&str> {
+        eps.iter().map(PlannedEndpoint::endpoint_str).collect()
+    }
+
+    fn terminating(mut e: Endpoint, serving: bool) -> Endpoint {
+        e.conditions = EndpointConditions {
+            ready: false,
+            serving,
+            terminating: true,
+        };
+        e
+    }
+
+    #[test]
+    fn endpoints_are_sorted_as_strings() {
+        let p = plan_one(
+            svc("a"),
+            vec![ep("10.0.1.2", "x"), ep("10.0.1.10", "x")],
+            &node(),
+        );
+        assert_eq!(
+            addrs(&p.cluster_endpoints),
+            ["10.0.1.10:8080", "10.0.1.2:8080"]
+        );
+    }
+
+    #[test]
+    fn a_duplicate_that_is_not_terminating_replaces_the_first() {
+        let state = ClusterState {
+            services: vec![svc("a")],
+            endpoint_slices: vec![slice("a", vec![terminating(ep("10.0.0.1", "x"), true)]), {
+                let mut s = slice("a", vec![ep("10.0.0.1", "x")]);
+                s.id.name = "a-2".into();
+                s
+            }],
+        };
+        let p = plan(&state, &node()).service_ports.remove(0);
+        assert_eq!(p.cluster_endpoints.len(), 1);
+        assert!(p.cluster_endpoints[0].ready);
+    }
+
+    #[test]
+    fn no_endpoints_rejects_everything() {
+        let p = plan_one(svc("a"), vec![], &node());
+        assert_eq!(p.internal, Disposition::Reject);
+        assert_eq!(p.external, Disposition::Reject);
+        assert!(!p.has_endpoints);
+    }
+
+    #[test]
+    fn cluster_policy_falls_back_to_serving_terminating_endpoints() {
+        let p = plan_one(
+            svc("a"),
+            vec![
+                terminating(ep("10.0.0.1", "x"), true),
+                terminating(ep("10.0.0.2", "x"), false),
+            ],
+            &node(),
+        );
+        assert_eq!(addrs(&p.cluster_endpoints), ["10.0.0.1:8080"]);
+        assert_eq!(p.internal, Disposition::Forward(TrafficPolicy::Cluster));
+    }
+
+    #[test]
+    fn not_serving_endpoints_are_never_used() {
+        let p = plan_one(
+            svc("a"),
+            vec![terminating(ep("10.0.0.2", "x"), false)],
+            &node(),
+        );
+        assert_eq!(p.internal, Disposition::Reject);
+    }
+
+    #[test]
+    fn internal_local_without_local_endpoints_drops() {
+        let mut s = svc("a");
+        s.internal_traffic_policy = TrafficPolicy::Local;
+        let p = plan_one(s, vec![ep("10.0.0.1", "other")], &node());
+        assert_eq!(p.internal, Disposition::Drop);
+        assert!(!p.uses_local_chain());
+        assert!(!p.uses_cluster_chain());
+    }
+
+    #[test]
+    fn local_policy_prefers_ready_then_local_terminating() {
+        let mut s = svc("a");
+        s.internal_traffic_policy = TrafficPolicy::Local;
+        let p = plan_one(
+            s.clone(),
+            vec![
+                ep("10.0.0.1", "me"),
+                terminating(ep("10.0.0.2", "me"), true),
+            ],
+            &node(),
+        );
+        assert_eq!(addrs(&p.local_endpoints), ["10.0.0.1:8080"]);
+        let p = plan_one(
+            s,
+            vec![
+                terminating(ep("10.0.0.2", "me"), true),
+                ep("10.0.0.3", "other"),
+            ],
+            &node(),
+        );
+        assert_eq!(addrs(&p.local_endpoints), ["10.0.0.2:8080"]);
+        assert_eq!(p.internal, Disposition::Forward(TrafficPolicy::Local));
+    }
+
+    #[test]
+    fn external_local_only_counts_for_externally_reachable_types() {
+        let mut s = svc("a");
+        s.external_traffic_policy = TrafficPolicy::Local;
+        assert_eq!(effective_external_policy(&s), TrafficPolicy::Cluster);
+        s.external_ips.push(ip("1.2.3.4"));
+        assert_eq!(effective_external_policy(&s), TrafficPolicy::Local);
+        s.external_ips.clear();
+        s.service_type = ServiceType::NodePort;
+        assert_eq!(effective_external_policy(&s), TrafficPolicy::Local);
+    }
+
+    #[test]
+    fn external_local_uses_both_endpoint_sets() {
+        let mut s = svc("a");
+        s.service_type = ServiceType::NodePort;
+        s.ports[0].node_port = Some(30001);
+        s.external_traffic_policy = TrafficPolicy::Local;
+        let p = plan_one(s, vec![ep("10.0.0.1", "me"), ep("10.0.0.2", "x")], &node());
+        assert_eq!(p.cluster_endpoints.len(), 2);
+        assert_eq!(addrs(&p.local_endpoints), ["10.0.0.1:8080"]);
+        assert_eq!(p.external, Disposition::Forward(TrafficPolicy::Local));
+        assert!(p.uses_external_chain());
+    }
+
+    #[test]
+    fn zone_hints_select_same_zone_endpoints() {
+        let mut n = node();
+        n.zone = Some("z1".into());
+        let mut a = ep("10.0.0.1", "x");
+        a.zone_hints.insert("z1".into());
+        let mut b = ep("10.0.0.2", "y");
+        b.zone_hints.insert("z2".into());
+        let p = plan_one(svc("a"), vec![a.clone(), b.clone()], &n);
+        assert_eq!(addrs(&p.cluster_endpoints), ["10.0.0.1:8080"]);
+        // An endpoint without hints disables topology.
+        let p = plan_one(svc("a"), vec![a, b, ep("10.0.0.3", "z")], &n);
+        assert_eq!(p.cluster_endpoints.len(), 3);
+    }
+
+    #[test]
+    fn hints_for_another_zone_only_are_ignored() {
+        let mut n = node();
+        n.zone = Some("z9".into());
+        let mut a = ep("10.0.0.1", "x");
+        a.zone_hints.insert("z1".into());
+        let p = plan_one(svc("a"), vec![a, ep("10.0.0.2", "y")], &n);
+        assert_eq!(p.cluster_endpoints.len(), 2);
+    }
+
+    #[test]
+    fn node_hints_win_over_zone_hints() {
+        let mut n = node();
+        n.zone = Some("z1".into());
+        let mut a = ep("10.0.0.1", "me");
+        a.node_hints.insert("me".into());
+        a.zone_hints.insert("z1".into());
+        let mut b = ep("10.0.0.2", "x");
+        b.node_hints.insert("x".into());
+        b.zone_hints.insert("z1".into());
+        let p = plan_one(svc("a"), vec![a, b], &n);
+        assert_eq!(addrs(&p.cluster_endpoints), ["10.0.0.1:8080"]);
+    }
+
+    #[test]
+    fn proxy_mode_ingress_ips_are_ignored() {
+        let mut s = svc("a");
+        s.service_type = ServiceType::LoadBalancer;
+        s.load_balancer_ingress = vec![
+            LoadBalancerIngress {
+                ip: ip("5.6.7.8"),
+                ip_mode: IpMode::Proxy,
+            },
+            LoadBalancerIngress {
+                ip: ip("5.6.7.9"),
+                ip_mode: IpMode::Vip,
+            },
+        ];
+        let p = plan_one(s, vec![ep("10.0.0.1", "x")], &node());
+        assert_eq!(p.load_balancer_ips, [ip("5.6.7.9")]);
+    }
+
+    #[test]
+    fn firewall_admits_lb_ips_when_a_range_holds_the_node_ip() {
+        let mut s = svc("a");
+        s.service_type = ServiceType::LoadBalancer;
+        s.load_balancer_ingress = vec![LoadBalancerIngress {
+            ip: ip("5.6.7.8"),
+            ip_mode: IpMode::Vip,
+        }];
+        s.load_balancer_source_ranges = vec!["192.168.0.0/24".parse().unwrap()];
+        let mut n = node();
+        let p = plan_one(s.clone(), vec![ep("10.0.0.1", "x")], &n);
+        assert!(p.firewall && !p.firewall_allows_lb_ips);
+        n.node_ip = Some(ip("192.168.0.2"));
+        let p = plan_one(s, vec![ep("10.0.0.1", "x")], &n);
+        assert!(p.firewall && p.firewall_allows_lb_ips);
+    }
+
+    #[test]
+    fn headless_and_external_name_services_are_not_proxied() {
+        let mut s = svc("a");
+        s.cluster_ips.clear();
+        assert!(!is_proxied(&s));
+        let mut s = svc("a");
+        s.service_type = ServiceType::ExternalName;
+        assert!(!is_proxied(&s));
+    }
+
+    #[test]
+    fn services_of_the_other_family_produce_nothing() {
+        let n = NodeConfig::new(IpFamily::V6, "me");
+        let state = ClusterState {
+            services: vec![svc("a")],
+            endpoint_slices: vec![],
+        };
+        assert!(plan(&state, &n).service_ports.is_empty());
+    }
+
+    #[test]
+    fn localhost_node_ports_need_ipv4_and_a_loopback_node_port_address() {
+        let mut n = node();
+        assert!(localhost_node_ports_apply(&n));
+        n.node_port_addresses = vec!["192.168.0.0/24".parse().unwrap()];
+        assert!(!localhost_node_ports_apply(&n));
+        n.node_port_addresses.push("127.0.0.0/8".parse().unwrap());
+        assert!(localhost_node_ports_apply(&n));
+        let v6 = NodeConfig::new(IpFamily::V6, "me");
+        assert!(!localhost_node_ports_apply(&v6));
+    }
+
+    #[test]
+    fn node_ports_listen_on_matching_node_addresses_only() {
+        let mut n = node();
+        n.node_addresses = vec![ip("127.0.0.1"), ip("192.168.0.2"), ip("10.1.0.2")];
+        assert_eq!(
+            plan_node(&n).node_ports,
+            NodePortDestinations::AllLocal { exclude: None }
+        );
+        n.node_port_addresses = vec!["192.168.0.0/16".parse().unwrap()];
+        assert_eq!(
+            plan_node(&n).node_ports,
+            NodePortDestinations::Addresses(vec![ip("192.168.0.2")])
+        );
+        n.localhost_node_ports = false;
+        n.node_port_addresses.clear();
+        assert_eq!(
+            plan_node(&n).node_ports,
+            NodePortDestinations::AllLocal {
+                exclude: Some("127.0.0.0/8".parse().unwrap())
+            }
+        );
+    }
+
+    #[test]
+    fn masquerade_mark_prints_like_kube_proxy() {
+        let m = MasqueradeMark {
+            bit: 14,
+            style: MarkStyle::Production,
+        };
+        assert_eq!(m.to_string(), "0x00004000");
+    }
+
+    #[test]
+    fn large_cluster_mode_starts_above_1000_endpoints() {
+        let eps: Vec<Endpoint> = (0..1001u32)
+            .map(|i| Endpoint::ready(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))))
+            .collect();
+        let state = ClusterState {
+            services: vec![svc("a")],
+            endpoint_slices: vec![slice("a", eps[..1000].to_vec())],
+        };
+        assert!(!plan(&state, &node()).large_cluster);
+        let state = ClusterState {
+            services: vec![svc("a")],
+            endpoint_slices: vec![slice("a", eps)],
+        };
+        assert!(plan(&state, &node()).large_cluster);
+    }
+}

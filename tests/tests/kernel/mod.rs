@@ -57,18 +57,21 @@ pub enum Family {
     V6,
 }
 
-/// How compiled rules get into the node's netfilter. The nft variants are
-/// placeholders for the nftables backend: `nft -f -` and `nft -j -f -`.
+/// How compiled rules get into the node's netfilter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loader {
     /// `iptables-restore` / `ip6tables-restore` (no --noflush: the tables in
     /// the input are replaced).
     Iptables,
-    /// `nft -f -` of the nftables backend's text (not implemented yet).
+    /// `nft -f -` of the nftables backend's native text (the transaction of
+    /// kube-proxy's first full sync).
     NftText,
-    /// `nft -j -f -` of the nftables backend's JSON (not implemented yet).
+    /// `nft -j -f -` of the nftables backend's JSON batch.
     NftJson,
 }
+
+/// The tables kproxy's nftables backends write (`table ip|ip6 kube-proxy`).
+const NFT_TABLES: [&str; 2] = ["ip kube-proxy", "ip6 kube-proxy"];
 
 impl Loader {
     /// kproxy arguments that select this loader's backend.
@@ -80,7 +83,23 @@ impl Loader {
         }
     }
 
+    /// The tools this loader runs in the node (beyond the testbed's own).
+    pub fn tools(self) -> &'static [&'static str] {
+        match self {
+            Loader::Iptables => &["iptables-restore", "ip6tables-restore", "nfacct"],
+            Loader::NftText | Loader::NftJson => &["nft"],
+        }
+    }
+
     /// Loads `rules` into namespace `ns` (`test_only`: check, do not commit).
+    ///
+    /// A real load is a full sync that replaces what an earlier load left:
+    /// iptables-restore (without --noflush) replaces the tables it is given;
+    /// for nft the previous `kube-proxy` tables are deleted first. (kproxy
+    /// prints kube-proxy's first-sync transaction, which re-creates the base
+    /// chains and flushes the chains it writes but, like kube-proxy, leaves
+    /// set elements and other chains of an earlier process to later syncs;
+    /// the JSON batch assumes an empty table.)
     pub fn load(
         self,
         ns: &str,
@@ -102,15 +121,31 @@ impl Loader {
                 }
                 netns_exec_stdin(ns, &args, rules)
             }
-            // To be written with the nftables backend: `nft -f -` (text) and
-            // `nft -j -f -` (JSON); a full sync must replace the previous
-            // state (the output's own `delete table`/`flush table`), and
-            // `-c` (check only) serves `test_only`.
             Loader::NftText | Loader::NftJson => {
-                Err(format!("loader {self:?} is not implemented yet"))
+                let mut args = vec!["nft"];
+                if self == Loader::NftJson {
+                    args.push("-j");
+                }
+                if test_only {
+                    args.push("-c");
+                } else {
+                    nft_delete_tables(ns)?;
+                }
+                args.extend(["-f", "-"]);
+                netns_exec_stdin(ns, &args, rules)
             }
         }
     }
+}
+
+/// Deletes the `kube-proxy` tables of both families from namespace `ns`,
+/// in one transaction (`add` first, so a missing table is no error).
+pub fn nft_delete_tables(ns: &str) -> Result<(), String> {
+    let script: String = NFT_TABLES
+        .iter()
+        .map(|t| format!("add table {t}\ndelete table {t}\n"))
+        .collect();
+    netns_exec_stdin(ns, &["nft", "-f", "-"], &script)
 }
 
 /// Creates the nfacct counters that `rules` name, as kube-proxy does before
@@ -265,21 +300,13 @@ pub fn availability() -> Result<(), String> {
 }
 
 fn probe() -> Result<(), String> {
-    let missing: Vec<&str> = [
-        "ip",
-        "iptables-restore",
-        "ip6tables-restore",
-        "iptables-save",
-        "conntrack",
-        "nfacct",
-        "sysctl",
-    ]
-    .into_iter()
-    .filter(|t| tool(t).is_none())
-    .collect();
+    let missing: Vec<&str> = ["ip", "conntrack", "sysctl"]
+        .into_iter()
+        .filter(|t| tool(t).is_none())
+        .collect();
     if !missing.is_empty() {
         return Err(format!(
-            "missing tools {missing:?} (apt-get install iptables conntrack nfacct iproute2 procps)"
+            "missing tools {missing:?} (apt-get install conntrack iproute2 procps)"
         ));
     }
     // Pod traffic to ClusterIPs needs br_netfilter (pitfall 1).
@@ -313,6 +340,30 @@ pub fn gate(test: &str) -> bool {
     }
 }
 
+/// [`gate`], plus the tools of `loader` (iptables tests can run where nft
+/// is missing, and the other way round).
+pub fn gate_loader(test: &str, loader: Loader) -> bool {
+    if !gate(test) {
+        return false;
+    }
+    let missing: Vec<&str> = loader
+        .tools()
+        .iter()
+        .copied()
+        .filter(|t| tool(t).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    skip(
+        test,
+        &format!(
+            "missing tools {missing:?} for {loader:?} (apt-get install iptables nftables nfacct)"
+        ),
+    );
+    false
+}
+
 /// Prints `SKIPPED: <what>: <reason>` where the harness does not hide it,
 /// or panics when `CI=true`.
 pub fn skip(what: &str, reason: &str) {
@@ -330,9 +381,10 @@ pub fn initial_user_ns() -> bool {
         .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
 }
 
-/// The gate and a testbed: `None` when the test must skip.
-pub fn testbed(test: &str) -> Option<Testbed> {
-    if !gate(test) {
+/// The gate (with `loader`'s tools) and a testbed: `None` when the test
+/// must skip.
+pub fn testbed(test: &str, loader: Loader) -> Option<Testbed> {
+    if !gate_loader(test, loader) {
         return None;
     }
     Some(Testbed::new().unwrap_or_else(|e| panic!("{test}: testbed setup failed: {e}")))

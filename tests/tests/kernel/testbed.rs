@@ -414,6 +414,7 @@ impl Testbed {
         for args in [
             &["iptables-save", "-c"][..],
             &["ip6tables-save", "-c"][..],
+            &["nft", "list", "ruleset"][..],
             &["conntrack", "-L", "-f", "ipv4"][..],
             &["conntrack", "-L", "-f", "ipv6"][..],
         ] {

@@ -89,6 +89,7 @@ pub fn endpoint_slice_with(
     };
 
     let mut ports = Vec::new();
+    let mut warnings = Vec::new();
     for (i, p) in es.ports.iter().flatten().enumerate() {
         let f = |sub: &str| format!("ports[{i}].{sub}");
         let port = match p.port {
@@ -98,6 +99,14 @@ pub fn endpoint_slice_with(
                 Err(_) => return Err(ctx.err(f("port"), format!("{n} is out of range 0-65535"))),
             },
         };
+        if p.name.is_none() {
+            warnings.push(ctx.warn(
+                f("name"),
+                "absent (an unnamed port is name: \"\"); kube-proxy ignores this port",
+            ));
+        } else if port.is_none() {
+            warnings.push(ctx.warn(f("port"), "absent; kube-proxy ignores this port"));
+        }
         ports.push(EndpointPort {
             name: p.name.clone(),
             port,
@@ -105,7 +114,6 @@ pub fn endpoint_slice_with(
         });
     }
 
-    let mut warnings = Vec::new();
     let mut endpoints = Vec::new();
     if let AddressType::Ip(family) = address_type {
         for (i, ep) in es.endpoints.iter().flatten().enumerate() {
@@ -449,6 +457,8 @@ endpoints:
         assert_eq!(
             w,
             [
+                "EndpointSlice ns/web-1: ports[2].name: absent (an unnamed port is name: \"\"); kube-proxy ignores this port",
+                "EndpointSlice ns/web-1: ports[3].name: absent (an unnamed port is name: \"\"); kube-proxy ignores this port",
                 "EndpointSlice ns/web-1: endpoints[2].addresses: empty; endpoint ignored",
                 "EndpointSlice ns/web-1: endpoints[3].addresses[0]: \"bogus\" is not a valid IP; endpoint ignored",
                 "EndpointSlice ns/web-1: endpoints[4].addresses[0]: \"fd00::1\" is not an IPv4 address (addressType IPv4); endpoint ignored",
