@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -150,14 +151,15 @@ pub struct PlannedEndpoint {
     pub zone_hints: BTreeSet<String>,
     /// Node hints (empty: none).
     pub node_hints: BTreeSet<String>,
-    /// `ip:port` / `[ip]:port`, as kube-proxy spells the endpoint.
-    pub endpoint: String,
+    /// `ip:port` / `[ip]:port`, as kube-proxy spells the endpoint (shared:
+    /// the same endpoint sits in several lists of a plan).
+    pub endpoint: Arc<str>,
 }
 
 impl PlannedEndpoint {
     /// `ip:port` / `[ip]:port`.
     pub fn endpoint_string(&self) -> String {
-        self.endpoint.clone()
+        self.endpoint.to_string()
     }
     /// `ip:port` / `[ip]:port`, borrowed.
     pub fn endpoint_str(&self) -> &str {
@@ -401,21 +403,22 @@ fn cluster_ip_masquerade(node: &NodeConfig) -> ClusterIpMasquerade {
     }
 }
 
-type EndpointKey = (String, String, String, Protocol); // ns, svc, port name, proto
+/// namespace, service, port name, protocol
+type EndpointKey<'a> = (&'a str, &'a str, &'a str, Protocol);
 
 /// Merges the EndpointSlices of the node's family into per-service-port
 /// endpoint lists, de-duplicated and sorted as kube-proxy does.
-fn collect_endpoints(
-    state: &ClusterState,
+fn collect_endpoints<'a>(
+    state: &'a ClusterState,
     node: &NodeConfig,
-) -> BTreeMap<EndpointKey, Vec<PlannedEndpoint>> {
+) -> BTreeMap<EndpointKey<'a>, Vec<PlannedEndpoint>> {
     let mut slices: Vec<_> = state
         .endpoint_slices
         .iter()
         .filter(|s| s.address_type == AddressType::Ip(node.family))
         .collect();
     slices.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut map: BTreeMap<EndpointKey, Vec<PlannedEndpoint>> = BTreeMap::new();
+    let mut map: BTreeMap<EndpointKey<'a>, Vec<PlannedEndpoint>> = BTreeMap::new();
     for slice in slices {
         for port in &slice.ports {
             let (Some(name), Some(p)) = (&port.name, port.port) else {
@@ -425,9 +428,9 @@ fn collect_endpoints(
                 continue;
             }
             let key = (
-                slice.id.namespace.clone(),
-                slice.service_name.clone(),
-                name.clone(),
+                slice.id.namespace.as_str(),
+                slice.service_name.as_str(),
+                name.as_str(),
                 port.protocol,
             );
             let list = map.entry(key).or_default();
@@ -456,7 +459,7 @@ fn planned_endpoint(ep: &Endpoint, port: u16, node_name: &str) -> PlannedEndpoin
         terminating: ep.conditions.terminating,
         zone_hints: ep.zone_hints.clone(),
         node_hints: ep.node_hints.clone(),
-        endpoint: endpoint_string(ep.address, port),
+        endpoint: endpoint_string(ep.address, port).into(),
     }
 }
 
@@ -479,7 +482,7 @@ fn plan_service_port(
     svc: &Service,
     index: usize,
     node: &NodeConfig,
-    endpoints: &BTreeMap<EndpointKey, Vec<PlannedEndpoint>>,
+    endpoints: &BTreeMap<EndpointKey<'_>, Vec<PlannedEndpoint>>,
 ) -> Option<ServicePortPlan> {
     if !is_proxied(svc) {
         return None;
@@ -518,9 +521,9 @@ fn plan_service_port(
         .then_some(svc.health_check_node_port);
 
     let key = (
-        svc.id.namespace.clone(),
-        svc.id.name.clone(),
-        port.name.clone(),
+        svc.id.namespace.as_str(),
+        svc.id.name.as_str(),
+        port.name.as_str(),
         port.protocol,
     );
     let all = endpoints.get(&key).map(Vec::as_slice).unwrap_or(&[]);
@@ -716,9 +719,9 @@ fn categorize_endpoints(
         sel.reachable = sel.cluster.clone();
         return sel;
     }
-    let mut union: BTreeMap<String, PlannedEndpoint> = BTreeMap::new();
+    let mut union: BTreeMap<Arc<str>, PlannedEndpoint> = BTreeMap::new();
     for e in sel.cluster.iter().chain(sel.local.iter()) {
-        union.insert(e.endpoint.clone(), e.clone());
+        union.insert(Arc::clone(&e.endpoint), e.clone());
     }
     sel.reachable = union.into_values().collect();
     sel

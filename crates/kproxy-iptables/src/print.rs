@@ -68,23 +68,33 @@ pub fn stream(
     if let Some(e) = sink.error {
         return Err(e);
     }
-    let mut out = String::with_capacity(
-        sink.tables
-            .iter()
-            .map(|t| t.decls.len() + t.rules.len() + 16)
-            .sum(),
-    );
-    for (name, t) in ["filter", "nat", "mangle"].iter().zip(&sink.tables) {
-        if !t.used {
-            continue;
+    // Assemble in the largest buffer (nat's rules) so that a large payload
+    // is held once: everything before it is inserted in front.
+    let [filter, nat, mangle] = sink.tables;
+    let mut head = String::new();
+    let mut tail = String::new();
+    let table_text = |out: &mut String, name: &str, t: &TextTable| {
+        if t.used {
+            out.push('*');
+            out.push_str(name);
+            out.push('\n');
+            out.push_str(&t.decls);
+            out.push_str(&t.rules);
+            out.push_str("COMMIT\n");
         }
-        out.push('*');
-        out.push_str(name);
-        out.push('\n');
-        out.push_str(&t.decls);
-        out.push_str(&t.rules);
-        out.push_str("COMMIT\n");
+    };
+    table_text(&mut head, "filter", &filter);
+    drop(filter);
+    if nat.used {
+        head.push_str("*nat\n");
+        head.push_str(&nat.decls);
+        tail.push_str("COMMIT\n");
     }
+    table_text(&mut tail, "mangle", &mangle);
+    let mut out = nat.rules;
+    out.reserve(head.len() + tail.len());
+    out.insert_str(0, &head);
+    out.push_str(&tail);
     Ok(out)
 }
 

@@ -1,0 +1,427 @@
+//! Which Service each chain, rule, set and element of a ruleset belongs to.
+//!
+//! The graph (`--service`) and the diff (grouping by Service) both need to
+//! know what a piece of a [`Ruleset`] is for. [`Owners::of`] reads it from
+//! the ruleset alone, so it works on any two rulesets, including ones not
+//! built by kproxy's layouts:
+//!
+//! * iptables: a rule whose comment names a service (`"ns/name[:port] …"`)
+//!   belongs to it; a per-service chain (`KUBE-SVC-`, `KUBE-SVL-`,
+//!   `KUBE-EXT-`, `KUBE-FW-`, `KUBE-SEP-`) jumped to from a rule of a service
+//!   belongs to that service, as do the per-service chains it jumps to in
+//!   turn (the endpoint chains of large-cluster mode carry no comment).
+//! * nftables: per-service chains and sets carry `ns/name/proto/port` in
+//!   their names; a map element belongs to the owner of the chain it jumps
+//!   to, or to the service its comment names; a set element whose key holds
+//!   a front end (`cluster-ips`) or an endpoint (`hairpin-connections`) of
+//!   exactly one service belongs to it.
+//!
+//! Everything else (`KUBE-MARK-MASQ`, `masquerading`, ...) is node-level:
+//! no owner.
+//!
+//! ```
+//! use kproxy_core::ir::*;
+//! use kproxy_core::model::{IpFamily, NamespacedName, Protocol};
+//! use kproxy_core::owners::Owners;
+//!
+//! let mut t = Table::new("nat", TableFamily::Iptables(IpFamily::V4));
+//! let mut services = Chain::new("KUBE-SERVICES");
+//! services.push(Rule::new()
+//!     .with(Match::Comment("default/web cluster IP".into()))
+//!     .with(Match::Protocol(Protocol::Tcp))
+//!     .verdict(Verdict::Jump("KUBE-SVC-ABC".into())));
+//! t.chains.push(services);
+//! t.chains.push(Chain::new("KUBE-SVC-ABC"));
+//! let rs = Ruleset { tables: vec![t] };
+//! let owners = Owners::of(&rs);
+//! assert_eq!(owners.chain("nat", "KUBE-SVC-ABC"), Some(&NamespacedName::new("default", "web")));
+//! assert_eq!(owners.chain("nat", "KUBE-SERVICES"), None);
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use crate::ir::{Element, KeyValue, MapValue, Rule, Ruleset, Table, TableFamily, Verdict};
+use crate::model::NamespacedName;
+
+/// The owners of a ruleset's objects (see the [module docs](self)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owners {
+    chains: HashMap<(String, String), NamespacedName>,
+    sets: HashMap<(String, String), NamespacedName>,
+    elements: HashMap<(String, String, Vec<KeyValue>), NamespacedName>,
+}
+
+/// iptables chains that kube-proxy creates per service port or endpoint.
+const IPTABLES_SERVICE_PREFIXES: [&str; 6] = [
+    "KUBE-SVC-",
+    "KUBE-SVL-",
+    "KUBE-EXT-",
+    "KUBE-FW-",
+    "KUBE-SEP-",
+    "KUBE-XLB-",
+];
+
+/// nftables chains and sets that kube-proxy creates per service port or endpoint.
+const NFT_SERVICE_PREFIXES: [&str; 6] = [
+    "service-",
+    "local-",
+    "external-",
+    "firewall-",
+    "endpoint-",
+    "affinity-",
+];
+
+impl Owners {
+    /// Works out the owners of everything in `rs`.
+    pub fn of(rs: &Ruleset) -> Self {
+        let mut o = Owners::default();
+        for t in &rs.tables {
+            match t.family {
+                TableFamily::Iptables(_) => o.iptables_table(t),
+                TableFamily::Nft(_) => o.nft_table(t),
+            }
+        }
+        o
+    }
+
+    /// The Service a chain belongs to.
+    pub fn chain(&self, table: &str, chain: &str) -> Option<&NamespacedName> {
+        self.chains.get(&(table.to_string(), chain.to_string()))
+    }
+
+    /// The Service a set or map belongs to (nftables `affinity-` sets).
+    pub fn set(&self, table: &str, set: &str) -> Option<&NamespacedName> {
+        self.sets.get(&(table.to_string(), set.to_string()))
+    }
+
+    /// The Service a rule of `chain` belongs to: the chain's owner, else the
+    /// service its comment names.
+    pub fn rule(&self, table: &str, chain: &str, rule: &Rule) -> Option<NamespacedName> {
+        self.chain(table, chain)
+            .cloned()
+            .or_else(|| rule.comment().and_then(service_in_comment))
+    }
+
+    /// The Service an element of set or map `container` belongs to.
+    pub fn element(&self, table: &str, container: &str, key: &[KeyValue]) -> Option<&NamespacedName> {
+        self.elements
+            .get(&(table.to_string(), container.to_string(), key.to_vec()))
+            .or_else(|| self.set(table, container))
+    }
+
+    fn iptables_table(&mut self, t: &Table) {
+        let per_service =
+            |name: &str| IPTABLES_SERVICE_PREFIXES.iter().any(|p| name.starts_with(p));
+        let mut queue: Vec<(String, NamespacedName)> = Vec::new();
+        for chain in &t.chains {
+            if per_service(chain.name.as_str()) {
+                continue;
+            }
+            for rule in &chain.rules {
+                let (Some(target), Some(svc)) =
+                    (rule.jump_target(), rule.comment().and_then(service_in_comment))
+                else {
+                    continue;
+                };
+                if per_service(target.as_str()) {
+                    queue.push((target.as_str().to_string(), svc));
+                }
+            }
+        }
+        // Propagate through per-service chains (first owner wins).
+        while let Some((name, svc)) = queue.pop() {
+            let key = (t.name.clone(), name.clone());
+            if self.chains.contains_key(&key) {
+                continue;
+            }
+            self.chains.insert(key, svc.clone());
+            if let Some(chain) = t.chain(&name) {
+                for target in chain.rules.iter().filter_map(Rule::jump_target) {
+                    if per_service(target.as_str()) {
+                        queue.push((target.as_str().to_string(), svc.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn nft_table(&mut self, t: &Table) {
+        for chain in &t.chains {
+            if let Some(svc) = service_in_nft_name(chain.name.as_str()) {
+                self.chains
+                    .insert((t.name.clone(), chain.name.as_str().to_string()), svc);
+            }
+        }
+        for set in &t.sets {
+            if let Some(svc) = service_in_nft_name(&set.name) {
+                self.sets.insert((t.name.clone(), set.name.clone()), svc);
+            }
+        }
+        // What each service's own objects say about it: the keys of its map
+        // elements and the destinations it DNATs to.
+        let mut front_ends: HashMap<IpAddr, BTreeSet<NamespacedName>> = HashMap::new();
+        let mut keys: HashMap<Vec<KeyValue>, BTreeSet<NamespacedName>> = HashMap::new();
+        let mut endpoints: HashMap<(IpAddr, u16), BTreeSet<NamespacedName>> = HashMap::new();
+        for map in &t.maps {
+            for (e, v) in &map.elements {
+                let MapValue::Verdict(v) = v;
+                let owner = verdict_chain(v)
+                    .and_then(|c| self.chain(&t.name, c).cloned())
+                    .or_else(|| comment_owner(e));
+                if let Some(svc) = owner {
+                    if let Some(KeyValue::Ip(ip)) = e.key.first() {
+                        front_ends.entry(*ip).or_default().insert(svc.clone());
+                    }
+                    keys.entry(e.key.clone()).or_default().insert(svc.clone());
+                    self.elements
+                        .insert((t.name.clone(), map.name.clone(), e.key.clone()), svc);
+                }
+            }
+        }
+        for chain in &t.chains {
+            let Some(svc) = self.chain(&t.name, chain.name.as_str()).cloned() else {
+                continue;
+            };
+            for rule in &chain.rules {
+                let to: &[std::net::SocketAddr] = match &rule.verdict {
+                    Some(Verdict::Dnat(sa)) => std::slice::from_ref(sa),
+                    Some(Verdict::DnatRandom { to }) => to,
+                    _ => &[],
+                };
+                for sa in to {
+                    endpoints
+                        .entry((sa.ip(), sa.port()))
+                        .or_default()
+                        .insert(svc.clone());
+                }
+            }
+        }
+        let only = |s: Option<&BTreeSet<NamespacedName>>| match s {
+            Some(s) if s.len() == 1 => s.iter().next().cloned(),
+            _ => None,
+        };
+        let mut found = Vec::new();
+        let maps = t.maps.iter().map(|m| (&m.name, m.elements.iter().map(|(e, _)| e)));
+        let sets = t.sets.iter().map(|s| (&s.name, s.elements.iter()));
+        let mut consider = |container: &String, e: &Element| {
+            let id = (t.name.clone(), container.clone(), e.key.clone());
+            if self.elements.contains_key(&id) {
+                return;
+            }
+            let owner = comment_owner(e)
+                .or_else(|| only(keys.get(&e.key)))
+                .or_else(|| match e.key.as_slice() {
+                    [KeyValue::Ip(ip)] => only(front_ends.get(ip)),
+                    [KeyValue::Ip(_), KeyValue::Ip(ip), _, KeyValue::Port(port)] => {
+                        only(endpoints.get(&(*ip, *port)))
+                    }
+                    _ => None,
+                });
+            if let Some(svc) = owner {
+                found.push((id, svc));
+            }
+        };
+        for (name, elements) in maps {
+            for e in elements {
+                consider(name, e);
+            }
+        }
+        for (name, elements) in sets {
+            for e in elements {
+                consider(name, e);
+            }
+        }
+        self.elements.extend(found);
+    }
+}
+
+fn verdict_chain(v: &Verdict) -> Option<&str> {
+    match v {
+        Verdict::Jump(c) | Verdict::Goto(c) => Some(c.as_str()),
+        _ => None,
+    }
+}
+
+fn comment_owner(e: &Element) -> Option<NamespacedName> {
+    e.comment.as_deref().and_then(service_in_comment)
+}
+
+/// A DNS label as namespaces and Service names are: `[a-z0-9-]+`.
+fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The Service a word `ns/name` or `ns/name:port` names.
+pub fn parse_service(word: &str) -> Option<NamespacedName> {
+    let (ns, rest) = word.split_once('/')?;
+    let name = rest.split_once(':').map_or(rest, |(n, _)| n);
+    (is_label(ns) && is_label(name)).then(|| NamespacedName::new(ns, name))
+}
+
+/// The first word of `comment` that names a Service (`ns/name[:port]`).
+///
+/// ```
+/// use kproxy_core::owners::service_in_comment;
+/// let s = service_in_comment("other traffic to kube-system/dns:udp-53 will be dropped").unwrap();
+/// assert_eq!(s.to_string(), "kube-system/dns");
+/// assert!(service_in_comment("kubernetes service portals").is_none());
+/// assert!(service_in_comment("10.0.0.0/8").is_none());
+/// ```
+pub fn service_in_comment(comment: &str) -> Option<NamespacedName> {
+    comment.split_whitespace().find_map(parse_service)
+}
+
+/// The Service an nftables per-service object name carries:
+/// `PREFIX-HASH-ns/name/proto/port[__ip/port]`.
+///
+/// ```
+/// use kproxy_core::owners::service_in_nft_name;
+/// let s = service_in_nft_name("service-EJAJPSCL-default/hostnames/tcp/").unwrap();
+/// assert_eq!(s.to_string(), "default/hostnames");
+/// assert!(service_in_nft_name("services").is_none());
+/// ```
+pub fn service_in_nft_name(name: &str) -> Option<NamespacedName> {
+    let rest = NFT_SERVICE_PREFIXES
+        .iter()
+        .find_map(|p| name.strip_prefix(p))?;
+    let (_hash, readable) = rest.split_once('-')?;
+    let mut parts = readable.splitn(3, '/');
+    let ns = parts.next()?;
+    let svc = parts.next()?;
+    parts.next()?;
+    (is_label(ns) && is_label(svc)).then(|| NamespacedName::new(ns, svc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Chain, Map, Match, Set};
+    use crate::model::{IpFamily, Protocol};
+
+    fn nn(s: &str) -> NamespacedName {
+        parse_service(s).unwrap()
+    }
+
+    #[test]
+    fn iptables_propagates_through_per_service_chains_only() {
+        let mut t = Table::new("nat", TableFamily::Iptables(IpFamily::V4));
+        let mut services = Chain::new("KUBE-SERVICES");
+        services.push(
+            Rule::new()
+                .with(Match::Comment("ns/a:http cluster IP".into()))
+                .verdict(Verdict::Jump("KUBE-SVC-A".into())),
+        );
+        services.push(
+            Rule::new()
+                .with(Match::Comment("kubernetes service nodeports".into()))
+                .verdict(Verdict::Jump("KUBE-NODEPORTS".into())),
+        );
+        let mut svc = Chain::new("KUBE-SVC-A");
+        svc.push(
+            Rule::new()
+                .with(Match::Comment("ns/a:http cluster IP".into()))
+                .verdict(Verdict::Jump("KUBE-MARK-MASQ".into())),
+        );
+        svc.push(Rule::new().verdict(Verdict::Jump("KUBE-SEP-X".into())));
+        t.chains = vec![services, svc, Chain::new("KUBE-SEP-X"), Chain::new("KUBE-MARK-MASQ")];
+        let o = Owners::of(&Ruleset { tables: vec![t] });
+        assert_eq!(o.chain("nat", "KUBE-SVC-A"), Some(&nn("ns/a")));
+        assert_eq!(o.chain("nat", "KUBE-SEP-X"), Some(&nn("ns/a")));
+        assert_eq!(o.chain("nat", "KUBE-MARK-MASQ"), None);
+        assert_eq!(o.chain("nat", "KUBE-NODEPORTS"), None);
+    }
+
+    #[test]
+    fn nft_elements_follow_their_chains_keys_and_endpoints() {
+        let mut t = Table::new("kube-proxy", TableFamily::Nft(IpFamily::V4));
+        let chain = "service-AAAAAAAA-ns/a/tcp/http";
+        let mut c = Chain::new(chain);
+        c.push(Rule::new().verdict(Verdict::DnatRandom {
+            to: vec!["10.0.0.5:8080".parse().unwrap()],
+        }));
+        t.chains.push(c);
+        let ip: IpAddr = "10.96.0.1".parse().unwrap();
+        let ep: IpAddr = "10.0.0.5".parse().unwrap();
+        let key = vec![
+            KeyValue::Ip(ip),
+            KeyValue::Proto(Protocol::Tcp),
+            KeyValue::Port(80),
+        ];
+        t.maps.push(Map {
+            name: "service-ips".into(),
+            type_spec: String::new(),
+            value_type: "verdict".into(),
+            flags: vec![],
+            comment: None,
+            elements: vec![(
+                Element {
+                    key: key.clone(),
+                    comment: None,
+                },
+                MapValue::Verdict(Verdict::Goto(chain.into())),
+            )],
+        });
+        let set = |name: &str, key: Vec<KeyValue>| Set {
+            name: name.into(),
+            type_spec: String::new(),
+            flags: vec![],
+            timeout: None,
+            comment: None,
+            elements: vec![Element { key, comment: None }],
+        };
+        t.sets.push(set("cluster-ips", vec![KeyValue::Ip(ip)]));
+        t.sets.push(set(
+            "hairpin-connections",
+            vec![
+                KeyValue::Ip(ep),
+                KeyValue::Ip(ep),
+                KeyValue::Proto(Protocol::Tcp),
+                KeyValue::Port(8080),
+            ],
+        ));
+        t.sets.push(set("nodeport-ips", vec![KeyValue::Ip("192.0.2.1".parse().unwrap())]));
+        let o = Owners::of(&Ruleset { tables: vec![t] });
+        let a = nn("ns/a");
+        assert_eq!(o.chain("kube-proxy", chain), Some(&a));
+        assert_eq!(o.element("kube-proxy", "service-ips", &key), Some(&a));
+        assert_eq!(
+            o.element("kube-proxy", "cluster-ips", &[KeyValue::Ip(ip)]),
+            Some(&a)
+        );
+        assert_eq!(
+            o.element(
+                "kube-proxy",
+                "hairpin-connections",
+                &[
+                    KeyValue::Ip(ep),
+                    KeyValue::Ip(ep),
+                    KeyValue::Proto(Protocol::Tcp),
+                    KeyValue::Port(8080)
+                ]
+            ),
+            Some(&a)
+        );
+        assert_eq!(
+            o.element(
+                "kube-proxy",
+                "nodeport-ips",
+                &[KeyValue::Ip("192.0.2.1".parse().unwrap())]
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn service_words() {
+        assert_eq!(parse_service("ns/name:port"), Some(nn("ns/name")));
+        assert_eq!(parse_service("ns/Name"), None);
+        assert_eq!(parse_service("a/b/c"), None);
+        assert_eq!(service_in_nft_name("endpoint-ABCDEFGH-ns/a/udp/dns__10.0.0.1/53"), Some(nn("ns/a")));
+        assert_eq!(service_in_nft_name("reject-chain"), None);
+    }
+}
