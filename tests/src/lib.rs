@@ -16,7 +16,9 @@ pub fn compile(args: &[String], paths: &[&Path]) -> Result<(String, Vec<String>)
     argv.extend(args.iter().cloned());
     argv.extend(paths.iter().map(|p| p.display().to_string()));
     let cli = Cli::try_parse_from(&argv).map_err(|e| e.to_string())?;
-    let Command::Compile(c) = cli.command;
+    let Command::Compile(c) = cli.command else {
+        return Err("not a compile command".into());
+    };
     kproxy_bin::compile::run(&c)
         .map(|o| (o.stdout, o.warnings))
         .map_err(|e| format!("{e:#}"))

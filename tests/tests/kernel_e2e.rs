@@ -34,7 +34,8 @@ mod scenarios {
         Some(bed)
     }
 
-    /// 1. ClusterIP from a pod and from the node; two endpoints both reached.
+    /// 1. ClusterIP from a pod and from the node; two endpoints both reached;
+    ///    (nftables) an unserved port of the ClusterIP is rejected.
     pub fn clusterip(loader: Loader, test: &str) {
         let Some(bed) = bed_with(test, loader, Family::V4, "clusterip.yaml") else {
             return;
@@ -46,6 +47,16 @@ mod scenarios {
         let o = bed.tcp(Ns::Pod(11), None, svc);
         let (_, seen) = bed.expect_answer("ClusterIP from pod-11", &o);
         assert_eq!(seen, ip("10.76.0.11"), "pod-11's address must be preserved");
+        if loader != Loader::Iptables {
+            // nftables mode rejects ports a ClusterIP does not serve
+            // (cluster-ips-check); iptables mode routes them on.
+            bed.expect_rejected(
+                "ClusterIP on an unserved port from pod-11",
+                Ns::Pod(11),
+                None,
+                sock("10.79.255.4", 81),
+            );
+        }
     }
 
     /// 2. NodePort from outside, masqueraded to cbr0's address; also on

@@ -96,10 +96,11 @@ impl Loader {
     /// A real load is a full sync that replaces what an earlier load left:
     /// iptables-restore (without --noflush) replaces the tables it is given;
     /// for nft the previous `kube-proxy` tables are deleted first. (kproxy
-    /// prints kube-proxy's first-sync transaction, which re-creates the base
-    /// chains and flushes the chains it writes but, like kube-proxy, leaves
-    /// set elements and other chains of an earlier process to later syncs;
-    /// the JSON batch assumes an empty table.)
+    /// prints kube-proxy's first-sync transaction as sent to an empty table:
+    /// it re-creates the base chains and flushes the chains it writes, but
+    /// the leftover set/map elements and service chains that kube-proxy
+    /// would list and delete are unknown to it, so they would survive; the
+    /// JSON batch assumes an empty table.)
     pub fn load(
         self,
         ns: &str,
