@@ -113,7 +113,7 @@ fn nftables_verdict_maps_fan_out() {
 
 #[test]
 fn nftables_random_dnat_has_probabilities() {
-    let out = dot(&["--proxy-mode", "nftables"], "2-scaled");
+    let out = dot(&["--backend", "nftables"], "2-scaled");
     let svc = "ip4/kube-proxy/service-EJAJPSCL-default/hostnames/tcp/";
     for ep in ["10.76.0.10:9376", "10.76.0.9:9376"] {
         let edge = format!("\"{svc}\" -> \"endpoint/{ep}\" [label=\"tcp p=0.5\"]");

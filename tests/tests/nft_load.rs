@@ -307,3 +307,81 @@ fn dual_stack_loads_natively_and_as_json() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "failed: {failures:?}");
 }
+
+/// The fixtures of `snapshots_nftables.rs` that exercise other spellings
+/// (IPv6 single-endpoint DNAT, interface detectors, affinity, localhost
+/// NodePorts, ServiceCIDRs) load both ways and give the same state.
+#[test]
+fn scenario_fixtures_load_natively_and_as_json() {
+    if skip_or_fail() {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
+    let base = ["--proxy-mode=nftables", "--hostname-override=node-a"];
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "ipv6.yaml",
+            &["--cluster-cidr=fd00:10:244::/56", "--ip-family=ipv6"],
+        ),
+        (
+            "dual-stack.yaml",
+            &[
+                "--cluster-cidr=10.244.0.0/16,fd00:10:244::/56",
+                "--ip-family=dual",
+            ],
+        ),
+        (
+            "local-detector.yaml",
+            &[
+                "--detect-local-mode=BridgeInterface",
+                "--pod-bridge-interface=cbr0",
+            ],
+        ),
+        (
+            "local-detector.yaml",
+            &[
+                "--detect-local-mode=InterfaceNamePrefix",
+                "--pod-interface-name-prefix=veth",
+            ],
+        ),
+        ("session-affinity.yaml", &["--cluster-cidr=10.244.0.0/16"]),
+        (
+            "etp-local-without-local.yaml",
+            &["--cluster-cidr=10.244.0.0/16"],
+        ),
+        ("no-endpoints.yaml", &["--cluster-cidr=10.244.0.0/16"]),
+        ("lb-source-ranges.yaml", &["--cluster-cidr=10.244.0.0/16"]),
+        (
+            "nodeport-protocols.yaml",
+            &[
+                "--feature-gates=KubeProxyNFTablesLocalhostNodePorts=true",
+                "--nodeport-addresses=192.168.0.0/24,127.0.0.0/8",
+                "--node-address=127.0.0.1/8",
+                "--node-address=192.168.0.10/24",
+            ],
+        ),
+        // Not adjacent: nft merges 10.96.0.0/16 + 10.97.0.0/16 into
+        // `{ 10.96.0.0/15 }`, whose listing reloads as a plain prefix.
+        (
+            "clusterip.yaml",
+            &["--service-cidr=10.96.0.0/16,10.100.0.0/16"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (fixture, extra) in cases {
+        let args: Vec<String> = base
+            .iter()
+            .chain(extra.iter())
+            .map(|s| s.to_string())
+            .collect();
+        let name = format!("{fixture} {}", extra.join(" "));
+        match check(&name, &args, &root.join(fixture)) {
+            Ok(()) => println!("ok   {name}"),
+            Err(e) => {
+                println!("FAIL {e}");
+                failures.push(name);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "failed: {failures:?}");
+}

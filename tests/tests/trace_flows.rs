@@ -262,13 +262,13 @@ fn run_fixture(file: &str) {
                 }
                 by_backend.push((backend, summary(&report)));
             }
-            if let [(_, a), (_, b)] = by_backend.as_slice() {
-                if a != b {
-                    failures.push(format!(
-                        "{file} [{}] {:?}: backends disagree:\n  iptables: {a:?}\n  nftables: {b:?}",
-                        sc.name, flow.name
-                    ));
-                }
+            if let [(_, a), (_, b)] = by_backend.as_slice()
+                && a != b
+            {
+                failures.push(format!(
+                    "{file} [{}] {:?}: backends disagree:\n  iptables: {a:?}\n  nftables: {b:?}",
+                    sc.name, flow.name
+                ));
             }
         }
     }
@@ -281,6 +281,47 @@ fn run_fixture(file: &str) {
         failures.len(),
         failures.join("\n\n")
     );
+}
+
+/// The command's text and JSON renderings of one trace.
+#[test]
+fn text_and_json_output() {
+    let path = fixtures_dir().join("external-traffic-policy-cluster.yaml");
+    let fx: Fixture =
+        serde_saphyr::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("yaml");
+    let inv = load_inventory(fx.objects.as_deref().expect("objects"), "etp-cluster");
+    for (output, want) in [
+        (
+            "text",
+            "50.00% (1/2) to endpoint 10.180.0.1:80, masqueraded",
+        ),
+        ("json", "\"probability_exact\":\"1/2\""),
+    ] {
+        let mut argv: Vec<String> = ["kproxy", "trace", "--cluster-cidr=10.0.0.0/8"]
+            .iter()
+            .chain(COMMON)
+            .map(|s| s.to_string())
+            .collect();
+        argv.extend(
+            [
+                "--backend=nftables",
+                "--from=external",
+                "--src=203.0.113.2",
+                "--dst=1.2.3.4:80",
+                "--output",
+                output,
+                "x.yaml",
+            ]
+            .map(String::from),
+        );
+        let out = kproxy_bin::trace::trace(&trace_args(argv), &inv).expect("trace");
+        let text = if output == "json" {
+            out.stdout.split_whitespace().collect::<String>()
+        } else {
+            out.stdout.clone()
+        };
+        assert!(text.contains(want), "{output}: {}", out.stdout);
+    }
 }
 
 macro_rules! flows {

@@ -18,4 +18,10 @@ pub struct Cli {
 pub enum Command {
     /// Print the rules kube-proxy would write for the given cluster state.
     Compile(CompileArgs),
+    /// Follow one packet through the rules and print every outcome.
+    Trace(crate::trace::TraceArgs),
+    /// Draw the chain graph of the rules (Graphviz DOT or SVG).
+    Graph(crate::graph::GraphArgs),
+    /// Show what changes on the node between two cluster states.
+    Diff(crate::diff::DiffArgs),
 }

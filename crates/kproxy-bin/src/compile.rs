@@ -64,7 +64,12 @@ pub enum Backend {
 }
 
 fn backend(args: &CompileArgs, mode: &ProxyMode) -> Result<Backend> {
-    match args.backend.as_deref() {
+    backend_named(args.backend.as_deref(), mode)
+}
+
+/// The backend `--backend NAME` selects, else the one of the proxy mode.
+pub fn backend_named(name: Option<&str>, mode: &ProxyMode) -> Result<Backend> {
+    match name {
         Some("iptables") => Ok(Backend::Iptables),
         Some("nftables") => Ok(Backend::Nftables),
         Some("nftables-json") => Ok(Backend::NftablesJson),
@@ -88,6 +93,54 @@ fn nft_node(node: &kproxy_core::model::NodeConfig) -> kproxy_core::model::NodeCo
     let mut n = node.clone();
     n.localhost_node_ports = false;
     n
+}
+
+/// The rule IR of one family, as a backend builds it.
+#[derive(Debug, Clone)]
+pub struct FamilyRules {
+    /// The node configuration the backend compiled for.
+    pub node: kproxy_core::model::NodeConfig,
+    /// The tables.
+    pub ruleset: kproxy_core::ir::Ruleset,
+}
+
+/// The IR rulesets the chosen backend writes, one per family (primary
+/// first), for the tracer and other analyses of the rules. `backend` is a
+/// `--backend` value (`nftables-json` is the same IR as `nftables`);
+/// `standalone` adds iptables' built-in chains and their jumps (the tracer
+/// needs them). Returns the backend and the resolver's warnings too.
+pub fn ir_rulesets(
+    node_args: &NodeArgs,
+    backend: Option<&str>,
+    standalone: bool,
+    inv: &Inventory,
+) -> Result<(Backend, Vec<FamilyRules>, Vec<String>)> {
+    let resolved = resolve(node_args, inv)?;
+    let backend = backend_named(backend, &resolved.mode)?;
+    let mut out = Vec::new();
+    for node in &resolved.nodes {
+        out.push(match backend {
+            Backend::Iptables => {
+                let plan = kproxy_core::plan::plan(&inv.state, node);
+                FamilyRules {
+                    node: node.clone(),
+                    ruleset: kproxy_iptables::build(
+                        &plan,
+                        kproxy_iptables::LayoutOptions { standalone },
+                    ),
+                }
+            }
+            Backend::Nftables | Backend::NftablesJson => {
+                let node = nft_node(node);
+                let plan = kproxy_core::plan::plan(&inv.state, &node);
+                FamilyRules {
+                    node,
+                    ruleset: kproxy_nft::ruleset(&plan)?,
+                }
+            }
+        });
+    }
+    Ok((backend, out, resolved.warnings))
 }
 
 /// Runs `kproxy compile` on an already loaded inventory.

@@ -4,5 +4,8 @@
 
 pub mod cli;
 pub mod compile;
+pub mod diff;
+pub mod graph;
 pub mod settings;
 pub mod sources;
+pub mod trace;

@@ -15,6 +15,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Compile(args) => kproxy_bin::compile::run(args),
+        Command::Trace(args) => kproxy_bin::trace::run(args),
+        Command::Graph(args) => kproxy_bin::graph::run(args),
+        Command::Diff(args) => kproxy_bin::diff::run(args),
     };
     match result {
         Ok(out) => {

@@ -30,8 +30,12 @@
 
 pub mod config;
 pub mod convert;
+pub mod diff;
+pub mod graph;
 pub mod ir;
 pub mod model;
 pub mod names;
+pub mod owners;
 pub mod plan;
 pub mod synthetic;
+pub mod trace;

@@ -104,24 +104,33 @@ impl Owners {
     }
 
     /// The Service an element of set or map `container` belongs to.
-    pub fn element(&self, table: &str, container: &str, key: &[KeyValue]) -> Option<&NamespacedName> {
+    pub fn element(
+        &self,
+        table: &str,
+        container: &str,
+        key: &[KeyValue],
+    ) -> Option<&NamespacedName> {
         self.elements
             .get(&(table.to_string(), container.to_string(), key.to_vec()))
             .or_else(|| self.set(table, container))
     }
 
     fn iptables_table(&mut self, t: &Table) {
-        let per_service =
-            |name: &str| IPTABLES_SERVICE_PREFIXES.iter().any(|p| name.starts_with(p));
+        let per_service = |name: &str| {
+            IPTABLES_SERVICE_PREFIXES
+                .iter()
+                .any(|p| name.starts_with(p))
+        };
         let mut queue: Vec<(String, NamespacedName)> = Vec::new();
         for chain in &t.chains {
             if per_service(chain.name.as_str()) {
                 continue;
             }
             for rule in &chain.rules {
-                let (Some(target), Some(svc)) =
-                    (rule.jump_target(), rule.comment().and_then(service_in_comment))
-                else {
+                let (Some(target), Some(svc)) = (
+                    rule.jump_target(),
+                    rule.comment().and_then(service_in_comment),
+                ) else {
                     continue;
                 };
                 if per_service(target.as_str()) {
@@ -202,7 +211,10 @@ impl Owners {
             _ => None,
         };
         let mut found = Vec::new();
-        let maps = t.maps.iter().map(|m| (&m.name, m.elements.iter().map(|(e, _)| e)));
+        let maps = t
+            .maps
+            .iter()
+            .map(|m| (&m.name, m.elements.iter().map(|(e, _)| e)));
         let sets = t.sets.iter().map(|s| (&s.name, s.elements.iter()));
         let mut consider = |container: &String, e: &Element| {
             let id = (t.name.clone(), container.clone(), e.key.clone());
@@ -251,8 +263,7 @@ fn comment_owner(e: &Element) -> Option<NamespacedName> {
 fn is_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
@@ -328,7 +339,12 @@ mod tests {
                 .verdict(Verdict::Jump("KUBE-MARK-MASQ".into())),
         );
         svc.push(Rule::new().verdict(Verdict::Jump("KUBE-SEP-X".into())));
-        t.chains = vec![services, svc, Chain::new("KUBE-SEP-X"), Chain::new("KUBE-MARK-MASQ")];
+        t.chains = vec![
+            services,
+            svc,
+            Chain::new("KUBE-SEP-X"),
+            Chain::new("KUBE-MARK-MASQ"),
+        ];
         let o = Owners::of(&Ruleset { tables: vec![t] });
         assert_eq!(o.chain("nat", "KUBE-SVC-A"), Some(&nn("ns/a")));
         assert_eq!(o.chain("nat", "KUBE-SEP-X"), Some(&nn("ns/a")));
@@ -384,7 +400,10 @@ mod tests {
                 KeyValue::Port(8080),
             ],
         ));
-        t.sets.push(set("nodeport-ips", vec![KeyValue::Ip("192.0.2.1".parse().unwrap())]));
+        t.sets.push(set(
+            "nodeport-ips",
+            vec![KeyValue::Ip("192.0.2.1".parse().unwrap())],
+        ));
         let o = Owners::of(&Ruleset { tables: vec![t] });
         let a = nn("ns/a");
         assert_eq!(o.chain("kube-proxy", chain), Some(&a));
@@ -421,7 +440,10 @@ mod tests {
         assert_eq!(parse_service("ns/name:port"), Some(nn("ns/name")));
         assert_eq!(parse_service("ns/Name"), None);
         assert_eq!(parse_service("a/b/c"), None);
-        assert_eq!(service_in_nft_name("endpoint-ABCDEFGH-ns/a/udp/dns__10.0.0.1/53"), Some(nn("ns/a")));
+        assert_eq!(
+            service_in_nft_name("endpoint-ABCDEFGH-ns/a/udp/dns__10.0.0.1/53"),
+            Some(nn("ns/a"))
+        );
         assert_eq!(service_in_nft_name("reject-chain"), None);
     }
 }

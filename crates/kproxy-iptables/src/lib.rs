@@ -3,7 +3,7 @@
 //! Lowers a [`kproxy_core::plan::Plan`] to the rules kube-proxy's iptables
 //! mode writes (the v1.34+ layout: `KUBE-SERVICES`, `KUBE-SVC-*`,
 //! `KUBE-SVL-*`, `KUBE-EXT-*`, `KUBE-FW-*`, `KUBE-SEP-*`, ...) and prints them
-//! as `iptables-restore` input. [`layout`] builds the IR; [`print`] only
+//! as `iptables-restore` input. [`layout`] builds the IR; [`mod@print`] only
 //! spells it. No Kubernetes decision is taken here: the planner took them.
 //!
 //! ```

@@ -334,7 +334,7 @@ fn match_stmt(f: IpFamily, m: &Match) -> Result<Option<Statement<'static>>, NftE
         } => {
             let star = if *prefix { "*" } else { "" };
             matches(
-                meta(MetaKey::Iif),
+                meta(MetaKey::Iifname),
                 Expression::String(format!("{name}{star}").into()),
                 *negate,
             )

@@ -17,7 +17,9 @@ use crate::tx::{Op, Transaction};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SingleDnat {
     /// `dnat ip addr . port to 10.180.0.1 . 80`, as upstream's test goldens
-    /// (`proxier_test.go` at 26c03096) spell it.
+    /// (`proxier_test.go` at 26c03096) spell it. IPv4 only: an IPv6
+    /// endpoint is spelled as in [`SingleDnat::AddrPort`], which nft 1.0.6
+    /// loads (it aborts on `dnat ip6 addr . port to fd00::1 . 80`).
     #[default]
     Concat,
     /// `dnat to 10.180.0.1:80`, as `proxier.go` at 736e3b68 writes it.
@@ -140,8 +142,11 @@ fn print_match(f: IpFamily, m: &Match, opts: PrintOptions) -> Result<Option<Stri
             prefix,
             negate,
         } => {
+            // `iifname`, as upstream's local-traffic detectors write it
+            // (`pkg/proxy/util/localdetector.go`): `iif` takes an interface
+            // index, which nft resolves at load time (and cannot wildcard).
             let star = if *prefix { "*" } else { "" };
-            format!("iif {}{name}{star}", neq(*negate))
+            format!("iifname {}{name}{star}", neq(*negate))
         }
         Match::AddrTypeLocal { dir, negate } => {
             format!("fib {} type {}local", dir_word(*dir), neq(*negate))
@@ -236,8 +241,13 @@ pub fn print_verdict(f: IpFamily, v: &Verdict, opts: PrintOptions) -> Result<Str
         Verdict::VerdictMap { keys: k, map } => format!("{} vmap @{map}", keys(f, k)),
         Verdict::DnatRandom { to } => match to.as_slice() {
             [] => return Err("DNAT to no destination".into()),
+            // IPv6 is always spelled as `proxier.go` writes it (`dnat to
+            // [fd00::1]:80`): nft 1.0.6 aborts on `dnat ip6 addr . port to
+            // fd00::1 . 80` (netlink_linearize.c assertion), and upstream's
+            // goldens with the concatenated spelling are IPv4 only.
             [one] => match opts.single_dnat {
                 SingleDnat::AddrPort => format!("dnat to {one}"),
+                SingleDnat::Concat if one.is_ipv6() => format!("dnat to {one}"),
                 SingleDnat::Concat => format!(
                     "dnat {} addr . port to {} . {}",
                     ip_word(f),

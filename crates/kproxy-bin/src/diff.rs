@@ -1,0 +1,465 @@
+//! `kproxy diff`: what changes on the node between two cluster states.
+//!
+//! Both states are compiled with the same options; the rule IR of each
+//! family is compared ([`kproxy_core::diff`]) and the changes are printed
+//! grouped by Service, node-level changes last, with rules spelled in the
+//! backend's syntax. `--output json` gives the same, plus the minimal update
+//! (chains to create, rewrite and delete; elements to add and remove).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use kproxy_core::convert::Inventory;
+use kproxy_core::diff::{
+    ChainDiff, ContainerDiff, ContainerKind, EditOp, ElementOp, ElementUpdate, RulesetDiff, Status,
+    TableDiff, Update, diff,
+};
+use kproxy_core::ir::{Element, MapValue, Rule, Ruleset, TableFamily};
+use kproxy_core::model::{IpFamily, MarkStyle, NamespacedName};
+use serde_json::{Value, json};
+
+use crate::compile::{Backend, FamilyRules, Output, ir_rulesets, load};
+use crate::settings::NodeArgs;
+
+/// Output formats of `kproxy diff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum DiffFormat {
+    /// Human-readable text, grouped by Service.
+    #[default]
+    Text,
+    /// JSON: the changes grouped by Service, and the minimal update.
+    Json,
+}
+
+/// Arguments of `kproxy diff`.
+#[derive(Args, Debug, Clone)]
+pub struct DiffArgs {
+    /// Node-level configuration (applies to both states; a state's own
+    /// Node and --config file are read from its manifests as usual).
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The backend: iptables or nftables. Default: the proxy mode.
+    #[arg(long, value_name = "BACKEND")]
+    pub backend: Option<String>,
+    /// Include the built-in chains' jump rules (iptables).
+    #[arg(long)]
+    pub standalone: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+    pub output: DiffFormat,
+    /// The old cluster state: files, directories or `-`.
+    #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
+    pub before: Vec<PathBuf>,
+    /// The new cluster state: files, directories or `-`.
+    #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
+    pub after: Vec<PathBuf>,
+}
+
+/// The diff of one family.
+#[derive(Debug, Clone)]
+pub struct FamilyDiff {
+    /// The family.
+    pub family: IpFamily,
+    /// How marks are spelled (for printing rules).
+    pub mark_style: MarkStyle,
+    /// The difference.
+    pub diff: RulesetDiff,
+}
+
+/// Compiles both states and compares them family by family.
+pub fn family_diffs(
+    args: &DiffArgs,
+    before: &Inventory,
+    after: &Inventory,
+) -> Result<(Backend, Vec<FamilyDiff>, Vec<String>)> {
+    let backend = args.backend.as_deref();
+    let (kind, fb, wb) = ir_rulesets(&args.node, backend, args.standalone, before)?;
+    let (_, fa, wa) = ir_rulesets(&args.node, backend, args.standalone, after)?;
+    let mut warnings: Vec<String> = before
+        .warnings
+        .iter()
+        .map(|w| format!("before: {w}"))
+        .collect();
+    warnings.extend(wb.into_iter().map(|w| format!("before: {w}")));
+    warnings.extend(after.warnings.iter().map(|w| format!("after: {w}")));
+    warnings.extend(wa.into_iter().map(|w| format!("after: {w}")));
+    let find = |v: &[FamilyRules], f: IpFamily| v.iter().find(|r| r.node.family == f).cloned();
+    let mut families: Vec<IpFamily> = fa.iter().map(|r| r.node.family).collect();
+    for r in &fb {
+        if !families.contains(&r.node.family) {
+            families.push(r.node.family);
+        }
+    }
+    let empty = Ruleset::default();
+    let out = families
+        .into_iter()
+        .map(|f| {
+            let b = find(&fb, f);
+            let a = find(&fa, f);
+            let mark_style = a
+                .as_ref()
+                .or(b.as_ref())
+                .map(|r| r.node.mark_style)
+                .unwrap_or_default();
+            FamilyDiff {
+                family: f,
+                mark_style,
+                diff: diff(
+                    b.as_ref().map_or(&empty, |r| &r.ruleset),
+                    a.as_ref().map_or(&empty, |r| &r.ruleset),
+                ),
+            }
+        })
+        .collect();
+    Ok((kind, out, warnings))
+}
+
+/// Runs `kproxy diff` on two already loaded inventories.
+pub fn diff_states(args: &DiffArgs, before: &Inventory, after: &Inventory) -> Result<Output> {
+    let (backend, families, warnings) = family_diffs(args, before, after)?;
+    let stdout = match args.output {
+        DiffFormat::Text => text(backend, &families),
+        DiffFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&to_json(backend, &families))?;
+            s.push('\n');
+            s
+        }
+    };
+    Ok(Output { stdout, warnings })
+}
+
+/// Runs `kproxy diff` from its arguments.
+pub fn run(args: &DiffArgs) -> Result<Output> {
+    let before = load(&args.before)?;
+    let after = load(&args.after)?;
+    diff_states(args, &before, &after)
+}
+
+/// Spells rules and elements in the backend's syntax.
+struct Printer {
+    backend: Backend,
+    family: IpFamily,
+    mark_style: MarkStyle,
+}
+
+impl Printer {
+    fn rule(&self, chain: &str, rule: &Rule) -> String {
+        match self.backend {
+            Backend::Iptables => {
+                let mut s = format!("-A {chain}");
+                let opts = kproxy_iptables::PrintOptions {
+                    mark_style: self.mark_style,
+                };
+                match kproxy_iptables::print::print_rule(&mut s, rule, opts) {
+                    Ok(()) => s,
+                    Err(e) => format!("{rule:?} ({e})"),
+                }
+            }
+            Backend::Nftables | Backend::NftablesJson => {
+                let opts = kproxy_nft::PrintOptions {
+                    mark_style: self.mark_style,
+                    ..Default::default()
+                };
+                kproxy_nft::print::print_rule(self.family, rule, opts)
+                    .unwrap_or_else(|e| format!("{rule:?} ({e})"))
+            }
+        }
+    }
+
+    fn element(&self, e: &Element, value: Option<&MapValue>) -> String {
+        let mut s = kproxy_nft::print::element_key(e);
+        if let Some(MapValue::Verdict(v)) = value {
+            let opts = kproxy_nft::PrintOptions {
+                mark_style: self.mark_style,
+                ..Default::default()
+            };
+            let v = kproxy_nft::print::print_verdict(self.family, v, opts)
+                .unwrap_or_else(|e| format!("{v:?} ({e})"));
+            let _ = write!(s, " : {v}");
+        }
+        if let Some(c) = &e.comment {
+            let _ = write!(s, " comment {}", kproxy_nft::print::quote(c));
+        }
+        s
+    }
+}
+
+fn status_word(s: Status) -> &'static str {
+    match s {
+        Status::Added => "added",
+        Status::Removed => "removed",
+        Status::Changed => "changed",
+    }
+}
+
+fn kind_word(k: ContainerKind) -> &'static str {
+    match k {
+        ContainerKind::Set => "set",
+        ContainerKind::Map => "map",
+    }
+}
+
+fn group_name(s: &Option<NamespacedName>) -> String {
+    match s {
+        Some(s) => format!("service {s}"),
+        None => "node".into(),
+    }
+}
+
+/// Services first (sorted), node-level changes last.
+fn groups(d: &RulesetDiff) -> Vec<Option<NamespacedName>> {
+    let mut g: Vec<_> = d.services().into_iter().filter(Option::is_some).collect();
+    if d.services().contains(&None) || d.tables.iter().any(|t| t.status != Status::Changed) {
+        g.push(None);
+    }
+    g
+}
+
+/// The human-readable report.
+pub fn text(backend: Backend, families: &[FamilyDiff]) -> String {
+    let mut out = String::new();
+    let several = families.len() > 1;
+    for f in families {
+        let p = Printer {
+            backend,
+            family: f.family,
+            mark_style: f.mark_style,
+        };
+        if several {
+            let _ = writeln!(out, "# {}", f.family);
+        }
+        if f.diff.is_empty() {
+            out.push_str("no changes\n");
+            continue;
+        }
+        for g in groups(&f.diff) {
+            let part = f.diff.for_service(g.as_ref());
+            let _ = writeln!(out, "{}:", group_name(&g));
+            for t in &part.tables {
+                table_text(&mut out, &p, t, g.is_none());
+            }
+        }
+        let _ = writeln!(out, "summary: {}", summary(&f.diff));
+    }
+    out
+}
+
+fn table_text(out: &mut String, p: &Printer, t: &TableDiff, node: bool) {
+    if node && t.status != Status::Changed {
+        let _ = writeln!(out, "  table {}: {}", t.table, status_word(t.status));
+    }
+    for c in &t.chains {
+        chain_text(out, p, &t.table, c);
+    }
+    for c in &t.containers {
+        container_text(out, p, &t.table, c);
+    }
+    for (names, word) in [
+        (&t.counters_added, "added"),
+        (&t.counters_removed, "removed"),
+    ] {
+        for n in names {
+            let _ = writeln!(out, "  {} counter {n}: {word}", t.table);
+        }
+    }
+}
+
+fn chain_text(out: &mut String, p: &Printer, table: &str, c: &ChainDiff) {
+    let _ = writeln!(
+        out,
+        "  {table} chain {}: {}",
+        c.chain,
+        status_word(c.status)
+    );
+    for e in &c.edits {
+        let sign = match e.op {
+            EditOp::Delete => '-',
+            EditOp::Insert => '+',
+        };
+        let _ = writeln!(
+            out,
+            "    {sign} #{} {}",
+            e.index + 1,
+            p.rule(c.chain.as_str(), &e.rule)
+        );
+    }
+}
+
+fn container_text(out: &mut String, p: &Printer, table: &str, c: &ContainerDiff) {
+    let _ = writeln!(
+        out,
+        "  {table} {} {}: {}",
+        kind_word(c.kind),
+        c.name,
+        status_word(c.status)
+    );
+    for e in &c.elements {
+        let line = match e.op {
+            ElementOp::Add => format!("+ {}", p.element(&e.element, e.after.as_ref())),
+            ElementOp::Remove => format!("- {}", p.element(&e.element, e.before.as_ref())),
+            ElementOp::Change => format!(
+                "~ {} (was {})",
+                p.element(&e.element, e.after.as_ref()),
+                p.element(&e.element, e.before.as_ref())
+            ),
+        };
+        let _ = writeln!(out, "    {line}");
+    }
+}
+
+/// `2 chains added, 1 changed; 3 elements added`.
+fn summary(d: &RulesetDiff) -> String {
+    let mut chains = [0usize; 3];
+    let mut elements = [0usize; 3];
+    let idx = |s: Status| match s {
+        Status::Added => 0,
+        Status::Removed => 1,
+        Status::Changed => 2,
+    };
+    for t in &d.tables {
+        for c in &t.chains {
+            chains[idx(c.status)] += 1;
+        }
+        for c in &t.containers {
+            for e in &c.elements {
+                elements[match e.op {
+                    ElementOp::Add => 0,
+                    ElementOp::Remove => 1,
+                    ElementOp::Change => 2,
+                }] += 1;
+            }
+        }
+    }
+    let part = |what: &str, n: [usize; 3]| {
+        let words: Vec<String> = ["added", "removed", "changed"]
+            .iter()
+            .zip(n)
+            .filter(|(_, n)| *n > 0)
+            .map(|(w, n)| format!("{n} {w}"))
+            .collect();
+        (!words.is_empty()).then(|| format!("{what}: {}", words.join(", ")))
+    };
+    let parts: Vec<String> = [part("chains", chains), part("elements", elements)]
+        .into_iter()
+        .flatten()
+        .collect();
+    if parts.is_empty() {
+        "tables only".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+fn backend_word(b: Backend) -> &'static str {
+    match b {
+        Backend::Iptables => "iptables",
+        Backend::Nftables | Backend::NftablesJson => "nftables",
+    }
+}
+
+fn family_json(f: TableFamily) -> Value {
+    match f {
+        TableFamily::Iptables(f) | TableFamily::Nft(f) => json!(f.to_string()),
+    }
+}
+
+/// The JSON report.
+pub fn to_json(backend: Backend, families: &[FamilyDiff]) -> Value {
+    let fams: Vec<Value> = families
+        .iter()
+        .map(|f| {
+            let p = Printer {
+                backend,
+                family: f.family,
+                mark_style: f.mark_style,
+            };
+            let services: Vec<Value> = groups(&f.diff)
+                .into_iter()
+                .map(|g| {
+                    let part = f.diff.for_service(g.as_ref());
+                    json!({
+                        "service": g.map(|s| s.to_string()),
+                        "tables": part.tables.iter().map(|t| table_json(&p, t)).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            json!({
+                "family": f.family.to_string(),
+                "changed": !f.diff.is_empty(),
+                "services": services,
+                "update": update_json(&p, &f.diff.update()),
+            })
+        })
+        .collect();
+    json!({ "backend": backend_word(backend), "families": fams })
+}
+
+fn table_json(p: &Printer, t: &TableDiff) -> Value {
+    json!({
+        "table": t.table,
+        "family": family_json(t.family),
+        "status": status_word(t.status),
+        "chains": t.chains.iter().map(|c| json!({
+            "chain": c.chain.as_str(),
+            "service": c.service.as_ref().map(|s| s.to_string()),
+            "status": status_word(c.status),
+            "edits": c.edits.iter().map(|e| json!({
+                "op": match e.op { EditOp::Delete => "delete", EditOp::Insert => "insert" },
+                "index": e.index,
+                "rule": p.rule(c.chain.as_str(), &e.rule),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "containers": t.containers.iter().map(|c| json!({
+            "name": c.name,
+            "kind": kind_word(c.kind),
+            "status": status_word(c.status),
+            "elements": c.elements.iter().map(|e| json!({
+                "op": match e.op { ElementOp::Add => "add", ElementOp::Remove => "remove", ElementOp::Change => "change" },
+                "element": p.element(&e.element, e.after.as_ref().or(e.before.as_ref())),
+                "before": e.before.as_ref().map(|v| p.element(&e.element, Some(v))),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "counters_added": t.counters_added,
+        "counters_removed": t.counters_removed,
+    })
+}
+
+fn update_json(p: &Printer, u: &Update) -> Value {
+    let elems = |v: &[ElementUpdate]| -> Vec<Value> {
+        v.iter()
+            .map(|e| json!({ "container": e.container, "element": p.element(&e.element, e.value.as_ref()) }))
+            .collect()
+    };
+    let names = |v: &[kproxy_core::names::ChainName]| -> Vec<String> {
+        v.iter().map(|c| c.as_str().to_string()).collect()
+    };
+    let containers = |v: &[(ContainerKind, String)]| -> Vec<Value> {
+        v.iter()
+            .map(|(k, n)| json!({ "kind": kind_word(*k), "name": n }))
+            .collect()
+    };
+    Value::Array(
+        u.tables
+            .iter()
+            .map(|t| {
+                json!({
+                    "table": t.table,
+                    "family": family_json(t.family),
+                    "create_table": t.create_table,
+                    "delete_table": t.delete_table,
+                    "create_chains": names(&t.create_chains),
+                    "create_containers": containers(&t.create_containers),
+                    "create_counters": t.create_counters,
+                    "remove_elements": elems(&t.remove_elements),
+                    "add_elements": elems(&t.add_elements),
+                    "rewrite_chains": names(&t.rewrite_chains),
+                    "delete_chains": names(&t.delete_chains),
+                    "delete_containers": containers(&t.delete_containers),
+                    "delete_counters": t.delete_counters,
+                })
+            })
+            .collect(),
+    )
+}
