@@ -109,11 +109,7 @@ struct Walker<'a> {
 impl<'a> Walker<'a> {
     fn new(table: &'a Table, ignored: &'a [&'a str]) -> Self {
         Self {
-            chains: table
-                .chains
-                .iter()
-                .map(|c| (c.name.as_str(), c))
-                .collect(),
+            chains: table.chains.iter().map(|c| (c.name.as_str(), c)).collect(),
             ignored,
         }
     }
@@ -200,8 +196,8 @@ fn iptables_view(ruleset: &kproxy_core::ir::Ruleset) -> View {
             if to.as_str() == KUBE_NODEPORTS {
                 continue;
             }
-            let (ip, proto, port) = dst_front_end(rule)
-                .unwrap_or_else(|| panic!("{chain}: unexpected rule {rule:?}"));
+            let (ip, proto, port) =
+                dst_front_end(rule).unwrap_or_else(|| panic!("{chain}: unexpected rule {rule:?}"));
             let fe = match (node_ports, ip) {
                 (false, Some(ip)) => FrontEnd::Ip(ip, proto, port),
                 (true, _) => FrontEnd::NodePort(proto, port),
@@ -263,8 +259,8 @@ fn map_front_end(key: &[KeyValue]) -> FrontEnd {
 
 fn nft_view(table: &Table) -> View {
     use kproxy_nft::layout::{
-        FIREWALL_IPS, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES, REJECT_CHAIN,
-        SERVICE_IPS, SERVICE_NODEPORTS,
+        FIREWALL_IPS, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES, REJECT_CHAIN, SERVICE_IPS,
+        SERVICE_NODEPORTS,
     };
     let walker = Walker::new(table, &[]);
     let mut view = View::default();
@@ -336,13 +332,19 @@ fn views(state: &ClusterState, node: &NodeConfig) -> (View, View) {
     );
     let mut nft_node = node.clone();
     nft_node.localhost_node_ports = false;
-    let tx = kproxy_nft::build(&plan(state, &nft_node), kproxy_nft::LayoutOptions::default());
+    let tx = kproxy_nft::build(
+        &plan(state, &nft_node),
+        kproxy_nft::LayoutOptions::default(),
+    );
     let table = tx.apply().expect("nft transaction applies");
     (iptables_view(&ipt), nft_view(&table))
 }
 
 fn assert_agree(name: &str, state: &ClusterState, node: &NodeConfig) -> View {
     let (ipt, nft) = views(state, node);
+    if std::env::var_os("KPROXY_SHOW_VIEWS").is_some() {
+        eprintln!("== {name} ({:?})\n{}", node.family, ipt.render());
+    }
     if ipt != nft {
         panic!(
             "{name} ({:?}): backends disagree\n--- iptables\n{}--- nftables\n{}",
@@ -456,7 +458,11 @@ fn synthetic_cluster_agrees() {
     let view = assert_agree("synthetic", &state, &node);
     assert!(view.any.len() > 300);
     // Some eTP Local front ends reach fewer endpoints from outside.
-    assert!(view.any.iter().any(|(fe, eps)| view.plain[fe].len() < eps.len()));
+    assert!(
+        view.any
+            .iter()
+            .any(|(fe, eps)| view.plain[fe].len() < eps.len())
+    );
 }
 
 /// The comparison sees a difference when there is one.
@@ -466,6 +472,7 @@ fn a_difference_is_seen() {
     let (ipt, mut nft) = views(&state, &nodes[0]);
     assert_eq!(ipt, nft);
     let (fe, eps) = nft.plain.iter_mut().find(|(_, e)| !e.is_empty()).unwrap();
+    let fe = fe.clone();
     let removed = *eps.iter().next().unwrap();
     eps.remove(&removed);
     assert_ne!(ipt, nft, "removing {removed} from {fe} went unnoticed");

@@ -19,6 +19,7 @@
 //!   upstream's flag sets `IPTables.MasqueradeBit`, which nftables mode does
 //!   not read (it uses `nftables.masqueradeBit`); the config-file scenarios
 //!   below set that bit instead.
+//!
 //! [`iptables_only_flags_change_nothing`] checks that those flags leave the
 //! nftables output alone (except `--iptables-masquerade-bit`, see there).
 //!

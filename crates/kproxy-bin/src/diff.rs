@@ -208,12 +208,12 @@ fn group_name(s: &Option<NamespacedName>) -> String {
     }
 }
 
-/// Services first (sorted), node-level changes last.
-fn groups(d: &RulesetDiff) -> Vec<Option<NamespacedName>> {
-    let mut g: Vec<_> = d.services().into_iter().filter(Option::is_some).collect();
-    if d.services().contains(&None) || d.tables.iter().any(|t| t.status != Status::Changed) {
-        g.push(None);
-    }
+/// The diff split by Service: Services first (sorted), node-level changes last.
+fn groups(d: &RulesetDiff) -> Vec<(Option<NamespacedName>, RulesetDiff)> {
+    let mut map = d.by_service();
+    let node = map.remove(&None);
+    let mut g: Vec<_> = map.into_iter().collect();
+    g.extend(node.map(|n| (None, n)));
     g
 }
 
@@ -234,8 +234,7 @@ pub fn text(backend: Backend, families: &[FamilyDiff]) -> String {
             out.push_str("no changes\n");
             continue;
         }
-        for g in groups(&f.diff) {
-            let part = f.diff.for_service(g.as_ref());
+        for (g, part) in groups(&f.diff) {
             let _ = writeln!(out, "{}:", group_name(&g));
             for t in &part.tables {
                 table_text(&mut out, &p, t, g.is_none());
@@ -377,8 +376,7 @@ pub fn to_json(backend: Backend, families: &[FamilyDiff]) -> Value {
             };
             let services: Vec<Value> = groups(&f.diff)
                 .into_iter()
-                .map(|g| {
-                    let part = f.diff.for_service(g.as_ref());
+                .map(|(g, part)| {
                     json!({
                         "service": g.map(|s| s.to_string()),
                         "tables": part.tables.iter().map(|t| table_json(&p, t)).collect::<Vec<_>>(),

@@ -182,9 +182,6 @@ fn settings_from_flags(args: &NodeArgs) -> Result<ProxySettings> {
     if let Some(m) = args.masquerade_all {
         s.masquerade_all = m;
     }
-    if let Some(b) = args.iptables_masquerade_bit {
-        s.masquerade_bit = b;
-    }
     if let Some(n) = &args.nodeport_addresses {
         s.node_port_addresses = if n.trim() == "primary" {
             NodePortAddresses::Primary
@@ -205,6 +202,11 @@ fn settings_from_flags(args: &NodeArgs) -> Result<ProxySettings> {
     }
     if let Some(g) = &args.feature_gates {
         s.feature_gates = parse_feature_gates(g)?;
+    }
+    // kube-proxy's flag sets the iptables section only; nftables mode reads
+    // `nftables.masqueradeBit`, which has no flag.
+    if let (Some(b), false) = (args.iptables_masquerade_bit, s.mode == ProxyMode::Nftables) {
+        s.masquerade_bit = b;
     }
     Ok(s)
 }

@@ -44,7 +44,7 @@
 //! assert_eq!(up.tables[0].rewrite_chains.len(), 2);
 //! ```
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::ir::{Chain, ChainKind, Element, KeyValue, MapValue, Rule, Ruleset, Table, TableFamily};
 use crate::model::NamespacedName;
@@ -216,9 +216,17 @@ fn table_diff(
         (None, None) => return None,
     };
     let name = ta.name.clone();
+    let index = |t: &Table| -> HashMap<String, usize> {
+        t.chains
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str().to_string(), i))
+            .collect()
+    };
+    let (ib, ia) = (index(&tb), index(&ta));
     let mut chains = Vec::new();
     for ca in &ta.chains {
-        match tb.chain(ca.name.as_str()) {
+        match ib.get(ca.name.as_str()).and_then(|&i| tb.chains.get(i)) {
             Some(cb) if cb.kind == ca.kind && cb.comment == ca.comment => {
                 let edits = rule_edits(&name, cb, ca, ob, oa);
                 if !edits.is_empty() {
@@ -242,7 +250,7 @@ fn table_diff(
     for cb in tb
         .chains
         .iter()
-        .filter(|c| ta.chain(c.name.as_str()).is_none())
+        .filter(|c| !ia.contains_key(c.name.as_str()))
     {
         chains.push(whole_chain(&name, cb, Status::Removed, ob));
     }
@@ -278,8 +286,18 @@ fn table_diff(
             .collect()
     };
     let (cbs, cas) = (sets(&tb), sets(&ta));
+    let cindex = |v: &[Container]| -> HashMap<(String, ContainerKind), usize> {
+        v.iter()
+            .enumerate()
+            .map(|(i, c)| ((c.name.clone(), c.kind), i))
+            .collect()
+    };
+    let (icb, ica) = (cindex(&cbs), cindex(&cas));
     for ca in &cas {
-        match cbs.iter().find(|c| c.name == ca.name && c.kind == ca.kind) {
+        match icb
+            .get(&(ca.name.clone(), ca.kind))
+            .and_then(|&i| cbs.get(i))
+        {
             Some(cb) if cb.decl == ca.decl => {
                 let elements = element_edits(&name, cb, ca, ob, oa);
                 if !elements.is_empty() {
@@ -301,7 +319,7 @@ fn table_diff(
     }
     for cb in cbs
         .iter()
-        .filter(|c| !cas.iter().any(|a| a.name == c.name && a.kind == c.kind))
+        .filter(|c| !ica.contains_key(&(c.name.clone(), c.kind)))
     {
         containers.push(whole_container(&name, cb, Status::Removed, ob));
     }
@@ -628,71 +646,98 @@ impl RulesetDiff {
     /// assert!(node.tables[0].chains[0].edits.is_empty());
     /// ```
     pub fn for_service(&self, service: Option<&NamespacedName>) -> RulesetDiff {
-        let mine = |s: &Option<NamespacedName>| s.as_ref() == service;
-        let node = service.is_none();
-        let mut tables = Vec::new();
+        self.by_service()
+            .remove(&service.cloned())
+            .unwrap_or_default()
+    }
+
+    /// The diff split by Service in one pass ([`Self::for_service`] for
+    /// each of [`Self::services`]); node-level changes under `None`.
+    pub fn by_service(&self) -> BTreeMap<Option<NamespacedName>, RulesetDiff> {
+        let mut groups: BTreeMap<Option<NamespacedName>, RulesetDiff> = BTreeMap::new();
+        // The group's diff of table `t`, created on first use.
+        fn table<'a>(
+            groups: &'a mut BTreeMap<Option<NamespacedName>, RulesetDiff>,
+            service: &Option<NamespacedName>,
+            t: &TableDiff,
+        ) -> &'a mut TableDiff {
+            let d = groups.entry(service.clone()).or_default();
+            let fresh = d
+                .tables
+                .last()
+                .is_none_or(|l| l.table != t.table || l.family != t.family);
+            if fresh {
+                d.tables.push(TableDiff {
+                    table: t.table.clone(),
+                    family: t.family,
+                    status: t.status,
+                    chains: Vec::new(),
+                    containers: Vec::new(),
+                    counters_added: Vec::new(),
+                    counters_removed: Vec::new(),
+                });
+            }
+            let n = d.tables.len() - 1;
+            &mut d.tables[n]
+        }
         for t in &self.tables {
-            let mut chains = Vec::new();
+            if t.status != Status::Changed
+                || !t.counters_added.is_empty()
+                || !t.counters_removed.is_empty()
+            {
+                let node = table(&mut groups, &None, t);
+                node.counters_added = t.counters_added.clone();
+                node.counters_removed = t.counters_removed.clone();
+            }
             for c in &t.chains {
                 if c.service.is_some() {
-                    if mine(&c.service) {
-                        chains.push(c.clone());
-                    }
+                    table(&mut groups, &c.service, t).chains.push(c.clone());
                     continue;
                 }
-                let edits: Vec<RuleEdit> = c
-                    .edits
-                    .iter()
-                    .filter(|e| mine(&e.service))
-                    .cloned()
-                    .collect();
-                if !edits.is_empty() || (node && c.status != Status::Changed) {
-                    chains.push(ChainDiff { edits, ..c.clone() });
+                let mut split: BTreeMap<&Option<NamespacedName>, Vec<RuleEdit>> = BTreeMap::new();
+                for e in &c.edits {
+                    split.entry(&e.service).or_default().push(e.clone());
                 }
-            }
-            let mut containers = Vec::new();
-            for c in &t.containers {
-                if c.service.is_some() {
-                    if mine(&c.service) {
-                        containers.push(c.clone());
-                    }
-                    continue;
+                if c.status != Status::Changed {
+                    split.entry(&None).or_default();
                 }
-                let elements: Vec<ElementEdit> = c
-                    .elements
-                    .iter()
-                    .filter(|e| mine(&e.service))
-                    .cloned()
-                    .collect();
-                if !elements.is_empty() || (node && c.status != Status::Changed) {
-                    containers.push(ContainerDiff {
-                        elements,
-                        ..c.clone()
+                for (service, edits) in split {
+                    table(&mut groups, service, t).chains.push(ChainDiff {
+                        chain: c.chain.clone(),
+                        kind: c.kind.clone(),
+                        service: None,
+                        status: c.status,
+                        edits,
                     });
                 }
             }
-            let (counters_added, counters_removed) = if node {
-                (t.counters_added.clone(), t.counters_removed.clone())
-            } else {
-                (Vec::new(), Vec::new())
-            };
-            if chains.is_empty()
-                && containers.is_empty()
-                && counters_added.is_empty()
-                && counters_removed.is_empty()
-                && !(node && t.status != Status::Changed)
-            {
-                continue;
+            for c in &t.containers {
+                if c.service.is_some() {
+                    table(&mut groups, &c.service, t).containers.push(c.clone());
+                    continue;
+                }
+                let mut split: BTreeMap<&Option<NamespacedName>, Vec<ElementEdit>> =
+                    BTreeMap::new();
+                for e in &c.elements {
+                    split.entry(&e.service).or_default().push(e.clone());
+                }
+                if c.status != Status::Changed {
+                    split.entry(&None).or_default();
+                }
+                for (service, elements) in split {
+                    table(&mut groups, service, t)
+                        .containers
+                        .push(ContainerDiff {
+                            name: c.name.clone(),
+                            kind: c.kind,
+                            service: None,
+                            status: c.status,
+                            elements,
+                        });
+                }
             }
-            tables.push(TableDiff {
-                chains,
-                containers,
-                counters_added,
-                counters_removed,
-                ..t.clone()
-            });
         }
-        RulesetDiff { tables }
+        groups
     }
 
     /// The minimal update that turns the old ruleset into the new one.

@@ -353,8 +353,12 @@ fn add_table(b: &mut Builder, t: &Table, owners: &Owners, ambiguous: &dyn Fn(&st
     let group = format!("{backend} {} ({ip_family})", t.name);
     let prefix = format!("{fam}/{}", t.name);
     let chain_id = |name: &str| format!("{prefix}/{name}");
+    let chains: HashMap<&str, &crate::ir::Chain> =
+        t.chains.iter().map(|c| (c.name.as_str(), c)).collect();
+    let maps: HashMap<&str, &crate::ir::Map> =
+        t.maps.iter().map(|m| (m.name.as_str(), m)).collect();
     let chain_label = |name: &str| -> String {
-        match t.chain(name).map(|c| &c.kind) {
+        match chains.get(name).map(|c| &c.kind) {
             Some(ChainKind::Builtin(_)) => format!("{} {name}", t.name),
             Some(ChainKind::Base { hook, priority, .. }) => {
                 format!("{name} (hook {}, priority {priority})", hook.as_nft())
@@ -363,7 +367,7 @@ fn add_table(b: &mut Builder, t: &Table, owners: &Owners, ambiguous: &dyn Fn(&st
             _ => name.to_string(),
         }
     };
-    let chain_kind = |name: &str| match t.chain(name).map(|c| &c.kind) {
+    let chain_kind = |name: &str| match chains.get(name).map(|c| &c.kind) {
         Some(ChainKind::Builtin(_) | ChainKind::Base { .. }) => NodeKind::Hook,
         _ => NodeKind::Chain,
     };
@@ -381,7 +385,8 @@ fn add_table(b: &mut Builder, t: &Table, owners: &Owners, ambiguous: &dyn Fn(&st
     };
     // A jump to a regular chain without rules does nothing: left out.
     let empty = |name: &str| {
-        t.chain(name)
+        chains
+            .get(name)
             .is_some_and(|c| c.kind == ChainKind::Regular && c.rules.is_empty())
     };
     // Hooks first, so that they lead the picture.
@@ -402,7 +407,7 @@ fn add_table(b: &mut Builder, t: &Table, owners: &Owners, ambiguous: &dyn Fn(&st
                     Target::Chain(name) if empty(name) => continue,
                     Target::Chain(name) => chain_node(b, name),
                     Target::Endpoint(sa) => endpoint_node(b, sa, svc.as_ref()),
-                    Target::Map(map) if t.map(map).is_some_and(|m| m.elements.is_empty()) => {
+                    Target::Map(map) if maps.get(map).is_some_and(|m| m.elements.is_empty()) => {
                         continue;
                     }
                     Target::Map(map) => b.node(
@@ -437,7 +442,7 @@ fn add_table(b: &mut Builder, t: &Table, owners: &Owners, ambiguous: &dyn Fn(&st
                     Target::Chain(name) if empty(name) => continue,
                     Target::Chain(name) => chain_node(b, name),
                     Target::Endpoint(sa) => endpoint_node(b, sa, svc.as_ref()),
-                    Target::Map(map) if t.map(map).is_some_and(|m| m.elements.is_empty()) => {
+                    Target::Map(map) if maps.get(map).is_some_and(|m| m.elements.is_empty()) => {
                         continue;
                     }
                     Target::Map(map) => b.node(

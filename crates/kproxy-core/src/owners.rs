@@ -47,9 +47,15 @@ use crate::model::NamespacedName;
 /// The owners of a ruleset's objects (see the [module docs](self)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Owners {
-    chains: HashMap<(String, String), NamespacedName>,
-    sets: HashMap<(String, String), NamespacedName>,
-    elements: HashMap<(String, String, Vec<KeyValue>), NamespacedName>,
+    tables: HashMap<String, TableOwners>,
+}
+
+/// The owners within one table, by name (and element key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct TableOwners {
+    chains: HashMap<String, NamespacedName>,
+    sets: HashMap<String, NamespacedName>,
+    elements: HashMap<String, HashMap<Vec<KeyValue>, NamespacedName>>,
 }
 
 /// iptables chains that kube-proxy creates per service port or endpoint.
@@ -87,12 +93,12 @@ impl Owners {
 
     /// The Service a chain belongs to.
     pub fn chain(&self, table: &str, chain: &str) -> Option<&NamespacedName> {
-        self.chains.get(&(table.to_string(), chain.to_string()))
+        self.tables.get(table)?.chains.get(chain)
     }
 
     /// The Service a set or map belongs to (nftables `affinity-` sets).
     pub fn set(&self, table: &str, set: &str) -> Option<&NamespacedName> {
-        self.sets.get(&(table.to_string(), set.to_string()))
+        self.tables.get(table)?.sets.get(set)
     }
 
     /// The Service a rule of `chain` belongs to: the chain's owner, else the
@@ -110,12 +116,17 @@ impl Owners {
         container: &str,
         key: &[KeyValue],
     ) -> Option<&NamespacedName> {
-        self.elements
-            .get(&(table.to_string(), container.to_string(), key.to_vec()))
-            .or_else(|| self.set(table, container))
+        let t = self.tables.get(table)?;
+        t.elements
+            .get(container)
+            .and_then(|m| m.get(key))
+            .or_else(|| t.sets.get(container))
     }
 
     fn iptables_table(&mut self, t: &Table) {
+        let index: HashMap<&str, &crate::ir::Chain> =
+            t.chains.iter().map(|c| (c.name.as_str(), c)).collect();
+        let own = self.tables.entry(t.name.clone()).or_default();
         let per_service = |name: &str| {
             IPTABLES_SERVICE_PREFIXES
                 .iter()
@@ -140,12 +151,11 @@ impl Owners {
         }
         // Propagate through per-service chains (first owner wins).
         while let Some((name, svc)) = queue.pop() {
-            let key = (t.name.clone(), name.clone());
-            if self.chains.contains_key(&key) {
+            if own.chains.contains_key(&name) {
                 continue;
             }
-            self.chains.insert(key, svc.clone());
-            if let Some(chain) = t.chain(&name) {
+            own.chains.insert(name.clone(), svc.clone());
+            if let Some(chain) = index.get(name.as_str()) {
                 for target in chain.rules.iter().filter_map(Rule::jump_target) {
                     if per_service(target.as_str()) {
                         queue.push((target.as_str().to_string(), svc.clone()));
@@ -156,15 +166,15 @@ impl Owners {
     }
 
     fn nft_table(&mut self, t: &Table) {
+        let own = self.tables.entry(t.name.clone()).or_default();
         for chain in &t.chains {
             if let Some(svc) = service_in_nft_name(chain.name.as_str()) {
-                self.chains
-                    .insert((t.name.clone(), chain.name.as_str().to_string()), svc);
+                own.chains.insert(chain.name.as_str().to_string(), svc);
             }
         }
         for set in &t.sets {
             if let Some(svc) = service_in_nft_name(&set.name) {
-                self.sets.insert((t.name.clone(), set.name.clone()), svc);
+                own.sets.insert(set.name.clone(), svc);
             }
         }
         // What each service's own objects say about it: the keys of its map
@@ -176,20 +186,22 @@ impl Owners {
             for (e, v) in &map.elements {
                 let MapValue::Verdict(v) = v;
                 let owner = verdict_chain(v)
-                    .and_then(|c| self.chain(&t.name, c).cloned())
+                    .and_then(|c| own.chains.get(c).cloned())
                     .or_else(|| comment_owner(e));
                 if let Some(svc) = owner {
                     if let Some(KeyValue::Ip(ip)) = e.key.first() {
                         front_ends.entry(*ip).or_default().insert(svc.clone());
                     }
                     keys.entry(e.key.clone()).or_default().insert(svc.clone());
-                    self.elements
-                        .insert((t.name.clone(), map.name.clone(), e.key.clone()), svc);
+                    own.elements
+                        .entry(map.name.clone())
+                        .or_default()
+                        .insert(e.key.clone(), svc);
                 }
             }
         }
         for chain in &t.chains {
-            let Some(svc) = self.chain(&t.name, chain.name.as_str()).cloned() else {
+            let Some(svc) = own.chains.get(chain.name.as_str()).cloned() else {
                 continue;
             };
             for rule in &chain.rules {
@@ -217,8 +229,11 @@ impl Owners {
             .map(|m| (&m.name, m.elements.iter().map(|(e, _)| e)));
         let sets = t.sets.iter().map(|s| (&s.name, s.elements.iter()));
         let mut consider = |container: &String, e: &Element| {
-            let id = (t.name.clone(), container.clone(), e.key.clone());
-            if self.elements.contains_key(&id) {
+            if own
+                .elements
+                .get(container)
+                .is_some_and(|m| m.contains_key(&e.key))
+            {
                 return;
             }
             let owner = comment_owner(e)
@@ -231,7 +246,7 @@ impl Owners {
                     _ => None,
                 });
             if let Some(svc) = owner {
-                found.push((id, svc));
+                found.push((container.clone(), e.key.clone(), svc));
             }
         };
         for (name, elements) in maps {
@@ -244,7 +259,9 @@ impl Owners {
                 consider(name, e);
             }
         }
-        self.elements.extend(found);
+        for (container, key, svc) in found {
+            own.elements.entry(container).or_default().insert(key, svc);
+        }
     }
 }
 

@@ -32,7 +32,7 @@
 //! ```
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use kproxy_core::ir::{
@@ -695,21 +695,26 @@ pub fn table_commands(
             bytes: Some(0),
         })));
     }
-    let mut named: Vec<&str> = order.iter().map(String::as_str).collect();
-    for n in table
-        .sets
-        .iter()
-        .map(|s| s.name.as_str())
-        .chain(table.maps.iter().map(|m| m.name.as_str()))
-    {
-        if !named.contains(&n) {
-            named.push(n);
-        }
-    }
+    // Indexes by name: a table can hold tens of thousands of affinity sets.
+    let sets: HashMap<&str, &kproxy_core::ir::Set> =
+        table.sets.iter().map(|s| (s.name.as_str(), s)).collect();
+    let maps: HashMap<&str, &kproxy_core::ir::Map> =
+        table.maps.iter().map(|m| (m.name.as_str(), m)).collect();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let named = order.iter().map(String::as_str).chain(
+        table
+            .sets
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(table.maps.iter().map(|m| m.name.as_str())),
+    );
     for name in named {
-        if let Some(s) = table.set(name) {
+        if !seen.insert(name) {
+            continue;
+        }
+        if let Some(s) = sets.get(name) {
             set_command(family, &tname, s, out)?;
-        } else if let Some(m) = table.map(name) {
+        } else if let Some(m) = maps.get(name) {
             map_command(family, &tname, m, out)?;
         }
     }

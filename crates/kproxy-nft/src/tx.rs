@@ -15,7 +15,9 @@
 //! assert!(table.chain("reject-chain").unwrap().rules.is_empty());
 //! ```
 
-use kproxy_core::ir::{Chain, Counter, Element, Map, MapValue, Set, Table, TableFamily};
+use std::collections::{HashMap, HashSet};
+
+use kproxy_core::ir::{Chain, Counter, Element, KeyValue, Map, MapValue, Set, Table, TableFamily};
 use kproxy_core::model::IpFamily;
 use kproxy_core::names::ChainName;
 
@@ -88,127 +90,184 @@ impl Transaction {
     /// in creation order, rules in order, elements in order.
     ///
     /// Fails like `nft` would on a command that names a missing object.
+    /// Linear in the number of commands: objects and element keys are
+    /// looked up through indexes, not by scanning the table.
     pub fn apply(&self) -> Result<Table, NftError> {
-        let mut table: Option<Table> = None;
+        let mut state: Option<State> = None;
         for op in &self.ops {
             if let Op::AddTable { comment } = op {
-                if table.is_none() {
+                if state.is_none() {
                     let mut t = Table::new(self.table.clone(), TableFamily::Nft(self.family));
                     t.comment = comment.clone();
-                    table = Some(t);
+                    state = Some(State::new(t));
                 }
                 continue;
             }
-            let t = table
+            state
                 .as_mut()
-                .ok_or_else(|| missing("table", &self.table))?;
-            apply_op(t, op)?;
+                .ok_or_else(|| missing("table", &self.table))?
+                .apply(op)?;
         }
-        table.ok_or_else(|| missing("table", &self.table))
+        state
+            .map(|s| s.table)
+            .ok_or_else(|| missing("table", &self.table))
     }
+}
+
+/// A table being built, with indexes by name and by element key.
+struct State {
+    table: Table,
+    chains: HashMap<String, usize>,
+    sets: HashMap<String, usize>,
+    maps: HashMap<String, usize>,
+    /// Element keys per set / map name.
+    set_keys: HashMap<String, HashSet<Vec<KeyValue>>>,
+    map_keys: HashMap<String, HashSet<Vec<KeyValue>>>,
+}
+
+impl State {
+    fn new(table: Table) -> Self {
+        let mut s = Self {
+            table,
+            chains: HashMap::new(),
+            sets: HashMap::new(),
+            maps: HashMap::new(),
+            set_keys: HashMap::new(),
+            map_keys: HashMap::new(),
+        };
+        s.reindex();
+        s
+    }
+
+    /// Rebuilds the name indexes (after a delete shifted positions).
+    fn reindex(&mut self) {
+        self.chains = index(self.table.chains.iter().map(|c| c.name.as_str()));
+        self.sets = index(self.table.sets.iter().map(|s| s.name.as_str()));
+        self.maps = index(self.table.maps.iter().map(|m| m.name.as_str()));
+    }
+
+    fn chain_mut(&mut self, name: &str) -> Result<&mut Chain, NftError> {
+        let i = *self
+            .chains
+            .get(name)
+            .ok_or_else(|| missing("chain", name))?;
+        Ok(&mut self.table.chains[i])
+    }
+
+    fn set_index(&self, name: &str) -> Result<usize, NftError> {
+        self.sets
+            .get(name)
+            .copied()
+            .ok_or_else(|| missing("set", name))
+    }
+
+    fn map_index(&self, name: &str) -> Result<usize, NftError> {
+        self.maps
+            .get(name)
+            .copied()
+            .ok_or_else(|| missing("map", name))
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), NftError> {
+        let t = &mut self.table;
+        match op {
+            Op::AddTable { .. } => {}
+            Op::AddChain(c) => {
+                if !self.chains.contains_key(c.name.as_str()) {
+                    let mut c = c.clone();
+                    c.rules.clear();
+                    self.chains.insert(c.name.to_string(), t.chains.len());
+                    t.chains.push(c);
+                }
+            }
+            Op::FlushChain(name) => self.chain_mut(name.as_str())?.rules.clear(),
+            Op::DeleteChain(name) => {
+                let i = *self
+                    .chains
+                    .get(name.as_str())
+                    .ok_or_else(|| missing("chain", name.as_str()))?;
+                t.chains.remove(i);
+                self.reindex();
+            }
+            Op::AddRule(chain, rule) => self.chain_mut(chain.as_str())?.rules.push(rule.clone()),
+            Op::AddSet(s) => {
+                if !self.sets.contains_key(&s.name) {
+                    let mut s = s.clone();
+                    s.elements.clear();
+                    self.sets.insert(s.name.clone(), t.sets.len());
+                    self.set_keys.insert(s.name.clone(), HashSet::new());
+                    t.sets.push(s);
+                }
+            }
+            Op::FlushSet(name) => {
+                let i = self.set_index(name)?;
+                self.table.sets[i].elements.clear();
+                self.set_keys.insert(name.clone(), HashSet::new());
+            }
+            Op::DeleteSet(name) => {
+                let i = self.set_index(name)?;
+                self.table.sets.remove(i);
+                self.set_keys.remove(name);
+                self.reindex();
+            }
+            Op::AddMap(m) => {
+                if !self.maps.contains_key(&m.name) {
+                    let mut m = m.clone();
+                    m.elements.clear();
+                    self.maps.insert(m.name.clone(), t.maps.len());
+                    self.map_keys.insert(m.name.clone(), HashSet::new());
+                    t.maps.push(m);
+                }
+            }
+            Op::DeleteMap(name) => {
+                let i = self.map_index(name)?;
+                self.table.maps.remove(i);
+                self.map_keys.remove(name);
+                self.reindex();
+            }
+            Op::AddSetElement(name, e) => {
+                let i = self.set_index(name)?;
+                if self
+                    .set_keys
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(e.key.clone())
+                {
+                    self.table.sets[i].elements.push(e.clone());
+                }
+            }
+            Op::AddMapElement(name, e, v) => {
+                let i = self.map_index(name)?;
+                if self
+                    .map_keys
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(e.key.clone())
+                {
+                    self.table.maps[i].elements.push((e.clone(), v.clone()));
+                }
+            }
+            Op::AddCounter(c) => {
+                if !t.counters.iter().any(|x| x.name == c.name) {
+                    t.counters.push(c.clone());
+                }
+            }
+            Op::DeleteCounter(name) => {
+                let before = t.counters.len();
+                t.counters.retain(|c| &c.name != name);
+                if t.counters.len() == before {
+                    return Err(missing("counter", name));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn index<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<String, usize> {
+    names.enumerate().map(|(i, n)| (n.to_string(), i)).collect()
 }
 
 fn missing(kind: &str, name: &str) -> NftError {
     NftError::Transaction(format!("{kind} {name} does not exist"))
-}
-
-fn apply_op(t: &mut Table, op: &Op) -> Result<(), NftError> {
-    match op {
-        Op::AddTable { .. } => {}
-        Op::AddChain(c) => {
-            if t.chain(c.name.as_str()).is_none() {
-                let mut c = c.clone();
-                c.rules.clear();
-                t.chains.push(c);
-            }
-        }
-        Op::FlushChain(name) => {
-            t.chain_mut(name.as_str())
-                .ok_or_else(|| missing("chain", name.as_str()))?
-                .rules
-                .clear();
-        }
-        Op::DeleteChain(name) => {
-            let before = t.chains.len();
-            t.chains.retain(|c| &c.name != name);
-            if t.chains.len() == before {
-                return Err(missing("chain", name.as_str()));
-            }
-        }
-        Op::AddRule(chain, rule) => {
-            t.chain_mut(chain.as_str())
-                .ok_or_else(|| missing("chain", chain.as_str()))?
-                .rules
-                .push(rule.clone());
-        }
-        Op::AddSet(s) => {
-            if t.set(&s.name).is_none() {
-                let mut s = s.clone();
-                s.elements.clear();
-                t.sets.push(s);
-            }
-        }
-        Op::FlushSet(name) => {
-            t.sets
-                .iter_mut()
-                .find(|s| &s.name == name)
-                .ok_or_else(|| missing("set", name))?
-                .elements
-                .clear();
-        }
-        Op::DeleteSet(name) => {
-            let before = t.sets.len();
-            t.sets.retain(|s| &s.name != name);
-            if t.sets.len() == before {
-                return Err(missing("set", name));
-            }
-        }
-        Op::AddMap(m) => {
-            if t.map(&m.name).is_none() {
-                let mut m = m.clone();
-                m.elements.clear();
-                t.maps.push(m);
-            }
-        }
-        Op::DeleteMap(name) => {
-            let before = t.maps.len();
-            t.maps.retain(|m| &m.name != name);
-            if t.maps.len() == before {
-                return Err(missing("map", name));
-            }
-        }
-        Op::AddSetElement(name, e) => {
-            let set = t
-                .sets
-                .iter_mut()
-                .find(|s| &s.name == name)
-                .ok_or_else(|| missing("set", name))?;
-            if !set.elements.iter().any(|x| x.key == e.key) {
-                set.elements.push(e.clone());
-            }
-        }
-        Op::AddMapElement(name, e, v) => {
-            let map = t
-                .maps
-                .iter_mut()
-                .find(|m| &m.name == name)
-                .ok_or_else(|| missing("map", name))?;
-            if !map.elements.iter().any(|(x, _)| x.key == e.key) {
-                map.elements.push((e.clone(), v.clone()));
-            }
-        }
-        Op::AddCounter(c) => {
-            if !t.counters.iter().any(|x| x.name == c.name) {
-                t.counters.push(c.clone());
-            }
-        }
-        Op::DeleteCounter(name) => {
-            let before = t.counters.len();
-            t.counters.retain(|c| &c.name != name);
-            if t.counters.len() == before {
-                return Err(missing("counter", name));
-            }
-        }
-    }
-    Ok(())
 }
