@@ -244,6 +244,8 @@ pub fn render_text(report: &TraceReport) -> String {
                 o.branches
             );
         }
+        // Rules are numbered from 1, as `iptables -L --line-numbers` and
+        // `kproxy diff` number them (the JSON index counts from 0).
         for s in &o.path {
             let _ = writeln!(
                 out,
@@ -251,7 +253,7 @@ pub fn render_text(report: &TraceReport) -> String {
                 s.hook.as_nft(),
                 s.table,
                 s.chain,
-                s.rule_index,
+                s.rule_index + 1,
                 s.rule_text
             );
         }
