@@ -14,8 +14,11 @@
 
 mod kernel;
 
-use kernel::traffic::sock;
+use kernel::predict::{Probe, compile_fixture_ir};
+use kernel::traffic::{Outcome, sock};
 use kernel::*;
+use kproxy_core::ir::Ruleset;
+use kproxy_core::trace::{OutcomeKind, Ratio};
 
 /// The scenarios, each run against a fresh testbed.
 mod scenarios {
@@ -34,27 +37,83 @@ mod scenarios {
         Some(bed)
     }
 
+    /// [`bed_with`], and the rule IR the loaded text was printed from (for
+    /// the tracer).
+    fn bed_and_rules(
+        test: &str,
+        loader: Loader,
+        family: Family,
+        fixture: &str,
+    ) -> Option<(Testbed, Ruleset)> {
+        let bed = bed_with(test, loader, family, fixture)?;
+        Some((bed, compile_fixture_ir(loader, family, fixture, &[])))
+    }
+
+    /// A connection `pod` answered, seeing source `seen`.
+    fn answered(pod: &str, seen: std::net::IpAddr) -> Outcome {
+        Outcome::Answered {
+            pod: pod.into(),
+            seen,
+        }
+    }
+
     /// 1. ClusterIP from a pod and from the node; two endpoints both reached;
     ///    (nftables) an unserved port of the ClusterIP is rejected.
     pub fn clusterip(loader: Loader, test: &str) {
-        let Some(bed) = bed_with(test, loader, Family::V4, "clusterip.yaml") else {
+        let Some((bed, rules)) = bed_and_rules(test, loader, Family::V4, "clusterip.yaml") else {
             return;
         };
         let svc = sock("10.79.255.4", 80);
-        bed.expect_spread("ClusterIP from pod-11", Ns::Pod(11), svc, 60, &HOSTNAMES);
-        bed.expect_spread("ClusterIP from the node", Ns::Node, svc, 60, &HOSTNAMES);
+        let mut from_pod =
+            bed.expect_spread("ClusterIP from pod-11", Ns::Pod(11), svc, 60, &HOSTNAMES);
+        let from_node = bed.expect_spread("ClusterIP from the node", Ns::Node, svc, 60, &HOSTNAMES);
         // A pod inside the cluster CIDR is not masqueraded.
         let o = bed.tcp(Ns::Pod(11), None, svc);
         let (_, seen) = bed.expect_answer("ClusterIP from pod-11", &o);
         assert_eq!(seen, ip("10.76.0.11"), "pod-11's address must be preserved");
+        from_pod.push(o);
+        // The tracer: both endpoints at 1/2 each, not masqueraded.
+        let t = bed.expect_trace_agrees(
+            "ClusterIP from pod-11",
+            &rules,
+            Probe::tcp(Ns::Pod(11), None, svc),
+            &from_pod,
+        );
+        let halves: Vec<(OutcomeKind, Option<Ratio>, bool)> = t
+            .outcomes
+            .iter()
+            .map(|o| (o.kind.clone(), o.probability.exact, o.masqueraded))
+            .collect();
+        let half = Ratio::new(1, 2);
+        assert_eq!(
+            halves,
+            [
+                (OutcomeKind::Endpoint(sock("10.76.0.9", 9376)), half, false),
+                (OutcomeKind::Endpoint(sock("10.76.0.10", 9376)), half, false),
+            ],
+            "ClusterIP from pod-11: the tracer's outcomes"
+        );
+        bed.expect_trace_agrees(
+            "ClusterIP from the node",
+            &rules,
+            Probe::tcp(Ns::Node, None, svc),
+            &from_node,
+        );
         if loader != Loader::Iptables {
             // nftables mode rejects ports a ClusterIP does not serve
             // (cluster-ips-check); iptables mode routes them on.
-            bed.expect_rejected(
+            let unserved = sock("10.79.255.4", 81);
+            let o = bed.expect_rejected(
                 "ClusterIP on an unserved port from pod-11",
                 Ns::Pod(11),
                 None,
-                sock("10.79.255.4", 81),
+                unserved,
+            );
+            bed.expect_trace_agrees(
+                "ClusterIP on an unserved port from pod-11",
+                &rules,
+                Probe::tcp(Ns::Pod(11), None, unserved),
+                &[o],
             );
         }
     }
@@ -63,13 +122,26 @@ mod scenarios {
     ///    localhost from the node (route_localnet) with iptables, while
     ///    nftables mode leaves localhost NodePorts unserved.
     pub fn nodeport(loader: Loader, test: &str) {
-        let Some(bed) = bed_with(test, loader, Family::V4, "nodeport.yaml") else {
+        let Some((bed, rules)) = bed_and_rules(test, loader, Family::V4, "nodeport.yaml") else {
             return;
         };
         for node_ip in [NODE_IP, NODE_LINK_IP] {
             let what = format!("NodePort {node_ip}:31358 from the client");
-            let seen = bed.expect_tcp(&what, Ns::Client, None, sock(node_ip, 31358), "pod-9");
+            let dst = sock(node_ip, 31358);
+            let seen = bed.expect_tcp(&what, Ns::Client, None, dst, "pod-9");
             assert_eq!(seen, ip(BRIDGE_IP), "{what}: must be masqueraded");
+            // The tracer: the endpoint, masqueraded.
+            let t = bed.expect_trace_agrees(
+                &what,
+                &rules,
+                Probe::tcp(Ns::Client, None, dst),
+                &[answered("pod-9", seen)],
+            );
+            assert!(
+                matches!(t.outcomes.as_slice(), [o] if o.masqueraded),
+                "{what}: the tracer must predict one masqueraded outcome: {:?}",
+                t.outcomes
+            );
         }
         let localhost = sock("127.0.0.1", 31358);
         if loader == Loader::Iptables {
@@ -85,6 +157,12 @@ mod scenarios {
                 ip(BRIDGE_IP),
                 "localhost NodePort must be masqueraded"
             );
+            bed.expect_trace_agrees(
+                "NodePort 127.0.0.1:31358 from the node",
+                &rules,
+                Probe::tcp(Ns::Node, None, localhost),
+                &[answered("pod-9", seen)],
+            );
         } else {
             // nftables mode serves no localhost NodePorts (`ip daddr !=
             // 127.0.0.0/8` before @service-nodeports): nothing listens on
@@ -95,19 +173,49 @@ mod scenarios {
                 None,
                 localhost,
             );
+            // The rules let it through unchanged to the node's own stack
+            // (whose reset is no rule's doing: not comparable as a fate).
+            let t = kproxy_core::trace::trace(
+                &rules,
+                &bed.trace_env(),
+                &kproxy_core::trace::Packet::new(
+                    kproxy_core::trace::PacketOrigin::Node,
+                    ip("127.0.0.1"),
+                    localhost.ip(),
+                    kproxy_core::model::Protocol::Tcp,
+                    localhost.port(),
+                ),
+            )
+            .expect("trace");
+            assert!(
+                t.to_local
+                    && matches!(t.outcomes.as_slice(),
+                        [o] if o.kind == OutcomeKind::Unchanged && !o.masqueraded),
+                "NodePort 127.0.0.1:31358 from the node (nftables): the tracer must \
+                 predict the node's own delivery: {:?}",
+                t.outcomes
+            );
         }
-        bed.expect_tcp(
+        let cluster_ip = sock("10.79.245.174", 80);
+        let seen = bed.expect_tcp(
             "ClusterIP from the client",
             Ns::Client,
             None,
-            sock("10.79.245.174", 80),
+            cluster_ip,
             "pod-9",
+        );
+        bed.expect_trace_agrees(
+            "ClusterIP from the client",
+            &rules,
+            Probe::tcp(Ns::Client, None, cluster_ip),
+            &[answered("pod-9", seen)],
         );
     }
 
     /// 3. LoadBalancer IP (on no interface) with loadBalancerSourceRanges.
     pub fn loadbalancer_source_ranges(loader: Loader, test: &str) {
-        let Some(bed) = bed_with(test, loader, Family::V4, "loadbalancer.yaml") else {
+        let Some((bed, rules)) = bed_and_rules(test, loader, Family::V4, "loadbalancer.yaml")
+        else {
             return;
         };
         let lb = sock("104.199.232.159", 80);
@@ -123,24 +231,37 @@ mod scenarios {
             ip(BRIDGE_IP),
             "LB traffic (policy Cluster) is masqueraded"
         );
-        bed.expect_dropped(
+        bed.expect_trace_agrees(
+            "LB IP from an allowed source",
+            &rules,
+            Probe::tcp(Ns::Client, Some(CLIENT_IP), lb),
+            &[answered("pod-9", seen)],
+        );
+        let o = bed.expect_dropped(
             "LB IP from a source outside loadBalancerSourceRanges",
             Ns::Client,
             Some(CLIENT_IP_ALT),
             lb,
         );
+        bed.expect_trace_agrees(
+            "LB IP from a source outside loadBalancerSourceRanges",
+            &rules,
+            Probe::tcp(Ns::Client, Some(CLIENT_IP_ALT), lb),
+            &[o],
+        );
     }
 
     /// 4. externalTrafficPolicy Local: source preserved; no local endpoint = drop.
     pub fn external_traffic_policy_local(loader: Loader, test: &str) {
-        let Some(bed) = bed_with(test, loader, Family::V4, "local.yaml") else {
+        let Some((bed, rules)) = bed_and_rules(test, loader, Family::V4, "local.yaml") else {
             return;
         };
+        let with_local = sock(NODE_IP, 30001);
         let seen = bed.expect_tcp(
             "eTP Local NodePort with a local endpoint",
             Ns::Client,
             Some(CLIENT_IP),
-            sock(NODE_IP, 30001),
+            with_local,
             "pod-9",
         );
         assert_eq!(
@@ -148,46 +269,61 @@ mod scenarios {
             ip(CLIENT_IP),
             "eTP Local must preserve the client's address"
         );
-        bed.expect_dropped(
+        bed.expect_trace_agrees(
+            "eTP Local NodePort with a local endpoint",
+            &rules,
+            Probe::tcp(Ns::Client, Some(CLIENT_IP), with_local),
+            &[answered("pod-9", seen)],
+        );
+        let without_local = sock(NODE_IP, 30002);
+        let o = bed.expect_dropped(
             "eTP Local NodePort without a local endpoint",
             Ns::Client,
             Some(CLIENT_IP),
-            sock(NODE_IP, 30002),
+            without_local,
+        );
+        bed.expect_trace_agrees(
+            "eTP Local NodePort without a local endpoint",
+            &rules,
+            Probe::tcp(Ns::Client, Some(CLIENT_IP), without_local),
+            &[o],
         );
         // Internal traffic still reaches the remote endpoint (policy Cluster).
-        bed.expect_tcp(
+        let cluster_ip = sock("10.79.0.32", 80);
+        let seen = bed.expect_tcp(
             "ClusterIP of the eTP Local Service from pod-11",
             Ns::Pod(11),
             None,
-            sock("10.79.0.32", 80),
+            cluster_ip,
             "pod-10",
+        );
+        bed.expect_trace_agrees(
+            "ClusterIP of the eTP Local Service from pod-11",
+            &rules,
+            Probe::tcp(Ns::Pod(11), None, cluster_ip),
+            &[answered("pod-10", seen)],
         );
     }
 
     /// 5. No endpoints: a fast rejection, not a timeout.
     pub fn no_endpoints_rejected(loader: Loader, test: &str) {
-        let Some(bed) = bed_with(test, loader, Family::V4, "no-endpoints.yaml") else {
+        let Some((bed, rules)) = bed_and_rules(test, loader, Family::V4, "no-endpoints.yaml")
+        else {
             return;
         };
         let svc = sock("10.79.0.50", 80);
-        bed.expect_rejected(
-            "ClusterIP without endpoints from pod-11",
-            Ns::Pod(11),
-            None,
-            svc,
-        );
-        bed.expect_rejected(
-            "ClusterIP without endpoints from the node",
-            Ns::Node,
-            None,
-            svc,
-        );
-        bed.expect_rejected(
-            "NodePort without endpoints from the client",
-            Ns::Client,
-            None,
-            sock(NODE_IP, 30003),
-        );
+        for (what, from, dst) in [
+            ("ClusterIP without endpoints from pod-11", Ns::Pod(11), svc),
+            ("ClusterIP without endpoints from the node", Ns::Node, svc),
+            (
+                "NodePort without endpoints from the client",
+                Ns::Client,
+                sock(NODE_IP, 30003),
+            ),
+        ] {
+            let o = bed.expect_rejected(what, from, None, dst);
+            bed.expect_trace_agrees(what, &rules, Probe::tcp(from, None, dst), &[o]);
+        }
     }
 
     /// 6. sessionAffinity ClientIP: 30 connections, one pod.
@@ -209,12 +345,13 @@ mod scenarios {
 
     /// 7. UDP: datagrams reach both pods and replies come back.
     pub fn udp(loader: Loader, test: &str) {
-        let Some(bed) = bed_with(test, loader, Family::V4, "udp.yaml") else {
+        let Some((bed, rules)) = bed_and_rules(test, loader, Family::V4, "udp.yaml") else {
             return;
         };
         let svc = sock("10.79.0.53", 53);
         for from in [Ns::Pod(11), Ns::Node] {
             let mut reached = std::collections::BTreeSet::new();
+            let mut observed = Vec::new();
             for _ in 0..60 {
                 let o = bed.udp(from, None, svc);
                 let (pod, seen) = bed.expect_answer(&format!("UDP ClusterIP from {from:?}"), &o);
@@ -222,6 +359,7 @@ mod scenarios {
                     assert_eq!(seen, ip("10.76.0.11"), "UDP from pod-11 is not masqueraded");
                 }
                 reached.insert(pod);
+                observed.push(o);
             }
             assert_eq!(
                 reached.len(),
@@ -229,47 +367,79 @@ mod scenarios {
                 "60 UDP exchanges from {from:?} reached {reached:?}\n{}",
                 bed.dump()
             );
+            let probe = Probe {
+                proto: kproxy_core::model::Protocol::Udp,
+                ..Probe::tcp(from, None, svc)
+            };
+            bed.expect_trace_agrees(
+                &format!("UDP ClusterIP from {from:?}"),
+                &rules,
+                probe,
+                &observed,
+            );
         }
     }
 
     /// 8. Hairpin: a pod reaches its own Service and is answered (masqueraded).
     pub fn hairpin(loader: Loader, test: &str) {
-        let Some(bed) = bed_with(test, loader, Family::V4, "hairpin.yaml") else {
+        let Some((bed, rules)) = bed_and_rules(test, loader, Family::V4, "hairpin.yaml") else {
             return;
         };
-        let seen = bed.expect_tcp(
-            "pod-9 to its own ClusterIP",
-            Ns::Pod(9),
-            None,
-            sock("10.79.0.20", 80),
-            "pod-9",
-        );
+        let svc = sock("10.79.0.20", 80);
+        let seen = bed.expect_tcp("pod-9 to its own ClusterIP", Ns::Pod(9), None, svc, "pod-9");
         assert_eq!(seen, ip(BRIDGE_IP), "hairpin traffic must be masqueraded");
+        bed.expect_trace_agrees(
+            "pod-9 to its own ClusterIP",
+            &rules,
+            Probe::tcp(Ns::Pod(9), None, svc),
+            &[answered("pod-9", seen)],
+        );
     }
 
     /// 9. IPv6: ClusterIP from a pod and the node, NodePort from outside.
     pub fn ipv6(loader: Loader, test: &str) {
-        let Some(bed) = bed_with(test, loader, Family::V6, "ipv6.yaml") else {
+        let Some((bed, rules)) = bed_and_rules(test, loader, Family::V6, "ipv6.yaml") else {
             return;
         };
         let svc = sock("fd00:79::4", 80);
-        bed.expect_spread(
+        let from_pod = bed.expect_spread(
             "IPv6 ClusterIP from pod-11",
             Ns::Pod(11),
             svc,
             60,
             &HOSTNAMES,
         );
-        bed.expect_spread(
+        let from_node = bed.expect_spread(
             "IPv6 ClusterIP from the node",
             Ns::Node,
             svc,
             60,
             &HOSTNAMES,
         );
-        let o = bed.tcp(Ns::Client, None, sock(NODE_LINK_IP6, 31358));
+        let nodeport = sock(NODE_LINK_IP6, 31358);
+        let o = bed.tcp(Ns::Client, None, nodeport);
         let (_, seen) = bed.expect_answer("IPv6 NodePort from the client", &o);
         assert_eq!(seen, ip(BRIDGE_IP6), "IPv6 NodePort must be masqueraded");
+        let mut from_client = bed.expect_spread(
+            "IPv6 NodePort from the client",
+            Ns::Client,
+            nodeport,
+            60,
+            &HOSTNAMES,
+        );
+        from_client.push(o);
+        for (what, from, dst, observed) in [
+            ("IPv6 ClusterIP from pod-11", Ns::Pod(11), svc, from_pod),
+            ("IPv6 ClusterIP from the node", Ns::Node, svc, from_node),
+            (
+                "IPv6 NodePort from the client",
+                Ns::Client,
+                nodeport,
+                from_client,
+            ),
+        ] {
+            bed.expect_trace_agrees(what, &rules, Probe::tcp(from, None, dst), &observed);
+        }
     }
 
     /// 10. The seed article's four states, in order, each loaded as a full

@@ -11,6 +11,7 @@
 
 #![allow(dead_code)] // not every helper is used by every loader's tests yet
 
+pub mod predict;
 pub mod testbed;
 pub mod traffic;
 
@@ -177,10 +178,8 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("kernel/fixtures")
 }
 
-/// Compiles a fixture (relative to [`fixtures`]) for this testbed's node
-/// (`node1`, cluster CIDR 10.76.0.0/14 or fd00:76::/56) with `--standalone`;
-/// `extra` arguments come last.
-pub fn compile_fixture(loader: Loader, family: Family, fixture: &str, extra: &[&str]) -> String {
+/// The `kproxy compile` arguments of [`compile_fixture`].
+fn fixture_args(loader: Loader, family: Family, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = ["--standalone", "--hostname-override", "node1"]
         .iter()
         .map(|s| s.to_string())
@@ -219,6 +218,14 @@ pub fn compile_fixture(loader: Loader, family: Family, fixture: &str, extra: &[&
         ),
     }
     args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Compiles a fixture (relative to [`fixtures`]) for this testbed's node
+/// (`node1`, cluster CIDR 10.76.0.0/14 or fd00:76::/56) with `--standalone`;
+/// `extra` arguments come last.
+pub fn compile_fixture(loader: Loader, family: Family, fixture: &str, extra: &[&str]) -> String {
+    let args = fixture_args(loader, family, extra);
     let path = fixtures().join(fixture);
     match kproxy_tests::compile(&args, &[&path]) {
         Ok((out, _warnings)) => out,

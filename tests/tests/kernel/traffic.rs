@@ -206,7 +206,15 @@ impl Testbed {
     /// Asserts that all of `n` TCP connections are answered, each by a pod
     /// of `pods`, and that every pod of `pods` answers at least once. With 2
     /// pods and n = 60 a correct ruleset fails with probability 2^-59.
-    pub fn expect_spread(&self, what: &str, from: Ns, dst: SocketAddr, n: usize, pods: &[&str]) {
+    /// Returns the outcomes.
+    pub fn expect_spread(
+        &self,
+        what: &str,
+        from: Ns,
+        dst: SocketAddr,
+        n: usize,
+        pods: &[&str],
+    ) -> Vec<Outcome> {
         let outcomes = self.tcp_n(from, None, dst, n);
         let mut counts: Vec<usize> = vec![0; pods.len()];
         for (i, o) in outcomes.iter().enumerate() {
@@ -227,11 +235,18 @@ impl Testbed {
                 &format!("{n} connections did not reach every endpoint: {seen:?}"),
             );
         }
+        outcomes
     }
 
     /// Asserts that a TCP connection gets no answer within the connect
-    /// timeout and that no pod saw it.
-    pub fn expect_dropped(&self, what: &str, from: Ns, src: Option<&str>, dst: SocketAddr) {
+    /// timeout and that no pod saw it. Returns the outcome.
+    pub fn expect_dropped(
+        &self,
+        what: &str,
+        from: Ns,
+        src: Option<&str>,
+        dst: SocketAddr,
+    ) -> Outcome {
         let before = self.total_hits();
         let o = self.tcp_within(from, src, dst, DROP_TIMEOUT);
         if o != Outcome::TimedOut {
@@ -241,14 +256,22 @@ impl Testbed {
         if after != before {
             self.fail(what, "the connection timed out but a pod saw it");
         }
+        o
     }
 
     /// Asserts a rejection (ECONNREFUSED / ICMP unreachable, within
-    /// [`REJECT_WITHIN`]: no timeout) that no pod saw.
-    pub fn expect_rejected(&self, what: &str, from: Ns, src: Option<&str>, dst: SocketAddr) {
+    /// [`REJECT_WITHIN`]: no timeout) that no pod saw. Returns the outcome.
+    pub fn expect_rejected(
+        &self,
+        what: &str,
+        from: Ns,
+        src: Option<&str>,
+        dst: SocketAddr,
+    ) -> Outcome {
         let before = self.total_hits();
-        match self.tcp(from, src, dst) {
-            Outcome::Refused { took, .. } if took < REJECT_WITHIN => {}
+        let o = self.tcp(from, src, dst);
+        match &o {
+            Outcome::Refused { took, .. } if *took < REJECT_WITHIN => {}
             o => self.fail(
                 what,
                 &format!("expected a rejection within {REJECT_WITHIN:?}, got {o:?}"),
@@ -257,5 +280,6 @@ impl Testbed {
         if self.total_hits() != before {
             self.fail(what, "rejected, but a pod saw the connection");
         }
+        o
     }
 }
