@@ -131,3 +131,24 @@ pub fn production_mark(text: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// The IR rulesets `kproxy compile ARGS... PATHS...` would print (one per
+/// family, primary first), as the backend builds them: iptables with the
+/// built-in chains when `--standalone` is among `args`, nftables as the
+/// table its transaction leaves.
+pub fn compile_ir(
+    args: &[String],
+    paths: &[&Path],
+) -> Result<Vec<kproxy_bin::compile::FamilyRules>, String> {
+    let mut argv: Vec<String> = vec!["kproxy".into(), "compile".into()];
+    argv.extend(args.iter().cloned());
+    argv.extend(paths.iter().map(|p| p.display().to_string()));
+    let cli = Cli::try_parse_from(&argv).map_err(|e| e.to_string())?;
+    let Command::Compile(c) = cli.command else {
+        return Err("not a compile command".into());
+    };
+    let inv = kproxy_bin::compile::load(&c.paths).map_err(|e| format!("{e:#}"))?;
+    kproxy_bin::compile::ir_rulesets(&c.node, c.backend.as_deref(), c.standalone, &inv)
+        .map(|(_, families, _)| families)
+        .map_err(|e| format!("{e:#}"))
+}

@@ -328,7 +328,10 @@ fn nft_view(table: &Table) -> View {
 fn views(state: &ClusterState, node: &NodeConfig) -> (View, View) {
     let ipt = kproxy_iptables::build(
         &plan(state, node),
-        kproxy_iptables::LayoutOptions { standalone: false },
+        kproxy_iptables::LayoutOptions {
+            standalone: false,
+            ..Default::default()
+        },
     );
     let mut nft_node = node.clone();
     nft_node.localhost_node_ports = false;

@@ -477,7 +477,11 @@ fn render(t: &Trace) -> String {
 
 fn rulesets(state: &ClusterState, node: &NodeConfig) -> (Plan, Ruleset, Ruleset) {
     let p = plan(state, node);
-    let ipt = kproxy_iptables::build(&p, kproxy_iptables::LayoutOptions { standalone: true });
+    let layout = kproxy_iptables::LayoutOptions {
+        standalone: true,
+        ..Default::default()
+    };
+    let ipt = kproxy_iptables::build(&p, layout);
     let nft = kproxy_nft::ruleset(&p).expect("nft ruleset");
     (p, ipt, nft)
 }

@@ -24,4 +24,9 @@ pub enum Command {
     Graph(crate::graph::GraphArgs),
     /// Show what changes on the node between two cluster states.
     Diff(crate::diff::DiffArgs),
+    /// Compare a node's rules (iptables-save / nft -j list ruleset) with
+    /// what kube-proxy should have written; exit status 1 on drift.
+    Check(crate::check::CheckArgs),
+    /// Run as a node agent: keep the node's rules in sync with a source.
+    Run(crate::agent::RunArgs),
 }

@@ -7,6 +7,8 @@ use clap::Args;
 use kproxy_core::config::ProxyMode;
 use kproxy_core::convert::{Inventory, Object, inventory, parse_documents};
 use kproxy_core::model::IpFamily;
+use kproxy_core::plan::plan_release;
+use kproxy_core::profile::{IptablesProfile, KubeProxyVersion, NftablesProfile};
 
 use crate::settings::{NodeArgs, resolve};
 use crate::sources::read_sources;
@@ -95,6 +97,64 @@ fn nft_node(node: &kproxy_core::model::NodeConfig) -> kproxy_core::model::NodeCo
     n
 }
 
+/// A backend's rule layout: which release's rules it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// iptables.
+    Iptables(IptablesProfile),
+    /// nftables (text or JSON).
+    Nftables(NftablesProfile),
+}
+
+impl Layout {
+    /// `iptables 1.5.x`, `nftables 1.36 and later`, ...
+    pub fn describe(self) -> String {
+        match self {
+            Layout::Iptables(p) => format!("iptables ({})", p.covers()),
+            Layout::Nftables(p) => format!("nftables ({})", p.covers()),
+        }
+    }
+    /// The iptables profile (the current one for nftables).
+    pub fn iptables(self) -> IptablesProfile {
+        match self {
+            Layout::Iptables(p) => p,
+            Layout::Nftables(_) => IptablesProfile::Current,
+        }
+    }
+}
+
+/// The layout `--kube-proxy-version` selects for `backend`, and notes for
+/// stderr. Errors name the supported releases.
+pub fn layout(node_args: &NodeArgs, backend: Backend) -> Result<(Layout, Vec<String>)> {
+    let version: KubeProxyVersion = match node_args.kube_proxy_version.as_deref() {
+        Some(v) => v
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--kube-proxy-version: {e}"))?,
+        None => KubeProxyVersion::Current,
+    };
+    let mut notes = Vec::new();
+    let layout = match backend {
+        Backend::Iptables => Layout::Iptables(
+            version
+                .iptables_profile()
+                .map_err(|e| anyhow::anyhow!("--kube-proxy-version: {e}"))?,
+        ),
+        Backend::Nftables | Backend::NftablesJson => {
+            let p = version
+                .nftables_profile()
+                .map_err(|e| anyhow::anyhow!("--kube-proxy-version: {e}"))?;
+            if version.minor().is_some_and(|m| (29..=32).contains(&m)) {
+                notes.push(format!(
+                    "kube-proxy {version}: the pre-1.36 nftables layout is modelled on 1.33-1.35; \
+                     1.29-1.32 differ in details (base chain priorities, dport in the masquerade rule, cluster-ips-check)"
+                ));
+            }
+            Layout::Nftables(p)
+        }
+    };
+    Ok((layout, notes))
+}
+
 /// The rule IR of one family, as a backend builds it.
 #[derive(Debug, Clone)]
 pub struct FamilyRules {
@@ -102,6 +162,8 @@ pub struct FamilyRules {
     pub node: kproxy_core::model::NodeConfig,
     /// The tables.
     pub ruleset: kproxy_core::ir::Ruleset,
+    /// The layout the rules follow.
+    pub layout: Layout,
 }
 
 /// The IR rulesets the chosen backend writes, one per family (primary
@@ -117,30 +179,38 @@ pub fn ir_rulesets(
 ) -> Result<(Backend, Vec<FamilyRules>, Vec<String>)> {
     let resolved = resolve(node_args, inv)?;
     let backend = backend_named(backend, &resolved.mode)?;
+    let (layout, notes) = layout(node_args, backend)?;
     let mut out = Vec::new();
     for node in &resolved.nodes {
-        out.push(match backend {
-            Backend::Iptables => {
-                let plan = kproxy_core::plan::plan(&inv.state, node);
+        out.push(match layout {
+            Layout::Iptables(profile) => {
+                let plan = plan_release(&inv.state, node, profile.release());
                 FamilyRules {
                     node: node.clone(),
                     ruleset: kproxy_iptables::build(
                         &plan,
-                        kproxy_iptables::LayoutOptions { standalone },
+                        kproxy_iptables::LayoutOptions {
+                            standalone,
+                            profile,
+                        },
                     ),
+                    layout,
                 }
             }
-            Backend::Nftables | Backend::NftablesJson => {
+            Layout::Nftables(profile) => {
                 let node = nft_node(node);
-                let plan = kproxy_core::plan::plan(&inv.state, &node);
+                let plan = plan_release(&inv.state, &node, profile.release());
                 FamilyRules {
                     node,
-                    ruleset: kproxy_nft::ruleset(&plan)?,
+                    ruleset: kproxy_nft::ruleset_profile(&plan, profile)?,
+                    layout,
                 }
             }
         });
     }
-    Ok((backend, out, resolved.warnings))
+    let mut warnings = resolved.warnings;
+    warnings.extend(notes);
+    Ok((backend, out, warnings))
 }
 
 /// Runs `kproxy compile` on an already loaded inventory.
@@ -152,14 +222,20 @@ pub fn compile(args: &CompileArgs, inv: &Inventory) -> Result<Output> {
     };
     out.warnings.extend(resolved.warnings.iter().cloned());
     let backend = backend(args, &resolved.mode)?;
+    let (layout, notes) = layout(&args.node, backend)?;
+    out.warnings.extend(notes);
+    let nft_profile = match layout {
+        Layout::Nftables(p) => p,
+        Layout::Iptables(_) => NftablesProfile::Current,
+    };
     let several = resolved.nodes.len() > 1;
     if backend == Backend::NftablesJson {
         let plans: Vec<_> = resolved
             .nodes
             .iter()
-            .map(|n| kproxy_core::plan::plan(&inv.state, &nft_node(n)))
+            .map(|n| plan_release(&inv.state, &nft_node(n), nft_profile.release()))
             .collect();
-        out.stdout = kproxy_nft::render_json(&plans)?;
+        out.stdout = kproxy_nft::render_json_profile(&plans, nft_profile)?;
         out.stdout.push('\n');
         return Ok(out);
     }
@@ -170,11 +246,17 @@ pub fn compile(args: &CompileArgs, inv: &Inventory) -> Result<Output> {
                 node,
                 kproxy_iptables::Options {
                     standalone: args.standalone,
+                    profile: layout.iptables(),
                 },
             )?,
-            Backend::Nftables | Backend::NftablesJson => {
-                kproxy_nft::compile(&inv.state, &nft_node(node), kproxy_nft::Options::default())?
-            }
+            Backend::Nftables | Backend::NftablesJson => kproxy_nft::compile(
+                &inv.state,
+                &nft_node(node),
+                kproxy_nft::Options {
+                    profile: nft_profile,
+                    ..kproxy_nft::Options::default()
+                },
+            )?,
         };
         if several {
             let tool = match (backend, node.family) {

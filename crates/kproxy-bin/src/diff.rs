@@ -20,7 +20,7 @@ use kproxy_core::ir::{Element, MapValue, Rule, Ruleset, TableFamily};
 use kproxy_core::model::{IpFamily, MarkStyle, NamespacedName};
 use serde_json::{Value, json};
 
-use crate::compile::{Backend, FamilyRules, Output, ir_rulesets, load};
+use crate::compile::{Backend, FamilyRules, Layout, Output, ir_rulesets, load};
 use crate::settings::NodeArgs;
 
 /// Output formats of `kproxy diff`.
@@ -55,6 +55,20 @@ pub struct DiffArgs {
     /// The new cluster state: files, directories or `-`.
     #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
     pub after: Vec<PathBuf>,
+    /// The kube-proxy release of the old state (default:
+    /// --kube-proxy-version): what changes when kube-proxy is upgraded.
+    #[arg(long, value_name = "X.Y")]
+    pub before_version: Option<String>,
+    /// The kube-proxy release of the new state (default: --kube-proxy-version).
+    #[arg(long, value_name = "X.Y")]
+    pub after_version: Option<String>,
+    /// The backend of the old state (default: --backend): what changes
+    /// when kube-proxy switches from iptables to nftables.
+    #[arg(long, value_name = "BACKEND")]
+    pub before_backend: Option<String>,
+    /// The backend of the new state (default: --backend).
+    #[arg(long, value_name = "BACKEND")]
+    pub after_backend: Option<String>,
 }
 
 /// The diff of one family.
@@ -64,6 +78,10 @@ pub struct FamilyDiff {
     pub family: IpFamily,
     /// How marks are spelled (for printing rules).
     pub mark_style: MarkStyle,
+    /// The layout of the old state.
+    pub before: Layout,
+    /// The layout of the new state.
+    pub after: Layout,
     /// The difference.
     pub diff: RulesetDiff,
 }
@@ -74,9 +92,24 @@ pub fn family_diffs(
     before: &Inventory,
     after: &Inventory,
 ) -> Result<(Backend, Vec<FamilyDiff>, Vec<String>)> {
-    let backend = args.backend.as_deref();
-    let (kind, fb, wb) = ir_rulesets(&args.node, backend, args.standalone, before)?;
-    let (_, fa, wa) = ir_rulesets(&args.node, backend, args.standalone, after)?;
+    let side = |version: &Option<String>| {
+        let mut node = args.node.clone();
+        if version.is_some() {
+            node.kube_proxy_version.clone_from(version);
+        }
+        node
+    };
+    let (node_b, node_a) = (side(&args.before_version), side(&args.after_version));
+    let backend_b = args.before_backend.as_deref().or(args.backend.as_deref());
+    let backend_a = args.after_backend.as_deref().or(args.backend.as_deref());
+    let (_, fb, wb) = ir_rulesets(&node_b, backend_b, args.standalone, before)?;
+    let (kind, fa, wa) = ir_rulesets(&node_a, backend_a, args.standalone, after)?;
+    let default_layout = |v: &[FamilyRules], other: &[FamilyRules]| {
+        v.first()
+            .or(other.first())
+            .map_or(Layout::Iptables(Default::default()), |r| r.layout)
+    };
+    let (layout_b, layout_a) = (default_layout(&fb, &fa), default_layout(&fa, &fb));
     let mut warnings: Vec<String> = before
         .warnings
         .iter()
@@ -106,6 +139,8 @@ pub fn family_diffs(
             FamilyDiff {
                 family: f,
                 mark_style,
+                before: b.as_ref().map_or(layout_b, |r| r.layout),
+                after: a.as_ref().map_or(layout_a, |r| r.layout),
                 diff: diff(
                     b.as_ref().map_or(&empty, |r| &r.ruleset),
                     a.as_ref().map_or(&empty, |r| &r.ruleset),
@@ -137,27 +172,41 @@ pub fn run(args: &DiffArgs) -> Result<Output> {
     diff_states(args, &before, &after)
 }
 
-/// Spells rules and elements in the backend's syntax.
+/// Spells rules and elements in the syntax of the table they belong to
+/// (the two states may come from different backends and releases).
 struct Printer {
-    backend: Backend,
     family: IpFamily,
     mark_style: MarkStyle,
+    before: Layout,
+    after: Layout,
 }
 
 impl Printer {
-    fn rule(&self, chain: &str, rule: &Rule) -> String {
-        match self.backend {
-            Backend::Iptables => {
+    fn new(f: &FamilyDiff) -> Self {
+        Self {
+            family: f.family,
+            mark_style: f.mark_style,
+            before: f.before,
+            after: f.after,
+        }
+    }
+
+    /// A rule of `table`'s kind, from the old (`old`) or the new state.
+    fn rule(&self, table: TableFamily, chain: &str, rule: &Rule, old: bool) -> String {
+        let layout = if old { self.before } else { self.after };
+        match table {
+            TableFamily::Iptables(_) => {
                 let mut s = format!("-A {chain}");
                 let opts = kproxy_iptables::PrintOptions {
                     mark_style: self.mark_style,
+                    profile: layout.iptables(),
                 };
                 match kproxy_iptables::print::print_rule(&mut s, rule, opts) {
                     Ok(()) => s,
                     Err(e) => format!("{rule:?} ({e})"),
                 }
             }
-            Backend::Nftables | Backend::NftablesJson => {
+            TableFamily::Nft(_) => {
                 let opts = kproxy_nft::PrintOptions {
                     mark_style: self.mark_style,
                     ..Default::default()
@@ -219,16 +268,21 @@ fn groups(d: &RulesetDiff) -> Vec<(Option<NamespacedName>, RulesetDiff)> {
 
 /// The human-readable report.
 pub fn text(backend: Backend, families: &[FamilyDiff]) -> String {
+    let _ = backend;
     let mut out = String::new();
     let several = families.len() > 1;
     for f in families {
-        let p = Printer {
-            backend,
-            family: f.family,
-            mark_style: f.mark_style,
-        };
+        let p = Printer::new(f);
         if several {
             let _ = writeln!(out, "# {}", f.family);
+        }
+        if f.before != f.after {
+            let _ = writeln!(
+                out,
+                "# kube-proxy {} -> {}",
+                f.before.describe(),
+                f.after.describe()
+            );
         }
         if f.diff.is_empty() {
             out.push_str("no changes\n");
@@ -250,7 +304,7 @@ fn table_text(out: &mut String, p: &Printer, t: &TableDiff, node: bool) {
         let _ = writeln!(out, "  table {}: {}", t.table, status_word(t.status));
     }
     for c in &t.chains {
-        chain_text(out, p, &t.table, c);
+        chain_text(out, p, t, c);
     }
     for c in &t.containers {
         container_text(out, p, &t.table, c);
@@ -265,10 +319,11 @@ fn table_text(out: &mut String, p: &Printer, t: &TableDiff, node: bool) {
     }
 }
 
-fn chain_text(out: &mut String, p: &Printer, table: &str, c: &ChainDiff) {
+fn chain_text(out: &mut String, p: &Printer, t: &TableDiff, c: &ChainDiff) {
     let _ = writeln!(
         out,
-        "  {table} chain {}: {}",
+        "  {} chain {}: {}",
+        t.table,
         c.chain,
         status_word(c.status)
     );
@@ -281,7 +336,7 @@ fn chain_text(out: &mut String, p: &Printer, table: &str, c: &ChainDiff) {
             out,
             "    {sign} #{} {}",
             e.index + 1,
-            p.rule(c.chain.as_str(), &e.rule)
+            p.rule(t.family, c.chain.as_str(), &e.rule, e.op == EditOp::Delete)
         );
     }
 }
@@ -369,11 +424,7 @@ pub fn to_json(backend: Backend, families: &[FamilyDiff]) -> Value {
     let fams: Vec<Value> = families
         .iter()
         .map(|f| {
-            let p = Printer {
-                backend,
-                family: f.family,
-                mark_style: f.mark_style,
-            };
+            let p = Printer::new(f);
             let services: Vec<Value> = groups(&f.diff)
                 .into_iter()
                 .map(|(g, part)| {
@@ -383,12 +434,18 @@ pub fn to_json(backend: Backend, families: &[FamilyDiff]) -> Value {
                     })
                 })
                 .collect();
-            json!({
+            let mut v = json!({
                 "family": f.family.to_string(),
                 "changed": !f.diff.is_empty(),
                 "services": services,
                 "update": update_json(&p, &f.diff.update()),
-            })
+            });
+            // Comparing two layouts (an upgrade, a backend switch): name them.
+            if let (true, Some(o)) = (f.before != f.after, v.as_object_mut()) {
+                o.insert("before_layout".into(), json!(f.before.describe()));
+                o.insert("after_layout".into(), json!(f.after.describe()));
+            }
+            v
         })
         .collect();
     json!({ "backend": backend_word(backend), "families": fams })
@@ -406,7 +463,7 @@ fn table_json(p: &Printer, t: &TableDiff) -> Value {
             "edits": c.edits.iter().map(|e| json!({
                 "op": match e.op { EditOp::Delete => "delete", EditOp::Insert => "insert" },
                 "index": e.index,
-                "rule": p.rule(c.chain.as_str(), &e.rule),
+                "rule": p.rule(t.family, c.chain.as_str(), &e.rule, e.op == EditOp::Delete),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "containers": t.containers.iter().map(|c| json!({

@@ -41,15 +41,25 @@ pub struct GraphArgs {
     /// Only this Service's chains (`namespace/name`) and the paths to them.
     #[arg(long, value_name = "NS/NAME")]
     pub service: Option<String>,
+    /// Draw a node's rules instead of compiled ones: `iptables-save` or
+    /// `nft -j list ruleset` output (detected; repeatable).
+    #[arg(long = "rules", value_name = "FILE")]
+    pub rules: Vec<PathBuf>,
     /// Manifests: files, directories or `-` for stdin (as `kproxy compile`).
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "rules", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }
 
 /// The graph of an already loaded inventory.
 pub fn build_graph(args: &GraphArgs, inv: &Inventory) -> Result<(Graph, Vec<String>)> {
-    let (_, families, warnings) = ir_rulesets(&args.node, args.backend.as_deref(), true, inv)?;
-    let rulesets: Vec<_> = families.into_iter().map(|f| f.ruleset).collect();
+    let (rulesets, warnings) = if args.rules.is_empty() {
+        let (_, families, warnings) = ir_rulesets(&args.node, args.backend.as_deref(), true, inv)?;
+        (families.into_iter().map(|f| f.ruleset).collect(), warnings)
+    } else {
+        let d = crate::check::read_dumps(&args.rules)?;
+        let per_family: Vec<_> = d.families().into_iter().map(|f| d.family(f)).collect();
+        (per_family, d.notes)
+    };
     let mut graph = Graph::from_rulesets(&rulesets);
     if let Some(s) = &args.service {
         let svc =

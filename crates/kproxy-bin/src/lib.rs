@@ -2,6 +2,8 @@
 //! the commands, so that tests and embedders can run a command in-process.
 //! All I/O of kproxy lives in this crate.
 
+pub mod agent;
+pub mod check;
 pub mod cli;
 pub mod compile;
 pub mod diff;

@@ -13,11 +13,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let mut drift = false;
     let result = match &cli.command {
         Command::Compile(args) => kproxy_bin::compile::run(args),
         Command::Trace(args) => kproxy_bin::trace::run(args),
         Command::Graph(args) => kproxy_bin::graph::run(args),
         Command::Diff(args) => kproxy_bin::diff::run(args),
+        Command::Run(args) => {
+            kproxy_bin::agent::run_command(args).map(|()| kproxy_bin::compile::Output::default())
+        }
+        Command::Check(args) => kproxy_bin::check::run(args).map(|c| {
+            drift = c.drift;
+            c.output
+        }),
     };
     match result {
         Ok(out) => {
@@ -26,6 +34,9 @@ fn main() -> ExitCode {
             }
             let mut stdout = std::io::stdout().lock();
             if stdout.write_all(out.stdout.as_bytes()).is_err() {
+                return ExitCode::from(1);
+            }
+            if drift {
                 return ExitCode::from(1);
             }
             ExitCode::SUCCESS

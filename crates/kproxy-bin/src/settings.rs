@@ -87,6 +87,12 @@ pub struct NodeArgs {
     /// Default: the node's primary family.
     #[arg(long, value_name = "FAMILY")]
     pub ip_family: Option<String>,
+    /// The kube-proxy release whose rule layout is written: `current` (the
+    /// default), `1.5`, `v1.5.2`, `1.35`, ... iptables: 1.5.x and 1.34+;
+    /// nftables: 1.29-1.35 (pre-1.36 layout) and 1.36+. A flag only (not
+    /// read from a configuration file).
+    #[arg(long, value_name = "X.Y")]
+    pub kube_proxy_version: Option<String>,
 }
 
 /// The resolved node configuration.
@@ -296,6 +302,16 @@ fn load_config(
         ));
     }
     Ok(Some(settings))
+}
+
+/// The effective kube-proxy settings (the configuration file's, else the
+/// flags'), for the agent's sync periods and bind addresses.
+pub fn proxy_settings(args: &NodeArgs, inv: &Inventory) -> Result<ProxySettings> {
+    let mut warnings = Vec::new();
+    match load_config(args, inv, &mut warnings)? {
+        Some(s) => Ok(s),
+        None => settings_from_flags(args),
+    }
 }
 
 /// Resolves the node configuration of every family to compile.

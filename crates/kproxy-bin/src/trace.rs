@@ -14,7 +14,7 @@ use kproxy_core::model::{IpFamily, Protocol};
 use kproxy_core::trace::{Outcome, OutcomeKind, Packet, PacketOrigin, Trace, TraceEnv, Tracer};
 use serde_json::json;
 
-use crate::compile::{Backend, Output, ir_rulesets, load};
+use crate::compile::{Backend, Layout, Output, ir_rulesets, load};
 use crate::settings::NodeArgs;
 
 /// Arguments of `kproxy trace`.
@@ -49,8 +49,13 @@ pub struct TraceArgs {
     /// text (for people) or json (for programs).
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub output: String,
+    /// Trace a node's rules instead of compiled ones: `iptables-save` or
+    /// `nft -j list ruleset` output (detected; repeatable). The node options
+    /// still describe the node (its addresses, interfaces).
+    #[arg(long = "rules", value_name = "FILE")]
+    pub rules: Vec<PathBuf>,
     /// Manifests: files, directories or `-` for stdin (as for `kproxy compile`).
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "rules", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }
 
@@ -114,15 +119,21 @@ fn backend_name(b: Backend) -> &'static str {
 }
 
 /// The backend's own spelling of a rule, prefixed with its chain.
-fn print_rule(backend: Backend, table: &Table, chain: &Chain, rule: &Rule) -> String {
+fn print_rule(
+    backend: Backend,
+    layout: Layout,
+    table: &Table,
+    chain: &Chain,
+    rule: &Rule,
+) -> String {
     match (backend, table.family) {
         (Backend::Iptables, _) => {
             let mut out = format!("-A {}", chain.name);
-            match kproxy_iptables::print::print_rule(
-                &mut out,
-                rule,
-                kproxy_iptables::PrintOptions::default(),
-            ) {
+            let opts = kproxy_iptables::PrintOptions {
+                profile: layout.iptables(),
+                ..Default::default()
+            };
+            match kproxy_iptables::print::print_rule(&mut out, rule, opts) {
                 Ok(()) => out,
                 Err(_) => kproxy_core::trace::describe_rule(rule),
             }
@@ -164,8 +175,21 @@ pub fn trace_inventory(args: &TraceArgs, inv: &Inventory) -> Result<TraceReport>
     if let Some(i) = &args.external_interface {
         env.external_interface = i.clone();
     }
-    let printer = move |t: &Table, c: &Chain, r: &Rule| print_rule(backend, t, c, r);
-    let trace = Tracer::new(&rules.ruleset, &env)
+    let layout = rules.layout;
+    let (backend, dumped) = if args.rules.is_empty() {
+        (backend, None)
+    } else {
+        let d = crate::check::read_dumps(&args.rules)?;
+        let b = if d.iptables {
+            Backend::Iptables
+        } else {
+            Backend::Nftables
+        };
+        (b, Some(d.family(family)))
+    };
+    let ruleset = dumped.as_ref().unwrap_or(&rules.ruleset);
+    let printer = move |t: &Table, c: &Chain, r: &Rule| print_rule(backend, layout, t, c, r);
+    let trace = Tracer::new(ruleset, &env)
         .with_printer(&printer)
         .trace(&packet)?;
     let mut all_warnings = inv.warnings.clone();
@@ -185,6 +209,7 @@ fn describe_kind(o: &Outcome) -> String {
         OutcomeKind::Unchanged => "not a service: passes unchanged".into(),
         OutcomeKind::Drop => "DROP".into(),
         OutcomeKind::Reject => "REJECT".into(),
+        OutcomeKind::Unknown { .. } => o.kind.to_string(),
     }
 }
 
@@ -228,7 +253,7 @@ pub fn render_text(report: &TraceReport) -> String {
                     ", not masqueraded"
                 }
             }
-            OutcomeKind::Drop | OutcomeKind::Reject => "",
+            OutcomeKind::Drop | OutcomeKind::Reject | OutcomeKind::Unknown { .. } => "",
         };
         let _ = writeln!(
             out,
@@ -280,6 +305,7 @@ pub fn render_json(report: &TraceReport) -> serde_json::Value {
                 OutcomeKind::Unchanged => ("unchanged", None),
                 OutcomeKind::Drop => ("drop", None),
                 OutcomeKind::Reject => ("reject", None),
+                OutcomeKind::Unknown { .. } => ("unknown", None),
             };
             json!({
                 "kind": kind,

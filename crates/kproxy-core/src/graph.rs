@@ -536,6 +536,7 @@ fn verdict_targets<'a>(v: &'a Verdict, label: &str) -> Vec<(Target<'a>, String)>
         Verdict::SetMark { op, value } => {
             vec![(Target::Verdict(mark_text(*op, *value)), label.into())]
         }
+        Verdict::Opaque(text) => vec![(Target::Verdict(text.clone()), label.into())],
     }
 }
 
@@ -658,6 +659,9 @@ pub fn summary(rule: &Rule) -> String {
                 if *negate { "! " } else { "" },
                 if *prefix { "+" } else { "" }
             ),
+            Match::PhysDevIsIn { negate } => {
+                format!("{}physdev-is-in", if *negate { "! " } else { "" })
+            }
             Match::AddrTypeLocal { dir, negate } => format!(
                 "{}{}-type LOCAL",
                 if *negate { "! " } else { "" },
@@ -708,6 +712,7 @@ pub fn summary(rule: &Rule) -> String {
             ),
             Match::SetMark { op, value } => mark_text(*op, *value),
             Match::UpdateSet { keys, set } => format!("update @{set} {{{}}}", keys_text(keys)),
+            Match::Opaque(text) => text.clone(),
         };
         words.push(w);
     }

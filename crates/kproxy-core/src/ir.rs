@@ -362,6 +362,12 @@ pub enum Match {
         /// Negated.
         negate: bool,
     },
+    /// `-m physdev [!] --physdev-is-in`: the packet came in through a bridge
+    /// port (kube-proxy 1.5's "not from a container" test for external IPs).
+    PhysDevIsIn {
+        /// Negated.
+        negate: bool,
+    },
     /// `-m addrtype [!] --src-type|--dst-type LOCAL` / `fib ... type local`.
     AddrTypeLocal {
         /// Source or destination.
@@ -434,6 +440,11 @@ pub enum Match {
         /// The set.
         set: String,
     },
+    /// A match kproxy does not model, kept verbatim from a dump of a real
+    /// node (iptables words such as `-m multiport --dports 1,2`, or an nft
+    /// JSON statement). The tracer cannot evaluate it: a packet that
+    /// reaches it ends as [`crate::trace::OutcomeKind::Unknown`].
+    Opaque(String),
 }
 
 /// How a mark is changed.
@@ -492,6 +503,10 @@ pub enum Verdict {
         /// The chains, chosen uniformly.
         to: Vec<ChainName>,
     },
+    /// A target or verdict kproxy does not model, kept verbatim from a dump
+    /// (`-j LOG --log-prefix x`, an nft JSON statement). The tracer cannot
+    /// evaluate it (see [`Match::Opaque`]).
+    Opaque(String),
 }
 
 /// An nftables set.

@@ -28,14 +28,18 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod canon;
+pub mod check;
 pub mod config;
 pub mod convert;
 pub mod diff;
+pub mod equivalence;
 pub mod graph;
 pub mod ir;
 pub mod model;
 pub mod names;
 pub mod owners;
 pub mod plan;
+pub mod profile;
 pub mod synthetic;
 pub mod trace;

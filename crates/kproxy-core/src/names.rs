@@ -87,6 +87,23 @@ impl ServicePortName {
     pub fn hash_input(&self) -> String {
         format!("{self}{}", self.protocol.as_lower())
     }
+    /// The name as kube-proxy 1.5 printed it: `namespace/name:port`, the
+    /// colon always there (`default/hostnames:` for an unnamed port).
+    ///
+    /// ```
+    /// use kproxy_core::model::Protocol;
+    /// use kproxy_core::names::ServicePortName;
+    /// let spn = ServicePortName::new("default", "hostnames", "", Protocol::Tcp);
+    /// assert_eq!(spn.to_string_v1_5(), "default/hostnames:");
+    /// assert_eq!(spn.to_string(), "default/hostnames");
+    /// ```
+    pub fn to_string_v1_5(&self) -> String {
+        format!("{}:{}", self.service, self.port)
+    }
+    /// What kube-proxy 1.5 hashed: [`Self::to_string_v1_5`] + protocol.
+    pub fn hash_input_v1_5(&self) -> String {
+        format!("{}{}", self.to_string_v1_5(), self.protocol.as_lower())
+    }
 }
 
 /// Prints `namespace/name` and, for a named port, `:port` (kube-proxy's
@@ -141,6 +158,56 @@ impl IptablesServiceChains {
             fw: ChainName(format!("KUBE-FW-{h}")),
         }
     }
+}
+
+/// The per-service chains of kube-proxy 1.5, hashed from
+/// [`ServicePortName::hash_input_v1_5`].
+///
+/// ```
+/// use kproxy_core::model::Protocol;
+/// use kproxy_core::names::{ServicePortName, V1_5ServiceChains};
+/// let spn = ServicePortName::new("default", "hostnames", "", Protocol::Tcp);
+/// let c = V1_5ServiceChains::new(&spn);
+/// assert_eq!(c.svc.as_str(), "KUBE-SVC-NWV5X2332I4OT4T3");
+/// assert_eq!(c.fw.as_str(), "KUBE-FW-NWV5X2332I4OT4T3");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1_5ServiceChains {
+    /// `KUBE-SVC-…`: endpoint selection.
+    pub svc: ChainName,
+    /// `KUBE-XLB-…`: OnlyLocal external traffic (local endpoints only).
+    pub xlb: ChainName,
+    /// `KUBE-FW-…`: traffic to a load balancer IP.
+    pub fw: ChainName,
+}
+
+impl V1_5ServiceChains {
+    /// Names the chains of `spn`.
+    pub fn new(spn: &ServicePortName) -> Self {
+        let h = hash_base32(&spn.hash_input_v1_5(), 16);
+        Self {
+            svc: ChainName(format!("KUBE-SVC-{h}")),
+            xlb: ChainName(format!("KUBE-XLB-{h}")),
+            fw: ChainName(format!("KUBE-FW-{h}")),
+        }
+    }
+}
+
+/// `KUBE-SEP-…` as kube-proxy 1.5 named it (hash over the 1.5 spelling).
+///
+/// ```
+/// use kproxy_core::model::Protocol;
+/// use kproxy_core::names::{ServicePortName, iptables_endpoint_chain_v1_5};
+/// let spn = ServicePortName::new("default", "hostnames", "", Protocol::Tcp);
+/// assert_eq!(
+///     iptables_endpoint_chain_v1_5(&spn, "10.76.0.9:9376").as_str(),
+///     "KUBE-SEP-EV2NQKURMPKCP5UI"
+/// );
+/// ```
+pub fn iptables_endpoint_chain_v1_5(spn: &ServicePortName, endpoint: &str) -> ChainName {
+    let mut input = spn.hash_input_v1_5();
+    input.push_str(endpoint);
+    ChainName(format!("KUBE-SEP-{}", hash_base32(&input, 16)))
 }
 
 /// `KUBE-SEP-…`: the iptables chain of one endpoint of `spn`.

@@ -271,13 +271,64 @@ impl ServicePortPlan {
     }
 }
 
-/// Plans `state` for the family of `node`.
+/// Which kube-proxy release's decisions the planner takes.
+///
+/// Old releases decided some things differently; a layout profile
+/// ([`crate::profile`]) names the release it was written for, and the
+/// planner takes that release's decisions, so that backends still only lower
+/// facts.
+///
+/// ```
+/// use kproxy_core::model::*;
+/// use kproxy_core::plan::{plan_release, Release};
+///
+/// let mut svc = Service::cluster_ip("ns", "web", "10.96.0.10".parse().unwrap())
+///     .with_port(ServicePort::new("", Protocol::Tcp, 80));
+/// svc.internal_traffic_policy = TrafficPolicy::Local;
+/// let state = ClusterState { services: vec![svc], endpoint_slices: vec![] };
+/// let node = NodeConfig::new(IpFamily::V4, "node-1");
+/// // 1.5 had no internalTrafficPolicy: cluster IP traffic is Cluster traffic.
+/// let p = plan_release(&state, &node, Release::V1_5);
+/// assert_eq!(p.service_ports[0].internal_policy, TrafficPolicy::Cluster);
+/// assert!(!p.node.random_fully);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Release {
+    /// Today's kube-proxy (iptables 1.34+, nftables 1.36+).
+    #[default]
+    Current,
+    /// kube-proxy 1.35 and before, as far as the nftables layout up to 1.35
+    /// needs: no localhost NodePort rejects (feature gate
+    /// `KubeProxyNFTablesLocalhostNodePorts` is not part of that layout).
+    /// Everything else as [`Release::Current`].
+    V1_35,
+    /// kube-proxy 1.5 (Endpoints era):
+    /// * endpoints: only ready addresses (no serving/terminating fallback,
+    ///   no topology hints); no `internalTrafficPolicy` (always Cluster);
+    /// * "OnlyLocal" (`externalTrafficPolicy: Local`, then an annotation)
+    ///   only for NodePort and LoadBalancer Services;
+    /// * every load balancer ingress IP is used (no `ipMode`);
+    /// * ClientIP affinity always lasts 180 minutes (10800 s);
+    /// * node ports on every local address (no `nodePortAddresses`, no
+    ///   localhost special case), no `--random-fully`, no nfacct, no
+    ///   conntrack-INVALID drop, no large-cluster mode;
+    /// * pod traffic recognised only by `--cluster-cidr` (other detectors
+    ///   did not exist: none).
+    V1_5,
+}
+
+/// Plans `state` for the family of `node` (today's kube-proxy).
 pub fn plan(state: &ClusterState, node: &NodeConfig) -> Plan {
+    plan_release(state, node, Release::Current)
+}
+
+/// Plans `state` for the family of `node` with the decisions of `release`.
+pub fn plan_release(state: &ClusterState, node: &NodeConfig, release: Release) -> Plan {
     let endpoints = collect_endpoints(state, node);
     let mut service_ports = Vec::new();
     for svc in &state.services {
         for (i, _) in svc.ports.iter().enumerate() {
-            if let Some(sp) = plan_service_port(svc, i, node, &endpoints) {
+            if let Some(sp) = plan_service_port(svc, i, node, &endpoints, release) {
                 service_ports.push(sp);
             }
         }
@@ -285,10 +336,35 @@ pub fn plan(state: &ClusterState, node: &NodeConfig) -> Plan {
     service_ports.sort_by(|a, b| a.name.cmp(&b.name));
     service_ports.dedup_by(|a, b| a.name == b.name);
     let total: usize = service_ports.iter().map(|s| s.total_endpoints).sum();
+    let mut node_plan = plan_node(node);
+    let mut large_cluster = total > LARGE_CLUSTER_ENDPOINTS_THRESHOLD;
+    match release {
+        Release::Current => {}
+        Release::V1_35 => node_plan.localhost_node_port_rejects.clear(),
+        Release::V1_5 => {
+            large_cluster = false;
+            node_plan.random_fully = false;
+            node_plan.nfacct = false;
+            node_plan.drop_invalid = false;
+            node_plan.localhost_node_ports = false;
+            node_plan.localhost_node_port_rejects.clear();
+            node_plan.node_ports = NodePortDestinations::AllLocal { exclude: None };
+            if !matches!(node_plan.local_detector, LocalDetector::Cidr(_)) {
+                node_plan.local_detector = LocalDetector::None;
+            }
+            node_plan.cluster_ip_masquerade = if node.masquerade_all {
+                ClusterIpMasquerade::All
+            } else if node_plan.local_detector == LocalDetector::None {
+                ClusterIpMasquerade::Never
+            } else {
+                ClusterIpMasquerade::IfNotLocal(node_plan.local_detector.clone())
+            };
+        }
+    }
     Plan {
-        node: plan_node(node),
+        node: node_plan,
         service_ports,
-        large_cluster: total > LARGE_CLUSTER_ENDPOINTS_THRESHOLD,
+        large_cluster,
     }
 }
 
@@ -483,7 +559,9 @@ fn plan_service_port(
     index: usize,
     node: &NodeConfig,
     endpoints: &BTreeMap<EndpointKey<'_>, Vec<PlannedEndpoint>>,
+    release: Release,
 ) -> Option<ServicePortPlan> {
+    let v1_5 = release == Release::V1_5;
     if !is_proxied(svc) {
         return None;
     }
@@ -500,7 +578,7 @@ fn plan_service_port(
     let load_balancer_ips: Vec<IpAddr> = svc
         .load_balancer_ingress
         .iter()
-        .filter(|i| i.ip_mode == crate::model::IpMode::Vip)
+        .filter(|i| v1_5 || i.ip_mode == crate::model::IpMode::Vip)
         .map(|i| i.ip)
         .filter(|ip| family.contains(ip))
         .collect();
@@ -513,8 +591,20 @@ fn plan_service_port(
     let node_port = port.node_port.filter(|&p| p != 0);
     let externally_accessible =
         node_port.is_some() || !load_balancer_ips.is_empty() || !external_ips.is_empty();
-    let external_policy = effective_external_policy(svc);
-    let internal_policy = svc.internal_traffic_policy;
+    let external_policy = if v1_5 {
+        // 1.5's OnlyLocal: NodePort and LoadBalancer Services only.
+        match svc.service_type {
+            ServiceType::NodePort | ServiceType::LoadBalancer => svc.external_traffic_policy,
+            ServiceType::ClusterIp | ServiceType::ExternalName => TrafficPolicy::Cluster,
+        }
+    } else {
+        effective_external_policy(svc)
+    };
+    let internal_policy = if v1_5 {
+        TrafficPolicy::Cluster
+    } else {
+        svc.internal_traffic_policy
+    };
     let health_check_node_port = (svc.service_type == ServiceType::LoadBalancer
         && external_policy == TrafficPolicy::Local
         && svc.health_check_node_port != 0)
@@ -527,6 +617,22 @@ fn plan_service_port(
         port.protocol,
     );
     let all = endpoints.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+    // 1.5 read Endpoints: ready addresses only, without hints.
+    let ready_only: Vec<PlannedEndpoint>;
+    let all = if v1_5 {
+        ready_only = all
+            .iter()
+            .filter(|e| e.ready)
+            .map(|e| PlannedEndpoint {
+                zone_hints: BTreeSet::new(),
+                node_hints: BTreeSet::new(),
+                ..e.clone()
+            })
+            .collect();
+        ready_only.as_slice()
+    } else {
+        all
+    };
     let usage = EndpointUsage {
         cluster: internal_policy == TrafficPolicy::Cluster || externally_accessible,
         local: internal_policy == TrafficPolicy::Local
@@ -551,7 +657,11 @@ fn plan_service_port(
         load_balancer_ips,
         source_ranges,
         health_check_node_port,
-        affinity_timeout: svc.session_affinity_timeout,
+        affinity_timeout: if v1_5 {
+            svc.session_affinity_timeout.map(|_| 10800)
+        } else {
+            svc.session_affinity_timeout
+        },
         internal_policy,
         external_policy,
         cluster_endpoints: if usage.cluster {

@@ -353,6 +353,18 @@ pub enum OutcomeKind {
     Drop,
     /// Rejected (ICMP unreachable / TCP reset).
     Reject,
+    /// The packet reached a rule the tracer cannot evaluate (an
+    /// [opaque](crate::ir::Match::Opaque) match or verdict of a dumped
+    /// ruleset): it left kube-proxy's chains there, and what happens next
+    /// is unknown.
+    Unknown {
+        /// The table.
+        table: String,
+        /// The chain.
+        chain: String,
+        /// The rule's index in its chain (0-based).
+        rule: usize,
+    },
 }
 
 impl fmt::Display for OutcomeKind {
@@ -362,6 +374,11 @@ impl fmt::Display for OutcomeKind {
             OutcomeKind::Unchanged => f.write_str("ACCEPT (not a service: passes unchanged)"),
             OutcomeKind::Drop => f.write_str("DROP"),
             OutcomeKind::Reject => f.write_str("REJECT"),
+            OutcomeKind::Unknown { table, chain, rule } => write!(
+                f,
+                "UNKNOWN (left kube-proxy's chains at rule {} of chain {chain} in table {table})",
+                rule + 1
+            ),
         }
     }
 }
@@ -544,6 +561,8 @@ enum Flow {
     Accept,
     Drop,
     Reject,
+    /// A rule the tracer cannot evaluate (the branch's last step says which).
+    Unknown,
 }
 
 /// One branch of the packet's possible histories.
@@ -788,6 +807,21 @@ impl<'a> Tracer<'a> {
                     match flow {
                         Flow::Drop => finished.push((OutcomeKind::Drop, b)),
                         Flow::Reject => finished.push((OutcomeKind::Reject, b)),
+                        Flow::Unknown => {
+                            let kind = match b.path.last() {
+                                Some(s) => OutcomeKind::Unknown {
+                                    table: s.table.clone(),
+                                    chain: s.chain.clone(),
+                                    rule: s.rule_index,
+                                },
+                                None => OutcomeKind::Unknown {
+                                    table: String::new(),
+                                    chain: String::new(),
+                                    rule: 0,
+                                },
+                            };
+                            finished.push((kind, b));
+                        }
                         // Accept ends this base chain; the policy of
                         // kube-proxy's base and built-in chains is accept.
                         Flow::Accept | Flow::Return | Flow::Next => next.push(b),
@@ -843,9 +877,17 @@ impl<'a> Tracer<'a> {
             // Keep rule order for the first branches taken: push in reverse.
             let mut results = Vec::new();
             for (matched, mut br) in evaluated {
-                if !matched {
-                    results.push((Flow::Next, br));
-                    continue;
+                match matched {
+                    Some(false) => {
+                        results.push((Flow::Next, br));
+                        continue;
+                    }
+                    None => {
+                        br.path.push(self.step(cx.table, chain, i, rule, br.hook));
+                        results.push((Flow::Unknown, br));
+                        continue;
+                    }
+                    Some(true) => {}
                 }
                 br.path.push(self.step(cx.table, chain, i, rule, br.hook));
                 results.extend(self.apply_verdict(cx, rule.verdict.as_ref(), br, depth)?);
@@ -884,7 +926,8 @@ impl<'a> Tracer<'a> {
     }
 
     /// Evaluates the matches (and non-terminal statements) of a rule in
-    /// order; random matches split the branch.
+    /// order; random matches split the branch. `Some(hit)` per branch, or
+    /// `None` when an opaque match decides (every other match held).
     fn eval_matches(
         &self,
         cx: &mut Cx<'_>,
@@ -892,42 +935,48 @@ impl<'a> Tracer<'a> {
         index: usize,
         rule: &Rule,
         br: Branch,
-    ) -> Result<Vec<(bool, Branch)>, TraceError> {
-        let mut live = vec![br];
+    ) -> Result<Vec<(Option<bool>, Branch)>, TraceError> {
+        // Each live branch carries whether an opaque match was passed: a
+        // later known match that fails still decides "no match".
+        let mut live = vec![(br, false)];
         let mut out = Vec::new();
         for m in &rule.matches {
             let mut next = Vec::new();
-            for mut b in live {
+            for (mut b, opaque) in live {
                 match m {
                     Match::Probability { one_in } => match *one_in {
-                        0 => out.push((false, b)),
-                        1 => next.push(b),
+                        0 => out.push((Some(false), b)),
+                        1 => next.push((b, opaque)),
                         n => {
                             self.fork(cx, 1)?;
                             let n = u128::from(n);
                             let hit = Ratio::new(1, n).unwrap_or(Ratio::ONE);
                             let miss = Ratio::new(n - 1, n).unwrap_or(Ratio::ONE);
-                            next.push(b.clone().scaled(hit));
-                            out.push((false, b.scaled(miss)));
+                            next.push((b.clone().scaled(hit), opaque));
+                            out.push((Some(false), b.scaled(miss)));
                         }
                     },
                     Match::SetMark { op, value } => {
                         apply_mark(&mut b, *op, *value);
-                        next.push(b);
+                        next.push((b, opaque));
                     }
-                    Match::UpdateSet { .. } => next.push(b),
+                    Match::UpdateSet { .. } => next.push((b, opaque)),
+                    Match::Opaque(_) => next.push((b, true)),
                     other => {
                         if self.test(cx, chain, index, other, &b)? {
-                            next.push(b);
+                            next.push((b, opaque));
                         } else {
-                            out.push((false, b));
+                            out.push((Some(false), b));
                         }
                     }
                 }
             }
             live = next;
         }
-        out.extend(live.into_iter().map(|b| (true, b)));
+        out.extend(
+            live.into_iter()
+                .map(|(b, opaque)| (if opaque { None } else { Some(true) }, b)),
+        );
         Ok(out)
     }
 
@@ -968,6 +1017,10 @@ impl<'a> Tracer<'a> {
                 hit != *negate
             }
             Match::AddrTypeLocal { dir, negate } => self.env.is_local(&addr(dir)) != *negate,
+            // Pods reach the node through the pod bridge's ports.
+            Match::PhysDevIsIn { negate } => {
+                (b.iif.as_deref() == Some(self.env.pod_interface.as_str())) != *negate
+            }
             Match::CtState { states, negate } => {
                 let hit = states.iter().any(|s| match s {
                     CtState::New => true,
@@ -981,7 +1034,10 @@ impl<'a> Tracer<'a> {
                 mask,
                 negate,
             } => ((b.mark & mask) == *value) != *negate,
-            Match::Probability { .. } | Match::SetMark { .. } | Match::UpdateSet { .. } => true,
+            Match::Probability { .. }
+            | Match::SetMark { .. }
+            | Match::UpdateSet { .. }
+            | Match::Opaque(_) => true,
             Match::Recent { name, op } => match op {
                 RecentOp::Set => true,
                 RecentOp::Check { .. } => {
@@ -1048,6 +1104,7 @@ impl<'a> Tracer<'a> {
             Verdict::Accept => vec![(Flow::Accept, br)],
             Verdict::Drop => vec![(Flow::Drop, br)],
             Verdict::Reject => vec![(Flow::Reject, br)],
+            Verdict::Opaque(_) => vec![(Flow::Unknown, br)],
             Verdict::Dnat(to) => {
                 dnat(&mut br, *to);
                 vec![(Flow::Accept, br)]
@@ -1207,6 +1264,7 @@ pub fn describe_match(m: &Match) -> String {
         Match::AddrTypeLocal { dir, negate } => {
             format!("{} type {}local", dir_word(*dir), neg(*negate))
         }
+        Match::PhysDevIsIn { negate } => format!("{}in through a bridge port", neg(*negate)),
         Match::CtState { states, negate } => {
             let s: Vec<&str> = states.iter().map(|s| s.as_iptables()).collect();
             format!("ct {}{}", neg(*negate), s.join(","))
@@ -1243,6 +1301,7 @@ pub fn describe_match(m: &Match) -> String {
         }
         Match::SetMark { op, value } => format!("mark {} {value:#x}", mark_op(*op)),
         Match::UpdateSet { keys, set } => format!("update @{set} {{ {} }}", keys_words(keys)),
+        Match::Opaque(text) => format!("opaque {text:?}"),
     }
 }
 
@@ -1280,6 +1339,7 @@ pub fn describe_verdict(v: &Verdict) -> String {
             let list: Vec<String> = to.iter().map(|c| format!("goto {c}")).collect();
             format!("random {{ {} }}", list.join(", "))
         }
+        Verdict::Opaque(text) => format!("opaque {text:?}"),
     }
 }
 

@@ -16,6 +16,7 @@ use kproxy_core::plan::{
     ClusterIpMasquerade, Disposition, NodePlan, NodePortDestinations, Plan, PlannedEndpoint,
     ServicePortPlan,
 };
+use kproxy_core::profile::IptablesProfile;
 
 /// `KUBE-SERVICES`
 pub const KUBE_SERVICES: &str = "KUBE-SERVICES";
@@ -43,6 +44,9 @@ pub struct LayoutOptions {
     /// jump rules from the built-in chains, the canary chains and the
     /// KUBE-FIREWALL chain the jumps need, so the result works on its own.
     pub standalone: bool,
+    /// The release's layout (the plan must be planned with the profile's
+    /// [`IptablesProfile::release`]).
+    pub profile: IptablesProfile,
 }
 
 /// The table a rule goes to.
@@ -85,6 +89,9 @@ use TableId::{Filter, Mangle, Nat};
 /// Lowers `plan` to kube-proxy's iptables layout, writing into `out`:
 /// tables `filter` then `nat` (and `mangle` for the canary when standalone).
 pub fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
+    if opts.profile == IptablesProfile::V1_5 {
+        return crate::layout_v1_5::emit(plan, opts, out);
+    }
     if opts.standalone {
         builtin_jumps(out);
     }

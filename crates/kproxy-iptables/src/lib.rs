@@ -27,10 +27,13 @@
 #![warn(missing_docs)]
 
 pub mod layout;
+pub mod layout_v1_5;
+pub mod parse;
 pub mod print;
 
 use kproxy_core::model::{ClusterState, NodeConfig};
-use kproxy_core::plan::{Plan, plan};
+use kproxy_core::plan::{Plan, plan_release};
+use kproxy_core::profile::IptablesProfile;
 
 pub use layout::{LayoutOptions, build};
 pub use print::PrintOptions;
@@ -53,26 +56,51 @@ pub enum IptablesError {
 pub struct Options {
     /// Include the jump rules from the built-in chains and the canaries.
     pub standalone: bool,
+    /// The kube-proxy release whose layout is written.
+    pub profile: IptablesProfile,
 }
 
-/// Plans, lowers and prints in one call.
+/// Plans (with the profile's release), lowers and prints in one call.
+///
+/// ```
+/// use kproxy_core::model::*;
+/// use kproxy_core::profile::IptablesProfile;
+/// use kproxy_iptables::{compile, Options};
+///
+/// let svc = Service::cluster_ip("default", "hostnames", "10.79.255.4".parse().unwrap())
+///     .with_port(ServicePort::new("", Protocol::Tcp, 80));
+/// let slice = EndpointSlice::new("default", "hostnames-1", "hostnames", IpFamily::V4)
+///     .with_port(EndpointPort::new("", Protocol::Tcp, 9376))
+///     .with_endpoint(Endpoint::ready("10.76.0.9".parse().unwrap()));
+/// let state = ClusterState { services: vec![svc], endpoint_slices: vec![slice] };
+/// let node = NodeConfig::new(IpFamily::V4, "node-1");
+/// let opts = Options { profile: IptablesProfile::V1_5, ..Options::default() };
+/// let text = compile(&state, &node, opts).unwrap();
+/// assert!(text.contains(
+///     "-A KUBE-SEP-EV2NQKURMPKCP5UI -m comment --comment default/hostnames: \
+///      -m tcp -p tcp -j DNAT --to-destination 10.76.0.9:9376"
+/// ));
+/// ```
 pub fn compile(
     state: &ClusterState,
     node: &NodeConfig,
     opts: Options,
 ) -> Result<String, IptablesError> {
-    render(&plan(state, node), opts)
+    render(&plan_release(state, node, opts.profile.release()), opts)
 }
 
-/// Lowers and prints an existing plan.
+/// Lowers and prints an existing plan (planned with the release of
+/// `opts.profile`).
 pub fn render(plan: &Plan, opts: Options) -> Result<String, IptablesError> {
     print::stream(
         plan,
         LayoutOptions {
             standalone: opts.standalone,
+            profile: opts.profile,
         },
         PrintOptions {
             mark_style: plan.node.mark.style,
+            profile: opts.profile,
         },
     )
 }
@@ -82,6 +110,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use kproxy_core::model::{IpFamily, LocalDetector, NodeConfig};
+    use kproxy_core::plan::plan;
     use kproxy_core::synthetic::cluster;
 
     use super::*;
@@ -113,7 +142,10 @@ mod tests {
         node.local_detector = LocalDetector::Cidr("10.0.0.0/8".parse().unwrap());
         let plan = plan(&state, &node);
         for standalone in [false, true] {
-            let layout = LayoutOptions { standalone };
+            let layout = LayoutOptions {
+                standalone,
+                ..LayoutOptions::default()
+            };
             let opts = PrintOptions::default();
             let streamed = print::stream(&plan, layout, opts).unwrap();
             let collected = print::print(&build(&plan, layout), opts).unwrap();

@@ -7,6 +7,7 @@ use kproxy_core::ir::{
     AddrMatch, ChainKind, Direction, Hook, MarkOp, Match, RecentOp, Rule, Ruleset, Table, Verdict,
 };
 use kproxy_core::model::MarkStyle;
+use kproxy_core::profile::IptablesProfile;
 
 use crate::IptablesError;
 use crate::layout::{Sink, TableId};
@@ -16,6 +17,10 @@ use crate::layout::{Sink, TableId};
 pub struct PrintOptions {
     /// How mark values are spelled (`0x00004000` or `0x4000`).
     pub mark_style: MarkStyle,
+    /// The release's spelling: 1.5 wrote `-j MARK --set-xmark V/V` for
+    /// [`Verdict::SetMark`] with [`MarkOp::Or`] (the same effect when the
+    /// mask is the value) and probabilities with 5 decimals.
+    pub profile: IptablesProfile,
 }
 
 /// Formats a mark value as kube-proxy does.
@@ -29,6 +34,21 @@ pub fn format_mark(value: u32, style: MarkStyle) -> String {
 /// `1/n` with ten decimals, as kube-proxy prints statistic probabilities.
 pub fn format_probability(one_in: u32) -> String {
     format!("{:.10}", 1.0 / f64::from(one_in.max(1)))
+}
+
+/// `1/n` as `profile`'s kube-proxy printed it (1.5: `%0.5f`).
+///
+/// ```
+/// use kproxy_core::profile::IptablesProfile;
+/// use kproxy_iptables::print::format_probability_for;
+/// assert_eq!(format_probability_for(2, IptablesProfile::V1_5), "0.50000");
+/// assert_eq!(format_probability_for(3, IptablesProfile::Current), "0.3333333333");
+/// ```
+pub fn format_probability_for(one_in: u32, profile: IptablesProfile) -> String {
+    match profile {
+        IptablesProfile::V1_5 => format!("{:.5}", 1.0 / f64::from(one_in.max(1))),
+        IptablesProfile::Current => format_probability(one_in),
+    }
 }
 
 /// Prints the layout as it is emitted, the way kube-proxy writes its
@@ -290,6 +310,9 @@ fn print_match(out: &mut String, m: &Match, opts: PrintOptions) -> Result<(), St
             let plus = if *prefix { "+" } else { "" };
             let _ = write!(out, "{} -i {name}{plus}", neg(*negate));
         }
+        Match::PhysDevIsIn { negate } => {
+            let _ = write!(out, " -m physdev{} --physdev-is-in", neg(*negate));
+        }
         Match::AddrTypeLocal { dir, negate } => {
             let flag = match dir {
                 Direction::Src => "--src-type",
@@ -323,7 +346,7 @@ fn print_match(out: &mut String, m: &Match, opts: PrintOptions) -> Result<(), St
             let _ = write!(
                 out,
                 " -m statistic --mode random --probability {}",
-                format_probability(*one_in)
+                format_probability_for(*one_in, opts.profile)
             );
         }
         Match::Recent { name, op } => {
@@ -345,6 +368,11 @@ fn print_match(out: &mut String, m: &Match, opts: PrintOptions) -> Result<(), St
         Match::AddrSet { .. } => return Err("anonymous address set".into()),
         Match::SetMark { .. } => return Err("mark statement inside a rule".into()),
         Match::UpdateSet { set, .. } => return Err(format!("set update @{set}")),
+        // Words of a dumped rule that kproxy does not model: as they were.
+        Match::Opaque(text) => {
+            out.push(' ');
+            out.push_str(text);
+        }
     }
     Ok(())
 }
@@ -379,6 +407,13 @@ fn print_verdict(out: &mut String, v: &Verdict, opts: PrintOptions) -> Result<()
                 out.push_str(" --random-fully");
             }
         }
+        Verdict::SetMark {
+            op: MarkOp::Or,
+            value,
+        } if opts.profile == IptablesProfile::V1_5 => {
+            let v = format_mark(*value, opts.mark_style);
+            let _ = write!(out, " -j MARK --set-xmark {v}/{v}");
+        }
         Verdict::SetMark { op, value } => {
             let flag = match op {
                 MarkOp::Or => "--or-mark",
@@ -393,6 +428,10 @@ fn print_verdict(out: &mut String, v: &Verdict, opts: PrintOptions) -> Result<()
         Verdict::VerdictMap { map, .. } => return Err(format!("verdict map @{map}")),
         Verdict::DnatRandom { .. } => return Err("numgen dnat map".into()),
         Verdict::RandomVerdictMap { .. } => return Err("numgen verdict map".into()),
+        Verdict::Opaque(text) => {
+            out.push(' ');
+            out.push_str(text);
+        }
     }
     Ok(())
 }

@@ -403,6 +403,7 @@ fn match_stmt(f: IpFamily, m: &Match) -> Result<Option<Statement<'static>>, NftE
         ),
         Match::Probability { .. } => return Err(unsupported("statistic probability")),
         Match::Recent { .. } => return Err(unsupported("recent list")),
+        Match::PhysDevIsIn { .. } => return Err(unsupported("physdev match")),
         Match::Nfacct(name) => Statement::Counter(stmt::Counter::Named(name.clone().into())),
         Match::InSet { keys, set, negate } => matches(
             keys_expr(f, keys),
@@ -431,6 +432,7 @@ fn match_stmt(f: IpFamily, m: &Match) -> Result<Option<Statement<'static>>, NftE
             elem: keys_expr(f, keys),
             set: format!("@{set}").into(),
         }),
+        Match::Opaque(text) => return Err(unsupported(format!("opaque statement {text}"))),
     }))
 }
 
@@ -530,6 +532,7 @@ fn verdict_stmt(f: IpFamily, v: &Verdict) -> Result<Statement<'static>, NftError
                 data: Expression::Named(NamedExpression::Set(items)),
             })
         }
+        Verdict::Opaque(text) => return Err(unsupported(format!("opaque statement {text}"))),
     })
 }
 

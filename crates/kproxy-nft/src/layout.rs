@@ -18,6 +18,7 @@ use kproxy_core::names::ChainName;
 use kproxy_core::plan::{
     ClusterIpMasquerade, Disposition, NodePlan, NodePortDestinations, Plan, ServicePortPlan,
 };
+use kproxy_core::profile::NftablesProfile;
 
 use crate::names::{ServiceChains, endpoint_names, truncate_comment};
 use crate::tx::{Op, Transaction};
@@ -52,6 +53,8 @@ pub const FIREWALL_IPS: &str = "firewall-ips";
 pub const FIREWALL_CHECK: &str = "firewall-check";
 /// `masquerading`
 pub const MASQUERADING: &str = "masquerading";
+/// `mark-for-masquerade` (the pre-1.36 layout)
+pub const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
 /// `hairpin-connections`
 pub const HAIRPIN_CONNECTIONS: &str = "hairpin-connections";
 /// `localhost-nodeport-reject-ports`
@@ -108,11 +111,27 @@ pub struct LayoutOptions {
     /// The first sync of a kube-proxy process: base chains are added and
     /// deleted once before being re-created (so changed hooks/priorities apply).
     pub first_sync: bool,
+    /// The release's layout (the plan must be planned with the profile's
+    /// [`NftablesProfile::release`]). [`NftablesProfile::Pre1_36`] differs
+    /// from the current layout in: a `mark-for-masquerade` chain that every
+    /// marking rule jumps to; `masquerading` as three rules (`mark and M == 0
+    /// return`, `mark set mark xor M`, `masquerade fully-random`); no
+    /// `hairpin-connections` set (each endpoint chain marks its own hairpin
+    /// traffic); cluster IP masquerading in the service's chain
+    /// (`ip daddr CIP ip saddr != PODS jump mark-for-masquerade`) instead of
+    /// one `services` rule; one `endpoint-…` chain per endpoint
+    /// (`ip saddr EP jump mark-for-masquerade`, the affinity update, `dnat
+    /// to EP:PORT`), selected by `numgen random mod N vmap` even for one
+    /// endpoint; no localhost NodePort rejects.
+    pub profile: NftablesProfile,
 }
 
 impl Default for LayoutOptions {
     fn default() -> Self {
-        Self { first_sync: true }
+        Self {
+            first_sync: true,
+            profile: NftablesProfile::Current,
+        }
     }
 }
 
@@ -129,6 +148,7 @@ pub fn localhost_reject_counter(p: Protocol) -> String {
 /// Lowers `plan` to the transaction of kube-proxy's first full sync.
 pub fn build(plan: &Plan, opts: LayoutOptions) -> Transaction {
     let mut b = Builder::new(plan.node.family);
+    b.legacy = opts.profile == NftablesProfile::Pre1_36;
     setup(&mut b, &plan.node, opts);
     for sp in &plan.service_ports {
         service_port(&mut b, &plan.node, sp);
@@ -140,6 +160,8 @@ pub fn build(plan: &Plan, opts: LayoutOptions) -> Transaction {
 /// chains are added+flushed once, elements are written once per key
 /// (a later value replaces an earlier one, as kube-proxy's element storage does).
 struct Builder {
+    /// The pre-1.36 layout.
+    legacy: bool,
     tx: Transaction,
     chains: BTreeSet<String>,
     elements: HashMap<(String, Vec<KeyValue>), usize>,
@@ -148,6 +170,7 @@ struct Builder {
 impl Builder {
     fn new(family: IpFamily) -> Self {
         Self {
+            legacy: false,
             tx: Transaction::new(family, TABLE),
             chains: BTreeSet::new(),
             elements: HashMap::new(),
@@ -278,6 +301,11 @@ fn vmap_verdict(keys: &[Key], map: &str) -> Verdict {
     }
 }
 
+/// `jump mark-for-masquerade` (the pre-1.36 layout's way to mark).
+fn mark_jump() -> Verdict {
+    Verdict::Jump(ChainName::new(MARK_FOR_MASQUERADE))
+}
+
 fn mark_or(node: &NodePlan) -> Verdict {
     Verdict::SetMark {
         op: MarkOp::Or,
@@ -314,8 +342,6 @@ fn loopback(f: IpFamily) -> AddrMatch {
 }
 
 fn setup(b: &mut Builder, node: &NodePlan, opts: LayoutOptions) {
-    let f = b.family();
-    let addr = addr_type(f);
     b.op(Op::AddTable {
         comment: Some("rules for kube-proxy".into()),
     });
@@ -348,12 +374,49 @@ fn setup(b: &mut Builder, node: &NodePlan, opts: LayoutOptions) {
     }
 
     // Masquerading.
+    let mark = node.mark.value();
+    if b.legacy {
+        b.ensure_chain(MARK_FOR_MASQUERADE);
+        b.rule(MARK_FOR_MASQUERADE, Rule::new().verdict(mark_or(node)));
+        b.rule(
+            MASQUERADING,
+            Rule::new()
+                .with(Match::Mark {
+                    value: 0,
+                    mask: mark,
+                    negate: false,
+                })
+                .verdict(Verdict::Return),
+        );
+        b.rule(
+            MASQUERADING,
+            Rule::new().verdict(Verdict::SetMark {
+                op: MarkOp::Xor,
+                value: mark,
+            }),
+        );
+        b.rule(
+            MASQUERADING,
+            Rule::new().verdict(Verdict::Masquerade { random_fully: true }),
+        );
+    } else {
+        masquerading(b, node);
+    }
+    setup_rest(b, node);
+}
+
+/// The current layout's masquerading: one rule for marked packets, one for
+/// hairpin connections.
+fn masquerading(b: &mut Builder, node: &NodePlan) {
+    let mark = node.mark.value();
     b.op(Op::AddSet(set(
         HAIRPIN_CONNECTIONS,
-        format!("{addr} . {addr} . inet_proto . inet_service"),
+        format!(
+            "{a} . {a} . inet_proto . inet_service",
+            a = addr_type(b.family())
+        ),
         Some("service hairpin connections"),
     )));
-    let mark = node.mark.value();
     b.rule(
         MASQUERADING,
         Rule::new()
@@ -381,6 +444,11 @@ fn setup(b: &mut Builder, node: &NodePlan, opts: LayoutOptions) {
             ))
             .verdict(Verdict::Masquerade { random_fully: true }),
     );
+}
+
+fn setup_rest(b: &mut Builder, node: &NodePlan) {
+    let f = b.family();
+    let addr = addr_type(f);
 
     // Cluster IPs.
     b.op(Op::AddSet(set(
@@ -462,7 +530,15 @@ fn setup(b: &mut Builder, node: &NodePlan, opts: LayoutOptions) {
         nodeport_dst(Rule::new()).verdict(vmap_verdict(&PROTO_PORT, NO_ENDPOINT_NODEPORTS)),
     );
 
-    // Localhost node ports.
+    // Localhost node ports (not in the pre-1.36 layout).
+    if !b.legacy {
+        localhost_node_ports(b, node);
+    }
+    setup_dispatch(b, node, match_all);
+}
+
+fn localhost_node_ports(b: &mut Builder, node: &NodePlan) {
+    let f = b.family();
     b.op(Op::AddMap(vmap(
         LOCALHOST_REJECT_PORTS,
         "inet_proto . inet_service".into(),
@@ -503,6 +579,11 @@ fn setup(b: &mut Builder, node: &NodePlan, opts: LayoutOptions) {
         }));
         b.op(Op::DeleteCounter(counter));
     }
+}
+
+fn setup_dispatch(b: &mut Builder, node: &NodePlan, match_all: bool) {
+    let f = b.family();
+    let addr = addr_type(f);
 
     // Load balancer source ranges.
     b.op(Op::AddMap(vmap(
@@ -528,6 +609,8 @@ fn setup(b: &mut Builder, node: &NodePlan, opts: LayoutOptions) {
         "NodePort traffic",
     )));
     match &node.cluster_ip_masquerade {
+        // The pre-1.36 layout masquerades in each service's chain.
+        _ if b.legacy => {}
         ClusterIpMasquerade::All => b.rule(
             SERVICES,
             Rule::new()
@@ -595,12 +678,13 @@ fn service_port(b: &mut Builder, node: &NodePlan, sp: &ServicePortPlan) {
     let affinity = sp.affinity_timeout;
     let spn_comment = truncate_comment(&sp.name.to_string());
 
+    let legacy = b.legacy;
     for ep in &sp.reachable_endpoints {
-        if affinity.is_some() {
+        if affinity.is_some() || legacy {
             let (chain, _) = endpoint_names(&sp.name, ep.ip, ep.port);
             b.ensure_chain(chain.as_str());
         }
-        if ep.is_local {
+        if ep.is_local && !legacy {
             b.element(
                 HAIRPIN_CONNECTIONS,
                 vec![
@@ -720,7 +804,9 @@ fn service_port(b: &mut Builder, node: &NodePlan, sp: &ServicePortPlan) {
     // External chain.
     let ext = chains.external.as_str();
     if uses_external {
-        if sp.masquerades_external() {
+        if sp.masquerades_external() && legacy {
+            b.rule(ext, Rule::new().verdict(mark_jump()));
+        } else if sp.masquerades_external() {
             b.rule(
                 ext,
                 Rule::new()
@@ -747,7 +833,7 @@ fn service_port(b: &mut Builder, node: &NodePlan, sp: &ServicePortPlan) {
                 Rule::new()
                     .with(src_local.clone())
                     .with(comment("masquerade local traffic"))
-                    .verdict(mark_or(node)),
+                    .verdict(if legacy { mark_jump() } else { mark_or(node) }),
             );
             b.rule(
                 ext,
@@ -807,11 +893,29 @@ fn service_port(b: &mut Builder, node: &NodePlan, sp: &ServicePortPlan) {
         ),
         (sp.uses_local_chain(), &chains.local, &sp.local_endpoints),
     ];
+    // The pre-1.36 layout masquerades off-cluster traffic to the cluster IP
+    // in the internal policy's chain.
+    if let (true, Disposition::Forward(policy)) = (legacy, sp.internal) {
+        let not_local = match &node.cluster_ip_masquerade {
+            ClusterIpMasquerade::All => Some(Vec::new()),
+            ClusterIpMasquerade::IfNotLocal(det) => Some(local_matches(det, false)),
+            ClusterIpMasquerade::Never => None,
+        };
+        if let Some(extra) = not_local {
+            b.rule(
+                policy_chain(&chains, policy).as_str(),
+                Rule::new()
+                    .with(dst_addr(AddrMatch::Ip(sp.cluster_ip), false))
+                    .with_all(extra)
+                    .verdict(mark_jump()),
+            );
+        }
+    }
     for (used, chain, eps) in selections {
         if !used {
             continue;
         }
-        if affinity.is_none() {
+        if affinity.is_none() && !legacy {
             let to: Vec<SocketAddr> = eps.iter().map(|e| SocketAddr::new(e.ip, e.port)).collect();
             b.rule(
                 chain.as_str(),
@@ -823,12 +927,14 @@ fn service_port(b: &mut Builder, node: &NodePlan, sp: &ServicePortPlan) {
             let mut to = Vec::new();
             for ep in eps.iter() {
                 let (ep_chain, set_name) = endpoint_names(&sp.name, ep.ip, ep.port);
-                b.rule(
-                    chain.as_str(),
-                    Rule::new()
-                        .with(in_set(&[Key::SrcAddr], &set_name))
-                        .verdict(Verdict::Goto(ep_chain.clone())),
-                );
+                if affinity.is_some() {
+                    b.rule(
+                        chain.as_str(),
+                        Rule::new()
+                            .with(in_set(&[Key::SrcAddr], &set_name))
+                            .verdict(Verdict::Goto(ep_chain.clone())),
+                    );
+                }
                 to.push(ep_chain);
             }
             b.rule(
@@ -837,16 +943,30 @@ fn service_port(b: &mut Builder, node: &NodePlan, sp: &ServicePortPlan) {
             );
         }
     }
-    if affinity.is_some() {
+    if affinity.is_some() || legacy {
         for ep in &sp.reachable_endpoints {
             let (ep_chain, set_name) = endpoint_names(&sp.name, ep.ip, ep.port);
-            b.rule(
-                ep_chain.as_str(),
-                Rule::new().with(Match::UpdateSet {
-                    keys: vec![Key::SrcAddr],
-                    set: set_name,
-                }),
-            );
+            if legacy {
+                b.rule(
+                    ep_chain.as_str(),
+                    Rule::new()
+                        .with(Match::Addr {
+                            dir: Direction::Src,
+                            addr: AddrMatch::Ip(ep.ip),
+                            negate: false,
+                        })
+                        .verdict(mark_jump()),
+                );
+            }
+            if affinity.is_some() {
+                b.rule(
+                    ep_chain.as_str(),
+                    Rule::new().with(Match::UpdateSet {
+                        keys: vec![Key::SrcAddr],
+                        set: set_name,
+                    }),
+                );
+            }
             b.rule(
                 ep_chain.as_str(),
                 Rule::new()

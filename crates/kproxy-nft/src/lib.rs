@@ -37,12 +37,14 @@
 pub mod json;
 pub mod layout;
 pub mod names;
+pub mod parse;
 pub mod print;
 pub mod tx;
 
 use kproxy_core::ir::Ruleset;
 use kproxy_core::model::{ClusterState, NodeConfig};
-use kproxy_core::plan::{Plan, plan};
+use kproxy_core::plan::{Plan, plan_release};
+use kproxy_core::profile::NftablesProfile;
 
 pub use layout::{LayoutOptions, build};
 pub use print::{PrintOptions, SingleDnat};
@@ -70,17 +72,47 @@ pub enum NftError {
 pub struct Options {
     /// How a single-endpoint DNAT is spelled in native text.
     pub single_dnat: SingleDnat,
+    /// The kube-proxy release whose layout is written.
+    pub profile: NftablesProfile,
 }
 
-/// Plans, lowers and prints (native nft text) in one call.
+/// Plans (with the profile's release), lowers and prints (native nft text)
+/// in one call.
+///
+/// ```
+/// use kproxy_core::model::*;
+/// use kproxy_core::profile::NftablesProfile;
+/// use kproxy_nft::{compile, Options};
+///
+/// let svc = Service::cluster_ip("ns1", "svc1", "172.30.0.41".parse().unwrap())
+///     .with_port(ServicePort::new("p80", Protocol::Tcp, 80));
+/// let slice = EndpointSlice::new("ns1", "svc1-abc", "svc1", IpFamily::V4)
+///     .with_port(EndpointPort::new("p80", Protocol::Tcp, 80))
+///     .with_endpoint(Endpoint::ready("10.180.0.1".parse().unwrap()));
+/// let state = ClusterState { services: vec![svc], endpoint_slices: vec![slice] };
+/// let node = NodeConfig::new(IpFamily::V4, "node-1");
+/// let opts = Options { profile: NftablesProfile::Pre1_36, ..Options::default() };
+/// let text = compile(&state, &node, opts).unwrap();
+/// assert!(text.contains(
+///     "add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 numgen random mod 1 vmap \
+///      { 0 : goto endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 }"
+/// ));
+/// assert!(text.contains("add rule ip kube-proxy mark-for-masquerade mark set mark or 0x00004000"));
+/// ```
 pub fn compile(state: &ClusterState, node: &NodeConfig, opts: Options) -> Result<String, NftError> {
-    render(&plan(state, node), opts)
+    render(&plan_release(state, node, opts.profile.release()), opts)
 }
 
-/// Lowers and prints an existing plan as the `nft -f -` transaction of a
-/// first full sync.
+/// Lowers and prints an existing plan (planned with the release of
+/// `opts.profile`) as the `nft -f -` transaction of a first full sync.
 pub fn render(plan: &Plan, opts: Options) -> Result<String, NftError> {
-    let tx = build(plan, LayoutOptions::default());
+    let tx = build(
+        plan,
+        LayoutOptions {
+            profile: opts.profile,
+            ..LayoutOptions::default()
+        },
+    );
     print::print(
         &tx,
         PrintOptions {
@@ -93,16 +125,44 @@ pub fn render(plan: &Plan, opts: Options) -> Result<String, NftError> {
 /// Lowers existing plans (one per family) and prints them as one
 /// `nft -j -f -` batch.
 pub fn render_json(plans: &[Plan]) -> Result<String, NftError> {
-    let txs: Vec<Transaction> = plans
-        .iter()
-        .map(|p| build(p, LayoutOptions::default()))
-        .collect();
+    render_json_profile(plans, NftablesProfile::Current)
+}
+
+/// [`render_json`] in `profile`'s layout (the plans planned with its release).
+pub fn render_json_profile(plans: &[Plan], profile: NftablesProfile) -> Result<String, NftError> {
+    let opts = LayoutOptions {
+        profile,
+        ..LayoutOptions::default()
+    };
+    let txs: Vec<Transaction> = plans.iter().map(|p| build(p, opts)).collect();
     json::batch(&txs)
 }
 
 /// The table state a first full sync leaves, as IR.
 pub fn ruleset(plan: &Plan) -> Result<Ruleset, NftError> {
-    let tx = build(plan, LayoutOptions::default());
+    ruleset_profile(plan, NftablesProfile::Current)
+}
+
+/// [`ruleset`] in `profile`'s layout (the plan planned with its release).
+///
+/// ```
+/// use kproxy_core::model::*;
+/// use kproxy_core::plan::plan_release;
+/// use kproxy_core::profile::NftablesProfile;
+/// let state = ClusterState::default();
+/// let node = NodeConfig::new(IpFamily::V4, "node-1");
+/// let profile = NftablesProfile::Pre1_36;
+/// let rs = kproxy_nft::ruleset_profile(&plan_release(&state, &node, profile.release()), profile).unwrap();
+/// assert!(rs.tables[0].chain("mark-for-masquerade").is_some());
+/// ```
+pub fn ruleset_profile(plan: &Plan, profile: NftablesProfile) -> Result<Ruleset, NftError> {
+    let tx = build(
+        plan,
+        LayoutOptions {
+            profile,
+            ..LayoutOptions::default()
+        },
+    );
     Ok(Ruleset {
         tables: vec![tx.apply()?],
     })

@@ -183,6 +183,7 @@ fn print_match(f: IpFamily, m: &Match, opts: PrintOptions) -> Result<Option<Stri
         }
         Match::Probability { .. } => return Err("statistic probability".into()),
         Match::Recent { .. } => return Err("recent list".into()),
+        Match::PhysDevIsIn { .. } => return Err("physdev match".into()),
         Match::Nfacct(name) => format!("counter name {}", quote(name)),
         Match::InSet {
             keys: k,
@@ -209,6 +210,7 @@ fn print_match(f: IpFamily, m: &Match, opts: PrintOptions) -> Result<Option<Stri
         }
         Match::SetMark { op, value } => set_mark(*op, *value, opts),
         Match::UpdateSet { keys: k, set } => format!("update @{set} {{ {} }}", keys(f, k)),
+        Match::Opaque(text) => return Err(format!("opaque statement {text}")),
     }))
 }
 
@@ -284,6 +286,7 @@ pub fn print_verdict(f: IpFamily, v: &Verdict, opts: PrintOptions) -> Result<Str
                 items.join(" , ")
             )
         }
+        Verdict::Opaque(text) => return Err(format!("opaque statement {text}")),
     })
 }
 

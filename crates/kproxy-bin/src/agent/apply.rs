@@ -1,0 +1,514 @@
+//! What one sync writes, as pure functions of the rules last applied and
+//! the rules wanted now (no I/O: the agent runs the tools, tests load the
+//! payloads themselves).
+//!
+//! * iptables: [`iptables_full`] is the whole payload for `iptables-restore
+//!   --noflush` (every kproxy chain declared and written, leftover service
+//!   chains found on the node declared and deleted) plus the jumps from the
+//!   built-in chains, which are ensured one by one (check, then insert at
+//!   the top). [`iptables_partial`] writes what kube-proxy's partial sync
+//!   writes: the filter chains and the nat top-level chains whole, the
+//!   chains that changed since the last sync (from [`diff`]), and the chains
+//!   that went away (`:CHAIN` then `-X CHAIN`).
+//! * nftables: [`nft_full`] replaces the `kube-proxy` table atomically in
+//!   one transaction; [`nft_partial`] is one transaction with only the
+//!   changed chains (`add` + `flush` + rules) and element adds and deletes.
+//!   Chains that went away are flushed and deleted by a later
+//!   [`nft_delete_stale`] transaction, as kube-proxy does.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use kproxy_core::diff::{ContainerKind, diff};
+use kproxy_core::ir::{Chain, ChainKind, Counter, Ruleset, Table, TableFamily};
+use kproxy_core::model::IpFamily;
+use kproxy_core::names::ChainName;
+use kproxy_iptables::IptablesError;
+use kproxy_nft::{NftError, Op, Transaction};
+
+/// The iptables chains kube-proxy rewrites on every sync in `nat`.
+pub const NAT_TOP_LEVEL: [&str; 4] = [
+    "KUBE-SERVICES",
+    "KUBE-NODEPORTS",
+    "KUBE-POSTROUTING",
+    "KUBE-MARK-MASQ",
+];
+
+/// Prefixes of the per-service iptables chains (what stale-chain cleanup
+/// may delete).
+pub const SERVICE_CHAIN_PREFIXES: [&str; 5] =
+    ["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"];
+
+/// The canary chain (ensured on full syncs, never rewritten).
+pub const CANARY: &str = "KUBE-PROXY-CANARY";
+
+/// A rule kube-proxy ensures in a built-in chain: `iptables -t TABLE -C
+/// CHAIN ARGS`, and when that fails `iptables -t TABLE -I CHAIN ARGS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnsureRule {
+    /// The table.
+    pub table: String,
+    /// The built-in chain.
+    pub chain: String,
+    /// The rule's arguments (`-m conntrack --ctstate NEW ... -j KUBE-SERVICES`).
+    pub args: Vec<String>,
+}
+
+/// What one iptables sync writes for one family.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IptablesSync {
+    /// The `iptables-restore --noflush` input.
+    pub restore: String,
+    /// Built-in chain jumps to ensure after the restore (full syncs only),
+    /// in the order to insert them (each at the top).
+    pub ensure: Vec<EnsureRule>,
+    /// Rules written per table (`kubeproxy_sync_proxy_rules_iptables_last`).
+    pub rules_written: BTreeMap<String, usize>,
+    /// Chains declared and deleted (stale).
+    pub deleted_chains: Vec<String>,
+}
+
+fn push_chain_rules(
+    out: &mut String,
+    chain: &Chain,
+    opts: kproxy_iptables::PrintOptions,
+) -> Result<usize, IptablesError> {
+    for rule in &chain.rules {
+        out.push_str("-A ");
+        out.push_str(chain.name.as_str());
+        kproxy_iptables::print::print_rule(out, rule, opts).map_err(|what| {
+            IptablesError::Unsupported {
+                chain: chain.name.to_string(),
+                what,
+            }
+        })?;
+        out.push('\n');
+    }
+    Ok(chain.rules.len())
+}
+
+/// Splits a printed rule into arguments (double quotes group words, as the
+/// printer writes multi-word comments).
+pub fn split_args(text: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            '\\' if quoted => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any || !cur.is_empty() {
+                    args.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        args.push(cur);
+    }
+    args
+}
+
+fn is_regular(c: &Chain) -> bool {
+    c.kind == ChainKind::Regular
+}
+
+/// The full sync of one family: every regular chain of `next` declared and
+/// written (the canary chains included, in `mangle` too), the service
+/// chains among `existing_nat_chains` (the node's `iptables-save -t nat`
+/// chain names) that `next` does not have declared and deleted, and the
+/// built-in jumps to ensure. `next` is the standalone ruleset.
+pub fn iptables_full(
+    next: &Ruleset,
+    existing_nat_chains: &[String],
+    opts: kproxy_iptables::PrintOptions,
+) -> Result<IptablesSync, IptablesError> {
+    let mut sync = IptablesSync::default();
+    for table in &next.tables {
+        let mut out = String::new();
+        let _ = writeln!(out, "*{}", table.name);
+        for c in table.chains.iter().filter(|c| is_regular(c)) {
+            let _ = writeln!(out, ":{} - [0:0]", c.name);
+        }
+        let mut stale = Vec::new();
+        if table.name == "nat" {
+            for name in existing_nat_chains {
+                if SERVICE_CHAIN_PREFIXES.iter().any(|p| name.starts_with(p))
+                    && table.chain(name).is_none()
+                {
+                    let _ = writeln!(out, ":{name} - [0:0]");
+                    stale.push(name.clone());
+                }
+            }
+        }
+        let mut n = 0;
+        for c in table.chains.iter().filter(|c| is_regular(c)) {
+            n += push_chain_rules(&mut out, c, opts)?;
+        }
+        for name in &stale {
+            let _ = writeln!(out, "-X {name}");
+        }
+        out.push_str("COMMIT\n");
+        sync.restore.push_str(&out);
+        sync.rules_written.insert(table.name.clone(), n);
+        sync.deleted_chains.extend(stale);
+        for c in table
+            .chains
+            .iter()
+            .filter(|c| matches!(c.kind, ChainKind::Builtin(_)))
+        {
+            for rule in c.rules.iter().rev() {
+                let mut text = String::new();
+                kproxy_iptables::print::print_rule(&mut text, rule, opts).map_err(|what| {
+                    IptablesError::Unsupported {
+                        chain: c.name.to_string(),
+                        what,
+                    }
+                })?;
+                sync.ensure.push(EnsureRule {
+                    table: table.name.clone(),
+                    chain: c.name.to_string(),
+                    args: split_args(&text),
+                });
+            }
+        }
+    }
+    Ok(sync)
+}
+
+/// The partial sync of one family from `last` (what the node holds) to
+/// `next`: the filter table's chains and nat's top-level chains whole, the
+/// chains [`diff`] finds added or changed, and the chains gone from `next`
+/// declared (which flushes them) and deleted. Built-in chains and the
+/// canaries are left alone (full syncs ensure them).
+pub fn iptables_partial(
+    last: &Ruleset,
+    next: &Ruleset,
+    opts: kproxy_iptables::PrintOptions,
+) -> Result<IptablesSync, IptablesError> {
+    let update = diff(last, next).update();
+    let mut sync = IptablesSync::default();
+    for table in &next.tables {
+        if table.name != "filter" && table.name != "nat" {
+            continue;
+        }
+        let tu = update.tables.iter().find(|t| t.table == table.name);
+        let changed: BTreeSet<&str> = tu
+            .map(|t| t.rewrite_chains.iter().map(ChainName::as_str).collect())
+            .unwrap_or_default();
+        let deleted: Vec<&ChainName> = tu
+            .map(|t| t.delete_chains.iter().collect())
+            .unwrap_or_default();
+        let write: Vec<&Chain> = table
+            .chains
+            .iter()
+            .filter(|c| is_regular(c) && c.name.as_str() != CANARY)
+            .filter(|c| {
+                table.name == "filter"
+                    || NAT_TOP_LEVEL.contains(&c.name.as_str())
+                    || changed.contains(c.name.as_str())
+            })
+            .collect();
+        let mut out = String::new();
+        let _ = writeln!(out, "*{}", table.name);
+        for c in &write {
+            let _ = writeln!(out, ":{} - [0:0]", c.name);
+        }
+        for c in &deleted {
+            let _ = writeln!(out, ":{c} - [0:0]");
+        }
+        let mut n = 0;
+        for c in &write {
+            n += push_chain_rules(&mut out, c, opts)?;
+        }
+        for c in &deleted {
+            let _ = writeln!(out, "-X {c}");
+        }
+        out.push_str("COMMIT\n");
+        sync.restore.push_str(&out);
+        sync.rules_written.insert(table.name.clone(), n);
+        sync.deleted_chains
+            .extend(deleted.iter().map(|c| c.to_string()));
+    }
+    Ok(sync)
+}
+
+/// Rules per table in kproxy's own chains (`kubeproxy_sync_proxy_rules_iptables_total`).
+pub fn iptables_rule_counts(rs: &Ruleset) -> BTreeMap<String, usize> {
+    rs.tables
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.chains
+                    .iter()
+                    .filter(|c| is_regular(c))
+                    .map(|c| c.rules.len())
+                    .sum(),
+            )
+        })
+        .collect()
+}
+
+fn family_word(f: IpFamily) -> &'static str {
+    match f {
+        IpFamily::V4 => "ip",
+        IpFamily::V6 => "ip6",
+    }
+}
+
+fn nft_family(t: &Table) -> IpFamily {
+    match t.family {
+        TableFamily::Nft(f) | TableFamily::Iptables(f) => f,
+    }
+}
+
+/// The whole table as one atomic transaction that replaces whatever table
+/// of that name the node holds (`add table` + `delete table` + the table
+/// again): chains, sets, maps and counters first, then rules, then
+/// elements.
+pub fn nft_full(next: &Table, opts: kproxy_nft::PrintOptions) -> Result<String, NftError> {
+    let family = nft_family(next);
+    let fam = family_word(family);
+    let mut out = format!(
+        "add table {fam} {0}\ndelete table {fam} {0}\n",
+        next.name
+    );
+    let mut tx = Transaction::new(family, next.name.clone());
+    tx.push(Op::AddTable {
+        comment: next.comment.clone(),
+    });
+    for c in &next.chains {
+        tx.push(Op::AddChain(c.clone()));
+    }
+    for s in &next.sets {
+        tx.push(Op::AddSet(s.clone()));
+    }
+    for m in &next.maps {
+        tx.push(Op::AddMap(m.clone()));
+    }
+    for c in &next.counters {
+        tx.push(Op::AddCounter(c.clone()));
+    }
+    for c in &next.chains {
+        for r in &c.rules {
+            tx.push(Op::AddRule(c.name.clone(), r.clone()));
+        }
+    }
+    for s in &next.sets {
+        for e in &s.elements {
+            tx.push(Op::AddSetElement(s.name.clone(), e.clone()));
+        }
+    }
+    for m in &next.maps {
+        for (e, v) in &m.elements {
+            tx.push(Op::AddMapElement(m.name.clone(), e.clone(), v.clone()));
+        }
+    }
+    out.push_str(&kproxy_nft::print::print(&tx, opts)?);
+    Ok(out)
+}
+
+/// One incremental nftables transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NftSync {
+    /// The `nft -f -` input (empty when nothing changes).
+    pub transaction: String,
+    /// Chains that went away: flushed by this transaction, to delete later
+    /// with [`nft_delete_stale`].
+    pub stale_chains: Vec<String>,
+    /// Chains (re)created by this transaction: no longer stale.
+    pub revived_chains: Vec<String>,
+    /// Set and map elements added and deleted.
+    pub element_changes: usize,
+    /// Rules written.
+    pub rules_written: usize,
+}
+
+/// The incremental transaction from table `last` (what the node holds,
+/// stale chains aside) to `next`. `None` when it cannot be expressed
+/// incrementally (a chain, set or map changed its declaration, or the
+/// table itself is new): the caller does a full sync.
+pub fn nft_partial(
+    last: &Table,
+    next: &Table,
+    opts: kproxy_nft::PrintOptions,
+) -> Result<Option<NftSync>, NftError> {
+    let family = nft_family(next);
+    let fam = family_word(family);
+    let t = &next.name;
+    if last.name != next.name || last.comment != next.comment {
+        return Ok(None);
+    }
+    let d = diff(
+        &Ruleset {
+            tables: vec![last.clone()],
+        },
+        &Ruleset {
+            tables: vec![next.clone()],
+        },
+    );
+    let update = d.update();
+    let mut sync = NftSync::default();
+    let Some(tu) = update.tables.first() else {
+        return Ok(Some(sync));
+    };
+    if tu.create_table || tu.delete_table {
+        return Ok(None);
+    }
+    let redeclared = tu.create_chains.iter().any(|c| tu.delete_chains.contains(c))
+        || tu
+            .create_containers
+            .iter()
+            .any(|c| tu.delete_containers.contains(c));
+    if redeclared {
+        return Ok(None);
+    }
+    let mut tx = Transaction::new(family, t.clone());
+    let mut lines: Vec<String> = Vec::new();
+    let flush = |tx: &mut Transaction, lines: &mut Vec<String>| -> Result<(), NftError> {
+        for op in tx.ops.drain(..) {
+            let probe = Transaction::new(family, t.clone());
+            lines.push(kproxy_nft::print::print_op(&probe, &op, opts)?);
+        }
+        Ok(())
+    };
+    // Declarations: new sets and maps, new chains.
+    for (kind, name) in &tu.create_containers {
+        match kind {
+            ContainerKind::Set => {
+                if let Some(s) = next.set(name) {
+                    tx.push(Op::AddSet(s.clone()));
+                }
+            }
+            ContainerKind::Map => {
+                if let Some(m) = next.map(name) {
+                    tx.push(Op::AddMap(m.clone()));
+                }
+            }
+        }
+    }
+    for c in &tu.create_counters {
+        tx.push(Op::AddCounter(Counter { name: c.clone() }));
+    }
+    for c in &tu.create_chains {
+        if let Some(chain) = next.chain(c.as_str()) {
+            tx.push(Op::AddChain(chain.clone()));
+            sync.revived_chains.push(c.to_string());
+        }
+    }
+    flush(&mut tx, &mut lines)?;
+    // Elements: deletes (a changed value is deleted and added again), adds.
+    for e in &tu.remove_elements {
+        lines.push(format!(
+            "delete element {fam} {t} {} {{ {} }}",
+            e.container,
+            kproxy_nft::print::element_key(&e.element)
+        ));
+    }
+    for e in &tu.add_elements {
+        match &e.value {
+            Some(v) => tx.push(Op::AddMapElement(
+                e.container.clone(),
+                e.element.clone(),
+                v.clone(),
+            )),
+            None => tx.push(Op::AddSetElement(e.container.clone(), e.element.clone())),
+        }
+    }
+    sync.element_changes = tu.remove_elements.len() + tu.add_elements.len();
+    // Chains whose rules changed: flushed and written whole.
+    for c in &tu.rewrite_chains {
+        if let Some(chain) = next.chain(c.as_str()) {
+            tx.push(Op::FlushChain(c.clone()));
+            for r in &chain.rules {
+                tx.push(Op::AddRule(c.clone(), r.clone()));
+            }
+            sync.rules_written += chain.rules.len();
+        }
+    }
+    // Chains that went away: flushed now, deleted by a later transaction.
+    // Base chains and chains that are not a service's go at once.
+    for c in &tu.delete_chains {
+        let service_chain = c.as_str().contains('/');
+        tx.push(Op::FlushChain(c.clone()));
+        if service_chain {
+            sync.stale_chains.push(c.to_string());
+        } else {
+            tx.push(Op::DeleteChain(c.clone()));
+        }
+    }
+    for (kind, name) in &tu.delete_containers {
+        tx.push(match kind {
+            ContainerKind::Set => Op::DeleteSet(name.clone()),
+            ContainerKind::Map => Op::DeleteMap(name.clone()),
+        });
+    }
+    for c in &tu.delete_counters {
+        tx.push(Op::DeleteCounter(c.clone()));
+    }
+    flush(&mut tx, &mut lines)?;
+    for l in lines {
+        sync.transaction.push_str(&l);
+        sync.transaction.push('\n');
+    }
+    Ok(Some(sync))
+}
+
+/// The transaction that deletes stale chains (flushed by an earlier sync).
+pub fn nft_delete_stale(family: IpFamily, table: &str, chains: &[String]) -> String {
+    let fam = family_word(family);
+    chains
+        .iter()
+        .map(|c| format!("delete chain {fam} {table} {c}\n"))
+        .collect()
+}
+
+/// Objects per kind in a table: chains, rules, sets, maps, elements
+/// (`kproxy_sync_proxy_rules_nftables_objects`).
+pub fn nft_object_counts(t: &Table) -> BTreeMap<&'static str, usize> {
+    let mut m = BTreeMap::new();
+    m.insert("chain", t.chains.len());
+    m.insert("rule", t.chains.iter().map(|c| c.rules.len()).sum());
+    m.insert("set", t.sets.len());
+    m.insert("map", t.maps.len());
+    m.insert(
+        "element",
+        t.sets.iter().map(|s| s.elements.len()).sum::<usize>()
+            + t.maps.iter().map(|m| m.elements.len()).sum::<usize>(),
+    );
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_quoted_words() {
+        assert_eq!(
+            split_args(" -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"),
+            vec![
+                "-m",
+                "comment",
+                "--comment",
+                "kubernetes service portals",
+                "-j",
+                "KUBE-SERVICES"
+            ]
+        );
+        assert_eq!(split_args("--comment \"\" -j X"), vec!["--comment", "", "-j", "X"]);
+    }
+}

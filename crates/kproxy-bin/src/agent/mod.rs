@@ -1,0 +1,301 @@
+//! `kproxy run`: a node agent that keeps the node's rules equal to what
+//! kube-proxy would write for the cluster state a source gives.
+//!
+//! * [`source`]: where the state comes from (`dir:PATH`, polled).
+//! * [`apply`]: what one sync writes, as pure functions of the rules last
+//!   applied and the next ones (full and partial syncs, both backends).
+//! * [`sync`]: the [`sync::Proxier`] that keeps the last applied rules per
+//!   family and runs the tools.
+//! * [`http`] and [`metrics`]: `/healthz`, `/livez`, `/metrics` and the
+//!   healthCheckNodePort responders.
+//!
+//! The loop follows kube-proxy's BoundedFrequencyRunner: a change is
+//! applied at most `minSyncPeriod` after the previous sync started, and
+//! a sync runs at least every `syncPeriod`.
+
+pub mod apply;
+pub mod exec;
+pub mod http;
+pub mod metrics;
+pub mod source;
+pub mod sync;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use kproxy_core::config::parse_go_duration;
+use kproxy_core::convert::Inventory;
+use kproxy_core::model::{IpFamily, NamespacedName};
+use tracing::{error, info, warn};
+
+use crate::compile::{Backend, backend_named, ir_rulesets};
+use crate::settings::{NodeArgs, proxy_settings};
+use source::DirSource;
+use sync::{Desired, Mode, Proxier};
+
+/// Arguments of `kproxy run`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Node-level configuration (as `kproxy compile`).
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The backend: iptables or nftables. Default: the proxy mode.
+    #[arg(long, value_name = "BACKEND")]
+    pub backend: Option<String>,
+    /// Where the cluster state comes from: `dir:PATH`, a directory of
+    /// manifests (*.yaml, *.yml, *.json, recursively) watched for changes.
+    #[arg(long, value_name = "SOURCE")]
+    pub source: String,
+    /// healthzBindAddress (`/healthz`, `/livez`); overrides the
+    /// configuration. Empty: no server. Default 0.0.0.0:10256.
+    #[arg(long, value_name = "IP:PORT")]
+    pub healthz_bind_address: Option<String>,
+    /// metricsBindAddress (`/metrics`); overrides the configuration.
+    /// Empty: no server. Default 127.0.0.1:10249.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_bind_address: Option<String>,
+    /// syncPeriod (Go duration); overrides the configuration. Default 30s.
+    #[arg(long, value_name = "DURATION")]
+    pub sync_period: Option<String>,
+    /// minSyncPeriod (Go duration); overrides the configuration. Default 1s.
+    #[arg(long, value_name = "DURATION")]
+    pub min_sync_period: Option<String>,
+    /// How often the source is polled for changes.
+    #[arg(long, value_name = "DURATION", default_value = "100ms")]
+    pub poll_interval: String,
+    /// How long an nftables stale chain stays (flushed) before it is deleted.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub stale_chain_delay: String,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
+}
+
+fn duration(flag: &str, v: &str) -> Result<Duration> {
+    parse_go_duration(v).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+}
+
+/// Compiles the rules of every family for the proxier.
+pub fn desired(node: &NodeArgs, backend: Option<&str>, inv: &Inventory) -> Result<Vec<Desired>> {
+    let (_, rules, warnings) = ir_rulesets(node, backend, true, inv)?;
+    for w in warnings {
+        warn!("{w}");
+    }
+    Ok(rules
+        .into_iter()
+        .map(|r| Desired {
+            node: r.node,
+            ruleset: r.ruleset,
+        })
+        .collect())
+}
+
+/// The healthCheckNodePort responders wanted: port -> (Service, local ready
+/// endpoints), from the primary family's plan.
+pub fn health_check_ports(
+    inv: &Inventory,
+    d: &Desired,
+) -> BTreeMap<u16, (NamespacedName, usize)> {
+    let mut out: BTreeMap<u16, (NamespacedName, std::collections::BTreeSet<std::net::IpAddr>)> =
+        BTreeMap::new();
+    if !inv
+        .state
+        .services
+        .iter()
+        .any(|s| s.health_check_node_port != 0)
+    {
+        return BTreeMap::new();
+    }
+    let plan = kproxy_core::plan::plan(&inv.state, &d.node);
+    for sp in &plan.service_ports {
+        let Some(port) = sp.health_check_node_port else {
+            continue;
+        };
+        let e = out
+            .entry(port)
+            .or_insert_with(|| (sp.name.service.clone(), Default::default()));
+        e.1.extend(
+            sp.reachable_endpoints
+                .iter()
+                .filter(|ep| ep.is_local && ep.ready)
+                .map(|ep| ep.ip),
+        );
+    }
+    out.into_iter()
+        .map(|(p, (n, ips))| (p, (n, ips.len())))
+        .collect()
+}
+
+fn start_server(
+    what: &str,
+    addr: &str,
+    handler: impl FnOnce() -> Arc<dyn Fn(&str) -> http::Response + Send + Sync>,
+) -> Option<http::Server> {
+    if addr.is_empty() {
+        return None;
+    }
+    match http::serve(addr, handler()) {
+        Ok(s) => {
+            info!(address = %s.addr, "{what} server listening");
+            Some(s)
+        }
+        Err(e) => {
+            error!("{what} server on {addr}: {e}");
+            None
+        }
+    }
+}
+
+/// Runs `kproxy run` until SIGTERM or SIGINT (the rules stay in place).
+pub fn run(args: &RunArgs) -> Result<()> {
+    let Some(dir) = args.source.strip_prefix("dir:") else {
+        bail!(
+            "--source: {:?} is not supported (dir:PATH)",
+            args.source
+        );
+    };
+    let dir = PathBuf::from(dir);
+    if !dir.is_dir() {
+        bail!("--source: {} is not a directory", dir.display());
+    }
+    let poll = duration("--poll-interval", &args.poll_interval)?;
+    let mut source = DirSource::new(dir);
+    let first = source.poll();
+    for e in &first.errors {
+        warn!("{e}");
+    }
+    let inv = source.inventory();
+    for w in &inv.warnings {
+        warn!("{w}");
+    }
+    let settings = proxy_settings(&args.node, &inv)?;
+    let sync_period = match &args.sync_period {
+        Some(s) => duration("--sync-period", s)?,
+        None => settings.sync_period,
+    };
+    let min_sync_period = match &args.min_sync_period {
+        Some(s) => duration("--min-sync-period", s)?,
+        None => settings.min_sync_period,
+    };
+    let backend = backend_named(args.backend.as_deref(), &settings.mode)?;
+    let (mode, backend_name) = match backend {
+        Backend::Iptables => (Mode::Iptables, "iptables"),
+        Backend::Nftables | Backend::NftablesJson => (Mode::Nftables, "nftables"),
+    };
+    let metrics = Arc::new(metrics::Metrics::new(mode.name(), 2 * sync_period));
+    let node_eligible = Arc::new(AtomicBool::new(true));
+    let healthz_addr = args
+        .healthz_bind_address
+        .clone()
+        .unwrap_or(settings.healthz_bind_address.clone());
+    let metrics_addr = args
+        .metrics_bind_address
+        .clone()
+        .unwrap_or(settings.metrics_bind_address.clone());
+    let _healthz = start_server("healthz", &healthz_addr, || {
+        http::health_handler(metrics.clone(), node_eligible.clone())
+    });
+    let _metrics_server = start_server("metrics", &metrics_addr, || {
+        http::metrics_handler(metrics.clone())
+    });
+    let mut health_checks = http::HealthChecks::new("0.0.0.0", metrics.clone());
+    install_signal_handlers();
+
+    let mut proxier = Proxier::new(mode);
+    proxier.stale_chain_delay = duration("--stale-chain-delay", &args.stale_chain_delay)?;
+    info!(
+        mode = mode.name(),
+        source = %args.source,
+        ?sync_period,
+        ?min_sync_period,
+        "kproxy run starting"
+    );
+    let mut inv = inv;
+    let mut pending: Vec<SystemTime> = first.files.iter().map(|(_, t)| *t).collect();
+    let mut dirty = true;
+    let mut last_sync: Option<Instant> = None;
+    let mut last_poll = Instant::now();
+    let mut families: Vec<IpFamily> = Vec::new();
+    while !STOP.load(Ordering::SeqCst) {
+        if last_poll.elapsed() >= poll {
+            last_poll = Instant::now();
+            let changes = source.poll();
+            for e in &changes.errors {
+                warn!("{e}");
+            }
+            if !changes.is_empty() {
+                info!(files = changes.files.len(), "source changed");
+                inv = source.inventory();
+                for w in &inv.warnings {
+                    warn!("{w}");
+                }
+                pending.extend(changes.files.iter().map(|(_, t)| *t));
+                dirty = true;
+                metrics.queued(&families);
+            }
+        }
+        let due = match last_sync {
+            None => true,
+            Some(t) => {
+                (dirty && t.elapsed() >= min_sync_period) || t.elapsed() >= sync_period
+            }
+        };
+        if !due {
+            std::thread::sleep(Duration::from_millis(10).min(poll));
+            continue;
+        }
+        last_sync = Some(Instant::now());
+        let wanted = match desired(&args.node, Some(backend_name), &inv) {
+            Ok(d) => d,
+            Err(e) => {
+                error!("cannot compile the rules: {e:#}");
+                dirty = false;
+                continue;
+            }
+        };
+        families = wanted.iter().map(|d| d.node.family).collect();
+        let report = proxier.sync(&wanted, &metrics);
+        if report.errors.is_empty() {
+            let now = SystemTime::now();
+            for t in pending.drain(..) {
+                if let Ok(d) = now.duration_since(t) {
+                    metrics.observe_programming(d);
+                }
+            }
+            dirty = false;
+            info!(full = report.full, duration = ?report.duration, "synced");
+        } else {
+            // Retried at the next change or after syncPeriod, as a full sync.
+            dirty = false;
+        }
+        if let Some(primary) = wanted.first() {
+            for (port, e) in health_checks.sync(&health_check_ports(&inv, primary)) {
+                error!(port, "health check node port: {e}");
+            }
+        }
+    }
+    info!("kproxy run stopping (rules stay in place)");
+    Ok(())
+}
+
+/// Runs `kproxy run` from its arguments (an error is fatal at start-up only).
+pub fn run_command(args: &RunArgs) -> Result<()> {
+    run(args).context("kproxy run")
+}
