@@ -578,3 +578,39 @@ pub enum MapValue {
     /// A verdict (`goto C`, `jump C`, `drop`, ...).
     Verdict(Verdict),
 }
+
+/// The matches of kube-proxy's local traffic detector: traffic from this
+/// node's pods (`local`) or from anywhere else (`!local`). Empty without a
+/// detector. Both backends spell these the same way in the IR.
+///
+/// ```
+/// use kproxy_core::ir::{local_traffic_matches, Match};
+/// use kproxy_core::model::LocalDetector;
+/// let det = LocalDetector::InterfaceNamePrefix("veth".into());
+/// assert!(matches!(
+///     local_traffic_matches(&det, false).as_slice(),
+///     [Match::InInterface { prefix: true, negate: true, .. }]
+/// ));
+/// ```
+pub fn local_traffic_matches(det: &crate::model::LocalDetector, local: bool) -> Vec<Match> {
+    use crate::model::LocalDetector;
+    let negate = !local;
+    match det {
+        LocalDetector::None => Vec::new(),
+        LocalDetector::Cidr(net) => vec![Match::Addr {
+            dir: Direction::Src,
+            addr: AddrMatch::Net(*net),
+            negate,
+        }],
+        LocalDetector::BridgeInterface(name) => vec![Match::InInterface {
+            name: name.clone(),
+            prefix: false,
+            negate,
+        }],
+        LocalDetector::InterfaceNamePrefix(prefix) => vec![Match::InInterface {
+            name: prefix.clone(),
+            prefix: true,
+            negate,
+        }],
+    }
+}

@@ -8,9 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use kproxy_core::ir::{
     AddrMatch, Chain, ChainKind, CtState, Direction, Hook, MarkOp, Match, RecentOp, Rule, Ruleset,
-    Table, TableFamily, Verdict,
+    Table, TableFamily, Verdict, local_traffic_matches,
 };
-use kproxy_core::model::{LocalDetector, Protocol, TrafficPolicy};
+use kproxy_core::model::{Protocol, TrafficPolicy};
 use kproxy_core::names::{ChainName, IptablesServiceChains, iptables_endpoint_chain};
 use kproxy_core::plan::{
     ClusterIpMasquerade, Disposition, NodePlan, NodePortDestinations, Plan, PlannedEndpoint,
@@ -457,29 +457,6 @@ fn proto_dst(proto: Protocol, ip: IpAddr, port: u16) -> [Match; 3] {
     [Match::Protocol(proto), dst_ip(ip), Match::DstPort(port)]
 }
 
-/// The detector's "is local" / "is not local" matches.
-fn local_matches(det: &LocalDetector, local: bool) -> Vec<Match> {
-    let negate = !local;
-    match det {
-        LocalDetector::None => Vec::new(),
-        LocalDetector::Cidr(net) => vec![Match::Addr {
-            dir: Direction::Src,
-            addr: AddrMatch::Net(*net),
-            negate,
-        }],
-        LocalDetector::BridgeInterface(name) => vec![Match::InInterface {
-            name: name.clone(),
-            prefix: false,
-            negate,
-        }],
-        LocalDetector::InterfaceNamePrefix(prefix) => vec![Match::InInterface {
-            name: prefix.clone(),
-            prefix: true,
-            negate,
-        }],
-    }
-}
-
 /// The filter rule for traffic with nowhere to go.
 fn no_endpoint_rule(sp: &ServicePortPlan, disposition: Disposition) -> Option<(String, Verdict)> {
     match disposition {
@@ -668,7 +645,7 @@ fn service_chains<S: Sink>(
     if sp.internal.forwards() {
         let not_local = match &ctx.node.cluster_ip_masquerade {
             ClusterIpMasquerade::All => Some(Vec::new()),
-            ClusterIpMasquerade::IfNotLocal(det) => Some(local_matches(det, false)),
+            ClusterIpMasquerade::IfNotLocal(det) => Some(local_traffic_matches(det, false)),
             ClusterIpMasquerade::Never => None,
         };
         if let Some(extra) = not_local {
@@ -698,7 +675,7 @@ fn service_chains<S: Sink>(
                     .verdict(jump(KUBE_MARK_MASQ)),
             );
         } else if sp.short_circuits_local_external() {
-            let local = local_matches(&ctx.node.local_detector, true);
+            let local = local_traffic_matches(&ctx.node.local_detector, true);
             if !local.is_empty() {
                 out.push(
                     Nat,

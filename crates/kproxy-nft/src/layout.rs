@@ -11,9 +11,9 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 use kproxy_core::ir::{
     AddrMatch, BaseChainType, Chain, ChainKind, Counter, CtState, Direction, Element, Hook, Key,
-    KeyValue, Map, MapValue, MarkOp, Match, Rule, Set, Verdict,
+    KeyValue, Map, MapValue, MarkOp, Match, Rule, Set, Verdict, local_traffic_matches,
 };
-use kproxy_core::model::{IpFamily, LocalDetector, Protocol, TrafficPolicy};
+use kproxy_core::model::{IpFamily, Protocol, TrafficPolicy};
 use kproxy_core::names::ChainName;
 use kproxy_core::plan::{
     ClusterIpMasquerade, Disposition, NodePlan, NodePortDestinations, Plan, ServicePortPlan,
@@ -313,29 +313,6 @@ fn mark_or(node: &NodePlan) -> Verdict {
     }
 }
 
-/// The detector's "is local" / "is not local" matches.
-fn local_matches(det: &LocalDetector, local: bool) -> Vec<Match> {
-    let negate = !local;
-    match det {
-        LocalDetector::None => Vec::new(),
-        LocalDetector::Cidr(net) => vec![Match::Addr {
-            dir: Direction::Src,
-            addr: AddrMatch::Net(*net),
-            negate,
-        }],
-        LocalDetector::BridgeInterface(name) => vec![Match::InInterface {
-            name: name.clone(),
-            prefix: false,
-            negate,
-        }],
-        LocalDetector::InterfaceNamePrefix(prefix) => vec![Match::InInterface {
-            name: prefix.clone(),
-            prefix: true,
-            negate,
-        }],
-    }
-}
-
 /// The loopback destination of the family (`127.0.0.0/8`, `::1`).
 fn loopback(f: IpFamily) -> AddrMatch {
     net_match(f.loopback_net())
@@ -622,7 +599,7 @@ fn setup_dispatch(b: &mut Builder, node: &NodePlan, match_all: bool) {
             SERVICES,
             Rule::new()
                 .with(in_set(&[Key::DstAddr], CLUSTER_IPS))
-                .with_all(local_matches(det, false))
+                .with_all(local_traffic_matches(det, false))
                 .with(comment("masquerade clusterIP traffic from outside cluster"))
                 .verdict(mark_or(node)),
         ),
@@ -814,7 +791,7 @@ fn service_port(b: &mut Builder, node: &NodePlan, sp: &ServicePortPlan) {
                     .verdict(mark_or(node)),
             );
         } else {
-            let local = local_matches(&node.local_detector, true);
+            let local = local_traffic_matches(&node.local_detector, true);
             if !local.is_empty() {
                 b.rule(
                     ext,
@@ -898,7 +875,7 @@ fn service_port(b: &mut Builder, node: &NodePlan, sp: &ServicePortPlan) {
     if let (true, Disposition::Forward(policy)) = (legacy, sp.internal) {
         let not_local = match &node.cluster_ip_masquerade {
             ClusterIpMasquerade::All => Some(Vec::new()),
-            ClusterIpMasquerade::IfNotLocal(det) => Some(local_matches(det, false)),
+            ClusterIpMasquerade::IfNotLocal(det) => Some(local_traffic_matches(det, false)),
             ClusterIpMasquerade::Never => None,
         };
         if let Some(extra) = not_local {
