@@ -6,8 +6,8 @@
 //!
 //! A few differences are kube-proxy's own, by design (its two modes are not
 //! identical); they are recognised from the plan and asserted exactly, see
-//! [`known_difference`]. Anything else is a backend bug: the failure prints
-//! a (shrunk) reproducer.
+//! [`kproxy_tests::known_differences`]. Anything else is a backend bug: the
+//! failure prints a (shrunk) reproducer.
 //!
 //! Not covered here (configured away, both by-design differences):
 //! localhost node ports (iptables only) and the Service-CIDR drop for
@@ -22,8 +22,9 @@ use kproxy_core::model::{
     LoadBalancerIngress, LocalDetector, NodeConfig, Protocol, Service, ServicePort, ServiceType,
     TrafficPolicy,
 };
-use kproxy_core::plan::{Disposition, NodePortDestinations, Plan, plan};
-use kproxy_core::trace::{OutcomeKind, Packet, PacketOrigin, Trace, TraceEnv, trace};
+use kproxy_core::plan::{Plan, plan};
+use kproxy_core::trace::{Packet, PacketOrigin, Trace, TraceEnv, trace};
+use kproxy_tests::known_differences::{known_difference, summary};
 use proptest::prelude::*;
 
 const NODE: &str = "node-a";
@@ -361,101 +362,6 @@ fn packet(p: &PktSpec, a: &Addrs, state: &ClusterState, plan: &Plan) -> Packet {
     }
     let port = ports[usize::from(p.port) % ports.len()];
     Packet::new(origin, src, dst, PROTOS[usize::from(p.proto) % 3], port)
-}
-
-type Summary = Vec<(OutcomeKind, Option<kproxy_core::trace::Ratio>, bool)>;
-
-fn summary(t: &Trace) -> Summary {
-    t.outcomes
-        .iter()
-        .map(|o| (o.kind.clone(), o.probability.exact, o.masqueraded))
-        .collect()
-}
-
-fn only(s: &Summary, kind: OutcomeKind) -> bool {
-    matches!(s.as_slice(), [(k, _, false)] if *k == kind)
-}
-
-/// kube-proxy's own differences between its modes, recognised from the
-/// plan; `None` when the pair of outcomes is not one of them.
-fn known_difference(plan: &Plan, p: &Packet, ipt: &Summary, nft: &Summary) -> Option<&'static str> {
-    let serves = |sp: &kproxy_core::plan::ServicePortPlan| sp.name.protocol == p.protocol;
-    // nftables' cluster-ips-check rejects traffic to a cluster IP on a port
-    // it does not serve; iptables lets it through.
-    let is_cluster_ip = plan.service_ports.iter().any(|sp| sp.cluster_ip == p.dst);
-    let served = plan
-        .service_ports
-        .iter()
-        .any(|sp| serves(sp) && sp.cluster_ip == p.dst && sp.port == p.dst_port);
-    if is_cluster_ip
-        && !served
-        && only(ipt, OutcomeKind::Unchanged)
-        && only(nft, OutcomeKind::Reject)
-    {
-        return Some("unserved cluster IP port: nftables rejects");
-    }
-    // nftables filters LB source ranges even without endpoints (drop);
-    // iptables only has the firewall with endpoints, so it rejects.
-    let unfirewalled = plan.service_ports.iter().any(|sp| {
-        serves(sp)
-            && sp.port == p.dst_port
-            && sp.load_balancer_ips.contains(&p.dst)
-            && sp.filters_lb_sources
-            && !sp.firewall
-    });
-    // (From the node itself, iptables lets it through: see below.)
-    let ipt_without_firewall = only(ipt, OutcomeKind::Reject)
-        || (p.origin == PacketOrigin::Node && only(ipt, OutcomeKind::Unchanged));
-    if unfirewalled && ipt_without_firewall && only(nft, OutcomeKind::Drop) {
-        return Some("source-range filter without endpoints: nftables drops first");
-    }
-    // iptables blocks external IP and LB IP traffic with nowhere to go in
-    // KUBE-EXTERNAL-SERVICES, hooked on INPUT and FORWARD only; nftables'
-    // service-endpoints-check also runs in filter-output, for the node's own
-    // traffic.
-    let external_block = plan.service_ports.iter().find_map(|sp| {
-        let front = sp.external_ips.contains(&p.dst) || sp.load_balancer_ips.contains(&p.dst);
-        if !serves(sp) || sp.port != p.dst_port || !front {
-            return None;
-        }
-        match sp.external {
-            Disposition::Reject => Some(OutcomeKind::Reject),
-            Disposition::Drop => Some(OutcomeKind::Drop),
-            Disposition::Forward(_) => None,
-        }
-    });
-    if let Some(kind) = external_block
-        && p.origin == PacketOrigin::Node
-        && only(ipt, OutcomeKind::Unchanged)
-        && only(nft, kind)
-    {
-        return Some("node's own traffic to an external IP with nowhere to go: nftables blocks");
-    }
-    // iptables rejects (or, for the Local policy, drops) node port traffic
-    // with nowhere to go on every local address (`-m addrtype --dst-type
-    // LOCAL`); nftables only on the node port addresses.
-    let np_addr = match &plan.node.node_ports {
-        NodePortDestinations::AllLocal { .. } => true,
-        NodePortDestinations::Addresses(a) => a.contains(&p.dst),
-    };
-    let blocked = plan.service_ports.iter().find_map(|sp| {
-        if !serves(sp) || sp.node_port != Some(p.dst_port) {
-            return None;
-        }
-        match sp.external {
-            Disposition::Reject => Some(OutcomeKind::Reject),
-            Disposition::Drop => Some(OutcomeKind::Drop),
-            Disposition::Forward(_) => None,
-        }
-    });
-    if let Some(kind) = blocked
-        && !np_addr
-        && only(ipt, kind)
-        && only(nft, OutcomeKind::Unchanged)
-    {
-        return Some("node port with nowhere to go, on another local address: iptables blocks");
-    }
-    None
 }
 
 fn render(t: &Trace) -> String {
