@@ -29,4 +29,6 @@ pub enum Command {
     Check(crate::check::CheckArgs),
     /// Run as a node agent: keep the node's rules in sync with a source.
     Run(crate::agent::RunArgs),
+    /// Remove what kproxy or kube-proxy (iptables or nftables mode) set up on the node.
+    Cleanup(crate::agent::cleanup::CleanupArgs),
 }

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Trace(args) => kproxy_bin::trace::run(args),
         Command::Graph(args) => kproxy_bin::graph::run(args),
         Command::Diff(args) => kproxy_bin::diff::run(args),
+        Command::Cleanup(args) => kproxy_bin::agent::cleanup::run(args),
         Command::Run(args) => {
             kproxy_bin::agent::run_command(args).map(|()| kproxy_bin::compile::Output::default())
         }

@@ -19,12 +19,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use kproxy_core::diff::{ContainerKind, diff};
+use kproxy_core::diff::ContainerKind;
 use kproxy_core::ir::{Chain, ChainKind, Counter, Ruleset, Table, TableFamily};
 use kproxy_core::model::IpFamily;
 use kproxy_core::names::ChainName;
 use kproxy_iptables::IptablesError;
 use kproxy_nft::{NftError, Op, Transaction};
+
+use super::delta::delta;
 
 /// The iptables chains kube-proxy rewrites on every sync in `nat`.
 pub const NAT_TOP_LEVEL: [&str; 4] = [
@@ -36,8 +38,13 @@ pub const NAT_TOP_LEVEL: [&str; 4] = [
 
 /// Prefixes of the per-service iptables chains (what stale-chain cleanup
 /// may delete).
-pub const SERVICE_CHAIN_PREFIXES: [&str; 5] =
-    ["KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"];
+pub const SERVICE_CHAIN_PREFIXES: [&str; 5] = [
+    "KUBE-SVC-",
+    "KUBE-SVL-",
+    "KUBE-EXT-",
+    "KUBE-FW-",
+    "KUBE-SEP-",
+];
 
 /// The canary chain (ensured on full syncs, never rewritten).
 pub const CANARY: &str = "KUBE-PROXY-CANARY";
@@ -193,32 +200,39 @@ pub fn iptables_full(
 /// chains [`diff`] finds added or changed, and the chains gone from `next`
 /// declared (which flushes them) and deleted. Built-in chains and the
 /// canaries are left alone (full syncs ensure them).
+///
+/// With `minimal`, only the chains that changed are written (the filter
+/// and nat top-level chains too only when they changed): not what
+/// kube-proxy writes, but the same result when the node holds `last`, and
+/// much smaller with many Services.
 pub fn iptables_partial(
     last: &Ruleset,
     next: &Ruleset,
     opts: kproxy_iptables::PrintOptions,
+    minimal: bool,
 ) -> Result<IptablesSync, IptablesError> {
-    let update = diff(last, next).update();
     let mut sync = IptablesSync::default();
     for table in &next.tables {
         if table.name != "filter" && table.name != "nat" {
             continue;
         }
-        let tu = update.tables.iter().find(|t| t.table == table.name);
-        let changed: BTreeSet<&str> = tu
-            .map(|t| t.rewrite_chains.iter().map(ChainName::as_str).collect())
-            .unwrap_or_default();
-        let deleted: Vec<&ChainName> = tu
-            .map(|t| t.delete_chains.iter().collect())
-            .unwrap_or_default();
+        let empty = Table::new(table.name.clone(), table.family);
+        let d = delta(last.table(&table.name).unwrap_or(&empty), table);
+        let changed: BTreeSet<&str> = d.rewrite_chains.iter().map(|c| c.name.as_str()).collect();
+        let deleted: Vec<&ChainName> = d
+            .delete_chains
+            .iter()
+            .filter(|c| is_regular(c))
+            .map(|c| &c.name)
+            .collect();
         let write: Vec<&Chain> = table
             .chains
             .iter()
             .filter(|c| is_regular(c) && c.name.as_str() != CANARY)
             .filter(|c| {
-                table.name == "filter"
-                    || NAT_TOP_LEVEL.contains(&c.name.as_str())
-                    || changed.contains(c.name.as_str())
+                changed.contains(c.name.as_str())
+                    || (!minimal
+                        && (table.name == "filter" || NAT_TOP_LEVEL.contains(&c.name.as_str())))
             })
             .collect();
         let mut out = String::new();
@@ -282,10 +296,7 @@ fn nft_family(t: &Table) -> IpFamily {
 pub fn nft_full(next: &Table, opts: kproxy_nft::PrintOptions) -> Result<String, NftError> {
     let family = nft_family(next);
     let fam = family_word(family);
-    let mut out = format!(
-        "add table {fam} {0}\ndelete table {fam} {0}\n",
-        next.name
-    );
+    let mut out = format!("add table {fam} {0}\ndelete table {fam} {0}\n", next.name);
     let mut tx = Transaction::new(family, next.name.clone());
     tx.push(Op::AddTable {
         comment: next.comment.clone(),
@@ -349,117 +360,85 @@ pub fn nft_partial(
     let family = nft_family(next);
     let fam = family_word(family);
     let t = &next.name;
-    if last.name != next.name || last.comment != next.comment {
+    if last.name != next.name || last.comment != next.comment || last.family != next.family {
         return Ok(None);
     }
-    let d = diff(
-        &Ruleset {
-            tables: vec![last.clone()],
-        },
-        &Ruleset {
-            tables: vec![next.clone()],
-        },
-    );
-    let update = d.update();
+    let d = delta(last, next);
+    if d.redeclared {
+        return Ok(None);
+    }
     let mut sync = NftSync::default();
-    let Some(tu) = update.tables.first() else {
+    if d.is_empty() {
         return Ok(Some(sync));
-    };
-    if tu.create_table || tu.delete_table {
-        return Ok(None);
     }
-    let redeclared = tu.create_chains.iter().any(|c| tu.delete_chains.contains(c))
-        || tu
-            .create_containers
-            .iter()
-            .any(|c| tu.delete_containers.contains(c));
-    if redeclared {
-        return Ok(None);
-    }
-    let mut tx = Transaction::new(family, t.clone());
+    let tx = Transaction::new(family, t.clone());
     let mut lines: Vec<String> = Vec::new();
-    let flush = |tx: &mut Transaction, lines: &mut Vec<String>| -> Result<(), NftError> {
-        for op in tx.ops.drain(..) {
-            let probe = Transaction::new(family, t.clone());
-            lines.push(kproxy_nft::print::print_op(&probe, &op, opts)?);
-        }
-        Ok(())
-    };
-    // Declarations: new sets and maps, new chains.
-    for (kind, name) in &tu.create_containers {
+    let print = |op: Op| kproxy_nft::print::print_op(&tx, &op, opts);
+    // Declarations: new sets and maps, counters, chains.
+    for (kind, name) in &d.create_containers {
         match kind {
             ContainerKind::Set => {
                 if let Some(s) = next.set(name) {
-                    tx.push(Op::AddSet(s.clone()));
+                    lines.push(print(Op::AddSet(s.clone()))?);
                 }
             }
             ContainerKind::Map => {
                 if let Some(m) = next.map(name) {
-                    tx.push(Op::AddMap(m.clone()));
+                    lines.push(print(Op::AddMap(m.clone()))?);
                 }
             }
         }
     }
-    for c in &tu.create_counters {
-        tx.push(Op::AddCounter(Counter { name: c.clone() }));
+    for c in &d.create_counters {
+        lines.push(print(Op::AddCounter(Counter {
+            name: c.to_string(),
+        }))?);
     }
-    for c in &tu.create_chains {
-        if let Some(chain) = next.chain(c.as_str()) {
-            tx.push(Op::AddChain(chain.clone()));
-            sync.revived_chains.push(c.to_string());
-        }
+    for c in &d.create_chains {
+        lines.push(print(Op::AddChain((*c).clone()))?);
+        sync.revived_chains.push(c.name.to_string());
     }
-    flush(&mut tx, &mut lines)?;
-    // Elements: deletes (a changed value is deleted and added again), adds.
-    for e in &tu.remove_elements {
+    // Elements: deletes (a changed one is deleted and added again), adds.
+    for (container, e) in &d.remove_elements {
         lines.push(format!(
-            "delete element {fam} {t} {} {{ {} }}",
-            e.container,
-            kproxy_nft::print::element_key(&e.element)
+            "delete element {fam} {t} {container} {{ {} }}",
+            kproxy_nft::print::element_key(e)
         ));
     }
-    for e in &tu.add_elements {
-        match &e.value {
-            Some(v) => tx.push(Op::AddMapElement(
-                e.container.clone(),
-                e.element.clone(),
-                v.clone(),
-            )),
-            None => tx.push(Op::AddSetElement(e.container.clone(), e.element.clone())),
-        }
+    for (container, e, v) in &d.add_elements {
+        lines.push(print(match v {
+            Some(v) => Op::AddMapElement(container.to_string(), (*e).clone(), (*v).clone()),
+            None => Op::AddSetElement(container.to_string(), (*e).clone()),
+        })?);
     }
-    sync.element_changes = tu.remove_elements.len() + tu.add_elements.len();
+    sync.element_changes = d.remove_elements.len() + d.add_elements.len();
     // Chains whose rules changed: flushed and written whole.
-    for c in &tu.rewrite_chains {
-        if let Some(chain) = next.chain(c.as_str()) {
-            tx.push(Op::FlushChain(c.clone()));
-            for r in &chain.rules {
-                tx.push(Op::AddRule(c.clone(), r.clone()));
-            }
-            sync.rules_written += chain.rules.len();
+    for c in &d.rewrite_chains {
+        lines.push(print(Op::FlushChain(c.name.clone()))?);
+        for r in &c.rules {
+            lines.push(print(Op::AddRule(c.name.clone(), r.clone()))?);
         }
+        sync.rules_written += c.rules.len();
     }
-    // Chains that went away: flushed now, deleted by a later transaction.
-    // Base chains and chains that are not a service's go at once.
-    for c in &tu.delete_chains {
-        let service_chain = c.as_str().contains('/');
-        tx.push(Op::FlushChain(c.clone()));
-        if service_chain {
-            sync.stale_chains.push(c.to_string());
+    // Chains that went away: flushed now; a service's chains are deleted by
+    // a later transaction, others at once.
+    for c in &d.delete_chains {
+        lines.push(print(Op::FlushChain(c.name.clone()))?);
+        if c.name.as_str().contains('/') {
+            sync.stale_chains.push(c.name.to_string());
         } else {
-            tx.push(Op::DeleteChain(c.clone()));
+            lines.push(print(Op::DeleteChain(c.name.clone()))?);
         }
     }
-    for (kind, name) in &tu.delete_containers {
-        tx.push(match kind {
-            ContainerKind::Set => Op::DeleteSet(name.clone()),
-            ContainerKind::Map => Op::DeleteMap(name.clone()),
-        });
+    for (kind, name) in &d.delete_containers {
+        lines.push(print(match kind {
+            ContainerKind::Set => Op::DeleteSet(name.to_string()),
+            ContainerKind::Map => Op::DeleteMap(name.to_string()),
+        })?);
     }
-    for c in &tu.delete_counters {
-        tx.push(Op::DeleteCounter(c.clone()));
+    for c in &d.delete_counters {
+        lines.push(print(Op::DeleteCounter(c.to_string()))?);
     }
-    flush(&mut tx, &mut lines)?;
     for l in lines {
         sync.transaction.push_str(&l);
         sync.transaction.push('\n');
@@ -509,6 +488,9 @@ mod tests {
                 "KUBE-SERVICES"
             ]
         );
-        assert_eq!(split_args("--comment \"\" -j X"), vec!["--comment", "", "-j", "X"]);
+        assert_eq!(
+            split_args("--comment \"\" -j X"),
+            vec!["--comment", "", "-j", "X"]
+        );
     }
 }

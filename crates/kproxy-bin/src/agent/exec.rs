@@ -67,17 +67,18 @@ pub fn error_line(message: &str) -> Option<usize> {
         let n: String = s.chars().take_while(|c| c.is_ascii_digit()).collect();
         n.parse().ok()
     };
-    if let Some(i) = message.find("line ") {
-        if let Some(n) = digits(&message[i + 5..]) {
+    for (i, _) in message.match_indices("line") {
+        let rest = message[i + 4..].trim_start_matches([':', ' ']);
+        if let Some(n) = digits(rest) {
             return Some(n);
         }
     }
     // nft: "/dev/stdin:12:1-5: Error: ..." or "-:12:..."
     for part in message.split(':').skip(1) {
-        if let Some(n) = digits(part) {
-            if !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()) {
-                return Some(n);
-            }
+        if let Some(n) = digits(part)
+            && part.chars().all(|c| c.is_ascii_digit())
+        {
+            return Some(n);
         }
     }
     None
@@ -111,6 +112,10 @@ mod tests {
         assert_eq!(
             error_line("/dev/stdin:4:1-3: Error: Could not process rule"),
             Some(4)
+        );
+        assert_eq!(
+            error_line("v1.8.9 (nf_tables): Chain 'X' does not exist\nError occurred at line: 59"),
+            Some(59)
         );
         assert_eq!(error_line("nothing here"), None);
         assert_eq!(payload_line("a\nb\nc\n", 2), Some("b"));

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -161,7 +161,11 @@ pub fn health_handler(metrics: Arc<Metrics>, node_eligible: Arc<AtomicBool>) -> 
                     ),
                 )
             }
-            _ => Response::new(404, "text/plain; charset=utf-8", "404 page not found\n".into()),
+            _ => Response::new(
+                404,
+                "text/plain; charset=utf-8",
+                "404 page not found\n".into(),
+            ),
         }
     })
 }
@@ -174,7 +178,11 @@ pub fn metrics_handler(metrics: Arc<Metrics>) -> Handler {
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.render(),
         ),
-        _ => Response::new(404, "text/plain; charset=utf-8", "404 page not found\n".into()),
+        _ => Response::new(
+            404,
+            "text/plain; charset=utf-8",
+            "404 page not found\n".into(),
+        ),
     })
 }
 
@@ -272,7 +280,10 @@ fn service_handler(
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
     let status = buf
@@ -285,4 +296,66 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn health_check_node_ports() {
+        let metrics = Arc::new(Metrics::new("iptables", Duration::from_secs(60)));
+        let mut hc = HealthChecks::new("127.0.0.1", metrics.clone());
+        let port = free_port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let name = NamespacedName::new("ns", "lb");
+        let mut wanted = BTreeMap::new();
+        wanted.insert(port, (name.clone(), 2));
+        assert!(hc.sync(&wanted).is_empty());
+        let (code, body) = get(addr, "/").unwrap();
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("\"localEndpoints\": 2"), "{body}");
+        assert!(body.contains("\"namespace\": \"ns\""), "{body}");
+        assert!(body.contains("\"serviceProxyHealthy\": true"), "{body}");
+        wanted.insert(port, (name, 0));
+        assert!(hc.sync(&wanted).is_empty());
+        assert_eq!(get(addr, "/").unwrap().0, 503);
+        assert!(hc.sync(&BTreeMap::new()).is_empty());
+        assert!(hc.ports().is_empty());
+        assert!(get(addr, "/").is_err());
+    }
+
+    #[test]
+    fn healthz_and_metrics() {
+        let metrics = Arc::new(Metrics::new("nftables", Duration::from_secs(60)));
+        let eligible = Arc::new(AtomicBool::new(true));
+        let s = serve(
+            "127.0.0.1:0",
+            health_handler(metrics.clone(), eligible.clone()),
+        )
+        .unwrap();
+        let (code, body) = get(s.addr, "/healthz").unwrap();
+        assert_eq!(code, 200, "{body}");
+        assert!(body.starts_with("{\"lastUpdated\": \""), "{body}");
+        assert!(body.ends_with("\"nodeEligible\": true}"), "{body}");
+        eligible.store(false, Ordering::Relaxed);
+        assert_eq!(get(s.addr, "/healthz").unwrap().0, 503);
+        assert_eq!(get(s.addr, "/livez").unwrap().0, 200);
+        assert_eq!(get(s.addr, "/nope").unwrap().0, 404);
+        let m = serve("127.0.0.1:0", metrics_handler(metrics.clone())).unwrap();
+        let (code, body) = get(m.addr, "/metrics").unwrap();
+        assert_eq!(code, 200);
+        assert!(
+            body.contains("kubeproxy_proxy_healthz_total{code=\"503\"} 1"),
+            "{body}"
+        );
+        assert!(body.contains("kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0"));
+    }
 }

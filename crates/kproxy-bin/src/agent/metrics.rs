@@ -218,10 +218,10 @@ impl Metrics {
         let m = self.lock();
         let last = m.last_updated.values().max().copied();
         for (f, _) in m.last_updated.iter() {
-            if let Some(q) = m.oldest_pending.get(f) {
-                if q.elapsed() >= self.health_timeout {
-                    return (false, last);
-                }
+            if let Some(q) = m.oldest_pending.get(f)
+                && q.elapsed() >= self.health_timeout
+            {
+                return (false, last);
             }
         }
         // Healthy while starting up (no sync yet), as kube-proxy.
@@ -260,7 +260,10 @@ impl Metrics {
             "In Cluster Network Programming Latency in seconds",
         );
         let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         };
         gauge(
             &mut out,

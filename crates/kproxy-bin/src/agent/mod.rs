@@ -14,8 +14,12 @@
 //! a sync runs at least every `syncPeriod`.
 
 pub mod apply;
+pub mod cleanup;
+pub mod conntrack;
+pub mod delta;
 pub mod exec;
 pub mod http;
+pub mod kube;
 pub mod metrics;
 pub mod source;
 pub mod sync;
@@ -30,7 +34,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use kproxy_core::config::parse_go_duration;
 use kproxy_core::convert::Inventory;
-use kproxy_core::model::{IpFamily, NamespacedName};
+use kproxy_core::model::{IpFamily, NamespacedName, Protocol};
 use tracing::{error, info, warn};
 
 use crate::compile::{Backend, backend_named, ir_rulesets};
@@ -48,9 +52,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "BACKEND")]
     pub backend: Option<String>,
     /// Where the cluster state comes from: `dir:PATH`, a directory of
-    /// manifests (*.yaml, *.yml, *.json, recursively) watched for changes.
+    /// manifests (*.yaml, *.yml, *.json, recursively) watched for changes;
+    /// or `kube`, the API server (list+watch of Services, EndpointSlices and
+    /// this node's Node).
     #[arg(long, value_name = "SOURCE")]
     pub source: String,
+    /// The kubeconfig for `--source kube` (default: in-cluster, then
+    /// $KUBECONFIG / ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// healthzBindAddress (`/healthz`, `/livez`); overrides the
     /// configuration. Empty: no server. Default 0.0.0.0:10256.
     #[arg(long, value_name = "IP:PORT")]
@@ -68,6 +78,11 @@ pub struct RunArgs {
     /// How often the source is polled for changes.
     #[arg(long, value_name = "DURATION", default_value = "100ms")]
     pub poll_interval: String,
+    /// iptables: partial syncs write only the chains that changed, not
+    /// kube-proxy's complete filter and nat top-level chains (smaller and
+    /// faster with many Services; the same rules result).
+    #[arg(long)]
+    pub minimal_partial_syncs: bool,
     /// How long an nftables stale chain stays (flushed) before it is deleted.
     #[arg(long, value_name = "DURATION", default_value = "1s")]
     pub stale_chain_delay: String,
@@ -98,21 +113,31 @@ pub fn desired(node: &NodeArgs, backend: Option<&str>, inv: &Inventory) -> Resul
     for w in warnings {
         warn!("{w}");
     }
+    let udp = inv
+        .state
+        .services
+        .iter()
+        .any(|s| s.ports.iter().any(|p| p.protocol == Protocol::Udp));
     Ok(rules
         .into_iter()
-        .map(|r| Desired {
-            node: r.node,
-            ruleset: r.ruleset,
+        .map(|r| {
+            let udp = if udp {
+                conntrack::udp_state(&kproxy_core::plan::plan(&inv.state, &r.node))
+            } else {
+                Default::default()
+            };
+            Desired {
+                node: r.node,
+                ruleset: Arc::new(r.ruleset),
+                udp,
+            }
         })
         .collect())
 }
 
 /// The healthCheckNodePort responders wanted: port -> (Service, local ready
 /// endpoints), from the primary family's plan.
-pub fn health_check_ports(
-    inv: &Inventory,
-    d: &Desired,
-) -> BTreeMap<u16, (NamespacedName, usize)> {
+pub fn health_check_ports(inv: &Inventory, d: &Desired) -> BTreeMap<u16, (NamespacedName, usize)> {
     let mut out: BTreeMap<u16, (NamespacedName, std::collections::BTreeSet<std::net::IpAddr>)> =
         BTreeMap::new();
     if !inv
@@ -163,28 +188,105 @@ fn start_server(
     }
 }
 
+/// Where the agent reads the cluster state.
+enum Source {
+    Dir(DirSource),
+    Kube(kube::KubeSource),
+}
+
+/// What one poll of a source found.
+struct Polled {
+    changed: bool,
+    /// When the changes happened (for network programming latency).
+    times: Vec<SystemTime>,
+}
+
+impl Source {
+    fn poll(&mut self) -> Polled {
+        match self {
+            Source::Dir(d) => {
+                let c = d.poll();
+                for e in &c.errors {
+                    warn!("{e}");
+                }
+                Polled {
+                    changed: !c.is_empty(),
+                    times: c.files.iter().map(|(_, t)| *t).collect(),
+                }
+            }
+            Source::Kube(k) => {
+                let (changed, errors) = k.poll();
+                for e in &errors {
+                    warn!("{e}");
+                }
+                Polled {
+                    changed,
+                    times: Vec::new(),
+                }
+            }
+        }
+    }
+    /// Whether the first sync may run (every initial list complete).
+    fn ready(&self) -> bool {
+        match self {
+            Source::Dir(_) => true,
+            Source::Kube(k) => k.synced(),
+        }
+    }
+    fn inventory(&self) -> Inventory {
+        let inv = match self {
+            Source::Dir(d) => d.inventory(),
+            Source::Kube(k) => k.inventory(),
+        };
+        for w in &inv.warnings {
+            warn!("{w}");
+        }
+        inv
+    }
+}
+
+/// The node's name for the Node watch: --hostname-override, the
+/// configuration's hostnameOverride, else the host name.
+fn node_name(args: &RunArgs, configured: Option<&str>) -> String {
+    args.node
+        .hostname_override
+        .as_deref()
+        .or(configured)
+        .map(|h| h.trim().to_lowercase())
+        .unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_lowercase())
+                .unwrap_or_default()
+        })
+}
+
 /// Runs `kproxy run` until SIGTERM or SIGINT (the rules stay in place).
 pub fn run(args: &RunArgs) -> Result<()> {
-    let Some(dir) = args.source.strip_prefix("dir:") else {
+    let poll = duration("--poll-interval", &args.poll_interval)?;
+    let (mut source, first) = if let Some(dir) = args.source.strip_prefix("dir:") {
+        let dir = PathBuf::from(dir);
+        if !dir.is_dir() {
+            bail!("--source: {} is not a directory", dir.display());
+        }
+        let mut source = Source::Dir(DirSource::new(dir));
+        let first = source.poll();
+        (source, first)
+    } else if args.source == "kube" {
+        let settings = proxy_settings(&args.node, &Inventory::default())?;
+        let node = node_name(args, settings.hostname_override.as_deref());
+        let k = kube::KubeSource::start(args.kubeconfig.as_deref(), &node)?;
+        let first = Polled {
+            changed: true,
+            times: Vec::new(),
+        };
+        (Source::Kube(k), first)
+    } else {
         bail!(
-            "--source: {:?} is not supported (dir:PATH)",
+            "--source: {:?} is not supported (dir:PATH or kube)",
             args.source
         );
     };
-    let dir = PathBuf::from(dir);
-    if !dir.is_dir() {
-        bail!("--source: {} is not a directory", dir.display());
-    }
-    let poll = duration("--poll-interval", &args.poll_interval)?;
-    let mut source = DirSource::new(dir);
-    let first = source.poll();
-    for e in &first.errors {
-        warn!("{e}");
-    }
     let inv = source.inventory();
-    for w in &inv.warnings {
-        warn!("{w}");
-    }
     let settings = proxy_settings(&args.node, &inv)?;
     let sync_period = match &args.sync_period {
         Some(s) => duration("--sync-period", s)?,
@@ -220,6 +322,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
 
     let mut proxier = Proxier::new(mode);
     proxier.stale_chain_delay = duration("--stale-chain-delay", &args.stale_chain_delay)?;
+    proxier.minimal_partial_syncs = args.minimal_partial_syncs;
     info!(
         mode = mode.name(),
         source = %args.source,
@@ -228,38 +331,51 @@ pub fn run(args: &RunArgs) -> Result<()> {
         "kproxy run starting"
     );
     let mut inv = inv;
-    let mut pending: Vec<SystemTime> = first.files.iter().map(|(_, t)| *t).collect();
+    let mut pending: Vec<SystemTime> = first.times;
     let mut dirty = true;
     let mut last_sync: Option<Instant> = None;
     let mut last_poll = Instant::now();
     let mut families: Vec<IpFamily> = Vec::new();
+    let mut waiting_logged = false;
+    let mut was_ready = false;
     while !STOP.load(Ordering::SeqCst) {
-        if last_poll.elapsed() >= poll {
+        // Read before polling: when the source turns ready, the poll below
+        // sees every initial list.
+        let ready = source.ready();
+        if last_poll.elapsed() >= poll || (ready && !was_ready) {
             last_poll = Instant::now();
-            let changes = source.poll();
-            for e in &changes.errors {
-                warn!("{e}");
-            }
-            if !changes.is_empty() {
-                info!(files = changes.files.len(), "source changed");
+            let polled = source.poll();
+            if polled.changed {
+                info!("source changed");
                 inv = source.inventory();
-                for w in &inv.warnings {
-                    warn!("{w}");
-                }
-                pending.extend(changes.files.iter().map(|(_, t)| *t));
+                pending.extend(polled.times);
                 dirty = true;
                 metrics.queued(&families);
             }
+            if let Source::Kube(k) = &source {
+                node_eligible.store(k.node_eligible(), Ordering::Relaxed);
+            }
+        }
+        was_ready = ready;
+        if !ready {
+            if !waiting_logged {
+                info!("waiting for the initial lists");
+                waiting_logged = true;
+            }
+            std::thread::sleep(Duration::from_millis(10).min(poll));
+            continue;
         }
         let due = match last_sync {
             None => true,
-            Some(t) => {
-                (dirty && t.elapsed() >= min_sync_period) || t.elapsed() >= sync_period
-            }
+            Some(t) => (dirty && t.elapsed() >= min_sync_period) || t.elapsed() >= sync_period,
         };
         if !due {
             std::thread::sleep(Duration::from_millis(10).min(poll));
             continue;
+        }
+        if !dirty {
+            // A periodic sync: kube-proxy's canary check first.
+            proxier.check_canary();
         }
         last_sync = Some(Instant::now());
         let wanted = match desired(&args.node, Some(backend_name), &inv) {
@@ -279,12 +395,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
                     metrics.observe_programming(d);
                 }
             }
-            dirty = false;
             info!(full = report.full, duration = ?report.duration, "synced");
-        } else {
-            // Retried at the next change or after syncPeriod, as a full sync.
-            dirty = false;
         }
+        // A failure is retried at the next change or after syncPeriod, as
+        // a full sync.
+        dirty = false;
         if let Some(primary) = wanted.first() {
             for (port, e) in health_checks.sync(&health_check_ports(&inv, primary)) {
                 error!(port, "health check node port: {e}");

@@ -86,9 +86,10 @@ impl DirSource {
         let mut changes = Changes::default();
         let mut paths = Vec::new();
         if let Err(e) = walk(&self.root, &mut paths) {
-            changes
-                .errors
-                .push(format!("{}: cannot read directory: {e}", self.root.display()));
+            changes.errors.push(format!(
+                "{}: cannot read directory: {e}",
+                self.root.display()
+            ));
             // Keep the last state: a transient error must not drop every Service.
             return changes;
         }
@@ -110,10 +111,11 @@ impl DirSource {
             };
             let mtime = meta.modified().ok();
             let len = meta.len();
-            if let Some(e) = self.files.get(&p) {
-                if e.mtime == mtime && e.len == len {
-                    continue;
-                }
+            if let Some(e) = self.files.get(&p)
+                && e.mtime == mtime
+                && e.len == len
+            {
+                continue;
             }
             let name = p.display().to_string();
             let objects = match std::fs::read_to_string(&p) {
@@ -131,7 +133,9 @@ impl DirSource {
                     }
                 }
                 Err(e) => {
-                    changes.errors.push(format!("{name}: cannot read file: {e}"));
+                    changes
+                        .errors
+                        .push(format!("{name}: cannot read file: {e}"));
                     continue;
                 }
             };

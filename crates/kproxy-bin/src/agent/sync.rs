@@ -6,6 +6,7 @@
 //! counted, and makes the next sync full.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kproxy_core::ir::Ruleset;
@@ -17,6 +18,7 @@ use super::apply::{
     self, iptables_full, iptables_partial, iptables_rule_counts, nft_delete_stale, nft_full,
     nft_partial,
 };
+use super::conntrack::{UdpState, cleanup_commands, nothing_deleted};
 use super::exec::{self, ToolError, error_line, payload_line, saved_chains};
 use super::metrics::Metrics;
 
@@ -47,15 +49,20 @@ impl Mode {
 pub struct Desired {
     /// The node configuration.
     pub node: NodeConfig,
-    /// The ruleset (iptables: standalone; nftables: the table state).
-    pub ruleset: Ruleset,
+    /// The ruleset (iptables: standalone; nftables: the table state);
+    /// shared, so that keeping it as the last applied one costs no copy.
+    pub ruleset: Arc<Ruleset>,
+    /// The UDP service ports (for conntrack cleanup).
+    pub udp: UdpState,
 }
 
 #[derive(Debug, Default)]
 struct FamilyState {
-    last: Option<Ruleset>,
+    last: Option<Arc<Ruleset>>,
     /// nftables chains flushed by an earlier sync, to delete.
     stale: BTreeMap<String, Instant>,
+    /// The UDP service ports last applied.
+    udp: UdpState,
 }
 
 /// What a sync did.
@@ -79,6 +86,11 @@ pub struct Proxier {
     /// How long an nftables stale chain waits before it is deleted
     /// (kube-proxy: 1 s).
     pub stale_chain_delay: Duration,
+    /// iptables partial syncs write only the chains that changed (see
+    /// [`iptables_partial`]); default: kube-proxy's partial syncs.
+    pub minimal_partial_syncs: bool,
+    /// nfacct counters known to exist.
+    nfacct: std::collections::BTreeSet<String>,
 }
 
 fn iptables_print_opts(node: &NodeConfig) -> kproxy_iptables::PrintOptions {
@@ -112,17 +124,74 @@ impl Proxier {
             force_full: true,
             last_full: None,
             stale_chain_delay: Duration::from_secs(1),
+            nfacct: Default::default(),
+            minimal_partial_syncs: false,
         }
     }
 
     /// The rules last applied for `family`.
     pub fn last(&self, family: IpFamily) -> Option<&Ruleset> {
-        self.families.get(&family).and_then(|f| f.last.as_ref())
+        self.families.get(&family).and_then(|f| f.last.as_deref())
+    }
+
+    /// Records that the node already holds `desired` (loaded by other
+    /// means, e.g. a benchmark's first load into an empty namespace): the
+    /// next sync is partial.
+    pub fn assume_applied(&mut self, desired: &[Desired]) {
+        for d in desired {
+            let state = self.families.entry(d.node.family).or_default();
+            state.last = Some(Arc::clone(&d.ruleset));
+            state.udp = d.udp.clone();
+        }
+        self.force_full = false;
+        self.last_full = Some(Instant::now());
+    }
+
+    /// kube-proxy's canary: whether what the last syncs wrote is still on
+    /// the node (iptables: the mangle `KUBE-PROXY-CANARY` chain of every
+    /// family; nftables: the `kube-proxy` table of every family). When it is
+    /// gone (someone flushed the tables), the next sync is full.
+    pub fn check_canary(&mut self) -> bool {
+        let mut present = true;
+        for family in self.families.keys() {
+            present &= match (self.mode, family) {
+                (Mode::Iptables, f) => {
+                    let tool = match f {
+                        IpFamily::V4 => "iptables",
+                        IpFamily::V6 => "ip6tables",
+                    };
+                    exec::run(
+                        tool,
+                        &["-w", "5", "-t", "mangle", "-S", apply::CANARY],
+                        None,
+                    )
+                    .is_ok()
+                }
+                (Mode::Nftables, f) => {
+                    let fam = match f {
+                        IpFamily::V4 => "ip",
+                        IpFamily::V6 => "ip6",
+                    };
+                    exec::run("nft", &["list", "tables", fam], None).is_ok_and(|out| {
+                        out.lines()
+                            .any(|l| l.trim() == format!("table {fam} kube-proxy"))
+                    })
+                }
+            };
+        }
+        if !present {
+            warn!("kproxy's rules are gone from the node: the next sync is full");
+            self.force_full = true;
+        }
+        present
     }
 
     /// Whether the next sync is full.
     pub fn next_is_full(&self) -> bool {
-        self.force_full || self.last_full.is_none_or(|t| t.elapsed() >= FULL_SYNC_PERIOD)
+        self.force_full
+            || self
+                .last_full
+                .is_none_or(|t| t.elapsed() >= FULL_SYNC_PERIOD)
     }
 
     /// Forces the next sync to be full.
@@ -143,9 +212,12 @@ impl Proxier {
                 Mode::Iptables => self.sync_iptables(d, full, metrics),
                 Mode::Nftables => self.sync_nft(d, full, metrics),
             };
-            if let Err(e) = res {
-                error!(family = %d.node.family, full, "sync failed: {e}");
-                report.errors.push(e);
+            match res {
+                Ok(()) => self.conntrack_cleanup(d, metrics),
+                Err(e) => {
+                    error!(family = %d.node.family, full, "sync failed: {e}");
+                    report.errors.push(e);
+                }
             }
         }
         report.duration = start.elapsed();
@@ -170,10 +242,13 @@ impl Proxier {
             IpFamily::V6 => ("ip6tables-restore", "ip6tables-save", "ip6tables"),
         };
         let opts = iptables_print_opts(&d.node);
-        let state = self.families.entry(family).or_default();
-        let partial_base = if full { None } else { state.last.as_ref() };
+        let partial_base = if full {
+            None
+        } else {
+            self.families.get(&family).and_then(|s| s.last.as_ref())
+        };
         let plan = match partial_base {
-            Some(last) => iptables_partial(last, &d.ruleset, opts),
+            Some(last) => iptables_partial(last, &d.ruleset, opts, self.minimal_partial_syncs),
             None => {
                 let existing = exec::run(save, &["-t", "nat"], None)
                     .map(|s| saved_chains(&s))
@@ -186,8 +261,9 @@ impl Proxier {
         }
         .map_err(|e| e.to_string())?;
         if full {
-            ensure_nfacct(&plan.restore)?;
+            self.nfacct.clear();
         }
+        ensure_nfacct(&plan.restore, &mut self.nfacct)?;
         if let Err(e) = exec::run(
             restore,
             &["--noflush", "--counters", "-w", "5"],
@@ -216,7 +292,7 @@ impl Proxier {
             "iptables rules applied"
         );
         metrics.iptables_rules(iptables_rule_counts(&d.ruleset), plan.rules_written);
-        state.last = Some(d.ruleset.clone());
+        self.families.entry(family).or_default().last = Some(Arc::clone(&d.ruleset));
         Ok(())
     }
 
@@ -248,7 +324,10 @@ impl Proxier {
                     }
                     Err(e) => {
                         metrics.nftables_failed(true);
-                        warn!("deleting stale chains failed: {}", describe_failure(&e, &tx));
+                        warn!(
+                            "deleting stale chains failed: {}",
+                            describe_failure(&e, &tx)
+                        );
                         state.stale.clear();
                         cleanup_failed = true;
                     }
@@ -268,12 +347,12 @@ impl Proxier {
             Some(p) => (p.transaction.clone(), false),
             None => (nft_full(next, opts).map_err(|e| e.to_string())?, true),
         };
-        if !tx.is_empty() {
-            if let Err(e) = exec::run("nft", &["-f", "-"], Some(&tx)) {
-                metrics.nftables_failed(false);
-                state.stale.clear();
-                return Err(describe_failure(&e, &tx));
-            }
+        if !tx.is_empty()
+            && let Err(e) = exec::run("nft", &["-f", "-"], Some(&tx))
+        {
+            metrics.nftables_failed(false);
+            state.stale.clear();
+            return Err(describe_failure(&e, &tx));
         }
         let now = Instant::now();
         match &partial {
@@ -294,8 +373,25 @@ impl Proxier {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         );
-        state.last = Some(d.ruleset.clone());
+        state.last = Some(Arc::clone(&d.ruleset));
         Ok(())
+    }
+
+    /// Deletes the conntrack entries the rule change left stale (UDP).
+    fn conntrack_cleanup(&mut self, d: &Desired, metrics: &Metrics) {
+        let state = self.families.entry(d.node.family).or_default();
+        for args in cleanup_commands(d.node.family, &state.udp, &d.udp) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match exec::run("conntrack", &args, None) {
+                Ok(_) => {}
+                Err(e) if nothing_deleted(&e.message) => {}
+                Err(e) => {
+                    metrics.conntrack_cleanup_failed();
+                    warn!("conntrack cleanup: {e}");
+                }
+            }
+        }
+        state.udp = d.udp.clone();
     }
 
     /// The nftables stale chains waiting for deletion (family, chain).
@@ -307,9 +403,12 @@ impl Proxier {
     }
 }
 
-/// Creates the nfacct counters `restore` names, as kube-proxy does before
-/// its first restore.
-fn ensure_nfacct(restore: &str) -> Result<(), String> {
+/// Creates the nfacct counters `restore` names that are not in `known`, as
+/// kube-proxy does before its first restore.
+fn ensure_nfacct(
+    restore: &str,
+    known: &mut std::collections::BTreeSet<String>,
+) -> Result<(), String> {
     let mut names: Vec<&str> = restore
         .split("--nfacct-name ")
         .skip(1)
@@ -317,6 +416,7 @@ fn ensure_nfacct(restore: &str) -> Result<(), String> {
         .collect();
     names.sort_unstable();
     names.dedup();
+    names.retain(|n| !known.contains(*n));
     if names.is_empty() {
         return Ok(());
     }
@@ -325,6 +425,7 @@ fn ensure_nfacct(restore: &str) -> Result<(), String> {
         if !existing.contains(&format!("= {name};")) {
             exec::run("nfacct", &["add", name], None).map_err(|e| e.to_string())?;
         }
+        known.insert(name.to_string());
     }
     Ok(())
 }

@@ -1,0 +1,182 @@
+//! Benchmark of the agent's apply path (not a test; needs root):
+//!
+//! ```sh
+//! sudo cargo run --release -p kproxy-bin --example agent_bench -- 10000 10
+//! ```
+//!
+//! In a throwaway network namespace, for each backend: the first (full)
+//! sync of `SERVICES` x `ENDPOINTS` (kproxy's synthetic cluster), then
+//! several syncs that each change one Service (one endpoint added), timed
+//! by phase: compiling the rules (plan + IR), planning the payload (diff
+//! and printing) and applying it (the tool). Figures go to stdout.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kproxy_bin::agent::apply::{iptables_partial, nft_partial};
+use kproxy_bin::agent::metrics::Metrics;
+use kproxy_bin::agent::sync::{Desired, Mode, Proxier, nft_print_opts};
+use kproxy_core::model::{ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig};
+use kproxy_core::plan::plan;
+use kproxy_core::synthetic::cluster;
+
+fn desired(mode: Mode, state: &ClusterState, node: &NodeConfig) -> Vec<Desired> {
+    let p = plan(state, node);
+    let ruleset = match mode {
+        Mode::Iptables => kproxy_iptables::build(
+            &p,
+            kproxy_iptables::LayoutOptions {
+                standalone: true,
+                ..Default::default()
+            },
+        ),
+        Mode::Nftables => kproxy_nft::ruleset(&p).expect("nft ruleset"),
+    };
+    vec![Desired {
+        node: node.clone(),
+        ruleset: std::sync::Arc::new(ruleset),
+        udp: Default::default(),
+    }]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let services: u32 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let endpoints: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let modes: Vec<Mode> = match args.get(3).map(String::as_str) {
+        Some("iptables") => vec![Mode::Iptables],
+        Some("nftables") => vec![Mode::Nftables],
+        _ => vec![Mode::Iptables, Mode::Nftables],
+    };
+    let mut node = NodeConfig::new(IpFamily::V4, "node-3");
+    node.local_detector = LocalDetector::Cidr("10.0.0.0/8".parse().expect("constant"));
+    println!("kproxy agent bench: {services} Services x {endpoints} endpoints");
+    for mode in modes {
+        let ns = format!("kproxy-bench-{}-{}", std::process::id(), mode.name());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {ns} failed (root needed)");
+        let f = File::open(format!("/run/netns/{ns}")).expect("open netns");
+        // SAFETY: setns() on a valid descriptor; changes this thread only,
+        // and the tools the proxier spawns inherit it.
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns");
+
+        let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+        let mut proxier = Proxier::new(mode);
+        let minimal = std::env::var_os("KPROXY_BENCH_MINIMAL").is_some();
+        proxier.minimal_partial_syncs = minimal;
+        let mut state = cluster(services, endpoints);
+        let t = Instant::now();
+        let d = desired(mode, &state, &node);
+        let compile = t.elapsed();
+        let fast_first =
+            mode == Mode::Iptables && std::env::var_os("KPROXY_BENCH_FAST_FIRST").is_some();
+        let r = if fast_first {
+            // iptables-restore --noflush is quadratic in iptables-nft: load
+            // the first payload without it (the namespace is empty).
+            let t = Instant::now();
+            let full =
+                kproxy_bin::agent::apply::iptables_full(&d[0].ruleset, &[], Default::default())
+                    .expect("payload");
+            for c in [
+                "ct_state_invalid_dropped_pkts",
+                "localhost_nps_accepted_pkts",
+            ] {
+                let _ = Command::new("nfacct").args(["add", c]).output();
+            }
+            let mut child = Command::new("iptables-restore")
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .expect("iptables-restore");
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(full.restore.as_bytes())
+                .expect("write");
+            assert!(child.wait().expect("wait").success());
+            proxier.assume_applied(&d);
+            println!("iptables: first load without --noflush (KPROXY_BENCH_FAST_FIRST)");
+            kproxy_bin::agent::sync::SyncReport {
+                full: true,
+                errors: vec![],
+                duration: t.elapsed(),
+            }
+        } else {
+            proxier.sync(&d, &metrics)
+        };
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        println!(
+            "{}: first full sync: {} (compile {}), {} rules",
+            mode.name(),
+            ms(r.duration),
+            ms(compile),
+            d[0].ruleset
+                .tables
+                .iter()
+                .flat_map(|t| &t.chains)
+                .map(|c| c.rules.len())
+                .sum::<usize>()
+        );
+        let mut last = d;
+        for round in 0..6u32 {
+            if round == 3 && mode == Mode::Iptables && !minimal {
+                proxier.minimal_partial_syncs = true;
+                println!("iptables: --minimal-partial-syncs from here on");
+            }
+            let i = (round * 997 + 13) as usize % state.endpoint_slices.len();
+            let ip = std::net::Ipv4Addr::new(10, 200, (round / 250) as u8, (round % 250) as u8 + 1);
+            state.endpoint_slices[i]
+                .endpoints
+                .push(Endpoint::ready(ip.into()).on_node("node-1"));
+            let t = Instant::now();
+            let d = desired(mode, &state, &node);
+            let compile = t.elapsed();
+            // The payload planning alone (what the proxier does before the tool).
+            let t = Instant::now();
+            let bytes = match mode {
+                Mode::Iptables => iptables_partial(
+                    &last[0].ruleset,
+                    &d[0].ruleset,
+                    kproxy_iptables::PrintOptions::default(),
+                    proxier.minimal_partial_syncs,
+                )
+                .map(|s| s.restore.len())
+                .unwrap_or(0),
+                Mode::Nftables => nft_partial(
+                    &last[0].ruleset.tables[0],
+                    &d[0].ruleset.tables[0],
+                    nft_print_opts(&node),
+                )
+                .ok()
+                .flatten()
+                .map(|s| s.transaction.len())
+                .unwrap_or(0),
+            };
+            let planning = t.elapsed();
+            let r = proxier.sync(&d, &metrics);
+            assert!(r.errors.is_empty(), "{:?}", r.errors);
+            assert!(!r.full);
+            println!(
+                "{}: one Service changed: sync {} (of which payload planning {}, payload {} bytes); compile {}",
+                mode.name(),
+                ms(r.duration),
+                ms(planning),
+                bytes,
+                ms(compile),
+            );
+            last = d;
+        }
+        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    }
+}

@@ -1,0 +1,248 @@
+//! The `kube` source: kube-rs runtime watchers (list, then watch) on
+//! Services, EndpointSlices and the agent's own Node, on a tokio runtime of
+//! their own thread.
+//!
+//! * The first sync waits until every watcher's initial list is complete.
+//! * A relist (after a 410 Gone, or when a watch cannot be resumed)
+//!   replaces that kind's objects wholesale, so objects deleted while the
+//!   watch was down go away.
+//! * Watch errors are logged and retried with kube-rs' default backoff;
+//!   the source never gives up on a transient API error.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kproxy_core::convert::{Inventory, Object, inventory};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, watcher as watch};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+/// The kinds watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Service,
+    EndpointSlice,
+    Node,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    objects: BTreeMap<Kind, BTreeMap<String, Object>>,
+    synced: BTreeMap<Kind, bool>,
+    generation: u64,
+    errors: Vec<String>,
+    node_eligible: bool,
+}
+
+/// A running Kubernetes source.
+pub struct KubeSource {
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    seen: u64,
+}
+
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock(s: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn client(kubeconfig: Option<PathBuf>) -> Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(&path)
+                .with_context(|| format!("{}: cannot read kubeconfig", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("{}: bad kubeconfig", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no in-cluster configuration and no kubeconfig (--kubeconfig)")?,
+    };
+    Client::try_from(config).context("cannot build the Kubernetes client")
+}
+
+/// Whether kube-proxy counts the node as eligible: not being deleted and
+/// not tainted `ToBeDeletedByClusterAutoscaler`.
+fn eligible(node: &Node) -> bool {
+    node.metadata.deletion_timestamp.is_none()
+        && !node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| t.iter().any(|t| t.key == "ToBeDeletedByClusterAutoscaler"))
+}
+
+async fn watch_kind<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    kind: Kind,
+    wrap: fn(K) -> Object,
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let stream = watch(api, config).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let mut buffer: Option<BTreeMap<String, Object>> = None;
+    let key = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(next) = next else { continue };
+        let Some(ev) = next else { return };
+        let mut s = lock(&shared);
+        match ev {
+            Ok(Event::Init) => buffer = Some(BTreeMap::new()),
+            Ok(Event::InitApply(o)) => {
+                let b = buffer.get_or_insert_with(BTreeMap::new);
+                if kind == Kind::Node {
+                    s.node_eligible = eligible_any(&o);
+                }
+                b.insert(key(&o), wrap(o));
+            }
+            Ok(Event::InitDone) => {
+                let objects = buffer.take().unwrap_or_default();
+                info!(?kind, objects = objects.len(), "initial list complete");
+                s.objects.insert(kind, objects);
+                s.synced.insert(kind, true);
+                s.generation += 1;
+            }
+            Ok(Event::Apply(o)) => {
+                if kind == Kind::Node {
+                    s.node_eligible = eligible_any(&o);
+                }
+                s.objects.entry(kind).or_default().insert(key(&o), wrap(o));
+                s.generation += 1;
+            }
+            Ok(Event::Delete(o)) => {
+                if kind == Kind::Node {
+                    s.node_eligible = false;
+                }
+                s.objects.entry(kind).or_default().remove(&key(&o));
+                s.generation += 1;
+            }
+            Err(e) => {
+                warn!(?kind, "watch error (retrying with backoff): {e}");
+                s.errors.push(format!("{kind:?} watch: {e}"));
+            }
+        }
+    }
+}
+
+/// [`eligible`] for any watched type (only Nodes carry the fields).
+fn eligible_any<K: 'static>(o: &K) -> bool {
+    match (o as &dyn std::any::Any).downcast_ref::<Node>() {
+        Some(n) => eligible(n),
+        None => true,
+    }
+}
+
+impl KubeSource {
+    /// Starts the watchers (`kubeconfig`: a file, else the in-cluster
+    /// configuration or the default kubeconfig). `node`: the node's name,
+    /// whose Node object is watched. Fails only when no client can be built.
+    pub fn start(kubeconfig: Option<&Path>, node: &str) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the tokio runtime")?;
+        let client = rt.block_on(client(kubeconfig.map(Path::to_path_buf)))?;
+        let shared = Arc::new(Mutex::new(Shared {
+            node_eligible: true,
+            ..Default::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s2, stop2, node) = (shared.clone(), stop.clone(), node.to_string());
+        let thread = std::thread::spawn(move || {
+            rt.block_on(async move {
+                let services = watch_kind(
+                    Api::<Service>::all(client.clone()),
+                    watcher::Config::default(),
+                    Kind::Service,
+                    |o| Object::Service(Box::new(o)),
+                    s2.clone(),
+                    stop2.clone(),
+                );
+                let slices = watch_kind(
+                    Api::<EndpointSlice>::all(client.clone()),
+                    watcher::Config::default(),
+                    Kind::EndpointSlice,
+                    |o| Object::EndpointSlice(Box::new(o)),
+                    s2.clone(),
+                    stop2.clone(),
+                );
+                let nodes = watch_kind(
+                    Api::<Node>::all(client),
+                    watcher::Config::default().fields(&format!("metadata.name={node}")),
+                    Kind::Node,
+                    |o| Object::Node(Box::new(o)),
+                    s2,
+                    stop2,
+                );
+                futures::join!(services, slices, nodes);
+            });
+        });
+        Ok(Self {
+            shared,
+            stop,
+            thread: Some(thread),
+            seen: 0,
+        })
+    }
+
+    /// Whether every watcher has completed its initial list.
+    pub fn synced(&self) -> bool {
+        let s = lock(&self.shared);
+        [Kind::Service, Kind::EndpointSlice, Kind::Node]
+            .iter()
+            .all(|k| s.synced.get(k).copied().unwrap_or(false))
+    }
+
+    /// Whether something changed since the last call; with the watch
+    /// errors seen meanwhile.
+    pub fn poll(&mut self) -> (bool, Vec<String>) {
+        let mut s = lock(&self.shared);
+        let errors = std::mem::take(&mut s.errors);
+        let changed = s.generation != self.seen;
+        self.seen = s.generation;
+        (changed, errors)
+    }
+
+    /// Whether the node is eligible (kube-proxy's `/healthz` `nodeEligible`).
+    pub fn node_eligible(&self) -> bool {
+        lock(&self.shared).node_eligible
+    }
+
+    /// The objects, converted.
+    pub fn inventory(&self) -> Inventory {
+        let s = lock(&self.shared);
+        inventory(s.objects.iter().flat_map(|(kind, objs)| {
+            objs.iter()
+                .map(move |(k, o)| (format!("{kind:?} {k}"), o.clone()))
+        }))
+    }
+}

@@ -1,0 +1,932 @@
+//! `kproxy run` against the real kernel (issue 6).
+//!
+//! * Incremental syncs equal a fresh full sync: a sequence of random state
+//!   changes applied by the agent's [`Proxier`] in-process (inside a network
+//!   namespace) leaves the same kernel state (normalised `iptables-save` /
+//!   `nft -j list ruleset`, parsed and canonicalised) as one full sync of
+//!   the final state in another namespace. Both backends.
+//! * A failed partial sync (the node's rules wiped behind the agent's back)
+//!   is reported with the offending input line, counted, and the next sync
+//!   is full and repairs the node.
+//! * The real `kproxy run --source dir:` process in the testbed: change the
+//!   files (scale, delete, add a NodePort) and watch real traffic follow
+//!   within a second; `/healthz`, `/livez` and `/metrics` answer over HTTP;
+//!   SIGTERM stops it and the rules stay.
+//!
+//! Needs root (see `kernel_e2e.rs`); prints SKIPPED (or fails with
+//! `CI=true`) where namespaces cannot be created.
+
+mod kernel;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use kernel::testbed::{Namespaces, in_ns};
+use kernel::traffic::{Outcome, sock};
+use kernel::*;
+use kproxy_bin::agent::conntrack::udp_state;
+use kproxy_bin::agent::http;
+use kproxy_bin::agent::metrics::Metrics;
+use kproxy_bin::agent::sync::{Desired, Mode, Proxier};
+use kproxy_core::canon::canonical;
+use kproxy_core::ir::Ruleset;
+use kproxy_core::model::*;
+use kproxy_core::plan::plan;
+use kproxy_core::synthetic::cluster;
+
+// ---------------------------------------------------------------------------
+// In-process: incremental == full.
+
+/// A small deterministic PRNG (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn node_config() -> NodeConfig {
+    let mut node = NodeConfig::new(IpFamily::V4, "node-3");
+    node.local_detector = LocalDetector::Cidr("10.0.0.0/8".parse().expect("constant"));
+    node.node_ip = Some(ip("10.140.0.2"));
+    node.node_addresses = vec![ip("10.140.0.2")];
+    node
+}
+
+fn desired(mode: Mode, state: &ClusterState, node: &NodeConfig) -> Vec<Desired> {
+    let p = plan(state, node);
+    let ruleset = match mode {
+        Mode::Iptables => kproxy_iptables::build(
+            &p,
+            kproxy_iptables::LayoutOptions {
+                standalone: true,
+                ..Default::default()
+            },
+        ),
+        Mode::Nftables => kproxy_nft::ruleset(&p).expect("nft ruleset"),
+    };
+    vec![Desired {
+        node: node.clone(),
+        ruleset: std::sync::Arc::new(ruleset),
+        udp: udp_state(&p),
+    }]
+}
+
+/// One random change: scale, delete, re-add, NodePort on/off, affinity
+/// on/off, eTP Local on/off, endpoints moved to this node or away, UDP.
+fn mutate(state: &mut ClusterState, pool: &ClusterState, rng: &mut Rng, step: usize) -> String {
+    let i = rng.below(pool.services.len());
+    let id = pool.services[i].id.clone();
+    let pos = state.services.iter().position(|s| s.id == id);
+    let Some(pos) = pos else {
+        state.services.push(pool.services[i].clone());
+        state.endpoint_slices.push(pool.endpoint_slices[i].clone());
+        return format!("add {}/{}", id.namespace, id.name);
+    };
+    let slice_pos = state
+        .endpoint_slices
+        .iter()
+        .position(|s| s.service_id() == id);
+    match rng.below(8) {
+        0 => {
+            state.services.remove(pos);
+            if let Some(sp) = slice_pos {
+                state.endpoint_slices.remove(sp);
+            }
+            format!("delete {}/{}", id.namespace, id.name)
+        }
+        1 | 2 => {
+            let Some(sp) = slice_pos else {
+                return "noop".into();
+            };
+            let slice = &mut state.endpoint_slices[sp];
+            if !slice.endpoints.is_empty() && rng.below(2) == 0 {
+                let k = rng.below(slice.endpoints.len());
+                slice.endpoints.remove(k);
+                format!("scale down {}", id.name)
+            } else {
+                let a = 0x0a00_0000u32 + 5000 + (step as u32) * 7 + rng.below(5) as u32;
+                slice.endpoints.push(
+                    Endpoint::ready(std::net::IpAddr::V4(a.into()))
+                        .on_node(format!("node-{}", rng.below(5))),
+                );
+                format!("scale up {}", id.name)
+            }
+        }
+        3 => {
+            let svc = &mut state.services[pos];
+            if svc.service_type == ServiceType::ClusterIp {
+                svc.service_type = ServiceType::NodePort;
+                for (k, p) in svc.ports.iter_mut().enumerate() {
+                    p.node_port = Some(31000 + (i * 3 + k) as u16);
+                }
+            } else {
+                svc.service_type = ServiceType::ClusterIp;
+                svc.load_balancer_ingress.clear();
+                svc.load_balancer_source_ranges.clear();
+                svc.health_check_node_port = 0;
+                svc.external_traffic_policy = TrafficPolicy::Cluster;
+                for p in &mut svc.ports {
+                    p.node_port = None;
+                }
+            }
+            format!("toggle NodePort {}", id.name)
+        }
+        4 => {
+            let svc = &mut state.services[pos];
+            svc.session_affinity_timeout = match svc.session_affinity_timeout {
+                Some(_) => None,
+                None => Some(600),
+            };
+            format!("toggle affinity {}", id.name)
+        }
+        5 => {
+            let svc = &mut state.services[pos];
+            if svc.service_type != ServiceType::ClusterIp {
+                svc.external_traffic_policy = match svc.external_traffic_policy {
+                    TrafficPolicy::Local => TrafficPolicy::Cluster,
+                    _ => TrafficPolicy::Local,
+                };
+            }
+            svc.internal_traffic_policy = match svc.internal_traffic_policy {
+                TrafficPolicy::Local => TrafficPolicy::Cluster,
+                _ => TrafficPolicy::Local,
+            };
+            format!("toggle policies {}", id.name)
+        }
+        6 => {
+            let Some(sp) = slice_pos else {
+                return "noop".into();
+            };
+            for ep in &mut state.endpoint_slices[sp].endpoints {
+                ep.node_name = Some(if ep.node_name.as_deref() == Some("node-3") {
+                    "node-4".into()
+                } else {
+                    "node-3".into()
+                });
+            }
+            format!("move endpoints {}", id.name)
+        }
+        _ => {
+            let Some(sp) = slice_pos else {
+                return "noop".into();
+            };
+            state.endpoint_slices[sp].endpoints.clear();
+            format!("no endpoints {}", id.name)
+        }
+    }
+}
+
+/// The node's rules, parsed back and canonicalised.
+fn dump(mode: Mode, ns: &str) -> Ruleset {
+    let rs = match mode {
+        Mode::Iptables => {
+            let text = netns_exec(ns, &["iptables-save"]).unwrap_or_else(|e| panic!("{e}"));
+            kproxy_iptables::parse::parse(&text, None)
+                .unwrap_or_else(|e| panic!("iptables-save: {e}\n{text}"))
+        }
+        Mode::Nftables => {
+            let text =
+                netns_exec(ns, &["nft", "-j", "list", "ruleset"]).unwrap_or_else(|e| panic!("{e}"));
+            kproxy_nft::parse::parse_json(&text)
+                .unwrap_or_else(|e| panic!("nft -j list ruleset: {e}"))
+                .ruleset
+        }
+    };
+    canonical(&rs)
+}
+
+fn differences(want: &Ruleset, got: &Ruleset) -> String {
+    let d = kproxy_core::diff::diff(want, got);
+    let mut out = String::new();
+    for t in &d.tables {
+        out.push_str(&format!("table {} {:?}\n", t.table, t.status));
+        for c in t.chains.iter().take(10) {
+            out.push_str(&format!(
+                "  chain {} {:?} ({} edits)\n",
+                c.chain,
+                c.status,
+                c.edits.len()
+            ));
+        }
+        for s in t.containers.iter().take(10) {
+            out.push_str(&format!(
+                "  {:?} {} {:?} ({} element changes)\n",
+                s.kind,
+                s.name,
+                s.status,
+                s.elements.len()
+            ));
+        }
+    }
+    out
+}
+
+fn incremental_equals_full(test: &str, mode: Mode, loader: Loader) {
+    if !gate_loader(test, loader) {
+        return;
+    }
+    let nss = Namespaces::new();
+    let inc = nss.create("inc").unwrap_or_else(|e| panic!("{e}"));
+    let fresh = nss.create("fresh").unwrap_or_else(|e| panic!("{e}"));
+    let node = node_config();
+    let pool = cluster(24, 3);
+    let mut state = ClusterState {
+        services: pool.services[..16].to_vec(),
+        endpoint_slices: pool.endpoint_slices[..16].to_vec(),
+    };
+    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let mut proxier = Proxier::new(mode);
+    proxier.stale_chain_delay = Duration::ZERO;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut log = Vec::new();
+    for step in 0..30 {
+        if step > 0 {
+            // One to three changes per sync.
+            for _ in 0..=rng.below(3) {
+                log.push(mutate(&mut state, &pool, &mut rng, step));
+            }
+        }
+        let d = desired(mode, &state, &node);
+        let report = in_ns(&inc, || proxier.sync(&d, &metrics));
+        assert!(
+            report.errors.is_empty(),
+            "step {step} ({:?}): {:?}",
+            log.last(),
+            report.errors
+        );
+        assert_eq!(report.full, step == 0, "step {step}: full sync?");
+    }
+    // A sync without changes deletes the chains left stale (nftables).
+    let d = desired(mode, &state, &node);
+    let report = in_ns(&inc, || proxier.sync(&d, &metrics));
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(proxier.stale_chains().is_empty());
+
+    let mut full = Proxier::new(mode);
+    let report = in_ns(&fresh, || full.sync(&d, &metrics));
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let (got, want) = (dump(mode, &inc), dump(mode, &fresh));
+    assert!(
+        got == want,
+        "incremental state differs from a fresh full sync after {log:?}:\n{}",
+        differences(&want, &got)
+    );
+    let text = metrics.render();
+    assert!(text.contains("kubeproxy_sync_full_proxy_rules_duration_seconds_count 2"));
+    assert!(text.contains("kubeproxy_sync_partial_proxy_rules_duration_seconds_count 30"));
+}
+
+#[test]
+fn incremental_syncs_equal_full_sync_iptables() {
+    incremental_equals_full(
+        "incremental_syncs_equal_full_sync_iptables",
+        Mode::Iptables,
+        Loader::Iptables,
+    );
+}
+
+#[test]
+fn incremental_syncs_equal_full_sync_nftables() {
+    incremental_equals_full(
+        "incremental_syncs_equal_full_sync_nftables",
+        Mode::Nftables,
+        Loader::NftText,
+    );
+}
+
+/// The node's kproxy rules wiped behind the agent's back: the next partial
+/// sync fails (reported with the input line, counted), the one after is
+/// full and leaves what a fresh full sync leaves.
+fn failed_sync_forces_full(test: &str, mode: Mode, loader: Loader) {
+    if !gate_loader(test, loader) {
+        return;
+    }
+    let nss = Namespaces::new();
+    let ns = nss.create("fail").unwrap_or_else(|e| panic!("{e}"));
+    let fresh = nss.create("fresh").unwrap_or_else(|e| panic!("{e}"));
+    let node = node_config();
+    let mut state = cluster(8, 2);
+    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let mut proxier = Proxier::new(mode);
+    let d = desired(mode, &state, &node);
+    let r = in_ns(&ns, || proxier.sync(&d, &metrics));
+    assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
+    match mode {
+        Mode::Iptables => {
+            netns_exec(&ns, &["iptables", "-t", "nat", "-F"]).unwrap_or_else(|e| panic!("{e}"));
+            netns_exec(&ns, &["iptables", "-t", "nat", "-X"]).unwrap_or_else(|e| panic!("{e}"));
+        }
+        Mode::Nftables => {
+            netns_exec(&ns, &["nft", "delete", "table", "ip", "kube-proxy"])
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    state.endpoint_slices[1]
+        .endpoints
+        .push(Endpoint::ready(ip("10.9.9.9")).on_node("node-1"));
+    let d = desired(mode, &state, &node);
+    let r = in_ns(&ns, || proxier.sync(&d, &metrics));
+    assert!(!r.full);
+    assert_eq!(r.errors.len(), 1, "the partial sync must fail");
+    let e = &r.errors[0];
+    assert!(e.contains("input line "), "no offending line in {e:?}");
+    assert!(proxier.next_is_full());
+    let text = metrics.render();
+    let counter = match mode {
+        Mode::Iptables => "kubeproxy_sync_proxy_rules_iptables_restore_failures_total 1",
+        Mode::Nftables => "kubeproxy_sync_proxy_rules_nftables_sync_failures_total 1",
+    };
+    assert!(text.contains(counter), "{text}");
+    let r = in_ns(&ns, || proxier.sync(&d, &metrics));
+    assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
+    let mut full = Proxier::new(mode);
+    let r = in_ns(&fresh, || full.sync(&d, &metrics));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let (got, want) = (dump(mode, &ns), dump(mode, &fresh));
+    assert!(got == want, "{}", differences(&want, &got));
+}
+
+#[test]
+fn failed_sync_forces_full_sync_iptables() {
+    failed_sync_forces_full(
+        "failed_sync_forces_full_sync_iptables",
+        Mode::Iptables,
+        Loader::Iptables,
+    );
+}
+
+#[test]
+fn failed_sync_forces_full_sync_nftables() {
+    failed_sync_forces_full(
+        "failed_sync_forces_full_sync_nftables",
+        Mode::Nftables,
+        Loader::NftText,
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The real process.
+
+/// The `kproxy` binary (see `cli_bad_input.rs` for why it is built here).
+fn kproxy_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("KPROXY_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile> directory")
+            .to_path_buf();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "-p", "kproxy-bin", "--bin", "kproxy"])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build -p kproxy-bin failed");
+        profile_dir.join(format!("kproxy{}", std::env::consts::EXE_SUFFIX))
+    })
+}
+
+const SVC: &str = "apiVersion: v1
+kind: Service
+metadata: {name: hostnames, namespace: default}
+spec:
+  type: ClusterIP
+  clusterIP: 10.79.255.4
+  ports:
+  - {port: 80, targetPort: 9376, protocol: TCP}
+";
+
+const SVC_NODEPORT: &str = "apiVersion: v1
+kind: Service
+metadata: {name: hostnames, namespace: default}
+spec:
+  type: NodePort
+  clusterIP: 10.79.255.4
+  ports:
+  - {port: 80, targetPort: 9376, protocol: TCP, nodePort: 30080}
+";
+
+const WEB: &str = "apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.79.255.5
+  ports:
+  - {port: 80, targetPort: 9376, protocol: TCP}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: default
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+endpoints:
+- addresses: [\"10.76.0.11\"]
+  nodeName: node1
+ports:
+- {name: \"\", port: 9376, protocol: TCP}
+";
+
+fn slice(pods: &[u8]) -> String {
+    let mut s = String::from(
+        "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: hostnames-1
+  namespace: default
+  labels: {kubernetes.io/service-name: hostnames}
+addressType: IPv4
+endpoints:
+",
+    );
+    for p in pods {
+        s.push_str(&format!(
+            "- addresses: [\"10.76.0.{p}\"]\n  conditions: {{ready: true}}\n  nodeName: node1\n"
+        ));
+    }
+    s.push_str("ports:\n- {name: \"\", port: 9376, protocol: TCP}\n");
+    s
+}
+
+/// The agent process; SIGTERM on drop.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn stop(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill() of our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        self.child.wait().expect("wait for kproxy run")
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// Retries `probe` until it holds; returns how long that took, or fails
+/// after `limit`.
+fn within(
+    bed: &Testbed,
+    agent: &Agent,
+    what: &str,
+    limit: Duration,
+    probe: impl Fn() -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if probe() {
+            return start.elapsed();
+        }
+        if start.elapsed() > limit {
+            panic!(
+                "{what}: not within {limit:?}\n--- kproxy run log ---\n{}\n{}",
+                agent.log(),
+                bed.dump()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn answered_by(o: &Outcome, pod: &str) -> bool {
+    matches!(o, Outcome::Answered { pod: p, .. } if p == pod)
+}
+
+fn agent_follows_directory(test: &str, backend: &str, loader: Loader) {
+    let Some(bed) = testbed(test, loader) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("kproxy-agent-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    std::fs::write(dir.join("svc.yaml"), SVC).expect("write");
+    std::fs::write(dir.join("slice.yaml"), slice(&[9, 10])).expect("write");
+    std::fs::write(dir.join("web.yaml"), WEB).expect("write");
+    let log = dir.with_extension("log");
+    let node = bed.ns(Ns::Node);
+    let bin = kproxy_bin().to_string_lossy().to_string();
+    let source = format!("dir:{}", dir.display());
+    let child = Command::new(tool("ip").unwrap_or_else(|| "ip".into()))
+        .args(["netns", "exec", &node, &bin, "run", "--source", &source])
+        .args(["--backend", backend, "--hostname-override", "node1"])
+        .args(["--ip-family", "ipv4", "--cluster-cidr", "10.76.0.0/14"])
+        .args([
+            "--node-address",
+            "10.140.0.2/24",
+            "--node-address",
+            "192.168.50.1/24",
+        ])
+        .args(["--node-address", "10.76.0.1/24"])
+        .args(["--min-sync-period", "0s", "--poll-interval", "20ms"])
+        .args(["--healthz-bind-address", "127.0.0.1:10256"])
+        .args(["--metrics-bind-address", "127.0.0.1:10249"])
+        .env("KPROXY_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn kproxy run");
+    let mut agent = Agent { child, log };
+    let svc = sock("10.79.255.4", 80);
+    let web = sock("10.79.255.5", 80);
+    let quick = Duration::from_millis(300);
+
+    // The first (full) sync.
+    within(&bed, &agent, "first sync", Duration::from_secs(10), || {
+        matches!(
+            bed.tcp_within(Ns::Client, None, svc, quick),
+            Outcome::Answered { .. }
+        )
+    });
+    bed.expect_spread(
+        "ClusterIP after the first sync",
+        Ns::Pod(11),
+        svc,
+        40,
+        &["pod-9", "pod-10"],
+    );
+    let pod11 = |o: &Outcome| answered_by(o, "pod-11");
+    assert!(
+        pod11(&bed.tcp(Ns::Client, None, web)),
+        "web is served by pod-11"
+    );
+
+    // Scale hostnames to three pods: pod-11 answers within a second.
+    std::fs::write(dir.join("slice.yaml"), slice(&[9, 10, 11])).expect("write");
+    let t_scale = within(
+        &bed,
+        &agent,
+        "scale to pod-11",
+        Duration::from_secs(1),
+        || (0..6).any(|_| pod11(&bed.tcp_within(Ns::Client, None, svc, quick))),
+    );
+
+    // Delete web: its ClusterIP stops answering.
+    std::fs::remove_file(dir.join("web.yaml")).expect("remove");
+    let t_delete = within(&bed, &agent, "delete web", Duration::from_secs(1), || {
+        !matches!(
+            bed.tcp_within(Ns::Client, None, web, Duration::from_millis(150)),
+            Outcome::Answered { .. }
+        )
+    });
+
+    // hostnames becomes a NodePort: the client reaches it on the node.
+    std::fs::write(dir.join("svc.yaml"), SVC_NODEPORT).expect("write");
+    let np = sock(NODE_LINK_IP, 30080);
+    let t_nodeport = within(
+        &bed,
+        &agent,
+        "add a NodePort",
+        Duration::from_secs(1),
+        || {
+            matches!(
+                bed.tcp_within(Ns::Client, None, np, quick),
+                Outcome::Answered { .. }
+            )
+        },
+    );
+    println!("traffic followed: scale {t_scale:?}, delete {t_delete:?}, NodePort {t_nodeport:?}");
+
+    // Health and metrics over HTTP, in the node's namespace.
+    let (healthz, livez, metrics) = bed.in_ns(Ns::Node, || {
+        let h = http::get("127.0.0.1:10256".parse().expect("addr"), "/healthz");
+        let l = http::get("127.0.0.1:10256".parse().expect("addr"), "/livez");
+        let m = http::get("127.0.0.1:10249".parse().expect("addr"), "/metrics");
+        (h, l, m)
+    });
+    let (code, body) = healthz.expect("GET /healthz");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("\"nodeEligible\": true") && body.contains("\"lastUpdated\": "),
+        "{body}"
+    );
+    let (code, body) = livez.expect("GET /livez");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = metrics.expect("GET /metrics");
+    assert_eq!(code, 200);
+    for name in [
+        "kubeproxy_sync_proxy_rules_duration_seconds_count",
+        "kubeproxy_sync_full_proxy_rules_duration_seconds_count 1",
+        "kubeproxy_sync_partial_proxy_rules_duration_seconds_count",
+        "kubeproxy_network_programming_duration_seconds_count",
+        "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+    ] {
+        assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
+    }
+
+    // SIGTERM: a clean exit, and the rules stay.
+    let status = agent.stop();
+    assert!(
+        status.success(),
+        "kproxy run exited with {status}\n{}",
+        agent.log()
+    );
+    assert!(
+        matches!(bed.tcp(Ns::Client, None, np), Outcome::Answered { .. }),
+        "rules must stay after SIGTERM"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&agent.log);
+}
+
+#[test]
+fn agent_follows_directory_iptables() {
+    agent_follows_directory(
+        "agent_follows_directory_iptables",
+        "iptables",
+        Loader::Iptables,
+    );
+}
+
+#[test]
+fn agent_follows_directory_nftables() {
+    agent_follows_directory(
+        "agent_follows_directory_nftables",
+        "nftables",
+        Loader::NftText,
+    );
+}
+
+// ---------------------------------------------------------------------------
+// UDP conntrack cleanup.
+
+fn udp_state_with(pods: &[u8]) -> ClusterState {
+    let svc = Service::cluster_ip("default", "dns", ip("10.79.255.6")).with_port(ServicePort::new(
+        "dns",
+        Protocol::Udp,
+        53,
+    ));
+    let mut slice = EndpointSlice::new("default", "dns-1", "dns", IpFamily::V4)
+        .with_port(EndpointPort::new("dns", Protocol::Udp, POD_PORT));
+    for p in pods {
+        slice = slice.with_endpoint(Endpoint::ready(ip(&format!("10.76.0.{p}"))).on_node("node1"));
+    }
+    ClusterState {
+        services: vec![svc],
+        endpoint_slices: vec![slice],
+    }
+}
+
+/// A UDP flow (one client socket) follows its Service's endpoint change:
+/// the agent deletes the flow's conntrack entry when its endpoint goes.
+fn udp_flow_follows_endpoints(test: &str, mode: Mode, loader: Loader) {
+    let Some(bed) = testbed(test, loader) else {
+        return;
+    };
+    let mut node = NodeConfig::new(IpFamily::V4, "node1");
+    node.local_detector = LocalDetector::Cidr("10.76.0.0/14".parse().expect("constant"));
+    node.node_ip = Some(ip(NODE_IP));
+    node.node_addresses = vec![ip(NODE_IP), ip(NODE_LINK_IP), ip(BRIDGE_IP)];
+    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let mut proxier = Proxier::new(mode);
+    let node_ns = bed.ns(Ns::Node);
+    let d = desired(mode, &udp_state_with(&[9]), &node);
+    let r = in_ns(&node_ns, || proxier.sync(&d, &metrics));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let socket = bed.in_ns(Ns::Client, || {
+        let s = std::net::UdpSocket::bind((ip(CLIENT_IP), 40053)).expect("bind");
+        s.connect(sock("10.79.255.6", 53)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        s
+    });
+    let ask = || -> String {
+        let mut buf = [0u8; 256];
+        for _ in 0..5 {
+            let _ = socket.send(b"hello");
+            if let Ok(n) = socket.recv(&mut buf) {
+                return String::from_utf8_lossy(&buf[..n])
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+            }
+        }
+        "no answer".into()
+    };
+    assert_eq!(ask(), "pod-9");
+    let ct = netns_exec(&node_ns, &["conntrack", "-L", "-p", "udp"]).unwrap_or_default();
+    assert!(ct.contains("src=10.76.0.9"), "no flow to pod-9:\n{ct}");
+    // pod-9 goes, pod-10 comes: the same flow now reaches pod-10.
+    let d = desired(mode, &udp_state_with(&[10]), &node);
+    let r = in_ns(&node_ns, || proxier.sync(&d, &metrics));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(
+        ask(),
+        "pod-10",
+        "the flow's stale conntrack entry must be deleted"
+    );
+    assert!(
+        metrics
+            .render()
+            .contains("kproxy_conntrack_cleanup_failures_total 0")
+    );
+}
+
+#[test]
+fn udp_flow_follows_endpoints_iptables() {
+    udp_flow_follows_endpoints(
+        "udp_flow_follows_endpoints_iptables",
+        Mode::Iptables,
+        Loader::Iptables,
+    );
+}
+
+#[test]
+fn udp_flow_follows_endpoints_nftables() {
+    udp_flow_follows_endpoints(
+        "udp_flow_follows_endpoints_nftables",
+        Mode::Nftables,
+        Loader::NftText,
+    );
+}
+
+// ---------------------------------------------------------------------------
+// kproxy cleanup.
+
+/// User chains and rules of `iptables-save` (built-in chain policies and
+/// empty tables aside), as table-prefixed lines.
+fn save_lines(ns: &str, tool: &str) -> std::collections::BTreeSet<String> {
+    let text = netns_exec(ns, &[tool]).unwrap_or_else(|e| panic!("{e}"));
+    let mut table = String::new();
+    let mut out = std::collections::BTreeSet::new();
+    for l in text.lines() {
+        if let Some(t) = l.strip_prefix('*') {
+            table = t.to_string();
+        } else if l.starts_with("-A ")
+            || (l.starts_with(':') && l.split_whitespace().nth(1) == Some("-"))
+        {
+            let l = l.split(" [").next().unwrap_or(l);
+            out.insert(format!("{table} {l}"));
+        }
+    }
+    out
+}
+
+#[test]
+fn cleanup_removes_only_kube_proxy_state() {
+    let test = "cleanup_removes_only_kube_proxy_state";
+    if !gate_loader(test, Loader::Iptables) || !gate_loader(test, Loader::NftText) {
+        return;
+    }
+    let nss = Namespaces::new();
+    let ns = nss.create("cleanup").unwrap_or_else(|e| panic!("{e}"));
+    let sh = |args: &[&str]| netns_exec(&ns, args).unwrap_or_else(|e| panic!("{e}"));
+    // Someone else's rules: they must survive.
+    sh(&["iptables", "-t", "nat", "-N", "MY-CHAIN"]);
+    sh(&["iptables", "-t", "nat", "-A", "MY-CHAIN", "-j", "RETURN"]);
+    sh(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-j",
+        "MY-CHAIN",
+    ]);
+    sh(&[
+        "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT",
+    ]);
+    sh(&["iptables", "-t", "nat", "-N", "KUBE-MARK-DROP"]);
+    sh(&["ip6tables", "-N", "MY-V6"]);
+    netns_exec_stdin(
+        &ns,
+        &["nft", "-f", "-"],
+        "add table ip other\nadd chain ip other c\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let before = (
+        save_lines(&ns, "iptables-save"),
+        save_lines(&ns, "ip6tables-save"),
+    );
+    let nft_before = netns_exec(&ns, &["nft", "list", "ruleset"]).unwrap_or_else(|e| panic!("{e}"));
+
+    // kproxy's rules of both modes and both families.
+    let metrics = Metrics::new("iptables", Duration::from_secs(60));
+    let node4 = node_config();
+    let mut node6 = NodeConfig::new(IpFamily::V6, "node-3");
+    node6.local_detector = LocalDetector::Cidr("fd00::/48".parse().expect("constant"));
+    let state = cluster(6, 2);
+    for mode in [Mode::Iptables, Mode::Nftables] {
+        for node in [&node4, &node6] {
+            let mut p = Proxier::new(mode);
+            let d = desired(mode, &state, node);
+            let r = in_ns(&ns, || p.sync(&d, &metrics));
+            assert!(
+                r.errors.is_empty(),
+                "{mode:?} {}: {:?}",
+                node.family,
+                r.errors
+            );
+        }
+    }
+    assert_ne!(save_lines(&ns, "iptables-save"), before.0);
+
+    let out = Command::new(tool("ip").unwrap_or_else(|| "ip".into()))
+        .args(["netns", "exec", &ns])
+        .arg(kproxy_bin())
+        .arg("cleanup")
+        .output()
+        .expect("run kproxy cleanup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(save_lines(&ns, "iptables-save"), before.0);
+    assert_eq!(save_lines(&ns, "ip6tables-save"), before.1);
+    let nft_after = netns_exec(&ns, &["nft", "list", "ruleset"]).unwrap_or_else(|e| panic!("{e}"));
+    // iptables-nft's own tables aside, nftables is as before.
+    let ours = |t: &str| -> String {
+        t.split("\ntable ")
+            .filter(|b| b.contains("ip other") || b.starts_with("table ip other"))
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(ours(&nft_after), ours(&nft_before));
+    assert!(!nft_after.contains("kube-proxy"), "{nft_after}");
+}
+
+/// kube-proxy's canary: when someone removes kproxy's rules, the periodic
+/// check notices and the next sync is full (and restores them).
+fn canary_forces_full_sync(test: &str, mode: Mode, loader: Loader) {
+    if !gate_loader(test, loader) {
+        return;
+    }
+    let nss = Namespaces::new();
+    let ns = nss.create("canary").unwrap_or_else(|e| panic!("{e}"));
+    let node = node_config();
+    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let mut proxier = Proxier::new(mode);
+    let d = desired(mode, &cluster(4, 2), &node);
+    let r = in_ns(&ns, || proxier.sync(&d, &metrics));
+    assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
+    assert!(in_ns(&ns, || proxier.check_canary()));
+    assert!(!proxier.next_is_full());
+    match mode {
+        Mode::Iptables => {
+            for t in ["mangle", "nat"] {
+                netns_exec(&ns, &["iptables", "-t", t, "-F"]).unwrap_or_else(|e| panic!("{e}"));
+                netns_exec(&ns, &["iptables", "-t", t, "-X"]).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        Mode::Nftables => {
+            netns_exec(&ns, &["nft", "flush", "ruleset"]).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    assert!(!in_ns(&ns, || proxier.check_canary()));
+    assert!(proxier.next_is_full());
+    let before = dump(mode, &ns);
+    let r = in_ns(&ns, || proxier.sync(&d, &metrics));
+    assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
+    assert_ne!(dump(mode, &ns), before, "the full sync restores the rules");
+    assert!(in_ns(&ns, || proxier.check_canary()));
+}
+
+#[test]
+fn canary_forces_full_sync_iptables() {
+    canary_forces_full_sync(
+        "canary_forces_full_sync_iptables",
+        Mode::Iptables,
+        Loader::Iptables,
+    );
+}
+
+#[test]
+fn canary_forces_full_sync_nftables() {
+    canary_forces_full_sync(
+        "canary_forces_full_sync_nftables",
+        Mode::Nftables,
+        Loader::NftText,
+    );
+}
