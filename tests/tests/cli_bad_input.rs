@@ -35,6 +35,27 @@ fn kproxy_bin() -> &'static Path {
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "--quiet", "-p", "kproxy-bin", "--bin", "kproxy"])
             .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+        // The nested cargo must see cargo's environment, not the one cargo
+        // gives this test (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...): build
+        // scripts that watch those variables (ring's) would rebuild, and
+        // their dependents with them, on every alternation.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_BIN_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_PRIMARY_",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p))
+            {
+                cmd.env_remove(k.as_ref());
+            }
+        }
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
