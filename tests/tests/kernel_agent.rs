@@ -20,7 +20,6 @@ mod kernel;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use kernel::testbed::{Namespaces, in_ns};
@@ -377,50 +376,9 @@ fn failed_sync_forces_full_sync_nftables() {
 // ---------------------------------------------------------------------------
 // The real process.
 
-/// The `kproxy` binary (see `cli_bad_input.rs` for why it is built here).
+/// The `kproxy` binary ([`kproxy_tests::kproxy_binary`]).
 fn kproxy_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("KPROXY_BIN") {
-            return PathBuf::from(p);
-        }
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile> directory")
-            .to_path_buf();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "kproxy-bin", "--bin", "kproxy"])
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
-        // The nested cargo must see cargo's environment, not the one cargo
-        // gives this test (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...): build
-        // scripts that watch those variables (ring's) would rebuild, and
-        // their dependents with them, on every alternation.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if [
-                "CARGO_PKG_",
-                "CARGO_BIN_",
-                "CARGO_MANIFEST_",
-                "CARGO_CRATE_",
-                "CARGO_PRIMARY_",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ]
-            .iter()
-            .any(|p| k.starts_with(p))
-            {
-                cmd.env_remove(k.as_ref());
-            }
-        }
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p kproxy-bin failed");
-        profile_dir.join(format!("kproxy{}", std::env::consts::EXE_SUFFIX))
-    })
+    kproxy_tests::kproxy_binary()
 }
 
 const SVC: &str = "apiVersion: v1

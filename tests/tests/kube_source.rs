@@ -389,46 +389,9 @@ fn kube_source_waits_for_every_initial_list() {
 // ---------------------------------------------------------------------------
 // The real agent with `--source kube`, in the kernel testbed.
 
-/// The `kproxy` binary (see `cli_bad_input.rs` for why it is built here).
+/// The `kproxy` binary ([`kproxy_tests::kproxy_binary`]).
 fn kproxy_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("KPROXY_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("target/<profile> directory")
-        .to_path_buf();
-    let mut cmd = std::process::Command::new(env!("CARGO"));
-    cmd.args(["build", "--quiet", "-p", "kproxy-bin", "--bin", "kproxy"])
-        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
-    // The nested cargo must see cargo's environment, not the one cargo
-    // gives this test (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...): build
-    // scripts that watch those variables (ring's) would rebuild, and
-    // their dependents with them, on every alternation.
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if [
-            "CARGO_PKG_",
-            "CARGO_BIN_",
-            "CARGO_MANIFEST_",
-            "CARGO_CRATE_",
-            "CARGO_PRIMARY_",
-            "CARGO_TARGET_TMPDIR",
-            "CARGO_RUSTC_CURRENT_DIR",
-        ]
-        .iter()
-        .any(|p| k.starts_with(p))
-        {
-            cmd.env_remove(k.as_ref());
-        }
-    }
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    assert!(cmd.status().expect("cargo build").success());
-    profile_dir.join(format!("kproxy{}", std::env::consts::EXE_SUFFIX))
+    kproxy_tests::kproxy_binary().to_path_buf()
 }
 
 fn hostnames_service() -> Value {
