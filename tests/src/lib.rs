@@ -210,3 +210,60 @@ pub fn kproxy_binary() -> &'static Path {
         bin
     })
 }
+
+/// The case directories of `tests/golden/<kind>/` (`iptables`, `nftables`),
+/// in name order.
+pub fn golden_cases(kind: &str) -> Vec<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("golden")
+        .join(kind);
+    let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir(&root)
+        .expect("golden dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 3, "golden cases missing in {kind}");
+    dirs
+}
+
+/// A readable difference of two normalised texts: lines only in `want`
+/// (`-`), lines only in `got` (`+`); when both hold the same lines, the
+/// order differs and `got` is shown whole.
+pub fn line_diff(want: &str, got: &str) -> String {
+    let mut out = String::from("--- expected (normalised)\n+++ kproxy (normalised)\n");
+    let w: Vec<&str> = want.lines().collect();
+    let g: Vec<&str> = got.lines().collect();
+    for l in w.iter().filter(|l| !g.contains(l)) {
+        out.push_str(&format!("-{l}\n"));
+    }
+    for l in g.iter().filter(|l| !w.contains(l)) {
+        out.push_str(&format!("+{l}\n"));
+    }
+    if out.lines().count() == 2 {
+        out.push_str("(same lines, different order)\n");
+        out.push_str(got);
+    }
+    out
+}
+
+/// Runs `run_case` on every golden case of `kind`, printing `ok`/`FAIL` per
+/// case, and fails with the list of failed cases.
+pub fn run_goldens(kind: &str, run_case: impl Fn(&Path) -> Result<(), String>) {
+    let mut failures = Vec::new();
+    for dir in golden_cases(kind) {
+        let name = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        match run_case(&dir) {
+            Ok(()) => println!("ok   {name}"),
+            Err(e) => {
+                println!("FAIL {name}\n{e}");
+                failures.push(name);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "failed golden cases: {failures:?}");
+}

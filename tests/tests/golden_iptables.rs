@@ -2,20 +2,11 @@
 //! (`tests/golden/iptables/*`): `kproxy compile` with the case's `args` on
 //! its `input.yaml` must equal `expected.txt` after upstream's normalisation.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use kproxy_tests::{compile, normalise, production_mark, read_args, render_normalised};
-
-fn cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/iptables");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("golden dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
-}
+use kproxy_tests::{
+    compile, line_diff, normalise, production_mark, read_args, render_normalised, run_goldens,
+};
 
 /// Lines of upstream's expected output that come from kernel state left by
 /// earlier syncs in the same test, which a first full sync cannot produce
@@ -50,7 +41,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
         let want = render_normalised(&normalise(&expected));
         let got = render_normalised(&normalise(&out));
         if want != got {
-            return Err(diff(&want, &got));
+            return Err(line_diff(&want, &got));
         }
         return Ok(());
     }
@@ -97,45 +88,7 @@ fn check_assertions(dir: &Path, out: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn diff(want: &str, got: &str) -> String {
-    let mut out = String::from("--- expected (normalised)\n+++ kproxy (normalised)\n");
-    let w: Vec<&str> = want.lines().collect();
-    let g: Vec<&str> = got.lines().collect();
-    for l in &w {
-        if !g.contains(l) {
-            out.push_str(&format!("-{l}\n"));
-        }
-    }
-    for l in &g {
-        if !w.contains(l) {
-            out.push_str(&format!("+{l}\n"));
-        }
-    }
-    if out.lines().count() == 2 {
-        out.push_str("(same lines, different order within a chain)\n");
-        out.push_str(got);
-    }
-    out
-}
-
 #[test]
 fn upstream_iptables_goldens() {
-    let cases = cases();
-    assert!(cases.len() >= 3, "golden cases missing");
-    let mut failures = Vec::new();
-    for dir in &cases {
-        let name = dir
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string();
-        match run_case(dir) {
-            Ok(()) => println!("ok   {name}"),
-            Err(e) => {
-                println!("FAIL {name}\n{e}");
-                failures.push(name);
-            }
-        }
-    }
-    assert!(failures.is_empty(), "failed golden cases: {failures:?}");
+    run_goldens("iptables", run_case);
 }

@@ -20,20 +20,6 @@ use kproxy_core::diff::{EditOp, diff};
 use kproxy_core::ir::Ruleset;
 use kproxy_core::trace::describe_rule;
 
-fn golden_dirs(kind: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("golden")
-        .join(kind);
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("golden dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    assert!(dirs.len() >= 3, "golden cases missing in {kind}");
-    dirs
-}
-
 fn name(dir: &Path) -> String {
     dir.file_name()
         .unwrap_or_default()
@@ -129,7 +115,7 @@ fn iptables_golden_dumps_round_trip() {
         return;
     }
     let mut failures = Vec::new();
-    for dir in golden_dirs("iptables") {
+    for dir in kproxy_tests::golden_cases("iptables") {
         let name = name(&dir);
         let mut args = kproxy_tests::read_args(&dir.join("args"));
         args.push("--standalone".into());
@@ -175,7 +161,7 @@ fn nft_golden_dumps_round_trip() {
         return;
     }
     let mut failures = Vec::new();
-    for dir in golden_dirs("nftables") {
+    for dir in kproxy_tests::golden_cases("nftables") {
         let name = name(&dir);
         let args = kproxy_tests::read_args(&dir.join("args"));
         let family = family_of(&args);

@@ -581,14 +581,7 @@ fn iptables_goldens_load() {
     if !gate_loader(test, Loader::Iptables) {
         return;
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/iptables");
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .expect("golden dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    assert!(dirs.len() >= 3, "golden cases missing");
+    let dirs = kproxy_tests::golden_cases("iptables");
     let mut failures = Vec::new();
     for dir in &dirs {
         let name = dir
@@ -650,14 +643,7 @@ fn nft_goldens_load() {
     if !gate_loader(test, Loader::NftText) {
         return;
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/nftables");
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .expect("golden dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    assert!(dirs.len() >= 3, "golden cases missing");
+    let dirs = kproxy_tests::golden_cases("nftables");
     let mut failures = Vec::new();
     for dir in &dirs {
         let name = dir

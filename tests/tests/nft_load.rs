@@ -8,7 +8,7 @@
 //! `SKIPPED` line and passes, except when `CI=true`, where it fails.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -144,24 +144,13 @@ fn check(name: &str, args: &[String], input: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn golden_cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/nftables");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("golden dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
 #[test]
 fn goldens_load_natively_and_as_json() {
     if skip_or_fail() {
         return;
     }
     let mut failures = Vec::new();
-    for dir in golden_cases() {
+    for dir in kproxy_tests::golden_cases("nftables") {
         let name = dir
             .file_name()
             .unwrap_or_default()
