@@ -675,43 +675,59 @@ fn udp_state_with(pods: &[u8]) -> ClusterState {
     }
 }
 
+/// One UDP flow: a client socket bound to a fixed source port and
+/// connected to `dst`.
+fn udp_flow(bed: &Testbed, port: u16, dst: std::net::SocketAddr) -> std::net::UdpSocket {
+    bed.in_ns(Ns::Client, || {
+        let s = std::net::UdpSocket::bind((ip(CLIENT_IP), port)).expect("bind");
+        s.connect(dst).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        s
+    })
+}
+
+/// The name of the pod that answers the flow's next datagram (up to five
+/// tries), or `no answer`.
+fn udp_ask(socket: &std::net::UdpSocket) -> String {
+    let mut buf = [0u8; 256];
+    for _ in 0..5 {
+        let _ = socket.send(b"hello");
+        if let Ok(n) = socket.recv(&mut buf) {
+            return String::from_utf8_lossy(&buf[..n])
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+    }
+    "no answer".into()
+}
+
+/// The node's test configuration of the UDP tests.
+fn udp_node() -> NodeConfig {
+    let mut node = NodeConfig::new(IpFamily::V4, "node1");
+    node.local_detector = LocalDetector::Cidr("10.76.0.0/14".parse().expect("constant"));
+    node.node_ip = Some(ip(NODE_IP));
+    node.node_addresses = vec![ip(NODE_IP), ip(NODE_LINK_IP), ip(BRIDGE_IP)];
+    node
+}
+
 /// A UDP flow (one client socket) follows its Service's endpoint change:
 /// the agent deletes the flow's conntrack entry when its endpoint goes.
 fn udp_flow_follows_endpoints(test: &str, mode: Mode, loader: Loader) {
     let Some(bed) = testbed(test, loader) else {
         return;
     };
-    let mut node = NodeConfig::new(IpFamily::V4, "node1");
-    node.local_detector = LocalDetector::Cidr("10.76.0.0/14".parse().expect("constant"));
-    node.node_ip = Some(ip(NODE_IP));
-    node.node_addresses = vec![ip(NODE_IP), ip(NODE_LINK_IP), ip(BRIDGE_IP)];
+    let node = udp_node();
     let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
     let node_ns = bed.ns(Ns::Node);
     let d = desired(mode, &udp_state_with(&[9]), &node);
     let r = in_ns(&node_ns, || proxier.sync(&d, &metrics));
     assert!(r.errors.is_empty(), "{:?}", r.errors);
-    let socket = bed.in_ns(Ns::Client, || {
-        let s = std::net::UdpSocket::bind((ip(CLIENT_IP), 40053)).expect("bind");
-        s.connect(sock("10.79.255.6", 53)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(1)))
-            .expect("timeout");
-        s
-    });
-    let ask = || -> String {
-        let mut buf = [0u8; 256];
-        for _ in 0..5 {
-            let _ = socket.send(b"hello");
-            if let Ok(n) = socket.recv(&mut buf) {
-                return String::from_utf8_lossy(&buf[..n])
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-            }
-        }
-        "no answer".into()
-    };
+    let socket = udp_flow(&bed, 40053, sock("10.79.255.6", 53));
+    let ask = || udp_ask(&socket);
     assert_eq!(ask(), "pod-9");
     let ct = netns_exec(&node_ns, &["conntrack", "-L", "-p", "udp"]).unwrap_or_default();
     assert!(ct.contains("src=10.76.0.9"), "no flow to pod-9:\n{ct}");
@@ -744,6 +760,183 @@ fn udp_flow_follows_endpoints_iptables() {
 fn udp_flow_follows_endpoints_nftables() {
     udp_flow_follows_endpoints(
         "udp_flow_follows_endpoints_nftables",
+        Mode::Nftables,
+        Loader::NftText,
+    );
+}
+
+/// The `dns-np` Service: UDP, cluster IP 10.79.255.8, external IP
+/// 10.79.255.9, node port 30053, port = target port (the pods' port, so
+/// that an impostor pod answers on it too), endpoints `pods`.
+fn udp_frontends_state(pods: &[u8]) -> ClusterState {
+    let mut svc = Service::cluster_ip("default", "dns-np", ip("10.79.255.8"))
+        .with_port(ServicePort::new("dns", Protocol::Udp, POD_PORT).with_node_port(30053));
+    svc.service_type = ServiceType::NodePort;
+    svc.external_ips = vec![ip("10.79.255.9")];
+    let mut slice = EndpointSlice::new("default", "dns-np-1", "dns-np", IpFamily::V4)
+        .with_port(EndpointPort::new("dns", Protocol::Udp, POD_PORT));
+    for p in pods {
+        slice = slice.with_endpoint(Endpoint::ready(ip(&format!("10.76.0.{p}"))).on_node("node1"));
+    }
+    ClusterState {
+        services: vec![svc],
+        endpoint_slices: vec![slice],
+    }
+}
+
+/// The node's conntrack entry of the client flow from source port `sport`.
+fn ct_entry(node_ns: &str, sport: u16) -> String {
+    let ct = netns_exec(node_ns, &["conntrack", "-L", "-p", "udp"]).unwrap_or_default();
+    let needle = format!("sport={sport} ");
+    ct.lines()
+        .find(|l| l.contains(&format!("src={CLIENT_IP} ")) && l.contains(&needle))
+        .unwrap_or("no entry")
+        .to_string()
+}
+
+/// A UDP flow that started before its Service had rules (its conntrack
+/// entry confirmed without DNAT) reaches the Service's first endpoint: the
+/// agent deletes the entries of the front ends of a UDP port that gains its
+/// first endpoint (cluster IP and external IP by original destination and
+/// port, node port by port).
+///
+/// The stale entries come from real traffic: before the Service exists,
+/// the node routes its cluster IP to pod-11 and its external IP to pod-9
+/// (impostors holding those addresses and answering from them), and the
+/// node port flow gets the node's port unreachable. Then the Service comes
+/// with endpoint pod-10 and the same sockets must reach pod-10. Then its
+/// endpoints all go (the flows stop reaching pod-10) and pod-9 comes.
+fn udp_flow_reaches_first_endpoint(test: &str, mode: Mode, loader: Loader) {
+    let Some(bed) = testbed(test, loader) else {
+        return;
+    };
+    let node = udp_node();
+    let node_ns = bed.ns(Ns::Node);
+    let sh = |ns: &str, args: &[&str]| {
+        netns_exec(ns, args).unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")))
+    };
+    // The impostors, and the node's routes to them.
+    for (pod, addr) in [(11, "10.79.255.8"), (9, "10.79.255.9")] {
+        let pod_ns = bed.ns(Ns::Pod(pod));
+        sh(
+            &pod_ns,
+            &["ip", "addr", "add", &format!("{addr}/32"), "dev", "eth0"],
+        );
+        sh(
+            &pod_ns,
+            &[
+                "ip",
+                "route",
+                "add",
+                "192.168.50.0/24",
+                "via",
+                BRIDGE_IP,
+                "src",
+                addr,
+            ],
+        );
+        sh(
+            &node_ns,
+            &["ip", "route", "add", addr, "via", &format!("10.76.0.{pod}")],
+        );
+    }
+    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let mut proxier = Proxier::new(mode);
+    let d = desired(mode, &ClusterState::default(), &node);
+    let r = in_ns(&node_ns, || proxier.sync(&d, &metrics));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+
+    let flows = [
+        (
+            "cluster IP",
+            40061,
+            sock("10.79.255.8", POD_PORT),
+            "pod-11",
+            "10.79.255.8",
+        ),
+        (
+            "external IP",
+            40062,
+            sock("10.79.255.9", POD_PORT),
+            "pod-9",
+            "10.79.255.9",
+        ),
+        (
+            "node port",
+            40063,
+            sock(NODE_LINK_IP, 30053),
+            "no answer",
+            NODE_LINK_IP,
+        ),
+    ];
+    let sockets: Vec<_> = flows
+        .iter()
+        .map(|(_, port, dst, _, _)| udp_flow(&bed, *port, *dst))
+        .collect();
+    for ((what, port, _, before, orig_dst), s) in flows.iter().zip(&sockets) {
+        assert_eq!(&udp_ask(s), before, "{what} before the Service");
+        // Confirmed without DNAT: the reply comes from the original
+        // destination.
+        let e = ct_entry(&node_ns, *port);
+        assert!(
+            e.contains(&format!("src={orig_dst} dst={CLIENT_IP} ")),
+            "{what}: no un-NATed entry: {e}\n{}",
+            bed.dump()
+        );
+    }
+
+    // The Service comes with its first endpoint, pod-10.
+    let d = desired(mode, &udp_frontends_state(&[10]), &node);
+    let r = in_ns(&node_ns, || proxier.sync(&d, &metrics));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    for ((what, port, _, _, _), s) in flows.iter().zip(&sockets) {
+        assert_eq!(
+            udp_ask(s),
+            "pod-10",
+            "{what}: the flow's stale conntrack entry must be deleted\n{}",
+            bed.dump()
+        );
+        let e = ct_entry(&node_ns, *port);
+        assert!(
+            e.contains("src=10.76.0.10 "),
+            "{what}: the flow is not DNATed to pod-10: {e}"
+        );
+    }
+
+    // All its endpoints go: the flows stop reaching pod-10. Then pod-9
+    // comes: they reach it.
+    let d = desired(mode, &udp_frontends_state(&[]), &node);
+    let r = in_ns(&node_ns, || proxier.sync(&d, &metrics));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    for ((what, _, _, _, _), s) in flows.iter().zip(&sockets) {
+        assert_eq!(udp_ask(s), "no answer", "{what} without endpoints");
+    }
+    let d = desired(mode, &udp_frontends_state(&[9]), &node);
+    let r = in_ns(&node_ns, || proxier.sync(&d, &metrics));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    for ((what, _, _, _, _), s) in flows.iter().zip(&sockets) {
+        assert_eq!(udp_ask(s), "pod-9", "{what} with a new endpoint");
+    }
+    let text = metrics.render();
+    assert!(
+        text.contains("kproxy_conntrack_cleanup_failures_total 0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn udp_flow_reaches_first_endpoint_iptables() {
+    udp_flow_reaches_first_endpoint(
+        "udp_flow_reaches_first_endpoint_iptables",
+        Mode::Iptables,
+        Loader::Iptables,
+    );
+}
+
+#[test]
+fn udp_flow_reaches_first_endpoint_nftables() {
+    udp_flow_reaches_first_endpoint(
+        "udp_flow_reaches_first_endpoint_nftables",
         Mode::Nftables,
         Loader::NftText,
     );

@@ -44,9 +44,11 @@
 //! assert_eq!(up.tables[0].rewrite_chains.len(), 2);
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::ir::{Chain, ChainKind, Element, KeyValue, MapValue, Rule, Ruleset, Table, TableFamily};
+use crate::ir::{
+    Chain, ChainKind, Element, KeyValue, Map, MapValue, Rule, Ruleset, Set, Table, TableFamily,
+};
 use crate::model::NamespacedName;
 use crate::names::ChainName;
 use crate::owners::Owners;
@@ -203,149 +205,359 @@ fn empty_like(t: &Table) -> Table {
     Table::new(t.name.clone(), t.family)
 }
 
+/// A set or a map, seen as a container of elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerRef<'a> {
+    /// A set.
+    Set(&'a Set),
+    /// A map.
+    Map(&'a Map),
+}
+
+impl<'a> ContainerRef<'a> {
+    /// Its name.
+    pub fn name(self) -> &'a str {
+        match self {
+            ContainerRef::Set(s) => &s.name,
+            ContainerRef::Map(m) => &m.name,
+        }
+    }
+    /// Set or map.
+    pub fn kind(self) -> ContainerKind {
+        match self {
+            ContainerRef::Set(_) => ContainerKind::Set,
+            ContainerRef::Map(_) => ContainerKind::Map,
+        }
+    }
+    /// Its elements with their values (maps), in order.
+    pub fn elements(self) -> Box<dyn Iterator<Item = (&'a Element, Option<&'a MapValue>)> + 'a> {
+        match self {
+            ContainerRef::Set(s) => Box::new(s.elements.iter().map(|e| (e, None))),
+            ContainerRef::Map(m) => Box::new(m.elements.iter().map(|(e, v)| (e, Some(v)))),
+        }
+    }
+    /// Whether `other` declares the same container (type, flags, timeout,
+    /// comment; elements aside).
+    fn same_declaration(self, other: ContainerRef<'_>) -> bool {
+        match (self, other) {
+            (ContainerRef::Set(a), ContainerRef::Set(b)) => {
+                a.type_spec == b.type_spec
+                    && a.flags == b.flags
+                    && a.timeout == b.timeout
+                    && a.comment == b.comment
+            }
+            (ContainerRef::Map(a), ContainerRef::Map(b)) => {
+                a.type_spec == b.type_spec
+                    && a.value_type == b.value_type
+                    && a.flags == b.flags
+                    && a.comment == b.comment
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A chain that differs between two tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainChange<'a> {
+    /// The chain in the old table (`None`: added).
+    pub before: Option<&'a Chain>,
+    /// The chain in the new table (`None`: removed).
+    pub after: Option<&'a Chain>,
+}
+
+impl<'a> ChainChange<'a> {
+    /// In both tables with a different declaration (kind or comment): it
+    /// has to be removed and added again.
+    pub fn redeclared(&self) -> bool {
+        matches!((self.before, self.after), (Some(b), Some(a)) if b.kind != a.kind || b.comment != a.comment)
+    }
+    /// The chain's name.
+    pub fn name(&self) -> &'a ChainName {
+        match (self.after, self.before) {
+            (Some(c), _) | (None, Some(c)) => &c.name,
+            (None, None) => unreachable!("a change has a side"),
+        }
+    }
+}
+
+/// One element that differs between two versions of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ElementChange<'a> {
+    /// The element and value before (`None`: added).
+    pub before: Option<(&'a Element, Option<&'a MapValue>)>,
+    /// The element and value after (`None`: removed).
+    pub after: Option<(&'a Element, Option<&'a MapValue>)>,
+}
+
+/// A set or map that differs between two tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerChange<'a> {
+    /// The container in the old table (`None`: added).
+    pub before: Option<ContainerRef<'a>>,
+    /// The container in the new table (`None`: removed).
+    pub after: Option<ContainerRef<'a>>,
+    /// The elements that differ, when the container is in both with the
+    /// same declaration: removals first in the old order, then additions
+    /// and changes (same key, other value or comment) in the new order.
+    pub elements: Vec<ElementChange<'a>>,
+}
+
+impl<'a> ContainerChange<'a> {
+    /// In both tables with a different declaration.
+    pub fn redeclared(&self) -> bool {
+        matches!((self.before, self.after), (Some(b), Some(a)) if !b.same_declaration(a))
+    }
+    /// The container (the new one, else the old one).
+    pub fn container(&self) -> ContainerRef<'a> {
+        match (self.after, self.before) {
+            (Some(c), _) | (None, Some(c)) => c,
+            (None, None) => unreachable!("a change has a side"),
+        }
+    }
+}
+
+/// What differs between two versions of a table, borrowed from them: the
+/// one comparison both [`diff`] (with edit scripts and owners on top) and
+/// a node agent's partial syncs are built on. One pass of equality checks
+/// through hash indexes; unchanged chains cost one comparison each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableChanges<'a> {
+    /// Chains that differ: the new table's order, then removed chains in
+    /// the old table's order.
+    pub chains: Vec<ChainChange<'a>>,
+    /// Sets, then maps, that differ: in the new table's order, then
+    /// removed ones in the old table's order.
+    pub containers: Vec<ContainerChange<'a>>,
+    /// Named counters only in the new table.
+    pub counters_added: Vec<&'a str>,
+    /// Named counters only in the old table.
+    pub counters_removed: Vec<&'a str>,
+}
+
+impl TableChanges<'_> {
+    /// Whether the two tables hold the same chains, sets, maps and counters.
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty()
+            && self.containers.is_empty()
+            && self.counters_added.is_empty()
+            && self.counters_removed.is_empty()
+    }
+    /// Whether a chain, set or map keeps its name but changes its declaration.
+    pub fn redeclares(&self) -> bool {
+        self.chains.iter().any(ChainChange::redeclared)
+            || self.containers.iter().any(ContainerChange::redeclared)
+    }
+}
+
+/// Compares two versions of a table (their names and families aside).
+///
+/// ```
+/// use kproxy_core::diff::changes;
+/// use kproxy_core::ir::*;
+/// use kproxy_core::model::IpFamily;
+///
+/// let mut last = Table::new("nat", TableFamily::Iptables(IpFamily::V4));
+/// last.chains.push(Chain::new("KUBE-SERVICES"));
+/// last.chains.push(Chain::new("KUBE-SVC-A"));
+/// let mut next = last.clone();
+/// next.chains[0].push(Rule::new().verdict(Verdict::Jump("KUBE-SVC-B".into())));
+/// next.chains.remove(1);
+/// next.chains.push(Chain::new("KUBE-SVC-B"));
+/// let c = changes(&last, &next);
+/// let names: Vec<&str> = c.chains.iter().map(|c| c.name().as_str()).collect();
+/// assert_eq!(names, ["KUBE-SERVICES", "KUBE-SVC-B", "KUBE-SVC-A"]);
+/// assert!(c.chains[1].before.is_none() && c.chains[2].after.is_none());
+/// assert!(changes(&last, &last).is_empty());
+/// ```
+pub fn changes<'a>(last: &'a Table, next: &'a Table) -> TableChanges<'a> {
+    let mut out = TableChanges::default();
+    let old: HashMap<&str, &Chain> = last.chains.iter().map(|c| (c.name.as_str(), c)).collect();
+    for c in &next.chains {
+        match old.get(c.name.as_str()) {
+            Some(o) if o.kind == c.kind && o.comment == c.comment && o.rules == c.rules => {}
+            o => out.chains.push(ChainChange {
+                before: o.copied(),
+                after: Some(c),
+            }),
+        }
+    }
+    if next.chains.len() != last.chains.len() || out.chains.iter().any(|c| c.before.is_none()) {
+        let new: HashSet<&str> = next.chains.iter().map(|c| c.name.as_str()).collect();
+        out.chains.extend(
+            last.chains
+                .iter()
+                .filter(|c| !new.contains(c.name.as_str()))
+                .map(|c| ChainChange {
+                    before: Some(c),
+                    after: None,
+                }),
+        );
+    }
+    let containers = |t: &'a Table| -> Vec<ContainerRef<'a>> {
+        t.sets
+            .iter()
+            .map(ContainerRef::Set)
+            .chain(t.maps.iter().map(ContainerRef::Map))
+            .collect()
+    };
+    let (cl, cn) = (containers(last), containers(next));
+    let index = |v: &[ContainerRef<'a>]| -> HashMap<(ContainerKind, &'a str), ContainerRef<'a>> {
+        v.iter().map(|c| ((c.kind(), c.name()), *c)).collect()
+    };
+    let (il, inx) = (index(&cl), index(&cn));
+    for c in &cn {
+        let change = match il.get(&(c.kind(), c.name())) {
+            None => ContainerChange {
+                before: None,
+                after: Some(*c),
+                elements: Vec::new(),
+            },
+            Some(o) if !o.same_declaration(*c) => ContainerChange {
+                before: Some(*o),
+                after: Some(*c),
+                elements: Vec::new(),
+            },
+            Some(o) => {
+                let elements = element_changes(*o, *c);
+                if elements.is_empty() {
+                    continue;
+                }
+                ContainerChange {
+                    before: Some(*o),
+                    after: Some(*c),
+                    elements,
+                }
+            }
+        };
+        out.containers.push(change);
+    }
+    out.containers.extend(
+        cl.iter()
+            .filter(|c| !inx.contains_key(&(c.kind(), c.name())))
+            .map(|c| ContainerChange {
+                before: Some(*c),
+                after: None,
+                elements: Vec::new(),
+            }),
+    );
+    let names =
+        |t: &'a Table| -> HashSet<&'a str> { t.counters.iter().map(|c| c.name.as_str()).collect() };
+    let (kl, kn) = (names(last), names(next));
+    out.counters_added = next
+        .counters
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|c| !kl.contains(c))
+        .collect();
+    out.counters_removed = last
+        .counters
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|c| !kn.contains(c))
+        .collect();
+    out
+}
+
+fn element_changes<'a>(
+    before: ContainerRef<'a>,
+    after: ContainerRef<'a>,
+) -> Vec<ElementChange<'a>> {
+    type Entry<'a> = (&'a Element, Option<&'a MapValue>);
+    let old: HashMap<&Vec<KeyValue>, Entry<'a>> =
+        before.elements().map(|(e, v)| (&e.key, (e, v))).collect();
+    let new: HashSet<&Vec<KeyValue>> = after.elements().map(|(e, _)| &e.key).collect();
+    let mut out: Vec<ElementChange<'a>> = before
+        .elements()
+        .filter(|(e, _)| !new.contains(&e.key))
+        .map(|b| ElementChange {
+            before: Some(b),
+            after: None,
+        })
+        .collect();
+    for (e, v) in after.elements() {
+        match old.get(&e.key) {
+            Some((be, bv)) if *be == e && *bv == v => {}
+            b => out.push(ElementChange {
+                before: b.copied(),
+                after: Some((e, v)),
+            }),
+        }
+    }
+    out
+}
+
 fn table_diff(
     before: Option<&Table>,
     after: Option<&Table>,
     ob: &Owners,
     oa: &Owners,
 ) -> Option<TableDiff> {
+    let empty;
     let (status, tb, ta) = match (before, after) {
-        (Some(b), Some(a)) => (Status::Changed, b.clone(), a.clone()),
-        (None, Some(a)) => (Status::Added, empty_like(a), a.clone()),
-        (Some(b), None) => (Status::Removed, b.clone(), empty_like(b)),
+        (Some(b), Some(a)) => (Status::Changed, b, a),
+        (None, Some(a)) => {
+            empty = empty_like(a);
+            (Status::Added, &empty, a)
+        }
+        (Some(b), None) => {
+            empty = empty_like(b);
+            (Status::Removed, b, &empty)
+        }
         (None, None) => return None,
     };
     let name = ta.name.clone();
-    let index = |t: &Table| -> HashMap<String, usize> {
-        t.chains
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.as_str().to_string(), i))
-            .collect()
-    };
-    let (ib, ia) = (index(&tb), index(&ta));
+    let found = changes(tb, ta);
     let mut chains = Vec::new();
-    for ca in &ta.chains {
-        match ib.get(ca.name.as_str()).and_then(|&i| tb.chains.get(i)) {
-            Some(cb) if cb.kind == ca.kind && cb.comment == ca.comment => {
-                let edits = rule_edits(&name, cb, ca, ob, oa);
-                if !edits.is_empty() {
-                    chains.push(ChainDiff {
-                        chain: ca.name.clone(),
-                        kind: ca.kind.clone(),
-                        service: oa.chain(&name, ca.name.as_str()).cloned(),
-                        status: Status::Changed,
-                        edits,
-                    });
-                }
-            }
-            Some(cb) => {
+    for c in &found.chains {
+        match (c.before, c.after) {
+            (Some(cb), Some(ca)) if !c.redeclared() => chains.push(ChainDiff {
+                chain: ca.name.clone(),
+                kind: ca.kind.clone(),
+                service: oa.chain(&name, ca.name.as_str()).cloned(),
+                status: Status::Changed,
+                edits: rule_edits(&name, cb, ca, ob, oa),
+            }),
+            (Some(cb), Some(ca)) => {
                 // Redeclared: removed and added again.
                 chains.push(whole_chain(&name, cb, Status::Removed, ob));
                 chains.push(whole_chain(&name, ca, Status::Added, oa));
             }
-            None => chains.push(whole_chain(&name, ca, Status::Added, oa)),
+            (None, Some(ca)) => chains.push(whole_chain(&name, ca, Status::Added, oa)),
+            (Some(cb), None) => chains.push(whole_chain(&name, cb, Status::Removed, ob)),
+            (None, None) => {}
         }
     }
-    for cb in tb
-        .chains
-        .iter()
-        .filter(|c| !ia.contains_key(c.name.as_str()))
-    {
-        chains.push(whole_chain(&name, cb, Status::Removed, ob));
-    }
-
     let mut containers = Vec::new();
-    let sets = |t: &Table| -> Vec<Container> {
-        t.sets
-            .iter()
-            .map(|s| Container {
-                name: s.name.clone(),
-                kind: ContainerKind::Set,
-                decl: format!(
-                    "{:?}{:?}{:?}{:?}",
-                    s.type_spec, s.flags, s.timeout, s.comment
-                ),
-                elements: s.elements.iter().map(|e| (e.clone(), None)).collect(),
-            })
-            .chain(t.maps.iter().map(|m| {
-                Container {
-                    name: m.name.clone(),
-                    kind: ContainerKind::Map,
-                    decl: format!(
-                        "{:?}{:?}{:?}{:?}",
-                        m.type_spec, m.value_type, m.flags, m.comment
-                    ),
-                    elements: m
-                        .elements
-                        .iter()
-                        .map(|(e, v)| (e.clone(), Some(v.clone())))
-                        .collect(),
-                }
-            }))
-            .collect()
-    };
-    let (cbs, cas) = (sets(&tb), sets(&ta));
-    let cindex = |v: &[Container]| -> HashMap<(String, ContainerKind), usize> {
-        v.iter()
-            .enumerate()
-            .map(|(i, c)| ((c.name.clone(), c.kind), i))
-            .collect()
-    };
-    let (icb, ica) = (cindex(&cbs), cindex(&cas));
-    for ca in &cas {
-        match icb
-            .get(&(ca.name.clone(), ca.kind))
-            .and_then(|&i| cbs.get(i))
-        {
-            Some(cb) if cb.decl == ca.decl => {
-                let elements = element_edits(&name, cb, ca, ob, oa);
-                if !elements.is_empty() {
-                    containers.push(ContainerDiff {
-                        name: ca.name.clone(),
-                        kind: ca.kind,
-                        service: oa.set(&name, &ca.name).cloned(),
-                        status: Status::Changed,
-                        elements,
-                    });
-                }
-            }
-            Some(cb) => {
+    for c in &found.containers {
+        match (c.before, c.after) {
+            (Some(_), Some(ca)) if !c.redeclared() => containers.push(ContainerDiff {
+                name: ca.name().to_string(),
+                kind: ca.kind(),
+                service: oa.set(&name, ca.name()).cloned(),
+                status: Status::Changed,
+                elements: c
+                    .elements
+                    .iter()
+                    .map(|e| element_edit(&name, ca.name(), e, ob, oa))
+                    .collect(),
+            }),
+            (Some(cb), Some(ca)) => {
                 containers.push(whole_container(&name, cb, Status::Removed, ob));
                 containers.push(whole_container(&name, ca, Status::Added, oa));
             }
-            None => containers.push(whole_container(&name, ca, Status::Added, oa)),
+            (None, Some(ca)) => containers.push(whole_container(&name, ca, Status::Added, oa)),
+            (Some(cb), None) => containers.push(whole_container(&name, cb, Status::Removed, ob)),
+            (None, None) => {}
         }
     }
-    for cb in cbs
+    let counters_added: Vec<String> = found.counters_added.iter().map(|c| c.to_string()).collect();
+    let counters_removed: Vec<String> = found
+        .counters_removed
         .iter()
-        .filter(|c| !ica.contains_key(&(c.name.clone(), c.kind)))
-    {
-        containers.push(whole_container(&name, cb, Status::Removed, ob));
-    }
-
-    let counters =
-        |t: &Table| -> BTreeSet<String> { t.counters.iter().map(|c| c.name.clone()).collect() };
-    let (kb, ka) = (counters(&tb), counters(&ta));
-    let counters_added: Vec<String> = ta
-        .counters
-        .iter()
-        .filter(|c| !kb.contains(&c.name))
-        .map(|c| c.name.clone())
+        .map(|c| c.to_string())
         .collect();
-    let counters_removed: Vec<String> = tb
-        .counters
-        .iter()
-        .filter(|c| !ka.contains(&c.name))
-        .map(|c| c.name.clone())
-        .collect();
-
-    let unchanged = chains.is_empty()
-        && containers.is_empty()
-        && counters_added.is_empty()
-        && counters_removed.is_empty()
-        && tb.comment == ta.comment;
-    if status == Status::Changed && unchanged {
+    if status == Status::Changed && found.is_empty() && tb.comment == ta.comment {
         return None;
     }
     Some(TableDiff {
@@ -359,11 +571,40 @@ fn table_diff(
     })
 }
 
-struct Container {
-    name: String,
-    kind: ContainerKind,
-    decl: String,
-    elements: Vec<(Element, Option<MapValue>)>,
+fn element_edit(
+    table: &str,
+    container: &str,
+    e: &ElementChange<'_>,
+    ob: &Owners,
+    oa: &Owners,
+) -> ElementEdit {
+    match (e.before, e.after) {
+        (Some((eb, vb)), None) => ElementEdit {
+            op: ElementOp::Remove,
+            element: eb.clone(),
+            before: vb.cloned(),
+            after: None,
+            service: ob.element(table, container, &eb.key).cloned(),
+        },
+        (None, Some((ea, va))) => ElementEdit {
+            op: ElementOp::Add,
+            element: ea.clone(),
+            before: None,
+            after: va.cloned(),
+            service: oa.element(table, container, &ea.key).cloned(),
+        },
+        (Some((eb, vb)), Some((ea, va))) => ElementEdit {
+            op: ElementOp::Change,
+            element: ea.clone(),
+            before: vb.cloned(),
+            after: va.cloned(),
+            service: oa
+                .element(table, container, &ea.key)
+                .or_else(|| ob.element(table, container, &eb.key))
+                .cloned(),
+        },
+        (None, None) => unreachable!("an element change has a side"),
+    }
 }
 
 fn whole_chain(table: &str, c: &Chain, status: Status, owners: &Owners) -> ChainDiff {
@@ -412,16 +653,20 @@ fn rule_edits(table: &str, cb: &Chain, ca: &Chain, ob: &Owners, oa: &Owners) -> 
         .collect()
 }
 
-fn whole_container(table: &str, c: &Container, status: Status, owners: &Owners) -> ContainerDiff {
+fn whole_container(
+    table: &str,
+    c: ContainerRef<'_>,
+    status: Status,
+    owners: &Owners,
+) -> ContainerDiff {
     let removed = status == Status::Removed;
     ContainerDiff {
-        name: c.name.clone(),
-        kind: c.kind,
-        service: owners.set(table, &c.name).cloned(),
+        name: c.name().to_string(),
+        kind: c.kind(),
+        service: owners.set(table, c.name()).cloned(),
         status,
         elements: c
-            .elements
-            .iter()
+            .elements()
             .map(|(e, v)| ElementEdit {
                 op: if removed {
                     ElementOp::Remove
@@ -429,60 +674,12 @@ fn whole_container(table: &str, c: &Container, status: Status, owners: &Owners) 
                     ElementOp::Add
                 },
                 element: e.clone(),
-                before: if removed { v.clone() } else { None },
-                after: if removed { None } else { v.clone() },
-                service: owners.element(table, &c.name, &e.key).cloned(),
+                before: if removed { v.cloned() } else { None },
+                after: if removed { None } else { v.cloned() },
+                service: owners.element(table, c.name(), &e.key).cloned(),
             })
             .collect(),
     }
-}
-
-fn element_edits(
-    table: &str,
-    cb: &Container,
-    ca: &Container,
-    ob: &Owners,
-    oa: &Owners,
-) -> Vec<ElementEdit> {
-    let by_key = |c: &Container| -> HashMap<Vec<KeyValue>, usize> {
-        c.elements
-            .iter()
-            .enumerate()
-            .map(|(i, (e, _))| (e.key.clone(), i))
-            .collect()
-    };
-    let (kb, ka) = (by_key(cb), by_key(ca));
-    let mut out = Vec::new();
-    for (e, v) in cb.elements.iter().filter(|(e, _)| !ka.contains_key(&e.key)) {
-        out.push(ElementEdit {
-            op: ElementOp::Remove,
-            element: e.clone(),
-            before: v.clone(),
-            after: None,
-            service: ob.element(table, &cb.name, &e.key).cloned(),
-        });
-    }
-    for (e, v) in &ca.elements {
-        let service = oa.element(table, &ca.name, &e.key).cloned();
-        match kb.get(&e.key).and_then(|&i| cb.elements.get(i)) {
-            None => out.push(ElementEdit {
-                op: ElementOp::Add,
-                element: e.clone(),
-                before: None,
-                after: v.clone(),
-                service,
-            }),
-            Some((eb, vb)) if eb != e || vb != v => out.push(ElementEdit {
-                op: ElementOp::Change,
-                element: e.clone(),
-                before: vb.clone(),
-                after: v.clone(),
-                service: service.or_else(|| ob.element(table, &cb.name, &e.key).cloned()),
-            }),
-            Some(_) => {}
-        }
-    }
-    out
 }
 
 /// One step of an edit script (positions in the old and new sequence).

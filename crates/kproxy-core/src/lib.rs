@@ -35,6 +35,7 @@ pub mod convert;
 pub mod diff;
 pub mod equivalence;
 pub mod graph;
+pub mod incremental;
 pub mod ir;
 pub mod model;
 pub mod names;

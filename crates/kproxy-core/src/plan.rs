@@ -27,8 +27,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::model::{
-    AddressType, ClusterState, Endpoint, IpFamily, LocalDetector, MarkStyle, NodeConfig, Protocol,
-    Service, ServiceType, TrafficPolicy,
+    AddressType, ClusterState, Endpoint, EndpointSlice, IpFamily, LocalDetector, MarkStyle,
+    NodeConfig, Protocol, Service, ServiceType, TrafficPolicy,
 };
 use crate::names::{ServicePortName, endpoint_string};
 
@@ -324,25 +324,82 @@ pub fn plan(state: &ClusterState, node: &NodeConfig) -> Plan {
 
 /// Plans `state` for the family of `node` with the decisions of `release`.
 pub fn plan_release(state: &ClusterState, node: &NodeConfig, release: Release) -> Plan {
-    let endpoints = collect_endpoints(state, node);
+    let endpoints = collect_endpoints(&state.endpoint_slices, node);
     let mut service_ports = Vec::new();
     for svc in &state.services {
-        for (i, _) in svc.ports.iter().enumerate() {
-            if let Some(sp) = plan_service_port(svc, i, node, &endpoints, release) {
-                service_ports.push(sp);
-            }
+        plan_service_into(svc, node, &endpoints, release, &mut service_ports);
+    }
+    sort_service_ports(&mut service_ports);
+    finish_plan(node, release, service_ports)
+}
+
+/// Plans the service ports of the Services named `namespace/name` (normally
+/// one object; duplicates are planned as [`plan_release`] plans them) with
+/// their EndpointSlices: what [`plan_release`] plans for them, in its
+/// order. Services depend on nothing but their own objects and the node,
+/// which is what makes [`crate::incremental::PlanCache`] possible.
+pub(crate) fn plan_service_group(
+    services: &[&Service],
+    slices: &[&EndpointSlice],
+    node: &NodeConfig,
+    release: Release,
+) -> Vec<ServicePortPlan> {
+    let endpoints = collect_endpoints(slices.iter().copied(), node);
+    let mut service_ports = Vec::new();
+    for svc in services {
+        plan_service_into(svc, node, &endpoints, release, &mut service_ports);
+    }
+    sort_service_ports(&mut service_ports);
+    service_ports
+}
+
+fn plan_service_into(
+    svc: &Service,
+    node: &NodeConfig,
+    endpoints: &BTreeMap<EndpointKey<'_>, Vec<PlannedEndpoint>>,
+    release: Release,
+    out: &mut Vec<ServicePortPlan>,
+) {
+    for (i, _) in svc.ports.iter().enumerate() {
+        if let Some(sp) = plan_service_port(svc, i, node, endpoints, release) {
+            out.push(sp);
         }
     }
+}
+
+/// Sorted by name; of duplicates (the same Service twice), the first stays.
+fn sort_service_ports(service_ports: &mut Vec<ServicePortPlan>) {
     service_ports.sort_by(|a, b| a.name.cmp(&b.name));
     service_ports.dedup_by(|a, b| a.name == b.name);
+}
+
+/// Whether `total` endpoints put `release` in large-cluster mode.
+pub(crate) fn is_large_cluster(total: usize, release: Release) -> bool {
+    release != Release::V1_5 && total > LARGE_CLUSTER_ENDPOINTS_THRESHOLD
+}
+
+/// The plan of `service_ports` (sorted, as [`plan_release`] sorts them):
+/// the node-level facts of `release` and large-cluster mode.
+pub(crate) fn finish_plan(
+    node: &NodeConfig,
+    release: Release,
+    service_ports: Vec<ServicePortPlan>,
+) -> Plan {
     let total: usize = service_ports.iter().map(|s| s.total_endpoints).sum();
+    Plan {
+        node: plan_node_release(node, release),
+        large_cluster: is_large_cluster(total, release),
+        service_ports,
+    }
+}
+
+/// [`plan_node`] with the node-level decisions of `release`.
+pub fn plan_node_release(node: &NodeConfig, release: Release) -> NodePlan {
     let mut node_plan = plan_node(node);
-    let mut large_cluster = total > LARGE_CLUSTER_ENDPOINTS_THRESHOLD;
     match release {
         Release::Current => {}
         Release::V1_35 => node_plan.localhost_node_port_rejects.clear(),
         Release::V1_5 => {
-            large_cluster = false;
             node_plan.random_fully = false;
             node_plan.nfacct = false;
             node_plan.drop_invalid = false;
@@ -361,11 +418,7 @@ pub fn plan_release(state: &ClusterState, node: &NodeConfig, release: Release) -
             };
         }
     }
-    Plan {
-        node: node_plan,
-        service_ports,
-        large_cluster,
-    }
+    node_plan
 }
 
 /// Whether kube-proxy proxies `svc` at all (not headless, not ExternalName).
@@ -485,12 +538,11 @@ type EndpointKey<'a> = (&'a str, &'a str, &'a str, Protocol);
 /// Merges the EndpointSlices of the node's family into per-service-port
 /// endpoint lists, de-duplicated and sorted as kube-proxy does.
 fn collect_endpoints<'a>(
-    state: &'a ClusterState,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
     node: &NodeConfig,
 ) -> BTreeMap<EndpointKey<'a>, Vec<PlannedEndpoint>> {
-    let mut slices: Vec<_> = state
-        .endpoint_slices
-        .iter()
+    let mut slices: Vec<_> = slices
+        .into_iter()
         .filter(|s| s.address_type == AddressType::Ip(node.family))
         .collect();
     slices.sort_by(|a, b| a.id.cmp(&b.id));

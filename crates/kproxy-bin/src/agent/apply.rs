@@ -19,14 +19,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use kproxy_core::diff::ContainerKind;
-use kproxy_core::ir::{Chain, ChainKind, Counter, Ruleset, Table, TableFamily};
+use kproxy_core::diff::{ContainerKind, ContainerRef, TableChanges, changes};
+use kproxy_core::ir::{Chain, ChainKind, Counter, Element, MapValue, Ruleset, Table, TableFamily};
 use kproxy_core::model::IpFamily;
 use kproxy_core::names::ChainName;
 use kproxy_iptables::IptablesError;
 use kproxy_nft::{NftError, Op, Transaction};
-
-use super::delta::delta;
 
 /// The iptables chains kube-proxy rewrites on every sync in `nat`.
 pub const NAT_TOP_LEVEL: [&str; 4] = [
@@ -197,7 +195,7 @@ pub fn iptables_full(
 
 /// The partial sync of one family from `last` (what the node holds) to
 /// `next`: the filter table's chains and nat's top-level chains whole, the
-/// chains [`diff`] finds added or changed, and the chains gone from `next`
+/// chains [`changes`] finds added or changed, and the chains gone from `next`
 /// declared (which flushes them) and deleted. Built-in chains and the
 /// canaries are left alone (full syncs ensure them).
 ///
@@ -217,11 +215,17 @@ pub fn iptables_partial(
             continue;
         }
         let empty = Table::new(table.name.clone(), table.family);
-        let d = delta(last.table(&table.name).unwrap_or(&empty), table);
-        let changed: BTreeSet<&str> = d.rewrite_chains.iter().map(|c| c.name.as_str()).collect();
-        let deleted: Vec<&ChainName> = d
-            .delete_chains
+        let d = changes(last.table(&table.name).unwrap_or(&empty), table);
+        let changed: BTreeSet<&str> = d
+            .chains
             .iter()
+            .filter_map(|c| c.after)
+            .map(|c| c.name.as_str())
+            .collect();
+        let deleted: Vec<&ChainName> = d
+            .chains
+            .iter()
+            .filter_map(|c| c.before.filter(|_| c.after.is_none()))
             .filter(|c| is_regular(c))
             .map(|c| &c.name)
             .collect();
@@ -358,62 +362,86 @@ pub fn nft_partial(
     opts: kproxy_nft::PrintOptions,
 ) -> Result<Option<NftSync>, NftError> {
     let family = nft_family(next);
-    let fam = family_word(family);
     let t = &next.name;
     if last.name != next.name || last.comment != next.comment || last.family != next.family {
         return Ok(None);
     }
-    let d = delta(last, next);
-    if d.redeclared {
+    let d = changes(last, next);
+    if d.redeclares() {
         return Ok(None);
     }
+    nft_changes(&d, family, t, opts).map(Some)
+}
+
+/// The incremental transaction for the table changes `d` (no chain, set or
+/// map redeclared) of table `t`.
+pub fn nft_changes(
+    d: &TableChanges<'_>,
+    family: IpFamily,
+    t: &str,
+    opts: kproxy_nft::PrintOptions,
+) -> Result<NftSync, NftError> {
+    let fam = family_word(family);
     let mut sync = NftSync::default();
     if d.is_empty() {
-        return Ok(Some(sync));
+        return Ok(sync);
     }
-    let tx = Transaction::new(family, t.clone());
+    let tx = Transaction::new(family, t.to_string());
     let mut lines: Vec<String> = Vec::new();
     let print = |op: Op| kproxy_nft::print::print_op(&tx, &op, opts);
     // Declarations: new sets and maps, counters, chains.
-    for (kind, name) in &d.create_containers {
-        match kind {
-            ContainerKind::Set => {
-                if let Some(s) = next.set(name) {
-                    lines.push(print(Op::AddSet(s.clone()))?);
-                }
-            }
-            ContainerKind::Map => {
-                if let Some(m) = next.map(name) {
-                    lines.push(print(Op::AddMap(m.clone()))?);
-                }
-            }
-        }
+    for c in d.containers.iter().filter(|c| c.before.is_none()) {
+        lines.push(print(match c.container() {
+            ContainerRef::Set(s) => Op::AddSet(s.clone()),
+            ContainerRef::Map(m) => Op::AddMap(m.clone()),
+        })?);
     }
-    for c in &d.create_counters {
+    for c in &d.counters_added {
         lines.push(print(Op::AddCounter(Counter {
             name: c.to_string(),
         }))?);
     }
-    for c in &d.create_chains {
-        lines.push(print(Op::AddChain((*c).clone()))?);
-        sync.revived_chains.push(c.name.to_string());
+    for c in d.chains.iter().filter(|c| c.before.is_none()) {
+        if let Some(chain) = c.after {
+            lines.push(print(Op::AddChain(chain.clone()))?);
+            sync.revived_chains.push(chain.name.to_string());
+        }
     }
-    // Elements: deletes (a changed one is deleted and added again), adds.
-    for (container, e) in &d.remove_elements {
-        lines.push(format!(
-            "delete element {fam} {t} {container} {{ {} }}",
-            kproxy_nft::print::element_key(e)
-        ));
+    // Elements: deletes (a changed one is deleted and added again), adds;
+    // the elements of new containers are added too.
+    let mut removed = 0;
+    let mut added = 0;
+    for c in d.containers.iter().filter(|c| c.after.is_some()) {
+        let name = c.container().name();
+        for e in &c.elements {
+            if let Some((el, _)) = e.before {
+                lines.push(format!(
+                    "delete element {fam} {t} {name} {{ {} }}",
+                    kproxy_nft::print::element_key(el)
+                ));
+                removed += 1;
+            }
+        }
     }
-    for (container, e, v) in &d.add_elements {
-        lines.push(print(match v {
-            Some(v) => Op::AddMapElement(container.to_string(), (*e).clone(), (*v).clone()),
-            None => Op::AddSetElement(container.to_string(), (*e).clone()),
-        })?);
+    for c in d.containers.iter().filter(|c| c.after.is_some()) {
+        let container = c.container();
+        let name = container.name();
+        let new: Vec<(&Element, Option<&MapValue>)> = if c.before.is_none() {
+            container.elements().collect()
+        } else {
+            c.elements.iter().filter_map(|e| e.after).collect()
+        };
+        for (e, v) in new {
+            lines.push(print(match v {
+                Some(v) => Op::AddMapElement(name.to_string(), e.clone(), v.clone()),
+                None => Op::AddSetElement(name.to_string(), e.clone()),
+            })?);
+            added += 1;
+        }
     }
-    sync.element_changes = d.remove_elements.len() + d.add_elements.len();
+    sync.element_changes = removed + added;
     // Chains whose rules changed: flushed and written whole.
-    for c in &d.rewrite_chains {
+    for c in d.chains.iter().filter_map(|c| c.after) {
         lines.push(print(Op::FlushChain(c.name.clone()))?);
         for r in &c.rules {
             lines.push(print(Op::AddRule(c.name.clone(), r.clone()))?);
@@ -422,7 +450,8 @@ pub fn nft_partial(
     }
     // Chains that went away: flushed now; a service's chains are deleted by
     // a later transaction, others at once.
-    for c in &d.delete_chains {
+    for c in d.chains.iter().filter(|c| c.after.is_none()) {
+        let Some(c) = c.before else { continue };
         lines.push(print(Op::FlushChain(c.name.clone()))?);
         if c.name.as_str().contains('/') {
             sync.stale_chains.push(c.name.to_string());
@@ -430,20 +459,21 @@ pub fn nft_partial(
             lines.push(print(Op::DeleteChain(c.name.clone()))?);
         }
     }
-    for (kind, name) in &d.delete_containers {
-        lines.push(print(match kind {
-            ContainerKind::Set => Op::DeleteSet(name.to_string()),
-            ContainerKind::Map => Op::DeleteMap(name.to_string()),
+    for c in d.containers.iter().filter(|c| c.after.is_none()) {
+        let container = c.container();
+        lines.push(print(match container.kind() {
+            ContainerKind::Set => Op::DeleteSet(container.name().to_string()),
+            ContainerKind::Map => Op::DeleteMap(container.name().to_string()),
         })?);
     }
-    for c in &d.delete_counters {
+    for c in &d.counters_removed {
         lines.push(print(Op::DeleteCounter(c.to_string()))?);
     }
     for l in lines {
         sync.transaction.push_str(&l);
         sync.transaction.push('\n');
     }
-    Ok(Some(sync))
+    Ok(sync)
 }
 
 /// The transaction that deletes stale chains (flushed by an earlier sync).

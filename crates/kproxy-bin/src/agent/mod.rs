@@ -16,7 +16,6 @@
 pub mod apply;
 pub mod cleanup;
 pub mod conntrack;
-pub mod delta;
 pub mod exec;
 pub mod http;
 pub mod kube;
