@@ -4,7 +4,9 @@
 //!   changes applied by the agent's [`Proxier`] in-process (inside a network
 //!   namespace) leaves the same kernel state (normalised `iptables-save` /
 //!   `nft -j list ruleset`, parsed and canonicalised) as one full sync of
-//!   the final state in another namespace. Both backends.
+//!   the final state in another namespace. Both backends, both ways the
+//!   proxier is fed: full rulesets compared with the last ones, and the
+//!   incremental compiler `kproxy run` uses (only changed Services laid out).
 //! * A failed partial sync (the node's rules wiped behind the agent's back)
 //!   is reported with the offending input line, counted, and the next sync
 //!   is full and repairs the node.
@@ -27,12 +29,15 @@ use kernel::traffic::{Outcome, sock};
 use kernel::*;
 use kproxy_bin::agent::conntrack::udp_state;
 use kproxy_bin::agent::http;
+use kproxy_bin::agent::incremental::Compiler;
 use kproxy_bin::agent::metrics::Metrics;
 use kproxy_bin::agent::sync::{Desired, Mode, Proxier};
+use kproxy_bin::compile::Layout;
 use kproxy_core::canon::canonical;
 use kproxy_core::ir::Ruleset;
 use kproxy_core::model::*;
 use kproxy_core::plan::plan;
+use kproxy_core::profile::{IptablesProfile, NftablesProfile};
 use kproxy_core::synthetic::cluster;
 
 // ---------------------------------------------------------------------------
@@ -230,7 +235,24 @@ fn differences(want: &Ruleset, got: &Ruleset) -> String {
     out
 }
 
-fn incremental_equals_full(test: &str, mode: Mode, loader: Loader) {
+/// How the agent gets its rules in [`incremental_equals_full`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// Full rulesets each sync, compared with the last one ([`Proxier::sync`]).
+    Rulesets,
+    /// The incremental compiler: only changed Services laid out
+    /// ([`Proxier::sync_compiled`]), as `kproxy run` does.
+    Compiler,
+}
+
+fn layout_of(mode: Mode) -> Layout {
+    match mode {
+        Mode::Iptables => Layout::Iptables(IptablesProfile::Current),
+        Mode::Nftables => Layout::Nftables(NftablesProfile::Current),
+    }
+}
+
+fn incremental_equals_full(test: &str, mode: Mode, loader: Loader, via: Via) {
     if !gate_loader(test, loader) {
         return;
     }
@@ -246,17 +268,34 @@ fn incremental_equals_full(test: &str, mode: Mode, loader: Loader) {
     let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
     proxier.stale_chain_delay = Duration::ZERO;
+    let mut compiler = Compiler::new();
+    let targets = [(node.clone(), layout_of(mode))];
+    let mut sync = |proxier: &mut Proxier, state: &ClusterState| match via {
+        Via::Rulesets => {
+            let d = desired(mode, state, &node);
+            in_ns(&inc, || proxier.sync(&d, &metrics))
+        }
+        Via::Compiler => {
+            let c = compiler
+                .compile(state, &targets, proxier.next_is_full())
+                .expect("compile");
+            in_ns(&inc, || proxier.sync_compiled(&c, &metrics))
+        }
+    };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut log = Vec::new();
-    for step in 0..30 {
+    let steps = match via {
+        Via::Rulesets => 30,
+        Via::Compiler => 60,
+    };
+    for step in 0..steps {
         if step > 0 {
             // One to three changes per sync.
             for _ in 0..=rng.below(3) {
                 log.push(mutate(&mut state, &pool, &mut rng, step));
             }
         }
-        let d = desired(mode, &state, &node);
-        let report = in_ns(&inc, || proxier.sync(&d, &metrics));
+        let report = sync(&mut proxier, &state);
         assert!(
             report.errors.is_empty(),
             "step {step} ({:?}): {:?}",
@@ -266,11 +305,11 @@ fn incremental_equals_full(test: &str, mode: Mode, loader: Loader) {
         assert_eq!(report.full, step == 0, "step {step}: full sync?");
     }
     // A sync without changes deletes the chains left stale (nftables).
-    let d = desired(mode, &state, &node);
-    let report = in_ns(&inc, || proxier.sync(&d, &metrics));
+    let report = sync(&mut proxier, &state);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(proxier.stale_chains().is_empty());
 
+    let d = desired(mode, &state, &node);
     let mut full = Proxier::new(mode);
     let report = in_ns(&fresh, || full.sync(&d, &metrics));
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -282,7 +321,25 @@ fn incremental_equals_full(test: &str, mode: Mode, loader: Loader) {
     );
     let text = metrics.render();
     assert!(text.contains("kubeproxy_sync_full_proxy_rules_duration_seconds_count 2"));
-    assert!(text.contains("kubeproxy_sync_partial_proxy_rules_duration_seconds_count 30"));
+    assert!(text.contains(&format!(
+        "kubeproxy_sync_partial_proxy_rules_duration_seconds_count {steps}"
+    )));
+    // The rule and object counts kept through partial syncs are the full ones.
+    let counts = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("kubeproxy_sync_proxy_rules_iptables_total")
+                    || l.starts_with("kproxy_sync_proxy_rules_nftables_objects")
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let fresh_metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let mut again = Proxier::new(mode);
+    let report = in_ns(&fresh, || again.sync(&d, &fresh_metrics));
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(counts(&text), counts(&fresh_metrics.render()));
+    assert!(!counts(&text).is_empty(), "no rule counts in\n{text}");
 }
 
 #[test]
@@ -291,6 +348,7 @@ fn incremental_syncs_equal_full_sync_iptables() {
         "incremental_syncs_equal_full_sync_iptables",
         Mode::Iptables,
         Loader::Iptables,
+        Via::Rulesets,
     );
 }
 
@@ -300,6 +358,27 @@ fn incremental_syncs_equal_full_sync_nftables() {
         "incremental_syncs_equal_full_sync_nftables",
         Mode::Nftables,
         Loader::NftText,
+        Via::Rulesets,
+    );
+}
+
+#[test]
+fn compiled_syncs_equal_full_sync_iptables() {
+    incremental_equals_full(
+        "compiled_syncs_equal_full_sync_iptables",
+        Mode::Iptables,
+        Loader::Iptables,
+        Via::Compiler,
+    );
+}
+
+#[test]
+fn compiled_syncs_equal_full_sync_nftables() {
+    incremental_equals_full(
+        "compiled_syncs_equal_full_sync_nftables",
+        Mode::Nftables,
+        Loader::NftText,
+        Via::Compiler,
     );
 }
 

@@ -8,20 +8,25 @@
 //! state (an object deleted while the watch was down goes away); server
 //! errors are retried, never fatal. And the real `kproxy run --source kube`
 //! in the kernel testbed (needs root; see `kernel_e2e.rs`) follows the
-//! fixture: first sync, a watch event, a relist after 410 Gone.
+//! fixture: first sync, a watch event, a relist after 410 Gone; and a
+//! slice change annotated `endpoints.kubernetes.io/last-change-trigger-time`
+//! is observed in `kubeproxy_network_programming_duration_seconds` (changes
+//! without it are not).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 mod kernel;
 
 use kernel::traffic::{Outcome, sock};
 use kernel::{Loader, Ns, tool};
+use kproxy_bin::agent::http;
 use kproxy_bin::agent::kube::KubeSource;
+use kproxy_bin::agent::latency;
 use serde_json::{Value, json};
 
 const SERVICES: &str = "/api/v1/services";
@@ -439,7 +444,7 @@ fn agent_follows_the_api(test: &str, backend: &str, loader: Loader) {
             "--healthz-bind-address",
             "127.0.0.1:10256",
             "--metrics-bind-address",
-            "",
+            "127.0.0.1:10249",
         ])
         .env("KPROXY_LOG", "info")
         .stdin(std::process::Stdio::null())
@@ -479,6 +484,35 @@ fn agent_follows_the_api(test: &str, backend: &str, loader: Loader) {
                 Outcome::Answered { pod, .. } if pod == "pod-11")
         })
     });
+    // Network programming latency: nothing observed for changes without
+    // a trigger time; one observation for the annotated change.
+    let programmed = || -> Option<u64> {
+        let (_, body) = bed
+            .in_ns(Ns::Node, || {
+                http::get("127.0.0.1:10249".parse().expect("addr"), "/metrics")
+            })
+            .ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix("kubeproxy_network_programming_duration_seconds_count "))
+            .and_then(|n| n.trim().parse().ok())
+    };
+    assert_eq!(programmed(), Some(0), "no trigger time, no observation");
+    let mut annotated = hostnames_slice(&[9, 10, 11]);
+    annotated["metadata"]["annotations"] = json!({
+        "endpoints.kubernetes.io/last-change-trigger-time":
+            latency::timestamp(SystemTime::now()).to_string()
+    });
+    fx.put(SLICES, annotated);
+    until("network programming latency observed", &|| {
+        programmed().is_some_and(|n| n > 0)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        programmed(),
+        Some(1),
+        "one annotated change, one observation"
+    );
+
     // 410 Gone after the slice went away unseen: the relist empties it.
     fx.delete(SLICES, "default/hostnames-1", false);
     fx.expire();

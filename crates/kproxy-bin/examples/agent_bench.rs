@@ -7,8 +7,11 @@
 //! In a throwaway network namespace, for each backend: the first (full)
 //! sync of `SERVICES` x `ENDPOINTS` (kproxy's synthetic cluster), then
 //! several syncs that each change one Service (one endpoint added), timed
-//! by phase: compiling the rules (plan + IR), planning the payload (diff
-//! and printing) and applying it (the tool). Figures go to stdout.
+//! by phase. Two ways: as `kproxy run` does it (the incremental compiler:
+//! only the changed Service re-planned and laid out, then
+//! `Proxier::sync_compiled`), and the full way (plan and lay out every
+//! Service, compare with the last full ruleset, `Proxier::sync`).
+//! Figures go to stdout.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -16,10 +19,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kproxy_bin::agent::apply::{iptables_partial, nft_partial};
+use kproxy_bin::agent::incremental::{Compiled, Compiler};
 use kproxy_bin::agent::metrics::Metrics;
 use kproxy_bin::agent::sync::{Desired, Mode, Proxier, nft_print_opts};
+use kproxy_bin::compile::Layout;
 use kproxy_core::model::{ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig};
 use kproxy_core::plan::plan;
+use kproxy_core::profile::{IptablesProfile, NftablesProfile};
 use kproxy_core::synthetic::cluster;
 
 fn desired(mode: Mode, state: &ClusterState, node: &NodeConfig) -> Vec<Desired> {
@@ -176,6 +182,44 @@ fn main() {
                 ms(compile),
             );
             last = d;
+        }
+        // As `kproxy run` does it: the incremental compiler.
+        let layout = match mode {
+            Mode::Iptables => Layout::Iptables(IptablesProfile::Current),
+            Mode::Nftables => Layout::Nftables(NftablesProfile::Current),
+        };
+        let targets = [(node.clone(), layout)];
+        let mut compiler = Compiler::new();
+        let t = Instant::now();
+        let first = compiler.compile(&state, &targets, true).expect("compile");
+        assert!(matches!(first[0], Compiled::Full(_)));
+        println!(
+            "{}: incremental compiler primed (full compile {})",
+            mode.name(),
+            ms(t.elapsed())
+        );
+        for round in 6..12u32 {
+            let i = (round * 997 + 13) as usize % state.endpoint_slices.len();
+            let ip = std::net::Ipv4Addr::new(10, 201, (round / 250) as u8, (round % 250) as u8 + 1);
+            let t0 = Instant::now();
+            state.endpoint_slices[i]
+                .endpoints
+                .push(Endpoint::ready(ip.into()).on_node("node-1"));
+            let t = Instant::now();
+            let c = compiler
+                .compile(&state, &targets, proxier.next_is_full())
+                .expect("compile");
+            let compile = t.elapsed();
+            assert!(matches!(c[0], Compiled::Partial(_)), "not partial");
+            let r = proxier.sync_compiled(&c, &metrics);
+            assert!(r.errors.is_empty(), "{:?}", r.errors);
+            println!(
+                "{}: one Service changed, incremental: end to end {} (compile {}, sync {})",
+                mode.name(),
+                ms(t0.elapsed()),
+                ms(compile),
+                ms(r.duration),
+            );
         }
         let _ = Command::new("ip").args(["netns", "del", &ns]).status();
     }

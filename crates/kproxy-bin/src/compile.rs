@@ -114,6 +114,13 @@ impl Layout {
             Layout::Nftables(p) => format!("nftables ({})", p.covers()),
         }
     }
+    /// The release whose decisions the layout needs from the planner.
+    pub fn release(self) -> kproxy_core::plan::Release {
+        match self {
+            Layout::Iptables(p) => p.release(),
+            Layout::Nftables(p) => p.release(),
+        }
+    }
     /// The iptables profile (the current one for nftables).
     pub fn iptables(self) -> IptablesProfile {
         match self {
@@ -177,40 +184,63 @@ pub fn ir_rulesets(
     standalone: bool,
     inv: &Inventory,
 ) -> Result<(Backend, Vec<FamilyRules>, Vec<String>)> {
+    let (backend, targets, warnings) = family_targets(node_args, backend, inv)?;
+    let mut out = Vec::new();
+    for (node, layout) in targets {
+        let plan = plan_release(&inv.state, &node, layout.release());
+        out.push(FamilyRules {
+            ruleset: layout_plan(&plan, layout, standalone)?,
+            node,
+            layout,
+        });
+    }
+    Ok((backend, out, warnings))
+}
+
+/// What to compile for one family: the node configuration as the backend
+/// reads it, and the layout it writes.
+pub type Target = (kproxy_core::model::NodeConfig, Layout);
+
+/// The [`Target`] of every family (primary first); the backend and the
+/// resolver's warnings too.
+pub fn family_targets(
+    node_args: &NodeArgs,
+    backend: Option<&str>,
+    inv: &Inventory,
+) -> Result<(Backend, Vec<Target>, Vec<String>)> {
     let resolved = resolve(node_args, inv)?;
     let backend = backend_named(backend, &resolved.mode)?;
     let (layout, notes) = layout(node_args, backend)?;
-    let mut out = Vec::new();
-    for node in &resolved.nodes {
-        out.push(match layout {
-            Layout::Iptables(profile) => {
-                let plan = plan_release(&inv.state, node, profile.release());
-                FamilyRules {
-                    node: node.clone(),
-                    ruleset: kproxy_iptables::build(
-                        &plan,
-                        kproxy_iptables::LayoutOptions {
-                            standalone,
-                            profile,
-                        },
-                    ),
-                    layout,
-                }
-            }
-            Layout::Nftables(profile) => {
-                let node = nft_node(node);
-                let plan = plan_release(&inv.state, &node, profile.release());
-                FamilyRules {
-                    node,
-                    ruleset: kproxy_nft::ruleset_profile(&plan, profile)?,
-                    layout,
-                }
-            }
-        });
-    }
+    let targets = resolved
+        .nodes
+        .iter()
+        .map(|node| match layout {
+            Layout::Iptables(_) => (node.clone(), layout),
+            Layout::Nftables(_) => (nft_node(node), layout),
+        })
+        .collect();
     let mut warnings = resolved.warnings;
     warnings.extend(notes);
-    Ok((backend, out, warnings))
+    Ok((backend, targets, warnings))
+}
+
+/// Lays out `plan` (planned with [`Layout::release`]) in `layout`;
+/// `standalone` adds iptables' built-in chains and their jumps.
+pub fn layout_plan(
+    plan: &kproxy_core::plan::Plan,
+    layout: Layout,
+    standalone: bool,
+) -> Result<kproxy_core::ir::Ruleset> {
+    Ok(match layout {
+        Layout::Iptables(profile) => kproxy_iptables::build(
+            plan,
+            kproxy_iptables::LayoutOptions {
+                standalone,
+                profile,
+            },
+        ),
+        Layout::Nftables(profile) => kproxy_nft::ruleset_profile(plan, profile)?,
+    })
 }
 
 /// Runs `kproxy compile` on an already loaded inventory.

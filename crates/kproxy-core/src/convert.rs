@@ -97,6 +97,11 @@ pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 pub const LABEL_SKIP_MIRROR: &str = "endpointslice.kubernetes.io/skip-mirror";
 /// Annotation of leader-election Endpoints, which are never mirrored.
 pub const ANNOTATION_LEADER: &str = "control-plane.alpha.kubernetes.io/leader";
+/// Annotation of EndpointSlices (and Endpoints) with the time of the change
+/// that triggered their last update, RFC 3339 (kube-proxy's network
+/// programming latency is measured from it).
+pub const ANNOTATION_LAST_CHANGE_TRIGGER_TIME: &str =
+    "endpoints.kubernetes.io/last-change-trigger-time";
 /// Node label with the node's zone.
 pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
 

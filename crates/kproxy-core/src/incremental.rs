@@ -36,7 +36,7 @@
 //! assert_eq!(cache.plan(), plan(&state, &node));
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::model::{AddressType, ClusterState, EndpointSlice, NamespacedName, NodeConfig, Service};
@@ -124,7 +124,9 @@ impl PlanUpdate {
 pub struct PlanCache {
     node: NodeConfig,
     release: Release,
-    entries: BTreeMap<NamespacedName, Entry>,
+    /// By `namespace NUL name` (NUL sorts first, so the order is the
+    /// order of (namespace, name); lookups need no allocation).
+    entries: BTreeMap<String, Entry>,
     endpoints: usize,
     /// The Services using each front end.
     frontends: HashMap<Frontend, BTreeSet<NamespacedName>>,
@@ -141,6 +143,46 @@ fn frontends(ports: &[ServicePortPlan]) -> BTreeSet<Frontend> {
     }
     out
 }
+
+/// `namespace NUL name` into `buf`.
+fn entry_key<'b>(buf: &'b mut String, namespace: &str, name: &str) -> &'b str {
+    buf.clear();
+    buf.push_str(namespace);
+    buf.push('\0');
+    buf.push_str(name);
+    buf
+}
+
+fn entry_name(key: &str) -> NamespacedName {
+    let (ns, name) = key.split_once('\0').unwrap_or(("", key));
+    NamespacedName::new(ns, name)
+}
+
+/// FNV-1a: the grouping below hashes short names, for which SipHash's
+/// flooding resistance costs more than it buys (the keys are the cluster's
+/// own object names).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvBuild = std::hash::BuildHasherDefault<Fnv>;
 
 #[derive(Default)]
 struct Group<'a> {
@@ -202,18 +244,40 @@ impl PlanCache {
     }
 
     /// Re-plans the Services of `state` whose objects (the Service, its
-    /// EndpointSlices of this family) changed since the last update.
+    /// EndpointSlices of this family) changed since the last update. Every
+    /// Service's objects are compared with the ones it was planned from.
     pub fn update(&mut self, state: &ClusterState) -> PlanUpdate {
+        self.update_hinted(state, None)
+    }
+
+    /// [`Self::update`], told that only the Services named in `hint` may
+    /// have changed (a watch says which objects it saw change): only those
+    /// are compared, so the cost follows the change, not the cluster. A
+    /// Service that changed but is not in `hint` keeps its old plan until
+    /// an update without a hint. `None` compares every Service.
+    pub fn update_hinted(
+        &mut self,
+        state: &ClusterState,
+        hint: Option<&BTreeSet<NamespacedName>>,
+    ) -> PlanUpdate {
         let was_large = self.large_cluster();
         let family = AddressType::Ip(self.node.family);
-        let mut groups: HashMap<(&str, &str), Group<'_>> =
-            HashMap::with_capacity(state.services.len());
+        let wanted: Option<HashSet<(&str, &str), FnvBuild>> = hint.map(|h| {
+            h.iter()
+                .map(|n| (n.namespace.as_str(), n.name.as_str()))
+                .collect()
+        });
+        let wanted = |key: &(&str, &str)| wanted.as_ref().is_none_or(|w| w.contains(key));
+        let mut groups: HashMap<(&str, &str), Group<'_>, FnvBuild> =
+            HashMap::with_capacity_and_hasher(
+                hint.map_or(state.services.len(), BTreeSet::len),
+                FnvBuild::default(),
+            );
         for svc in &state.services {
-            groups
-                .entry((svc.id.namespace.as_str(), svc.id.name.as_str()))
-                .or_default()
-                .services
-                .push(svc);
+            let key = (svc.id.namespace.as_str(), svc.id.name.as_str());
+            if wanted(&key) {
+                groups.entry(key).or_default().services.push(svc);
+            }
         }
         for slice in state
             .endpoint_slices
@@ -227,12 +291,20 @@ impl PlanCache {
             }
         }
         let present = groups.len();
+        let mut buf = String::new();
+        // Hinted Services gone from the state.
+        let hinted_gone: Vec<String> = hint
+            .into_iter()
+            .flatten()
+            .filter(|n| !groups.contains_key(&(n.namespace.as_str(), n.name.as_str())))
+            .map(|n| entry_key(&mut buf, &n.namespace, &n.name).to_string())
+            .filter(|k| self.entries.contains_key(k))
+            .collect();
         let mut changed: Vec<ServiceChange> = Vec::new();
         let mut changed_frontends: Vec<BTreeSet<Frontend>> = Vec::new();
         for ((ns, name), mut g) in groups {
             g.slices.sort_by(|a, b| a.id.cmp(&b.id));
-            let key = NamespacedName::new(ns, name);
-            if let Some(e) = self.entries.get(&key)
+            if let Some(e) = self.entries.get(entry_key(&mut buf, ns, name))
                 && e.services.len() == g.services.len()
                 && e.services.iter().zip(&g.services).all(|(a, b)| a == *b)
                 && e.slices.len() == g.slices.len()
@@ -240,6 +312,7 @@ impl PlanCache {
             {
                 continue;
             }
+            let key = NamespacedName::new(ns, name);
             let ports = plan_service_group(&g.services, &g.slices, &self.node, self.release);
             let entry = Entry {
                 frontends: frontends(&ports),
@@ -251,7 +324,7 @@ impl PlanCache {
             let after = entry.ports.clone();
             let mut touched = entry.frontends.clone();
             self.add(&key, &entry);
-            let before = match self.entries.insert(key.clone(), entry) {
+            let before = match self.entries.insert(buf.clone(), entry) {
                 Some(old) => {
                     self.remove(&key, &old);
                     touched.extend(old.frontends.iter().copied());
@@ -267,20 +340,26 @@ impl PlanCache {
             changed_frontends.push(touched);
         }
         // Services gone from the state (every present one has an entry now).
-        if self.entries.len() > present {
-            let present: BTreeSet<(&str, &str)> = state
+        let gone: Vec<String> = if hint.is_some() {
+            hinted_gone
+        } else if self.entries.len() > present {
+            let present: BTreeSet<String> = state
                 .services
                 .iter()
-                .map(|s| (s.id.namespace.as_str(), s.id.name.as_str()))
+                .map(|s| entry_key(&mut buf, &s.id.namespace, &s.id.name).to_string())
                 .collect();
-            let gone: Vec<NamespacedName> = self
-                .entries
+            self.entries
                 .keys()
-                .filter(|k| !present.contains(&(k.namespace.as_str(), k.name.as_str())))
+                .filter(|k| !present.contains(*k))
                 .cloned()
-                .collect();
-            for key in gone {
-                if let Some(old) = self.entries.remove(&key) {
+                .collect()
+        } else {
+            Vec::new()
+        };
+        {
+            for k in gone {
+                if let Some(old) = self.entries.remove(&k) {
+                    let key = entry_name(&k);
                     self.remove(&key, &old);
                     changed_frontends.push(old.frontends.clone());
                     changed.push(ServiceChange {
@@ -311,7 +390,10 @@ impl PlanCache {
                 })
             });
         for name in sharers {
-            if let Some(e) = self.entries.get(&name) {
+            if let Some(e) = self
+                .entries
+                .get(entry_key(&mut buf, &name.namespace, &name.name))
+            {
                 changed.push(ServiceChange {
                     service: name,
                     before: e.ports.clone(),
@@ -410,7 +492,7 @@ mod tests {
                     _ => {
                         let i = rng.below(state.services.len());
                         state.services[i].ports.push(ServicePort::new(
-                            &format!("p{step}"),
+                            format!("p{step}"),
                             Protocol::Tcp,
                             9000,
                         ));
@@ -424,6 +506,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn hints_limit_what_is_compared() {
+        let node = node();
+        let mut state = cluster(30, 2);
+        let mut cache = PlanCache::new(node.clone(), Release::Current);
+        cache.update(&state);
+        let name = |i: usize| state.services[i].id.clone();
+        let (a, b) = (name(3), name(4));
+        state.endpoint_slices[3].endpoints.pop();
+        state.endpoint_slices[4].endpoints.pop();
+        // Told about a only: b keeps its old plan.
+        let up = cache.update_hinted(&state, Some(&BTreeSet::from([a.clone()])));
+        assert_eq!(up.changes.len(), 1);
+        assert_eq!(up.changes[0].service, a);
+        assert_ne!(cache.plan(), plan_release(&state, &node, Release::Current));
+        // A hinted removal, then a full comparison catches b up.
+        let gone = state.services.remove(7).id;
+        let up = cache.update_hinted(&state, Some(&BTreeSet::from([gone.clone()])));
+        assert_eq!(up.changes.len(), 1);
+        assert!(up.changes[0].after.is_empty());
+        let up = cache.update(&state);
+        assert_eq!(up.changes.len(), 1);
+        assert_eq!(up.changes[0].service, b);
+        assert_eq!(cache.plan(), plan_release(&state, &node, Release::Current));
     }
 
     #[test]

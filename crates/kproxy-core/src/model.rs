@@ -348,6 +348,200 @@ pub enum AddressType {
     Fqdn,
 }
 
+/// A point in time in UTC, as seconds and nanoseconds since the Unix epoch:
+/// the value of an `endpoints.kubernetes.io/last-change-trigger-time`
+/// annotation (when the change an EndpointSlice reflects was triggered).
+///
+/// Parsed from RFC 3339 text the way kube-proxy parses it (Go's
+/// `time.Parse(time.RFC3339Nano, ..)`): `T` and `Z` upper case, an
+/// optional fraction of any length (digits beyond nanoseconds dropped),
+/// `Z` or a `±hh:mm` offset. Shown in RFC 3339 UTC, fraction without
+/// trailing zeros (Go's `RFC3339Nano`).
+///
+/// ```
+/// use kproxy_core::model::Timestamp;
+/// let t: Timestamp = "2026-11-26T10:00:00.5+01:00".parse().unwrap();
+/// assert_eq!(t.unix_seconds(), 1_795_687_200 - 3600);
+/// assert_eq!(t.subsec_nanos(), 500_000_000);
+/// assert_eq!(t.to_string(), "2026-11-26T09:00:00.5Z");
+/// assert!("2026-11-26 10:00:00Z".parse::<Timestamp>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp {
+    secs: i64,
+    nanos: u32,
+}
+
+/// Why a text is not an RFC 3339 time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimestampError {
+    /// Not of the form `YYYY-MM-DDThh:mm:ss[.f](Z|±hh:mm)`.
+    #[error("not of the form YYYY-MM-DDThh:mm:ss[.fraction](Z|±hh:mm)")]
+    Syntax,
+    /// A field out of its range (month 13, February 30, hour 24, ...).
+    #[error("{0} out of range")]
+    Range(&'static str),
+}
+
+/// Days from 1970-01-01 to the civil date (proleptic Gregorian).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The civil date (year, month, day) of a day count from 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    // Both in range by construction (1..=31, 1..=12).
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+impl Timestamp {
+    /// 1970-01-01T00:00:00Z.
+    pub const UNIX_EPOCH: Timestamp = Timestamp { secs: 0, nanos: 0 };
+    /// The time `secs` seconds and `nanos` nanoseconds after the Unix epoch
+    /// (`None` when `nanos` is a second or more).
+    pub fn from_unix(secs: i64, nanos: u32) -> Option<Self> {
+        (nanos < 1_000_000_000).then_some(Self { secs, nanos })
+    }
+    /// Whole seconds since the Unix epoch (negative before it).
+    pub fn unix_seconds(self) -> i64 {
+        self.secs
+    }
+    /// The nanoseconds past [`Self::unix_seconds`] (0..1e9).
+    pub fn subsec_nanos(self) -> u32 {
+        self.nanos
+    }
+}
+
+impl std::str::FromStr for Timestamp {
+    type Err = TimestampError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let b = s.as_bytes();
+        // Exactly `n` ASCII digits at `at`.
+        let num = |at: usize, n: usize| -> Result<u32, TimestampError> {
+            let d = b.get(at..at + n).ok_or(TimestampError::Syntax)?;
+            d.iter().try_fold(0u32, |acc, c| {
+                c.is_ascii_digit()
+                    .then(|| acc * 10 + u32::from(c - b'0'))
+                    .ok_or(TimestampError::Syntax)
+            })
+        };
+        let sep = |at: usize, c: u8| -> Result<(), TimestampError> {
+            (b.get(at) == Some(&c))
+                .then_some(())
+                .ok_or(TimestampError::Syntax)
+        };
+        let year = i64::from(num(0, 4)?);
+        sep(4, b'-')?;
+        let month = num(5, 2)?;
+        sep(7, b'-')?;
+        let day = num(8, 2)?;
+        sep(10, b'T')?;
+        let hour = num(11, 2)?;
+        sep(13, b':')?;
+        let minute = num(14, 2)?;
+        sep(16, b':')?;
+        let second = num(17, 2)?;
+        let mut at = 19;
+        let mut nanos = 0u32;
+        if b.get(at) == Some(&b'.') {
+            at += 1;
+            let start = at;
+            while b.get(at).is_some_and(u8::is_ascii_digit) {
+                if at - start < 9 {
+                    nanos = nanos * 10 + u32::from(b[at] - b'0');
+                }
+                at += 1;
+            }
+            if at == start {
+                return Err(TimestampError::Syntax);
+            }
+            for _ in (at - start)..9 {
+                nanos *= 10;
+            }
+        }
+        let offset = match b.get(at) {
+            Some(b'Z') if b.len() == at + 1 => 0,
+            Some(&c @ (b'+' | b'-')) if b.len() == at + 6 => {
+                let h = num(at + 1, 2)?;
+                sep(at + 3, b':')?;
+                let m = num(at + 4, 2)?;
+                if h >= 24 {
+                    return Err(TimestampError::Range("time zone offset hour"));
+                }
+                if m >= 60 {
+                    return Err(TimestampError::Range("time zone offset minute"));
+                }
+                let o = i64::from(h * 3600 + m * 60);
+                if c == b'-' { -o } else { o }
+            }
+            _ => return Err(TimestampError::Syntax),
+        };
+        if !(1..=12).contains(&month) {
+            return Err(TimestampError::Range("month"));
+        }
+        if day < 1 || day > days_in_month(year, month) {
+            return Err(TimestampError::Range("day"));
+        }
+        if hour >= 24 {
+            return Err(TimestampError::Range("hour"));
+        }
+        if minute >= 60 {
+            return Err(TimestampError::Range("minute"));
+        }
+        if second >= 60 {
+            return Err(TimestampError::Range("second"));
+        }
+        let secs = days_from_civil(year, month, day) * 86_400
+            + i64::from(hour * 3600 + minute * 60 + second)
+            - offset;
+        Ok(Self { secs, nanos })
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (y, mo, d) = civil_from_days(self.secs.div_euclid(86_400));
+        let t = self.secs.rem_euclid(86_400);
+        write!(
+            f,
+            "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
+            t / 3600,
+            t / 60 % 60,
+            t % 60
+        )?;
+        if self.nanos != 0 {
+            let frac = format!("{:09}", self.nanos);
+            write!(f, ".{}", frac.trim_end_matches('0'))?;
+        }
+        f.write_str("Z")
+    }
+}
+
 /// An EndpointSlice (discovery.k8s.io/v1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointSlice {
@@ -361,6 +555,11 @@ pub struct EndpointSlice {
     pub ports: Vec<EndpointPort>,
     /// `endpoints`.
     pub endpoints: Vec<Endpoint>,
+    /// The `endpoints.kubernetes.io/last-change-trigger-time` annotation
+    /// (`None` when absent or not a valid time): when the change this
+    /// version of the slice reflects was triggered. Only network programming
+    /// latency reads it; the planner does not.
+    pub trigger_time: Option<Timestamp>,
 }
 
 impl EndpointSlice {
@@ -372,6 +571,7 @@ impl EndpointSlice {
             address_type: AddressType::Ip(family),
             ports: Vec::new(),
             endpoints: Vec::new(),
+            trigger_time: None,
         }
     }
     /// Adds a port.
@@ -499,6 +699,76 @@ impl NodeConfig {
             nftables_localhost_node_ports: false,
             service_cidrs: Vec::new(),
             host: HostFeatures::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Result<Timestamp, TimestampError> {
+        s.parse()
+    }
+
+    #[test]
+    fn timestamp_parses_rfc3339() {
+        let t = ts("2026-11-26T10:00:00Z").unwrap();
+        assert_eq!((t.unix_seconds(), t.subsec_nanos()), (1_795_687_200, 0));
+        assert_eq!(t.to_string(), "2026-11-26T10:00:00Z");
+        assert_eq!(ts("1970-01-01T00:00:00Z").unwrap().unix_seconds(), 0);
+        let t = ts("2020-02-29T23:59:59.123456789123-00:30").unwrap();
+        assert_eq!(t.subsec_nanos(), 123_456_789);
+        assert_eq!(t.to_string(), "2020-03-01T00:29:59.123456789Z");
+        assert_eq!(
+            ts("2020-01-01T00:00:00.01Z").unwrap().subsec_nanos(),
+            10_000_000
+        );
+        let before = ts("1969-12-31T23:59:59.5Z").unwrap();
+        assert_eq!(
+            (before.unix_seconds(), before.subsec_nanos()),
+            (-1, 500_000_000)
+        );
+        assert_eq!(before.to_string(), "1969-12-31T23:59:59.5Z");
+        assert!(before < ts("1970-01-01T00:00:00Z").unwrap());
+        // Round trip over years 0001-9910, leap years included.
+        for days in (-719_000..2_900_000).step_by(997) {
+            let t = Timestamp::from_unix(days * 86_400 + 3_723, 42).unwrap();
+            assert_eq!(ts(&t.to_string()).unwrap(), t, "{t}");
+        }
+        assert_eq!(Timestamp::from_unix(0, 1_000_000_000), None);
+    }
+
+    #[test]
+    fn timestamp_rejects_what_go_rejects() {
+        for bad in [
+            "",
+            "2026-11-26",
+            "2026-11-26 10:00:00Z",
+            "2026-11-26t10:00:00Z",
+            "2026-11-26T10:00:00z",
+            "2026-11-26T10:00:00",
+            "2026-11-26T10:00:00.Z",
+            "2026-11-26T10:00:00+0100",
+            "2026-11-26T10:00:00Z ",
+            "26-11-26T10:00:00Z",
+            "2026-1-26T10:00:00Z",
+            "+2026-11-26T10:00:00Z",
+            "２026-11-26T10:00:00Z",
+        ] {
+            assert_eq!(ts(bad), Err(TimestampError::Syntax), "{bad:?}");
+        }
+        for (bad, what) in [
+            ("2026-13-01T00:00:00Z", "month"),
+            ("2026-00-01T00:00:00Z", "month"),
+            ("2026-02-29T00:00:00Z", "day"),
+            ("2026-04-31T00:00:00Z", "day"),
+            ("2026-01-01T24:00:00Z", "hour"),
+            ("2026-01-01T00:60:00Z", "minute"),
+            ("2026-01-01T00:00:60Z", "second"),
+            ("2026-01-01T00:00:00+24:00", "time zone offset hour"),
+        ] {
+            assert_eq!(ts(bad), Err(TimestampError::Range(what)), "{bad:?}");
         }
     }
 }

@@ -263,6 +263,81 @@ pub fn iptables_partial(
     Ok(sync)
 }
 
+/// The partial sync of one family from the changed Services' rules
+/// before and after (see [`super::incremental`]): their own chains that
+/// changed written whole, the ones that went away declared (which flushes
+/// them) and deleted, and the layout's fixed chains whose share changed
+/// written whole from `whole` (the complete next ruleset). Built-in
+/// chains and the canaries are left alone (full syncs ensure them).
+pub fn iptables_incremental(
+    before: &Ruleset,
+    after: &Ruleset,
+    whole: Option<&Ruleset>,
+    is_fixed: impl Fn(&str, &str) -> bool,
+    opts: kproxy_iptables::PrintOptions,
+) -> anyhow::Result<IptablesSync> {
+    let mut sync = IptablesSync::default();
+    for table in &after.tables {
+        if table.name != "filter" && table.name != "nat" {
+            continue;
+        }
+        let empty = Table::new(table.name.clone(), table.family);
+        let d = changes(before.table(&table.name).unwrap_or(&empty), table);
+        let mut write: Vec<&Chain> = Vec::new();
+        for c in d.chains.iter().filter_map(|c| c.after) {
+            if !is_regular(c) || c.name.as_str() == CANARY {
+                continue;
+            }
+            if !is_fixed(&table.name, c.name.as_str()) {
+                write.push(c);
+                continue;
+            }
+            let full = whole
+                .and_then(|w| w.table(&table.name))
+                .and_then(|t| t.chain(c.name.as_str()))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{} {}: changed, but the whole next ruleset is missing",
+                        table.name,
+                        c.name
+                    )
+                })?;
+            write.push(full);
+        }
+        let deleted: Vec<&ChainName> = d
+            .chains
+            .iter()
+            .filter_map(|c| c.before.filter(|_| c.after.is_none()))
+            .filter(|c| is_regular(c) && !is_fixed(&table.name, c.name.as_str()))
+            .map(|c| &c.name)
+            .collect();
+        if write.is_empty() && deleted.is_empty() {
+            continue;
+        }
+        let mut out = String::new();
+        let _ = writeln!(out, "*{}", table.name);
+        for c in &write {
+            let _ = writeln!(out, ":{} - [0:0]", c.name);
+        }
+        for c in &deleted {
+            let _ = writeln!(out, ":{c} - [0:0]");
+        }
+        let mut n = 0;
+        for c in &write {
+            n += push_chain_rules(&mut out, c, opts)?;
+        }
+        for c in &deleted {
+            let _ = writeln!(out, "-X {c}");
+        }
+        out.push_str("COMMIT\n");
+        sync.restore.push_str(&out);
+        sync.rules_written.insert(table.name.clone(), n);
+        sync.deleted_chains
+            .extend(deleted.iter().map(|c| c.to_string()));
+    }
+    Ok(sync)
+}
+
 /// Rules per table in kproxy's own chains (`kubeproxy_sync_proxy_rules_iptables_total`).
 pub fn iptables_rule_counts(rs: &Ruleset) -> BTreeMap<String, usize> {
     rs.tables

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use kproxy_core::model::{IpFamily, Protocol};
-use kproxy_core::plan::Plan;
+use kproxy_core::plan::{Plan, ServicePortPlan};
 
 /// One UDP service port, as far as conntrack cleanup cares.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -32,8 +32,13 @@ pub type UdpState = BTreeMap<String, UdpPort>;
 
 /// The UDP service ports of a plan.
 pub fn udp_state(plan: &Plan) -> UdpState {
+    udp_state_of(&plan.service_ports)
+}
+
+/// The UDP service ports among `service_ports`.
+pub fn udp_state_of<'a>(service_ports: impl IntoIterator<Item = &'a ServicePortPlan>) -> UdpState {
     let mut out = UdpState::new();
-    for sp in &plan.service_ports {
+    for sp in service_ports {
         if sp.name.protocol != Protocol::Udp {
             continue;
         }

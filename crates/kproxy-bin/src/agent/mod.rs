@@ -8,6 +8,13 @@
 //!   family and runs the tools.
 //! * [`http`] and [`metrics`]: `/healthz`, `/livez`, `/metrics` and the
 //!   healthCheckNodePort responders.
+//! * [`latency`]: network programming latency, from the slices'
+//!   `endpoints.kubernetes.io/last-change-trigger-time`. The `dir:` source
+//!   also times a changed (or removed) file that holds no slice with that
+//!   annotation by its modification time, so hand-edited manifests are
+//!   measured too; a file with such a slice is timed by the annotations only.
+//! * [`hostaddr`]: the host's interface addresses, read once at start-up
+//!   for `nodePortAddresses` when no `--node-address` is given.
 //!
 //! The loop follows kube-proxy's BoundedFrequencyRunner: a change is
 //! applied at most `minSyncPeriod` after the previous sync started, and
@@ -17,8 +24,11 @@ pub mod apply;
 pub mod cleanup;
 pub mod conntrack;
 pub mod exec;
+pub mod hostaddr;
 pub mod http;
+pub mod incremental;
 pub mod kube;
+pub mod latency;
 pub mod metrics;
 pub mod source;
 pub mod sync;
@@ -36,7 +46,7 @@ use kproxy_core::convert::Inventory;
 use kproxy_core::model::{IpFamily, NamespacedName, Protocol};
 use tracing::{error, info, warn};
 
-use crate::compile::{Backend, backend_named, ir_rulesets};
+use crate::compile::{Backend, backend_named, family_targets, ir_rulesets};
 use crate::settings::{NodeArgs, proxy_settings};
 use source::DirSource;
 use sync::{Desired, Mode, Proxier};
@@ -135,20 +145,13 @@ pub fn desired(node: &NodeArgs, backend: Option<&str>, inv: &Inventory) -> Resul
 }
 
 /// The healthCheckNodePort responders wanted: port -> (Service, local ready
-/// endpoints), from the primary family's plan.
-pub fn health_check_ports(inv: &Inventory, d: &Desired) -> BTreeMap<u16, (NamespacedName, usize)> {
+/// endpoints), from the primary family's service ports.
+pub fn health_check_ports<'a>(
+    service_ports: impl IntoIterator<Item = &'a kproxy_core::plan::ServicePortPlan>,
+) -> BTreeMap<u16, (NamespacedName, usize)> {
     let mut out: BTreeMap<u16, (NamespacedName, std::collections::BTreeSet<std::net::IpAddr>)> =
         BTreeMap::new();
-    if !inv
-        .state
-        .services
-        .iter()
-        .any(|s| s.health_check_node_port != 0)
-    {
-        return BTreeMap::new();
-    }
-    let plan = kproxy_core::plan::plan(&inv.state, &d.node);
-    for sp in &plan.service_ports {
+    for sp in service_ports {
         let Some(port) = sp.health_check_node_port else {
             continue;
         };
@@ -165,6 +168,22 @@ pub fn health_check_ports(inv: &Inventory, d: &Desired) -> BTreeMap<u16, (Namesp
     out.into_iter()
         .map(|(p, (n, ips))| (p, (n, ips.len())))
         .collect()
+}
+
+/// Compiles the rules of every family for the next sync, incrementally
+/// (full results when `full`, the proxier's next sync being full).
+pub fn compile_incrementally(
+    compiler: &mut incremental::Compiler,
+    node: &NodeArgs,
+    backend: &str,
+    inv: &Inventory,
+    full: bool,
+) -> Result<Vec<incremental::Compiled>> {
+    let (_, targets, warnings) = family_targets(node, Some(backend), inv)?;
+    for w in warnings {
+        warn!("{w}");
+    }
+    compiler.compile(&inv.state, &targets, full)
 }
 
 fn start_server(
@@ -210,7 +229,13 @@ impl Source {
                 }
                 Polled {
                     changed: !c.is_empty(),
-                    times: c.files.iter().map(|(_, t)| *t).collect(),
+                    // Files with annotated slices are timed by the annotations.
+                    times: c
+                        .files
+                        .iter()
+                        .filter(|(p, _)| !d.has_trigger_time(p))
+                        .map(|(_, t)| *t)
+                        .collect(),
                 }
             }
             Source::Kube(k) => {
@@ -261,6 +286,7 @@ fn node_name(args: &RunArgs, configured: Option<&str>) -> String {
 
 /// Runs `kproxy run` until SIGTERM or SIGINT (the rules stay in place).
 pub fn run(args: &RunArgs) -> Result<()> {
+    let mut triggers = latency::Tracker::new(SystemTime::now());
     let poll = duration("--poll-interval", &args.poll_interval)?;
     let (mut source, first) = if let Some(dir) = args.source.strip_prefix("dir:") {
         let dir = PathBuf::from(dir);
@@ -287,6 +313,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
     };
     let inv = source.inventory();
     let settings = proxy_settings(&args.node, &inv)?;
+    let mut args = args.clone();
+    hostaddr::fill_node_addresses(&mut args.node, &settings.node_port_addresses);
+    let args = &args;
     let sync_period = match &args.sync_period {
         Some(s) => duration("--sync-period", s)?,
         None => settings.sync_period,
@@ -320,6 +349,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     install_signal_handlers();
 
     let mut proxier = Proxier::new(mode);
+    let mut compiler = incremental::Compiler::new();
     proxier.stale_chain_delay = duration("--stale-chain-delay", &args.stale_chain_delay)?;
     proxier.minimal_partial_syncs = args.minimal_partial_syncs;
     info!(
@@ -377,18 +407,25 @@ pub fn run(args: &RunArgs) -> Result<()> {
             proxier.check_canary();
         }
         last_sync = Some(Instant::now());
-        let wanted = match desired(&args.node, Some(backend_name), &inv) {
-            Ok(d) => d,
+        let wanted = match compile_incrementally(
+            &mut compiler,
+            &args.node,
+            backend_name,
+            &inv,
+            proxier.next_is_full(),
+        ) {
+            Ok(c) => c,
             Err(e) => {
                 error!("cannot compile the rules: {e:#}");
                 dirty = false;
                 continue;
             }
         };
-        families = wanted.iter().map(|d| d.node.family).collect();
-        let report = proxier.sync(&wanted, &metrics);
+        families = wanted.iter().map(|c| c.node().family).collect();
+        let report = proxier.sync_compiled(&wanted, &metrics);
         if report.errors.is_empty() {
             let now = SystemTime::now();
+            pending.extend(triggers.synced(&inv.state.endpoint_slices));
             for t in pending.drain(..) {
                 if let Ok(d) = now.duration_since(t) {
                     metrics.observe_programming(d);
@@ -399,8 +436,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         // A failure is retried at the next change or after syncPeriod, as
         // a full sync.
         dirty = false;
-        if let Some(primary) = wanted.first() {
-            for (port, e) in health_checks.sync(&health_check_ports(&inv, primary)) {
+        if let Some(primary) = families.first() {
+            let ports = health_check_ports(compiler.service_ports(*primary));
+            for (port, e) in health_checks.sync(&ports) {
                 error!(port, "health check node port: {e}");
             }
         }

@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use kproxy_core::convert::{Inventory, Object, inventory, parse_documents_lenient};
+use kproxy_core::convert::{
+    ANNOTATION_LAST_CHANGE_TRIGGER_TIME, Inventory, Object, inventory, parse_documents_lenient,
+};
+use kproxy_core::model::Timestamp;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -152,6 +155,23 @@ impl DirSource {
         changes
     }
 
+    /// Whether the file at `path` holds an EndpointSlice with a valid
+    /// `endpoints.kubernetes.io/last-change-trigger-time` (its changes are
+    /// timed by that, not by the file's modification time).
+    pub fn has_trigger_time(&self, path: &Path) -> bool {
+        self.files.get(path).is_some_and(|e| {
+            e.objects.iter().any(|o| match o {
+                Object::EndpointSlice(es) => es
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(ANNOTATION_LAST_CHANGE_TRIGGER_TIME))
+                    .is_some_and(|t| t.parse::<Timestamp>().is_ok()),
+                _ => false,
+            })
+        })
+    }
+
     /// The objects of every file, converted (invalid objects skipped, with
     /// warnings in the inventory).
     pub fn inventory(&self) -> Inventory {
@@ -159,5 +179,40 @@ impl DirSource {
             let name = p.display().to_string();
             e.objects.iter().map(move |o| (name.clone(), o.clone()))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_with_annotated_slices() {
+        let dir = std::env::temp_dir().join(format!("kproxy-dirsource-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let slice = |name: &str, annotation: &str| {
+            format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {{name: {name}, labels: {{kubernetes.io/service-name: web}}{annotation}}}\n\
+                 addressType: IPv4\nendpoints: [{{addresses: [10.0.0.1]}}]\n"
+            )
+        };
+        let at = ", annotations: {endpoints.kubernetes.io/last-change-trigger-time: '2026-11-26T10:00:00Z'}";
+        let bad = ", annotations: {endpoints.kubernetes.io/last-change-trigger-time: 'soon'}";
+        std::fs::write(dir.join("a.yaml"), slice("a", at)).expect("write");
+        std::fs::write(dir.join("b.yaml"), slice("b", "")).expect("write");
+        std::fs::write(dir.join("c.yaml"), slice("c", bad)).expect("write");
+        let mut src = DirSource::new(&dir);
+        let changes = src.poll();
+        assert_eq!(changes.files.len(), 3);
+        assert!(src.has_trigger_time(&dir.join("a.yaml")));
+        assert!(!src.has_trigger_time(&dir.join("b.yaml")));
+        assert!(!src.has_trigger_time(&dir.join("c.yaml")));
+        assert!(!src.has_trigger_time(&dir.join("gone.yaml")));
+        let slices = src.inventory().state.endpoint_slices;
+        assert!(slices[0].trigger_time.is_some());
+        assert!(slices[1].trigger_time.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -14,12 +14,15 @@ use kproxy_core::model::{IpFamily, NodeConfig};
 use kproxy_core::plan::plan_node;
 use tracing::{error, info, warn};
 
+use kproxy_core::diff::changes;
+
 use super::apply::{
-    self, iptables_full, iptables_partial, iptables_rule_counts, nft_delete_stale, nft_full,
-    nft_partial,
+    self, iptables_full, iptables_incremental, iptables_partial, iptables_rule_counts, nft_changes,
+    nft_delete_stale, nft_full, nft_partial,
 };
 use super::conntrack::{UdpState, cleanup_commands, nothing_deleted};
 use super::exec::{self, ToolError, error_line, payload_line, saved_chains};
+use super::incremental::{Compiled, Partial};
 use super::metrics::Metrics;
 
 /// kube-proxy's `proxyutil.FullSyncPeriod`: a full sync at least this often.
@@ -63,6 +66,9 @@ struct FamilyState {
     stale: BTreeMap<String, Instant>,
     /// The UDP service ports last applied.
     udp: UdpState,
+    /// Rules per table (iptables) or objects per kind (nftables) in the
+    /// rules last applied, for the metrics.
+    counts: BTreeMap<String, usize>,
 }
 
 /// What a sync did.
@@ -199,40 +205,224 @@ impl Proxier {
         self.force_full = true;
     }
 
-    /// Applies `desired` (one entry per family).
+    /// Applies `desired` (one entry per family): a full sync, or a partial
+    /// one against the rules last applied by this method.
     pub fn sync(&mut self, desired: &[Desired], metrics: &Metrics) -> SyncReport {
         let start = Instant::now();
         let full = self.next_is_full();
-        let mut report = SyncReport {
-            full,
-            ..Default::default()
-        };
+        let mut errors = Vec::new();
         for d in desired {
             let res = match self.mode {
                 Mode::Iptables => self.sync_iptables(d, full, metrics),
                 Mode::Nftables => self.sync_nft(d, full, metrics),
             };
             match res {
-                Ok(()) => self.conntrack_cleanup(d, metrics),
+                Ok(()) => {
+                    let state = self.families.entry(d.node.family).or_default();
+                    let last_udp = std::mem::take(&mut state.udp);
+                    self.conntrack_cleanup(d.node.family, &last_udp, &d.udp, metrics);
+                    self.families.entry(d.node.family).or_default().udp = d.udp.clone();
+                }
                 Err(e) => {
                     error!(family = %d.node.family, full, "sync failed: {e}");
-                    report.errors.push(e);
+                    errors.push(e);
                 }
             }
         }
-        report.duration = start.elapsed();
+        let families: Vec<IpFamily> = desired.iter().map(|d| d.node.family).collect();
+        self.finish(start, full, errors, &families, metrics)
+    }
+
+    /// Applies what the incremental [`Compiler`](super::incremental::Compiler)
+    /// compiled (one entry per family; ask it for full results when
+    /// [`Self::next_is_full`]): full results as [`Self::sync`] applies
+    /// them, partial ones by writing only what the changed Services'
+    /// rules show changed.
+    pub fn sync_compiled(&mut self, compiled: &[Compiled], metrics: &Metrics) -> SyncReport {
+        let start = Instant::now();
+        let full = compiled.iter().any(|c| matches!(c, Compiled::Full(_)));
+        let mut errors = Vec::new();
+        for c in compiled {
+            let family = c.node().family;
+            let res = match (c, self.mode) {
+                (Compiled::Full(d), Mode::Iptables) => self.sync_iptables(d, true, metrics),
+                (Compiled::Full(d), Mode::Nftables) => self.sync_nft(d, true, metrics),
+                (Compiled::Partial(p), Mode::Iptables) => self.sync_iptables_partial(p, metrics),
+                (Compiled::Partial(p), Mode::Nftables) => self.sync_nft_partial(p, metrics),
+            };
+            match res {
+                Ok(()) => match c {
+                    Compiled::Full(d) => {
+                        let state = self.families.entry(family).or_default();
+                        let last_udp = std::mem::take(&mut state.udp);
+                        self.conntrack_cleanup(family, &last_udp, &d.udp, metrics);
+                        self.families.entry(family).or_default().udp = d.udp.clone();
+                    }
+                    Compiled::Partial(p) => {
+                        self.conntrack_cleanup(family, &p.udp_before, &p.udp_after, metrics);
+                        let state = self.families.entry(family).or_default();
+                        for name in p.udp_before.keys() {
+                            state.udp.remove(name);
+                        }
+                        state
+                            .udp
+                            .extend(p.udp_after.iter().map(|(k, v)| (k.clone(), v.clone())));
+                        // The full ruleset is no longer what the node holds.
+                        state.last = None;
+                    }
+                },
+                Err(e) => {
+                    error!(%family, full = matches!(c, Compiled::Full(_)), "sync failed: {e}");
+                    errors.push(e);
+                }
+            }
+        }
+        let families: Vec<IpFamily> = compiled.iter().map(|c| c.node().family).collect();
+        self.finish(start, full, errors, &families, metrics)
+    }
+
+    fn finish(
+        &mut self,
+        start: Instant,
+        full: bool,
+        errors: Vec<String>,
+        families: &[IpFamily],
+        metrics: &Metrics,
+    ) -> SyncReport {
+        let report = SyncReport {
+            full,
+            errors,
+            duration: start.elapsed(),
+        };
         metrics.observe_sync(report.duration, full);
         if report.errors.is_empty() {
             if full {
                 self.last_full = Some(Instant::now());
             }
             self.force_full = false;
-            let fams: Vec<IpFamily> = desired.iter().map(|d| d.node.family).collect();
-            metrics.synced(&fams);
+            metrics.synced(families);
         } else {
             self.force_full = true;
         }
         report
+    }
+
+    fn sync_iptables_partial(&mut self, p: &Partial, metrics: &Metrics) -> Result<(), String> {
+        let family = p.node.family;
+        let restore = match family {
+            IpFamily::V4 => "iptables-restore",
+            IpFamily::V6 => "ip6tables-restore",
+        };
+        let plan = iptables_incremental(
+            &p.before,
+            &p.after,
+            p.whole.as_ref(),
+            |t, c| p.is_fixed(t, c),
+            iptables_print_opts(&p.node),
+        )
+        .map_err(|e| format!("{e:#}"))?;
+        ensure_nfacct(&plan.restore, &mut self.nfacct)?;
+        if !plan.restore.is_empty()
+            && let Err(e) = exec::run(
+                restore,
+                &["--noflush", "--counters", "-w", "5"],
+                Some(&plan.restore),
+            )
+        {
+            metrics.iptables_restore_failed(true);
+            return Err(describe_failure(&e, &plan.restore));
+        }
+        info!(
+            %family,
+            services = p.services,
+            deleted = plan.deleted_chains.len(),
+            bytes = plan.restore.len(),
+            "iptables rules applied (partial)"
+        );
+        let state = self.families.entry(family).or_default();
+        adjust_counts(
+            &mut state.counts,
+            &iptables_rule_counts(&p.before),
+            &iptables_rule_counts(&p.after),
+        );
+        metrics.iptables_rules(state.counts.clone(), plan.rules_written);
+        Ok(())
+    }
+
+    fn sync_nft_partial(&mut self, p: &Partial, metrics: &Metrics) -> Result<(), String> {
+        let family = p.node.family;
+        let opts = nft_print_opts(&p.node);
+        let (Some(before), Some(after)) = (p.before.tables.first(), p.after.tables.first()) else {
+            return Err("nftables: no table to write".into());
+        };
+        if self.delete_stale_chains(family, &after.name, metrics) {
+            return Err("deleting stale chains failed: the next sync is full".into());
+        }
+        let sync = nft_changes(&changes(before, after), family, &after.name, opts)
+            .map_err(|e| e.to_string())?;
+        let state = self.families.entry(family).or_default();
+        if !sync.transaction.is_empty()
+            && let Err(e) = exec::run("nft", &["-f", "-"], Some(&sync.transaction))
+        {
+            metrics.nftables_failed(false);
+            state.stale.clear();
+            return Err(describe_failure(&e, &sync.transaction));
+        }
+        let now = Instant::now();
+        for c in &sync.revived_chains {
+            state.stale.remove(c);
+        }
+        for c in &sync.stale_chains {
+            state.stale.insert(c.clone(), now);
+        }
+        info!(
+            %family,
+            services = p.services,
+            bytes = sync.transaction.len(),
+            "nftables rules applied (partial)"
+        );
+        adjust_counts(
+            &mut state.counts,
+            &object_counts(before),
+            &object_counts(after),
+        );
+        metrics.nftables_objects(state.counts.clone());
+        Ok(())
+    }
+
+    /// Deletes the nftables stale chains flushed long enough ago, in a
+    /// transaction of its own; true when that failed (the stale list is
+    /// dropped and the caller should not sync incrementally).
+    fn delete_stale_chains(&mut self, family: IpFamily, table: &str, metrics: &Metrics) -> bool {
+        let delay = self.stale_chain_delay;
+        let state = self.families.entry(family).or_default();
+        let due: Vec<String> = state
+            .stale
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= delay)
+            .map(|(c, _)| c.clone())
+            .collect();
+        if due.is_empty() {
+            return false;
+        }
+        let tx = nft_delete_stale(family, table, &due);
+        match exec::run("nft", &["-f", "-"], Some(&tx)) {
+            Ok(_) => {
+                for c in &due {
+                    state.stale.remove(c);
+                }
+                false
+            }
+            Err(e) => {
+                metrics.nftables_failed(true);
+                warn!(
+                    "deleting stale chains failed: {}",
+                    describe_failure(&e, &tx)
+                );
+                state.stale.clear();
+                true
+            }
+        }
     }
 
     fn sync_iptables(&mut self, d: &Desired, full: bool, metrics: &Metrics) -> Result<(), String> {
@@ -291,8 +481,10 @@ impl Proxier {
             bytes = plan.restore.len(),
             "iptables rules applied"
         );
-        metrics.iptables_rules(iptables_rule_counts(&d.ruleset), plan.rules_written);
-        self.families.entry(family).or_default().last = Some(Arc::clone(&d.ruleset));
+        let state = self.families.entry(family).or_default();
+        state.counts = iptables_rule_counts(&d.ruleset);
+        metrics.iptables_rules(state.counts.clone(), plan.rules_written);
+        state.last = Some(Arc::clone(&d.ruleset));
         Ok(())
     }
 
@@ -302,38 +494,10 @@ impl Proxier {
         let Some(next) = d.ruleset.tables.first() else {
             return Err("nftables: no table to write".into());
         };
-        let delay = self.stale_chain_delay;
-        let mut cleanup_failed = false;
-        let state = self.families.entry(family).or_default();
         // Stale chains flushed long enough ago: deleted in a transaction of
         // their own, before the main one.
-        if !full {
-            let due: Vec<String> = state
-                .stale
-                .iter()
-                .filter(|(_, t)| t.elapsed() >= delay)
-                .map(|(c, _)| c.clone())
-                .collect();
-            if !due.is_empty() {
-                let tx = nft_delete_stale(family, &next.name, &due);
-                match exec::run("nft", &["-f", "-"], Some(&tx)) {
-                    Ok(_) => {
-                        for c in &due {
-                            state.stale.remove(c);
-                        }
-                    }
-                    Err(e) => {
-                        metrics.nftables_failed(true);
-                        warn!(
-                            "deleting stale chains failed: {}",
-                            describe_failure(&e, &tx)
-                        );
-                        state.stale.clear();
-                        cleanup_failed = true;
-                    }
-                }
-            }
-        }
+        let cleanup_failed = !full && self.delete_stale_chains(family, &next.name, metrics);
+        let state = self.families.entry(family).or_default();
         let last_table = if full || cleanup_failed {
             None
         } else {
@@ -367,20 +531,22 @@ impl Proxier {
             None => state.stale.clear(),
         }
         info!(%family, full = is_full, bytes = tx.len(), "nftables rules applied");
-        metrics.nftables_objects(
-            apply::nft_object_counts(next)
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        );
+        state.counts = object_counts(next);
+        metrics.nftables_objects(state.counts.clone());
         state.last = Some(Arc::clone(&d.ruleset));
         Ok(())
     }
 
-    /// Deletes the conntrack entries the rule change left stale (UDP).
-    fn conntrack_cleanup(&mut self, d: &Desired, metrics: &Metrics) {
-        let state = self.families.entry(d.node.family).or_default();
-        for args in cleanup_commands(d.node.family, &state.udp, &d.udp) {
+    /// Deletes the conntrack entries the rule change from `last` to `next`
+    /// left stale (UDP).
+    fn conntrack_cleanup(
+        &mut self,
+        family: IpFamily,
+        last: &UdpState,
+        next: &UdpState,
+        metrics: &Metrics,
+    ) {
+        for args in cleanup_commands(family, last, next) {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             match exec::run("conntrack", &args, None) {
                 Ok(_) => {}
@@ -391,7 +557,6 @@ impl Proxier {
                 }
             }
         }
-        state.udp = d.udp.clone();
     }
 
     /// The nftables stale chains waiting for deletion (family, chain).
@@ -401,6 +566,28 @@ impl Proxier {
             .flat_map(|(f, s)| s.stale.keys().map(move |c| (*f, c.clone())))
             .collect()
     }
+}
+
+/// `counts` minus `before` plus `after` (what a partial sync changed).
+fn adjust_counts(
+    counts: &mut BTreeMap<String, usize>,
+    before: &BTreeMap<String, usize>,
+    after: &BTreeMap<String, usize>,
+) {
+    for (k, v) in before {
+        let c = counts.entry(k.clone()).or_default();
+        *c = c.saturating_sub(*v);
+    }
+    for (k, v) in after {
+        *counts.entry(k.clone()).or_default() += v;
+    }
+}
+
+fn object_counts(t: &kproxy_core::ir::Table) -> BTreeMap<String, usize> {
+    apply::nft_object_counts(t)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }
 
 /// Creates the nfacct counters `restore` names that are not in `known`, as

@@ -8,10 +8,12 @@ use k8s_openapi::api::discovery::v1 as discoveryv1;
 
 use super::error::{ObjectError, Warning};
 use super::{
-    ANNOTATION_LEADER, ConvertOptions, LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SKIP_MIRROR,
-    Outcome, SkipReason, namespaced, protocol, sloppy,
+    ANNOTATION_LAST_CHANGE_TRIGGER_TIME, ANNOTATION_LEADER, ConvertOptions, LABEL_HEADLESS,
+    LABEL_SERVICE_NAME, LABEL_SKIP_MIRROR, Outcome, SkipReason, namespaced, protocol, sloppy,
 };
-use crate::model::{self, AddressType, Endpoint, EndpointConditions, EndpointPort, IpFamily};
+use crate::model::{
+    self, AddressType, Endpoint, EndpointConditions, EndpointPort, IpFamily, Timestamp,
+};
 
 /// The mirroring controller's limit of endpoints per Endpoints subset (and slice).
 pub const MAX_MIRRORED_ENDPOINTS: usize = 1000;
@@ -40,6 +42,30 @@ pub fn endpoint_slice(
     endpoint_slice_with(es, &ConvertOptions::default())
 }
 
+/// The [`ANNOTATION_LAST_CHANGE_TRIGGER_TIME`] of an object: `None` when
+/// absent, or (with a warning, as kube-proxy logs it and ignores it) when
+/// not an RFC 3339 time.
+fn trigger_time(
+    ctx: &super::error::Ctx,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    warnings: &mut Vec<Warning>,
+) -> Option<Timestamp> {
+    let text = meta
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_LAST_CHANGE_TRIGGER_TIME)?;
+    match text.parse() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            warnings.push(ctx.warn(
+                format!("metadata.annotations[{ANNOTATION_LAST_CHANGE_TRIGGER_TIME}]"),
+                format!("{text:?} is not an RFC 3339 time ({e}); ignored"),
+            ));
+            None
+        }
+    }
+}
+
 /// Converts an EndpointSlice the way kube-proxy reads it.
 ///
 /// Requires the `kubernetes.io/service-name` label. Conditions get the API's
@@ -49,7 +75,10 @@ pub fn endpoint_slice(
 /// dropped with a [`Warning`]. Ports keep the absent/empty name distinction;
 /// a port number of 0 reads as absent. `FQDN` slices convert with no
 /// endpoints. Slices labelled `service.kubernetes.io/headless`, or not meant
-/// for this proxy (see [`ConvertOptions`]), give [`Outcome::Skipped`].
+/// for this proxy (see [`ConvertOptions`]), give [`Outcome::Skipped`]. The
+/// [`ANNOTATION_LAST_CHANGE_TRIGGER_TIME`] annotation becomes
+/// `trigger_time`; a value that is not an RFC 3339 time is ignored with a
+/// [`Warning`].
 pub fn endpoint_slice_with(
     es: &discoveryv1::EndpointSlice,
     opts: &ConvertOptions,
@@ -90,6 +119,7 @@ pub fn endpoint_slice_with(
 
     let mut ports = Vec::new();
     let mut warnings = Vec::new();
+    let trigger_time = trigger_time(&ctx, &es.metadata, &mut warnings);
     for (i, p) in es.ports.iter().flatten().enumerate() {
         let f = |sub: &str| format!("ports[{i}].{sub}");
         let port = match p.port {
@@ -174,6 +204,7 @@ pub fn endpoint_slice_with(
             address_type,
             ports,
             endpoints,
+            trigger_time,
         },
         warnings,
     })
@@ -219,7 +250,9 @@ pub fn endpoints_to_slices(
 /// `service.kubernetes.io/headless` or not meant for this proxy give
 /// [`Outcome::Skipped`], as do Endpoints labelled
 /// `endpointslice.kubernetes.io/skip-mirror: "true"` and leader-election
-/// Endpoints.
+/// Endpoints. The mirrored slices have no `trigger_time`: the controller
+/// copies every annotation but [`ANNOTATION_LAST_CHANGE_TRIGGER_TIME`] (and
+/// `kubectl.kubernetes.io/last-applied-configuration`).
 pub fn endpoints_to_slices_with(
     ep: &corev1::Endpoints,
     opts: &ConvertOptions,
@@ -351,6 +384,7 @@ pub fn endpoints_to_slices_with(
                 address_type: AddressType::Ip(g.family),
                 ports: g.ports,
                 endpoints: g.endpoints,
+                trigger_time: None,
             }
         })
         .collect();
@@ -506,6 +540,53 @@ endpoints:
         .unwrap();
         assert_eq!(fqdn.address_type, AddressType::Fqdn);
         assert!(fqdn.endpoints.is_empty());
+    }
+
+    #[test]
+    fn trigger_time_annotation() {
+        let with = |value: &str| {
+            slice(&format!(
+                "metadata: {{name: web-1, namespace: ns, labels: {{kubernetes.io/service-name: web}}, \
+                 annotations: {{endpoints.kubernetes.io/last-change-trigger-time: {value:?}}}}}\n\
+                 addressType: IPv4\nendpoints: [{{addresses: [10.0.0.1]}}]\n"
+            ))
+            .unwrap()
+        };
+        let Outcome::Converted { value, warnings } = with("2026-11-26T10:00:00.25Z") else {
+            panic!()
+        };
+        let t = value.trigger_time.expect("trigger time");
+        assert_eq!(
+            (t.unix_seconds(), t.subsec_nanos()),
+            (1_795_687_200, 250_000_000)
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // Not a time: a warning, and the slice stays.
+        let Outcome::Converted { value, warnings } = with("yesterday") else {
+            panic!()
+        };
+        assert_eq!(value.trigger_time, None);
+        assert_eq!(value.endpoints.len(), 1);
+        assert_eq!(
+            warnings[0].to_string(),
+            "EndpointSlice ns/web-1: metadata.annotations[endpoints.kubernetes.io/last-change-trigger-time]: \
+             \"yesterday\" is not an RFC 3339 time (not of the form YYYY-MM-DDThh:mm:ss[.fraction](Z|±hh:mm)); ignored"
+        );
+        // Absent: none.
+        let plain = slice(&format!("{META}addressType: IPv4\nendpoints: []\n"))
+            .unwrap()
+            .value()
+            .unwrap();
+        assert_eq!(plain.trigger_time, None);
+        // Mirrored slices never carry it (the mirroring controller drops it).
+        let mirrored = mirror(
+            "metadata: {name: web, annotations: {endpoints.kubernetes.io/last-change-trigger-time: '2026-11-26T10:00:00Z'}}\n\
+             subsets: [{addresses: [{ip: 10.0.0.1}], ports: [{port: 80}]}]\n",
+        )
+        .unwrap()
+        .value()
+        .unwrap();
+        assert_eq!(mirrored[0].trigger_time, None);
     }
 
     #[test]
