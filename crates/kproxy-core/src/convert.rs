@@ -68,6 +68,7 @@ mod node;
 mod service;
 mod slice;
 pub mod sloppy;
+mod store;
 
 pub use documents::{Object, parse_documents, parse_documents_lenient};
 pub use error::{InputError, ObjectError, Warning};
@@ -77,6 +78,7 @@ pub use service::{service, service_with};
 pub use slice::{
     endpoint_slice, endpoint_slice_with, endpoints_to_slices, endpoints_to_slices_with,
 };
+pub use store::Store;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -158,13 +158,18 @@ pub fn build(plan: &Plan, opts: LayoutOptions) -> Transaction {
 
 /// A transaction under construction, with knftables-style bookkeeping:
 /// chains are added+flushed once, elements are written once per key
-/// (a later value replaces an earlier one, as kube-proxy's element storage does).
+/// (a later value replaces an earlier one, as kube-proxy's element storage
+/// does). Two Services writing one key (e.g. the same node port, which the
+/// API server forbids) leave only the later element, written where the
+/// later one was, after the chain its verdict names.
 struct Builder {
     /// The pre-1.36 layout.
     legacy: bool,
     tx: Transaction,
     chains: BTreeSet<String>,
     elements: HashMap<(String, Vec<KeyValue>), usize>,
+    /// Positions of elements a later one replaced: left out by `finish`.
+    replaced: BTreeSet<usize>,
 }
 
 impl Builder {
@@ -174,6 +179,7 @@ impl Builder {
             tx: Transaction::new(family, TABLE),
             chains: BTreeSet::new(),
             elements: HashMap::new(),
+            replaced: BTreeSet::new(),
         }
     }
     fn family(&self) -> IpFamily {
@@ -206,16 +212,21 @@ impl Builder {
             Some(v) => Op::AddMapElement(container.to_string(), element, MapValue::Verdict(v)),
             None => Op::AddSetElement(container.to_string(), element),
         };
-        if let Some(&i) = self.elements.get(&id) {
-            if let Some(slot) = self.tx.ops.get_mut(i) {
-                *slot = op;
-            }
-        } else {
-            self.elements.insert(id, self.tx.ops.len());
-            self.op(op);
+        if let Some(i) = self.elements.insert(id, self.tx.ops.len()) {
+            self.replaced.insert(i);
         }
+        self.op(op);
     }
-    fn finish(self) -> Transaction {
+    fn finish(mut self) -> Transaction {
+        if !self.replaced.is_empty() {
+            let ops = std::mem::take(&mut self.tx.ops);
+            self.tx.ops = ops
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !self.replaced.contains(i))
+                .map(|(_, op)| op)
+                .collect();
+        }
         self.tx
     }
 }
@@ -951,5 +962,53 @@ fn service_port(b: &mut Builder, node: &NodePlan, sp: &ServicePortPlan) {
                     .verdict(Verdict::Dnat(SocketAddr::new(ep.ip, ep.port))),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kproxy_core::model::{ClusterState, Endpoint, EndpointPort, EndpointSlice, NodeConfig};
+    use kproxy_core::model::{Service, ServicePort, ServiceType};
+    use kproxy_core::plan::plan;
+
+    use super::*;
+
+    /// Two Services with one node port (the API server forbids it, a
+    /// directory of manifests may not): one element, the later Service's,
+    /// written after the chain it jumps to, so `nft -f` accepts it.
+    #[test]
+    fn a_shared_key_keeps_the_later_element_after_its_chain() {
+        let mut state = ClusterState::default();
+        for (name, ip, ep) in [
+            ("a", "10.96.0.1", "10.1.0.1"),
+            ("b", "10.96.0.2", "10.1.0.2"),
+        ] {
+            let mut svc = Service::cluster_ip("ns", name, ip.parse().expect("ip"))
+                .with_port(ServicePort::new("p", Protocol::Tcp, 80).with_node_port(30000));
+            svc.service_type = ServiceType::NodePort;
+            state.services.push(svc);
+            state.endpoint_slices.push(
+                EndpointSlice::new("ns", &format!("{name}-1"), name, IpFamily::V4)
+                    .with_port(EndpointPort::new("p", Protocol::Tcp, 8080))
+                    .with_endpoint(Endpoint::ready(ep.parse().expect("ip"))),
+            );
+        }
+        let p = plan(&state, &NodeConfig::new(IpFamily::V4, "node-1"));
+        let tx = build(&p, LayoutOptions::default());
+        let is_np = |op: &Op| matches!(op, Op::AddMapElement(m, _, _) if m == "service-nodeports");
+        let elements: Vec<usize> = (0..tx.ops.len()).filter(|&i| is_np(&tx.ops[i])).collect();
+        assert_eq!(elements.len(), 1);
+        let Op::AddMapElement(_, _, MapValue::Verdict(Verdict::Goto(target))) =
+            &tx.ops[elements[0]]
+        else {
+            panic!("not a goto element: {:?}", tx.ops[elements[0]]);
+        };
+        assert!(target.as_str().contains("ns/b/"), "{target}");
+        let chain_at = tx
+            .ops
+            .iter()
+            .position(|op| matches!(op, Op::AddChain(c) if c.name == *target))
+            .expect("the chain");
+        assert!(chain_at < elements[0]);
     }
 }

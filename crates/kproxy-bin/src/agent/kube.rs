@@ -9,7 +9,7 @@
 //! * Watch errors are logged and retried with kube-rs' default backoff;
 //!   the source never gives up on a transient API error.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +21,8 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kproxy_core::convert::{Inventory, Object, inventory};
+use kproxy_core::convert::{Inventory, Object, Store};
+use kproxy_core::model::NamespacedName;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -39,6 +40,10 @@ enum Kind {
 #[derive(Debug, Default)]
 struct Shared {
     objects: BTreeMap<Kind, BTreeMap<String, Object>>,
+    /// Objects added, changed or deleted since the last poll.
+    dirty: BTreeSet<(Kind, String)>,
+    /// Kinds relisted since the last poll (every object replaced).
+    relisted: BTreeSet<Kind>,
     synced: BTreeMap<Kind, bool>,
     generation: u64,
     errors: Vec<String>,
@@ -48,6 +53,8 @@ struct Shared {
 /// A running Kubernetes source.
 pub struct KubeSource {
     shared: Arc<Mutex<Shared>>,
+    /// The objects converted, one bucket per object (`Kind ns/name`).
+    store: Store,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     seen: u64,
@@ -128,6 +135,7 @@ async fn watch_kind<K>(
                 let objects = buffer.take().unwrap_or_default();
                 info!(?kind, objects = objects.len(), "initial list complete");
                 s.objects.insert(kind, objects);
+                s.relisted.insert(kind);
                 s.synced.insert(kind, true);
                 s.generation += 1;
             }
@@ -135,14 +143,21 @@ async fn watch_kind<K>(
                 if kind == Kind::Node {
                     s.node_eligible = eligible_any(&o);
                 }
-                s.objects.entry(kind).or_default().insert(key(&o), wrap(o));
+                let k = key(&o);
+                s.objects
+                    .entry(kind)
+                    .or_default()
+                    .insert(k.clone(), wrap(o));
+                s.dirty.insert((kind, k));
                 s.generation += 1;
             }
             Ok(Event::Delete(o)) => {
                 if kind == Kind::Node {
                     s.node_eligible = false;
                 }
-                s.objects.entry(kind).or_default().remove(&key(&o));
+                let k = key(&o);
+                s.objects.entry(kind).or_default().remove(&k);
+                s.dirty.insert((kind, k));
                 s.generation += 1;
             }
             Err(e) => {
@@ -208,6 +223,7 @@ impl KubeSource {
         });
         Ok(Self {
             shared,
+            store: Store::new(),
             stop,
             thread: Some(thread),
             seen: 0,
@@ -223,13 +239,45 @@ impl KubeSource {
     }
 
     /// Whether something changed since the last call; with the watch
-    /// errors seen meanwhile.
+    /// errors seen meanwhile. The changes go into the inventory.
     pub fn poll(&mut self) -> (bool, Vec<String>) {
         let mut s = lock(&self.shared);
         let errors = std::mem::take(&mut s.errors);
         let changed = s.generation != self.seen;
         self.seen = s.generation;
+        let bucket = |kind: Kind, key: &str| format!("{kind:?} {key}");
+        if !s.relisted.is_empty() {
+            s.relisted.clear();
+            s.dirty.clear();
+            let all: Vec<(String, Vec<Object>)> = s
+                .objects
+                .iter()
+                .flat_map(|(kind, objs)| {
+                    objs.iter()
+                        .map(move |(k, o)| (bucket(*kind, k), vec![o.clone()]))
+                })
+                .collect();
+            drop(s);
+            self.store.replace_all(all);
+        } else if !s.dirty.is_empty() {
+            let dirty = std::mem::take(&mut s.dirty);
+            let updates: Vec<(String, Option<Vec<Object>>)> = dirty
+                .iter()
+                .map(|(kind, k)| {
+                    let o = s.objects.get(kind).and_then(|m| m.get(k));
+                    (bucket(*kind, k), o.map(|o| vec![o.clone()]))
+                })
+                .collect();
+            drop(s);
+            self.store.apply(updates);
+        }
         (changed, errors)
+    }
+
+    /// The Services whose objects changed since the last call (`None`:
+    /// anything may have: a relist, the Node changed).
+    pub fn take_changed(&mut self) -> Option<BTreeSet<NamespacedName>> {
+        self.store.take_changed()
     }
 
     /// Whether the node is eligible (kube-proxy's `/healthz` `nodeEligible`).
@@ -238,11 +286,7 @@ impl KubeSource {
     }
 
     /// The objects, converted.
-    pub fn inventory(&self) -> Inventory {
-        let s = lock(&self.shared);
-        inventory(s.objects.iter().flat_map(|(kind, objs)| {
-            objs.iter()
-                .map(move |(k, o)| (format!("{kind:?} {k}"), o.clone()))
-        }))
+    pub fn inventory(&self) -> &Inventory {
+        self.store.inventory()
     }
 }

@@ -33,7 +33,7 @@ pub mod metrics;
 pub mod source;
 pub mod sync;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,13 +43,13 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use kproxy_core::config::parse_go_duration;
 use kproxy_core::convert::Inventory;
-use kproxy_core::model::{IpFamily, NamespacedName, Protocol};
+use kproxy_core::model::{IpFamily, NamespacedName};
 use tracing::{error, info, warn};
 
-use crate::compile::{Backend, backend_named, family_targets, ir_rulesets};
+use crate::compile::{Backend, backend_named, family_targets};
 use crate::settings::{NodeArgs, proxy_settings};
 use source::DirSource;
-use sync::{Desired, Mode, Proxier};
+use sync::{Mode, Proxier};
 
 /// Arguments of `kproxy run`.
 #[derive(Args, Debug, Clone)]
@@ -116,34 +116,6 @@ fn duration(flag: &str, v: &str) -> Result<Duration> {
     parse_go_duration(v).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
 }
 
-/// Compiles the rules of every family for the proxier.
-pub fn desired(node: &NodeArgs, backend: Option<&str>, inv: &Inventory) -> Result<Vec<Desired>> {
-    let (_, rules, warnings) = ir_rulesets(node, backend, true, inv)?;
-    for w in warnings {
-        warn!("{w}");
-    }
-    let udp = inv
-        .state
-        .services
-        .iter()
-        .any(|s| s.ports.iter().any(|p| p.protocol == Protocol::Udp));
-    Ok(rules
-        .into_iter()
-        .map(|r| {
-            let udp = if udp {
-                conntrack::udp_state(&kproxy_core::plan::plan(&inv.state, &r.node))
-            } else {
-                Default::default()
-            };
-            Desired {
-                node: r.node,
-                ruleset: Arc::new(r.ruleset),
-                udp,
-            }
-        })
-        .collect())
-}
-
 /// The healthCheckNodePort responders wanted: port -> (Service, local ready
 /// endpoints), from the primary family's service ports.
 pub fn health_check_ports<'a>(
@@ -171,19 +143,21 @@ pub fn health_check_ports<'a>(
 }
 
 /// Compiles the rules of every family for the next sync, incrementally
-/// (full results when `full`, the proxier's next sync being full).
+/// (full results when `full`, the proxier's next sync being full; `hint`:
+/// the Services changed since the last call, `None` if unknown).
 pub fn compile_incrementally(
     compiler: &mut incremental::Compiler,
     node: &NodeArgs,
     backend: &str,
     inv: &Inventory,
     full: bool,
+    hint: Option<&BTreeSet<NamespacedName>>,
 ) -> Result<Vec<incremental::Compiled>> {
     let (_, targets, warnings) = family_targets(node, Some(backend), inv)?;
     for w in warnings {
         warn!("{w}");
     }
-    compiler.compile(&inv.state, &targets, full)
+    compiler.compile_hinted(&inv.state, &targets, full, hint)
 }
 
 fn start_server(
@@ -217,6 +191,8 @@ struct Polled {
     changed: bool,
     /// When the changes happened (for network programming latency).
     times: Vec<SystemTime>,
+    /// The Services whose objects changed (`None`: anything may have).
+    services: Option<BTreeSet<NamespacedName>>,
 }
 
 impl Source {
@@ -236,6 +212,7 @@ impl Source {
                         .filter(|(p, _)| !d.has_trigger_time(p))
                         .map(|(_, t)| *t)
                         .collect(),
+                    services: d.take_changed(),
                 }
             }
             Source::Kube(k) => {
@@ -246,6 +223,7 @@ impl Source {
                 Polled {
                     changed,
                     times: Vec::new(),
+                    services: k.take_changed(),
                 }
             }
         }
@@ -257,15 +235,16 @@ impl Source {
             Source::Kube(k) => k.synced(),
         }
     }
-    fn inventory(&self) -> Inventory {
-        let inv = match self {
+    fn inventory(&self) -> &Inventory {
+        match self {
             Source::Dir(d) => d.inventory(),
             Source::Kube(k) => k.inventory(),
-        };
-        for w in &inv.warnings {
+        }
+    }
+    fn log_warnings(&self) {
+        for w in &self.inventory().warnings {
             warn!("{w}");
         }
-        inv
     }
 }
 
@@ -303,6 +282,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         let first = Polled {
             changed: true,
             times: Vec::new(),
+            services: None,
         };
         (Source::Kube(k), first)
     } else {
@@ -311,8 +291,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
             args.source
         );
     };
-    let inv = source.inventory();
-    let settings = proxy_settings(&args.node, &inv)?;
+    source.log_warnings();
+    let settings = proxy_settings(&args.node, source.inventory())?;
     let mut args = args.clone();
     hostaddr::fill_node_addresses(&mut args.node, &settings.node_port_addresses);
     let args = &args;
@@ -359,8 +339,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         ?min_sync_period,
         "kproxy run starting"
     );
-    let mut inv = inv;
     let mut pending: Vec<SystemTime> = first.times;
+    // The Services changed since the last compile (`None`: any may have).
+    let mut hint: Option<BTreeSet<NamespacedName>> = first.services;
     let mut dirty = true;
     let mut last_sync: Option<Instant> = None;
     let mut last_poll = Instant::now();
@@ -376,7 +357,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
             let polled = source.poll();
             if polled.changed {
                 info!("source changed");
-                inv = source.inventory();
+                source.log_warnings();
+                hint = match (hint, polled.services) {
+                    (Some(mut a), Some(b)) => {
+                        a.extend(b);
+                        Some(a)
+                    }
+                    _ => None,
+                };
                 pending.extend(polled.times);
                 dirty = true;
                 metrics.queued(&families);
@@ -407,13 +395,19 @@ pub fn run(args: &RunArgs) -> Result<()> {
             proxier.check_canary();
         }
         last_sync = Some(Instant::now());
-        let wanted = match compile_incrementally(
+        let compile_start = Instant::now();
+        let compiled = compile_incrementally(
             &mut compiler,
             &args.node,
             backend_name,
-            &inv,
+            source.inventory(),
             proxier.next_is_full(),
-        ) {
+            hint.as_ref(),
+        );
+        // A failed compile may not have seen the changes: compare all next time.
+        hint = compiled.is_ok().then(BTreeSet::new);
+        let compile_time = compile_start.elapsed();
+        let wanted = match compiled {
             Ok(c) => c,
             Err(e) => {
                 error!("cannot compile the rules: {e:#}");
@@ -425,13 +419,18 @@ pub fn run(args: &RunArgs) -> Result<()> {
         let report = proxier.sync_compiled(&wanted, &metrics);
         if report.errors.is_empty() {
             let now = SystemTime::now();
-            pending.extend(triggers.synced(&inv.state.endpoint_slices));
+            pending.extend(triggers.synced(&source.inventory().state.endpoint_slices));
             for t in pending.drain(..) {
                 if let Ok(d) = now.duration_since(t) {
                     metrics.observe_programming(d);
                 }
             }
-            info!(full = report.full, duration = ?report.duration, "synced");
+            info!(
+                full = report.full,
+                compile = ?compile_time,
+                apply = ?report.duration,
+                "synced"
+            );
         }
         // A failure is retried at the next change or after syncPeriod, as
         // a full sync.

@@ -5,15 +5,22 @@
 //! reported and the file's last good objects are kept, so the rules
 //! already applied for them stay (an invalid object among valid ones is
 //! skipped by the conversion, as kube-proxy skips it).
+//!
+//! The objects are kept in a [`Store`], one bucket per file: a changed file
+//! re-converts only the Services it touches, and [`DirSource::take_changed`]
+//! names them for the incremental planner. (Of two files holding the same
+//! object, the one whose path sorts later as a string wins.)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use std::collections::BTreeSet;
+
 use kproxy_core::convert::{
-    ANNOTATION_LAST_CHANGE_TRIGGER_TIME, Inventory, Object, inventory, parse_documents_lenient,
+    ANNOTATION_LAST_CHANGE_TRIGGER_TIME, Inventory, Object, Store, parse_documents_lenient,
 };
-use kproxy_core::model::Timestamp;
+use kproxy_core::model::{NamespacedName, Timestamp};
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -44,6 +51,7 @@ impl Changes {
 pub struct DirSource {
     root: PathBuf,
     files: BTreeMap<PathBuf, Entry>,
+    store: Store,
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -76,6 +84,7 @@ impl DirSource {
         Self {
             root: root.into(),
             files: BTreeMap::new(),
+            store: Store::new(),
         }
     }
 
@@ -104,8 +113,10 @@ impl DirSource {
             .filter(|p| paths.binary_search(p).is_err())
             .cloned()
             .collect();
+        let mut updates: Vec<(String, Option<Vec<Object>>)> = Vec::new();
         for p in gone {
             self.files.remove(&p);
+            updates.push((p.display().to_string(), None));
             changes.files.push((p, now));
         }
         for p in paths {
@@ -142,6 +153,7 @@ impl DirSource {
                     continue;
                 }
             };
+            updates.push((name, Some(objects.clone())));
             self.files.insert(
                 p.clone(),
                 Entry {
@@ -152,7 +164,14 @@ impl DirSource {
             );
             changes.files.push((p, mtime.unwrap_or(now)));
         }
+        self.store.apply(updates);
         changes
+    }
+
+    /// The Services whose objects changed since the last call (`None`:
+    /// anything may have, e.g. a Node or the configuration changed).
+    pub fn take_changed(&mut self) -> Option<BTreeSet<NamespacedName>> {
+        self.store.take_changed()
     }
 
     /// Whether the file at `path` holds an EndpointSlice with a valid
@@ -174,11 +193,8 @@ impl DirSource {
 
     /// The objects of every file, converted (invalid objects skipped, with
     /// warnings in the inventory).
-    pub fn inventory(&self) -> Inventory {
-        inventory(self.files.iter().flat_map(|(p, e)| {
-            let name = p.display().to_string();
-            e.objects.iter().map(move |o| (name.clone(), o.clone()))
-        }))
+    pub fn inventory(&self) -> &Inventory {
+        self.store.inventory()
     }
 }
 
