@@ -226,7 +226,7 @@ mod tests {
         assert!(!src.has_trigger_time(&dir.join("b.yaml")));
         assert!(!src.has_trigger_time(&dir.join("c.yaml")));
         assert!(!src.has_trigger_time(&dir.join("gone.yaml")));
-        let slices = src.inventory().state.endpoint_slices;
+        let slices = &src.inventory().state.endpoint_slices;
         assert!(slices[0].trigger_time.is_some());
         assert!(slices[1].trigger_time.is_none());
         let _ = std::fs::remove_dir_all(&dir);
