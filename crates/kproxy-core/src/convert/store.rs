@@ -186,17 +186,16 @@ impl Store {
             .buckets
             .get(bucket)
             .map_or(&[], |b| b.objects.as_slice());
-        let mut services: BTreeSet<NamespacedName> = BTreeSet::new();
-        let mut node = false;
-        for o in old.iter().chain(new) {
-            match scope(o) {
-                Scope::Service(n) => {
-                    services.insert(n);
-                }
-                Scope::Node => node = true,
-                Scope::Nothing => {}
-            }
-        }
+        // The Services whose objects in this bucket differ (a file rewritten
+        // with one Service changed touches that one only).
+        let ((old_by, old_node), (new_by, new_node)) = (group(old), group(new));
+        let node = old_node != new_node;
+        let services: BTreeSet<NamespacedName> = old_by
+            .keys()
+            .chain(new_by.keys())
+            .filter(|n| old_by.get(*n) != new_by.get(*n))
+            .cloned()
+            .collect();
         // The index: drop the bucket from the old objects' Services, add it
         // to the new ones'.
         for o in old {
@@ -336,6 +335,22 @@ fn proxy_options<'a>(mut objects: impl Iterator<Item = &'a Object>) -> ConvertOp
             })
             .flatten(),
     }
+}
+
+/// Objects by the Service they belong to, and the node-wide ones.
+type Grouped<'a> = (BTreeMap<NamespacedName, Vec<&'a Object>>, Vec<&'a Object>);
+
+fn group(objects: &[Object]) -> Grouped<'_> {
+    let mut by: BTreeMap<NamespacedName, Vec<&Object>> = BTreeMap::new();
+    let mut node: Vec<&Object> = Vec::new();
+    for o in objects {
+        match scope(o) {
+            Scope::Service(n) => by.entry(n).or_default().push(o),
+            Scope::Node => node.push(o),
+            Scope::Nothing => {}
+        }
+    }
+    (by, node)
 }
 
 /// The warnings of converting `objects` on their own.
@@ -486,6 +501,7 @@ mod tests {
             ),
         );
         let changed = store.take_changed().expect("services only");
+        // db, in the same file, did not change.
         assert_eq!(changed, BTreeSet::from([NamespacedName::new("nx", "web")]));
         assert_eq!(
             store.inventory().state.endpoint_slices[0].endpoints[0]

@@ -1,0 +1,171 @@
+//! End-to-end benchmark of `kproxy run --source dir:` (not a test; needs
+//! root): from a changed manifest file to the rules applied, as the agent
+//! does it, timed by phase.
+//!
+//! ```sh
+//! cargo run --release -p kproxy-bin --example agent_dir_bench -- DIR [iptables|nftables]
+//! ```
+//!
+//! DIR holds manifests (Services, EndpointSlices), files named
+//! `part000.yaml`, `part001.yaml`, ... each with Services `svc<N>` in
+//! namespaces `ns<N % 50>` (the layout the README's generator writes).
+//! In a throwaway network namespace: the first (full) sync, then rounds
+//! that each append one EndpointSlice (one more endpoint for one Service)
+//! to one file and time: the directory poll (stat, parse the changed file,
+//! re-convert the Services it touches), the incremental compile (hinted
+//! plan-cache update, layout of the changed Service), and the sync
+//! (payload and tool). The first iptables load uses plain
+//! `iptables-restore` into the empty namespace (with `--noflush`,
+//! iptables-nft 1.8.9 takes minutes at this size).
+
+use std::fs::File;
+use std::io::Write as _;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kproxy_bin::agent::apply::iptables_full;
+use kproxy_bin::agent::incremental::{Compiled, Compiler};
+use kproxy_bin::agent::metrics::Metrics;
+use kproxy_bin::agent::source::DirSource;
+use kproxy_bin::agent::sync::{Mode, Proxier};
+use kproxy_bin::compile::Layout;
+use kproxy_core::model::{IpFamily, LocalDetector, NodeConfig};
+use kproxy_core::profile::{IptablesProfile, NftablesProfile};
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(dir) = args.get(1) else {
+        eprintln!("usage: agent_dir_bench DIR [iptables|nftables]");
+        std::process::exit(2);
+    };
+    let mode = match args.get(2).map(String::as_str) {
+        Some("nftables") => Mode::Nftables,
+        _ => Mode::Iptables,
+    };
+    let layout = match mode {
+        Mode::Iptables => Layout::Iptables(IptablesProfile::Current),
+        Mode::Nftables => Layout::Nftables(NftablesProfile::Current),
+    };
+    let mut node = NodeConfig::new(IpFamily::V4, "node-3");
+    node.local_detector = LocalDetector::Cidr("10.0.0.0/8".parse().expect("constant"));
+    let targets = [(node.clone(), layout)];
+
+    let ns = format!("kproxy-dirbench-{}", std::process::id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "ip netns add {ns} failed (root needed)");
+    let f = File::open(format!("/run/netns/{ns}")).expect("open netns");
+    // SAFETY: setns() on a valid descriptor; changes this thread only, and
+    // the tools the proxier spawns inherit it.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns");
+
+    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let mut proxier = Proxier::new(mode);
+    let mut compiler = Compiler::new();
+    let mut source = DirSource::new(dir);
+    let t = Instant::now();
+    let changes = source.poll();
+    let hint = source.take_changed();
+    let poll = t.elapsed();
+    assert!(changes.errors.is_empty(), "{:?}", changes.errors);
+    let t = Instant::now();
+    let first = compiler
+        .compile_hinted(&source.inventory().state, &targets, true, hint.as_ref())
+        .expect("compile");
+    let compile = t.elapsed();
+    let Compiled::Full(d) = &first[0] else {
+        panic!("the first compile is full");
+    };
+    let t = Instant::now();
+    match mode {
+        Mode::Iptables => {
+            let payload = iptables_full(&d.ruleset, &[], Default::default()).expect("payload");
+            for c in [
+                "ct_state_invalid_dropped_pkts",
+                "localhost_nps_accepted_pkts",
+            ] {
+                let _ = Command::new("nfacct").args(["add", c]).output();
+            }
+            let mut child = Command::new("iptables-restore")
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("iptables-restore");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(payload.restore.as_bytes())
+                .expect("write");
+            assert!(child.wait().expect("wait").success());
+            proxier.assume_applied(std::slice::from_ref(d));
+        }
+        Mode::Nftables => {
+            let r = proxier.sync_compiled(&first, &metrics);
+            assert!(r.errors.is_empty(), "{:?}", r.errors);
+        }
+    }
+    println!(
+        "{}: {} Services: first poll {} (parse + convert), compile {}, load {}",
+        mode.name(),
+        source.inventory().state.services.len(),
+        ms(poll),
+        ms(compile),
+        ms(t.elapsed())
+    );
+
+    for round in 0..8u32 {
+        let file = format!("{dir}/part{:03}.yaml", round * 7 % 100);
+        let svc = round * 700;
+        let ns_name = format!("ns{}", svc % 50);
+        let doc = format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: svc{svc}-extra{round}, namespace: {ns_name}, \
+             labels: {{kubernetes.io/service-name: svc{svc}}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\n\
+             endpoints: [{{addresses: [10.250.0.{}], conditions: {{ready: true}}, nodeName: node-1}}]\n",
+            round + 1
+        );
+        let t0 = Instant::now();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .and_then(|mut f| f.write_all(doc.as_bytes()))
+            .expect("append");
+        let t = Instant::now();
+        let changes = source.poll();
+        let hint = source.take_changed();
+        let poll = t.elapsed();
+        assert_eq!(changes.files.len(), 1);
+        let t = Instant::now();
+        let c = compiler
+            .compile_hinted(
+                &source.inventory().state,
+                &targets,
+                proxier.next_is_full(),
+                hint.as_ref(),
+            )
+            .expect("compile");
+        let compile = t.elapsed();
+        assert!(matches!(c[0], Compiled::Partial(_)), "not partial");
+        let r = proxier.sync_compiled(&c, &metrics);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        println!(
+            "{}: one Service changed (file {file}): end to end {} = poll {} + compile {} + sync {} (hint: {:?})",
+            mode.name(),
+            ms(t0.elapsed()),
+            ms(poll),
+            ms(compile),
+            ms(r.duration),
+            hint.map(|h| h.len()),
+        );
+    }
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+}
