@@ -8,13 +8,17 @@
 //!   built-in chains, which are ensured one by one (check, then insert at
 //!   the top). [`iptables_partial`] writes what kube-proxy's partial sync
 //!   writes: the filter chains and the nat top-level chains whole, the
-//!   chains that changed since the last sync (from [`diff`]), and the chains
-//!   that went away (`:CHAIN` then `-X CHAIN`).
+//!   chains that changed since the last sync (from [`changes`]), and the
+//!   chains that went away (`:CHAIN` then `-X CHAIN`).
+//!   [`iptables_incremental`] writes the same from the incremental
+//!   compiler's before/after layouts of the changed Services.
 //! * nftables: [`nft_full`] replaces the `kube-proxy` table atomically in
-//!   one transaction; [`nft_partial`] is one transaction with only the
-//!   changed chains (`add` + `flush` + rules) and element adds and deletes.
-//!   Chains that went away are flushed and deleted by a later
-//!   [`nft_delete_stale`] transaction, as kube-proxy does.
+//!   one transaction; [`nft_partial`] (two whole tables) and
+//!   [`nft_changes`] (any [`TableChanges`], e.g. of the changed Services'
+//!   layouts) are one transaction with only the changed chains (`add` +
+//!   `flush` + rules) and element adds and deletes. Chains that went away
+//!   are flushed and deleted by a later [`nft_delete_stale`] transaction,
+//!   as kube-proxy does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

@@ -1,11 +1,17 @@
 //! `kproxy run`: a node agent that keeps the node's rules equal to what
 //! kube-proxy would write for the cluster state a source gives.
 //!
-//! * [`source`]: where the state comes from (`dir:PATH`, polled).
-//! * [`apply`]: what one sync writes, as pure functions of the rules last
-//!   applied and the next ones (full and partial syncs, both backends).
-//! * [`sync`]: the [`sync::Proxier`] that keeps the last applied rules per
-//!   family and runs the tools.
+//! * [`source`] and [`kube`]: where the state comes from (`dir:PATH`,
+//!   polled; the API server, watched), kept in a
+//!   [`kproxy_core::convert::Store`] that names the Services each change
+//!   touches.
+//! * [`incremental`]: the [`incremental::Compiler`]: per family a plan cache
+//!   that re-plans only the named Services, and the layout of only those,
+//!   before and after (full results for full syncs).
+//! * [`apply`]: what one sync writes, as pure functions (full and partial
+//!   syncs, both backends; partial ones from the compiler's before/after).
+//! * [`sync`]: the [`sync::Proxier`] that keeps what each family holds and
+//!   runs the tools.
 //! * [`http`] and [`metrics`]: `/healthz`, `/livez`, `/metrics` and the
 //!   healthCheckNodePort responders.
 //! * [`latency`]: network programming latency, from the slices'
@@ -87,11 +93,6 @@ pub struct RunArgs {
     /// How often the source is polled for changes.
     #[arg(long, value_name = "DURATION", default_value = "100ms")]
     pub poll_interval: String,
-    /// iptables: partial syncs write only the chains that changed, not
-    /// kube-proxy's complete filter and nat top-level chains (smaller and
-    /// faster with many Services; the same rules result).
-    #[arg(long)]
-    pub minimal_partial_syncs: bool,
     /// How long an nftables stale chain stays (flushed) before it is deleted.
     #[arg(long, value_name = "DURATION", default_value = "1s")]
     pub stale_chain_delay: String,
@@ -331,7 +332,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let mut proxier = Proxier::new(mode);
     let mut compiler = incremental::Compiler::new();
     proxier.stale_chain_delay = duration("--stale-chain-delay", &args.stale_chain_delay)?;
-    proxier.minimal_partial_syncs = args.minimal_partial_syncs;
     info!(
         mode = mode.name(),
         source = %args.source,
