@@ -159,9 +159,10 @@ pub fn build(plan: &Plan, opts: LayoutOptions) -> Transaction {
 /// A transaction under construction, with knftables-style bookkeeping:
 /// chains are added+flushed once, elements are written once per key
 /// (a later value replaces an earlier one, as kube-proxy's element storage
-/// does). Two Services writing one key (e.g. the same node port, which the
-/// API server forbids) leave only the later element, written where the
-/// later one was, after the chain its verdict names.
+/// does). The same element again is written once, where it first came;
+/// two Services writing one key with different values (e.g. the same node
+/// port, which the API server forbids) leave only the later element,
+/// written where the later one came, after the chain its verdict names.
 struct Builder {
     /// The pre-1.36 layout.
     legacy: bool,
@@ -212,10 +213,19 @@ impl Builder {
             Some(v) => Op::AddMapElement(container.to_string(), element, MapValue::Verdict(v)),
             None => Op::AddSetElement(container.to_string(), element),
         };
-        if let Some(i) = self.elements.insert(id, self.tx.ops.len()) {
-            self.replaced.insert(i);
+        match self.elements.get(&id) {
+            // The same element again (e.g. the cluster IP of each port).
+            Some(&i) if self.tx.ops.get(i) == Some(&op) => {}
+            Some(&i) => {
+                self.replaced.insert(i);
+                self.elements.insert(id, self.tx.ops.len());
+                self.op(op);
+            }
+            None => {
+                self.elements.insert(id, self.tx.ops.len());
+                self.op(op);
+            }
         }
-        self.op(op);
     }
     fn finish(mut self) -> Transaction {
         if !self.replaced.is_empty() {

@@ -411,6 +411,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
             Ok(c) => c,
             Err(e) => {
                 error!("cannot compile the rules: {e:#}");
+                // The plan caches may be ahead of the node: start over, full.
+                compiler.reset();
+                proxier.force_full_sync();
                 dirty = false;
                 continue;
             }
