@@ -268,6 +268,10 @@ fn incremental_equals_full(test: &str, mode: Mode, loader: Loader, via: Via) {
     let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
     proxier.stale_chain_delay = Duration::ZERO;
+    if via == Via::Compiler {
+        // The first sync on the fresh namespace, in many small parts.
+        proxier.fresh_batch_rules = 7;
+    }
     let mut compiler = Compiler::new();
     let targets = [(node.clone(), layout_of(mode))];
     let mut sync = |proxier: &mut Proxier, state: &ClusterState| match via {
@@ -311,6 +315,7 @@ fn incremental_equals_full(test: &str, mode: Mode, loader: Loader, via: Via) {
 
     let d = desired(mode, &state, &node);
     let mut full = Proxier::new(mode);
+    full.fresh_batch_rules = 0;
     let report = in_ns(&fresh, || full.sync(&d, &metrics));
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let (got, want) = (dump(mode, &inc), dump(mode, &fresh));

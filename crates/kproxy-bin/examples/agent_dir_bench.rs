@@ -15,8 +15,9 @@
 //! re-convert the Services it touches), the incremental compile (hinted
 //! plan-cache update, layout of the changed Service), and the sync
 //! (payload and tool). The first iptables load uses plain
-//! `iptables-restore` into the empty namespace (with `--noflush`,
-//! iptables-nft 1.8.9 takes minutes at this size).
+//! `iptables-restore` into the empty namespace; with
+//! `KPROXY_BENCH_AGENT_FIRST=1` it is the agent's own full sync
+//! (`--noflush`, in parts on a fresh node).
 
 use std::fs::File;
 use std::io::Write as _;
@@ -85,8 +86,9 @@ fn main() {
         panic!("the first compile is full");
     };
     let t = Instant::now();
+    let agent_first = std::env::var_os("KPROXY_BENCH_AGENT_FIRST").is_some();
     match mode {
-        Mode::Iptables => {
+        Mode::Iptables if !agent_first => {
             let payload = iptables_full(&d.ruleset, &[], Default::default()).expect("payload");
             for c in [
                 "ct_state_invalid_dropped_pkts",
@@ -107,7 +109,7 @@ fn main() {
             assert!(child.wait().expect("wait").success());
             proxier.assume_applied(std::slice::from_ref(d));
         }
-        Mode::Nftables => {
+        Mode::Iptables | Mode::Nftables => {
             let r = proxier.sync_compiled(&first, &metrics);
             assert!(r.errors.is_empty(), "{:?}", r.errors);
         }

@@ -18,7 +18,7 @@ use kproxy_core::diff::changes;
 
 use super::apply::{
     self, iptables_full, iptables_incremental, iptables_partial, iptables_rule_counts, nft_changes,
-    nft_delete_stale, nft_full, nft_partial,
+    nft_delete_stale, nft_full, nft_partial, split_restore,
 };
 use super::conntrack::{UdpState, cleanup_commands, nothing_deleted};
 use super::exec::{self, ToolError, error_line, payload_line, saved_chains};
@@ -97,6 +97,10 @@ pub struct Proxier {
     pub minimal_partial_syncs: bool,
     /// nfacct counters known to exist.
     nfacct: std::collections::BTreeSet<String>,
+    /// iptables: a full sync on a node without kproxy's chains is written
+    /// in `iptables-restore` inputs of at most this many rules (see
+    /// [`split_restore`]); 0: in one.
+    pub fresh_batch_rules: usize,
 }
 
 fn iptables_print_opts(node: &NodeConfig) -> kproxy_iptables::PrintOptions {
@@ -132,6 +136,7 @@ impl Proxier {
             stale_chain_delay: Duration::from_secs(1),
             nfacct: Default::default(),
             minimal_partial_syncs: false,
+            fresh_batch_rules: 5000,
         }
     }
 
@@ -437,6 +442,7 @@ impl Proxier {
         } else {
             self.families.get(&family).and_then(|s| s.last.as_ref())
         };
+        let mut fresh = false;
         let plan = match partial_base {
             Some(last) => iptables_partial(last, &d.ruleset, opts, self.minimal_partial_syncs),
             None => {
@@ -444,8 +450,11 @@ impl Proxier {
                     .map(|s| saved_chains(&s))
                     .unwrap_or_else(|e| {
                         warn!("cannot list the nat table: {e}");
-                        Vec::new()
+                        vec![apply::CANARY.to_string()]
                     });
+                fresh = !existing
+                    .iter()
+                    .any(|c| c == "KUBE-SERVICES" || c == apply::CANARY);
                 iptables_full(&d.ruleset, &existing, opts)
             }
         }
@@ -454,13 +463,22 @@ impl Proxier {
             self.nfacct.clear();
         }
         ensure_nfacct(&plan.restore, &mut self.nfacct)?;
-        if let Err(e) = exec::run(
-            restore,
-            &["--noflush", "--counters", "-w", "5"],
-            Some(&plan.restore),
-        ) {
-            metrics.iptables_restore_failed(!full);
-            return Err(describe_failure(&e, &plan.restore));
+        let total: usize = plan.rules_written.values().sum();
+        let inputs = if fresh && self.fresh_batch_rules > 0 && total > self.fresh_batch_rules {
+            info!(%family, rules = total, "first sync on a fresh node: written in parts");
+            split_restore(&plan.restore, self.fresh_batch_rules)
+        } else {
+            vec![plan.restore.clone()]
+        };
+        for input in &inputs {
+            if let Err(e) = exec::run(
+                restore,
+                &["--noflush", "--counters", "-w", "5"],
+                Some(input),
+            ) {
+                metrics.iptables_restore_failed(!full);
+                return Err(describe_failure(&e, input));
+            }
         }
         if full {
             for r in &plan.ensure {
