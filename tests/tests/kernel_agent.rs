@@ -243,6 +243,36 @@ enum Via {
     /// The incremental compiler: only changed Services laid out
     /// ([`Proxier::sync_compiled`]), as `kproxy run` does.
     Compiler,
+    /// The same, told which Services changed (as `kproxy run`'s sources
+    /// tell it), so only those are compared.
+    Hinted,
+}
+
+/// The Services whose Service object or EndpointSlices differ.
+fn changed_services(
+    a: &ClusterState,
+    b: &ClusterState,
+) -> std::collections::BTreeSet<NamespacedName> {
+    let objects = |s: &ClusterState| {
+        let mut m: std::collections::BTreeMap<NamespacedName, (Vec<Service>, Vec<EndpointSlice>)> =
+            Default::default();
+        for svc in &s.services {
+            m.entry(svc.id.clone()).or_default().0.push(svc.clone());
+        }
+        for slice in &s.endpoint_slices {
+            m.entry(slice.service_id())
+                .or_default()
+                .1
+                .push(slice.clone());
+        }
+        m
+    };
+    let (a, b) = (objects(a), objects(b));
+    a.keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
 }
 
 fn layout_of(mode: Mode) -> Layout {
@@ -268,10 +298,11 @@ fn incremental_equals_full(test: &str, mode: Mode, loader: Loader, via: Via) {
     let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
     proxier.stale_chain_delay = Duration::ZERO;
-    if via == Via::Compiler {
+    if via != Via::Rulesets {
         // The first sync on the fresh namespace, in many small parts.
         proxier.fresh_batch_rules = 7;
     }
+    let mut last_state = ClusterState::default();
     let mut compiler = Compiler::new();
     let targets = [(node.clone(), layout_of(mode))];
     let mut sync = |proxier: &mut Proxier, state: &ClusterState| match via {
@@ -279,9 +310,12 @@ fn incremental_equals_full(test: &str, mode: Mode, loader: Loader, via: Via) {
             let d = desired(mode, state, &node);
             in_ns(&inc, || proxier.sync(&d, &metrics))
         }
-        Via::Compiler => {
+        Via::Compiler | Via::Hinted => {
+            let hint = changed_services(&last_state, state);
+            last_state = state.clone();
+            let hint = (via == Via::Hinted).then_some(&hint);
             let c = compiler
-                .compile(state, &targets, proxier.next_is_full())
+                .compile_hinted(state, &targets, proxier.next_is_full(), hint)
                 .expect("compile");
             in_ns(&inc, || proxier.sync_compiled(&c, &metrics))
         }
@@ -290,7 +324,7 @@ fn incremental_equals_full(test: &str, mode: Mode, loader: Loader, via: Via) {
     let mut log = Vec::new();
     let steps = match via {
         Via::Rulesets => 30,
-        Via::Compiler => 60,
+        Via::Compiler | Via::Hinted => 60,
     };
     for step in 0..steps {
         if step > 0 {
@@ -374,6 +408,26 @@ fn compiled_syncs_equal_full_sync_iptables() {
         Mode::Iptables,
         Loader::Iptables,
         Via::Compiler,
+    );
+}
+
+#[test]
+fn hinted_syncs_equal_full_sync_iptables() {
+    incremental_equals_full(
+        "hinted_syncs_equal_full_sync_iptables",
+        Mode::Iptables,
+        Loader::Iptables,
+        Via::Hinted,
+    );
+}
+
+#[test]
+fn hinted_syncs_equal_full_sync_nftables() {
+    incremental_equals_full(
+        "hinted_syncs_equal_full_sync_nftables",
+        Mode::Nftables,
+        Loader::NftText,
+        Via::Hinted,
     );
 }
 
