@@ -111,6 +111,17 @@ fn main() {
                 .write_all(full.restore.as_bytes())
                 .expect("write");
             assert!(child.wait().expect("wait").success());
+            // The jumps from the built-in chains, as the agent ensures them:
+            // with them the kernel validates every chain reachable from the
+            // base chains on each later commit, which partial syncs pay.
+            for r in &full.ensure {
+                let ok = Command::new("iptables")
+                    .args(["-w", "5", "-t", &r.table, "-I", &r.chain])
+                    .args(&r.args)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "iptables -I {} {:?}", r.chain, r.args);
+            }
             proxier.assume_applied(&d);
             println!("iptables: first load without --noflush (KPROXY_BENCH_FAST_FIRST)");
             kproxy_bin::agent::sync::SyncReport {
