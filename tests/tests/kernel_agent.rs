@@ -147,11 +147,14 @@ fn mutate(state: &mut ClusterState, pool: &ClusterState, rng: &mut Rng, step: us
         }
         4 => {
             let svc = &mut state.services[pos];
+            // None -> 600 s -> 900 s (a new timeout redeclares the nftables
+            // affinity sets) -> None.
             svc.session_affinity_timeout = match svc.session_affinity_timeout {
+                Some(600) => Some(900),
                 Some(_) => None,
                 None => Some(600),
             };
-            format!("toggle affinity {}", id.name)
+            format!("cycle affinity {}", id.name)
         }
         5 => {
             let svc = &mut state.services[pos];
@@ -438,6 +441,62 @@ fn compiled_syncs_equal_full_sync_nftables() {
         Mode::Nftables,
         Loader::NftText,
         Via::Compiler,
+    );
+}
+
+/// A Service's affinity timeout changes: a partial sync (nftables
+/// replaces the endpoints' affinity sets, declared with the timeout, and
+/// rewrites the chains using them), leaving what a full sync leaves.
+fn affinity_timeout_change(test: &str, mode: Mode, loader: Loader) {
+    if !gate_loader(test, loader) {
+        return;
+    }
+    let nss = Namespaces::new();
+    let ns = nss.create("aff").unwrap_or_else(|e| panic!("{e}"));
+    let fresh = nss.create("fresh").unwrap_or_else(|e| panic!("{e}"));
+    let node = node_config();
+    let mut state = cluster(6, 2);
+    state.services[0].session_affinity_timeout = Some(600);
+    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let mut proxier = Proxier::new(mode);
+    let mut compiler = Compiler::new();
+    let targets = [(node.clone(), layout_of(mode))];
+    let c = compiler.compile(&state, &targets, true).expect("compile");
+    let r = in_ns(&ns, || proxier.sync_compiled(&c, &metrics));
+    assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
+    state.services[0].session_affinity_timeout = Some(900);
+    let c = compiler
+        .compile(&state, &targets, proxier.next_is_full())
+        .expect("compile");
+    assert!(
+        matches!(c[0], kproxy_bin::agent::incremental::Compiled::Partial(_)),
+        "a timeout change must not need a full sync"
+    );
+    let r = in_ns(&ns, || proxier.sync_compiled(&c, &metrics));
+    assert!(r.errors.is_empty() && !r.full, "{:?}", r.errors);
+    let d = desired(mode, &state, &node);
+    let mut full = Proxier::new(mode);
+    let r = in_ns(&fresh, || full.sync(&d, &metrics));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let (got, want) = (dump(mode, &ns), dump(mode, &fresh));
+    assert!(got == want, "{}", differences(&want, &got));
+}
+
+#[test]
+fn affinity_timeout_change_iptables() {
+    affinity_timeout_change(
+        "affinity_timeout_change_iptables",
+        Mode::Iptables,
+        Loader::Iptables,
+    );
+}
+
+#[test]
+fn affinity_timeout_change_nftables() {
+    affinity_timeout_change(
+        "affinity_timeout_change_nftables",
+        Mode::Nftables,
+        Loader::NftText,
     );
 }
 

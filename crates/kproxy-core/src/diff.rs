@@ -345,8 +345,11 @@ impl TableChanges<'_> {
     }
     /// Whether a chain, set or map keeps its name but changes its declaration.
     pub fn redeclares(&self) -> bool {
+        self.redeclares_chains() || self.containers.iter().any(ContainerChange::redeclared)
+    }
+    /// Whether a chain keeps its name but changes its declaration.
+    pub fn redeclares_chains(&self) -> bool {
         self.chains.iter().any(ChainChange::redeclared)
-            || self.containers.iter().any(ContainerChange::redeclared)
     }
 }
 

@@ -215,6 +215,15 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Whether the rule names the set or map `container` (`@container` in
+    /// a match, an `update`, or a verdict map).
+    pub fn references(&self, container: &str) -> bool {
+        self.matches.iter().any(|m| match m {
+            Match::InSet { set, .. } | Match::UpdateSet { set, .. } => set == container,
+            _ => false,
+        }) || matches!(&self.verdict, Some(Verdict::VerdictMap { map, .. }) if map == container)
+    }
+
     /// An empty rule (matches everything, does nothing).
     pub fn new() -> Self {
         Self::default()

@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use kproxy_core::diff::{ContainerKind, ContainerRef, TableChanges, changes};
+use kproxy_core::diff::{ContainerChange, ContainerKind, ContainerRef, TableChanges, changes};
 use kproxy_core::ir::{Chain, ChainKind, Counter, Element, MapValue, Ruleset, Table, TableFamily};
 use kproxy_core::model::IpFamily;
 use kproxy_core::names::ChainName;
@@ -497,26 +497,28 @@ pub fn nft_partial(
     next: &Table,
     opts: kproxy_nft::PrintOptions,
 ) -> Result<Option<NftSync>, NftError> {
-    let family = nft_family(next);
-    let t = &next.name;
     if last.name != next.name || last.comment != next.comment || last.family != next.family {
         return Ok(None);
     }
     let d = changes(last, next);
-    if d.redeclares() {
+    if d.redeclares_chains() {
         return Ok(None);
     }
-    nft_changes(&d, family, t, opts).map(Some)
+    nft_changes(&d, last, next, opts).map(Some)
 }
 
-/// The incremental transaction for the table changes `d` (no chain, set or
-/// map redeclared) of table `t`.
+/// The incremental transaction from table `before` to `after` whose
+/// changes are `d` (no chain redeclared). A set or map whose declaration
+/// changed (an affinity set's timeout) is deleted and added again, the
+/// chains that use it flushed first and written again.
 pub fn nft_changes(
     d: &TableChanges<'_>,
-    family: IpFamily,
-    t: &str,
+    before: &Table,
+    after: &Table,
     opts: kproxy_nft::PrintOptions,
 ) -> Result<NftSync, NftError> {
+    let family = nft_family(after);
+    let t = after.name.as_str();
     let fam = family_word(family);
     let mut sync = NftSync::default();
     if d.is_empty() {
@@ -525,6 +527,42 @@ pub fn nft_changes(
     let tx = Transaction::new(family, t.to_string());
     let mut lines: Vec<String> = Vec::new();
     let print = |op: Op| kproxy_nft::print::print_op(&tx, &op, opts);
+    // Redeclared sets and maps: the chains using them (before and after)
+    // flushed, the container deleted and declared again.
+    let redeclared: Vec<&ContainerChange<'_>> =
+        d.containers.iter().filter(|c| c.redeclared()).collect();
+    let users = |t: &Table| -> BTreeSet<String> {
+        t.chains
+            .iter()
+            .filter(|c| {
+                c.rules.iter().any(|r| {
+                    redeclared
+                        .iter()
+                        .any(|rc| r.references(rc.container().name()))
+                })
+            })
+            .map(|c| c.name.to_string())
+            .collect()
+    };
+    let (users_before, users_after) = if redeclared.is_empty() {
+        Default::default()
+    } else {
+        (users(before), users(after))
+    };
+    for c in users_before.iter().filter(|c| before.chain(c).is_some()) {
+        lines.push(print(Op::FlushChain(ChainName::new(c.as_str())))?);
+    }
+    for c in &redeclared {
+        let Some(old) = c.before else { continue };
+        lines.push(print(match old {
+            ContainerRef::Set(s) => Op::DeleteSet(s.name.clone()),
+            ContainerRef::Map(m) => Op::DeleteMap(m.name.clone()),
+        })?);
+        lines.push(print(match c.container() {
+            ContainerRef::Set(s) => Op::AddSet(s.clone()),
+            ContainerRef::Map(m) => Op::AddMap(m.clone()),
+        })?);
+    }
     // Declarations: new sets and maps, counters, chains.
     for c in d.containers.iter().filter(|c| c.before.is_none()) {
         lines.push(print(match c.container() {
@@ -547,7 +585,11 @@ pub fn nft_changes(
     // the elements of new containers are added too.
     let mut removed = 0;
     let mut added = 0;
-    for c in d.containers.iter().filter(|c| c.after.is_some()) {
+    for c in d
+        .containers
+        .iter()
+        .filter(|c| c.after.is_some() && !c.redeclared())
+    {
         let name = c.container().name();
         for e in &c.elements {
             if let Some((el, _)) = e.before {
@@ -562,7 +604,7 @@ pub fn nft_changes(
     for c in d.containers.iter().filter(|c| c.after.is_some()) {
         let container = c.container();
         let name = container.name();
-        let new: Vec<(&Element, Option<&MapValue>)> = if c.before.is_none() {
+        let new: Vec<(&Element, Option<&MapValue>)> = if c.before.is_none() || c.redeclared() {
             container.elements().collect()
         } else {
             c.elements.iter().filter_map(|e| e.after).collect()
@@ -576,8 +618,21 @@ pub fn nft_changes(
         }
     }
     sync.element_changes = removed + added;
-    // Chains whose rules changed: flushed and written whole.
-    for c in d.chains.iter().filter_map(|c| c.after) {
+    // Chains whose rules changed, and the users of redeclared containers:
+    // flushed and written whole.
+    let changed: BTreeSet<&str> = d
+        .chains
+        .iter()
+        .filter_map(|c| c.after)
+        .map(|c| c.name.as_str())
+        .collect();
+    let rewrite = d.chains.iter().filter_map(|c| c.after).chain(
+        users_after
+            .iter()
+            .filter(|c| !changed.contains(c.as_str()))
+            .filter_map(|c| after.chain(c)),
+    );
+    for c in rewrite {
         lines.push(print(Op::FlushChain(c.name.clone()))?);
         for r in &c.rules {
             lines.push(print(Op::AddRule(c.name.clone(), r.clone()))?);

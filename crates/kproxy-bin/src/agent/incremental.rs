@@ -215,7 +215,10 @@ fn partial(
             return Ok(None);
         };
         let d = changes(b, t);
-        if d.redeclares() {
+        // A redeclared iptables chain cannot be; an nftables chain neither
+        // (kind, hook): full. Redeclared sets and maps (an affinity timeout)
+        // are replaced by the partial sync.
+        if d.redeclares_chains() || (matches!(fc.layout, Layout::Iptables(_)) && d.redeclares()) {
             return Ok(None);
         }
         fixed_changed |= d

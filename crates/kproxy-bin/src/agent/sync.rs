@@ -363,8 +363,8 @@ impl Proxier {
         if self.delete_stale_chains(family, &after.name, metrics) {
             return Err("deleting stale chains failed: the next sync is full".into());
         }
-        let sync = nft_changes(&changes(before, after), family, &after.name, opts)
-            .map_err(|e| e.to_string())?;
+        let sync =
+            nft_changes(&changes(before, after), before, after, opts).map_err(|e| e.to_string())?;
         let state = self.families.entry(family).or_default();
         if !sync.transaction.is_empty()
             && let Err(e) = exec::run("nft", &["-f", "-"], Some(&sync.transaction))
