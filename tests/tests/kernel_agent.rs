@@ -500,6 +500,60 @@ fn affinity_timeout_change_nftables() {
     );
 }
 
+/// A restarted agent (a new proxier) finds its rules on the node: its first
+/// (full) sync writes only the chains that differ from what the node holds,
+/// and leaves what a full sync from scratch leaves.
+#[test]
+fn restart_writes_only_what_differs() {
+    let test = "restart_writes_only_what_differs";
+    if !gate_loader(test, Loader::Iptables) {
+        return;
+    }
+    let nss = Namespaces::new();
+    let ns = nss.create("restart").unwrap_or_else(|e| panic!("{e}"));
+    let fresh = nss.create("fresh").unwrap_or_else(|e| panic!("{e}"));
+    let node = node_config();
+    let mut state = cluster(12, 3);
+    let metrics = Metrics::new("iptables", Duration::from_secs(60));
+    let mut first = Proxier::new(Mode::Iptables);
+    let d = desired(Mode::Iptables, &state, &node);
+    let r = in_ns(&ns, || first.sync(&d, &metrics));
+    assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
+    let written = |m: &Metrics, table: &str| -> usize {
+        let prefix = format!("kubeproxy_sync_proxy_rules_iptables_last{{table=\"{table}\"}} ");
+        m.render()
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let total_nat = written(&metrics, "nat");
+    assert!(total_nat > 100, "{}", metrics.render());
+    // Restarted with the same state: nothing to write.
+    let m2 = Metrics::new("iptables", Duration::from_secs(60));
+    let mut again = Proxier::new(Mode::Iptables);
+    let r = in_ns(&ns, || again.sync(&d, &m2));
+    assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
+    assert_eq!(written(&m2, "nat"), 0, "{}", m2.render());
+    // Restarted after one endpoint more and one Service less.
+    state.endpoint_slices[2]
+        .endpoints
+        .push(Endpoint::ready(ip("10.9.9.9")).on_node("node-1"));
+    state.services.remove(5);
+    let d = desired(Mode::Iptables, &state, &node);
+    let m3 = Metrics::new("iptables", Duration::from_secs(60));
+    let mut third = Proxier::new(Mode::Iptables);
+    let r = in_ns(&ns, || third.sync(&d, &m3));
+    assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
+    let nat = written(&m3, "nat");
+    assert!(nat > 0 && nat < total_nat / 2, "wrote {nat} of {total_nat}");
+    let mut full = Proxier::new(Mode::Iptables);
+    let r = in_ns(&fresh, || full.sync(&d, &metrics));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let (got, want) = (dump(Mode::Iptables, &ns), dump(Mode::Iptables, &fresh));
+    assert!(got == want, "{}", differences(&want, &got));
+}
+
 /// The node's kproxy rules wiped behind the agent's back: the next partial
 /// sync fails (reported with the input line, counted), the one after is
 /// full and leaves what a fresh full sync leaves.

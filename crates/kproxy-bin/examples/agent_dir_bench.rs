@@ -180,5 +180,21 @@ fn main() {
             hint.map(|h| h.len()),
         );
     }
+    // A restarted agent: a new proxier's first (full) sync against the
+    // rules the node holds.
+    let mut restarted = Proxier::new(mode);
+    let t = Instant::now();
+    let c = compiler
+        .compile(&source.inventory().state, &targets, true)
+        .expect("compile");
+    let compile = t.elapsed();
+    let r = restarted.sync_compiled(&c, &metrics);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    println!(
+        "{}: restarted agent's first (full) sync: {} (compile {})",
+        mode.name(),
+        ms(r.duration),
+        ms(compile)
+    );
     let _ = Command::new("ip").args(["netns", "del", &ns]).status();
 }

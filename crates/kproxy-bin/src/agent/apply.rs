@@ -173,6 +173,19 @@ pub fn iptables_full(
         sync.restore.push_str(&out);
         sync.rules_written.insert(table.name.clone(), n);
         sync.deleted_chains.extend(stale);
+    }
+    sync.ensure = ensure_rules(next, opts)?;
+    Ok(sync)
+}
+
+/// The jumps from the built-in chains of `next`, in the order to insert
+/// them (each at the top).
+fn ensure_rules(
+    next: &Ruleset,
+    opts: kproxy_iptables::PrintOptions,
+) -> Result<Vec<EnsureRule>, IptablesError> {
+    let mut out = Vec::new();
+    for table in &next.tables {
         for c in table
             .chains
             .iter()
@@ -186,13 +199,96 @@ pub fn iptables_full(
                         what,
                     }
                 })?;
-                sync.ensure.push(EnsureRule {
+                out.push(EnsureRule {
                     table: table.name.clone(),
                     chain: c.name.to_string(),
                     args: split_args(&text),
                 });
             }
         }
+    }
+    Ok(out)
+}
+
+/// The full sync of one family against what the node already holds
+/// (`node`: its `iptables-save`, parsed): what [`iptables_full`] writes,
+/// without the chains the node holds with the same rules (compared in
+/// [`kproxy_core::canon`] form, as `kproxy check` compares). After a
+/// restart the node mostly holds the rules already, so the input is small
+/// (and `iptables-restore --noflush` of a whole large ruleset is slow with
+/// iptables-nft). The resulting rules are the same.
+pub fn iptables_full_against(
+    next: &Ruleset,
+    node: &Ruleset,
+    opts: kproxy_iptables::PrintOptions,
+) -> Result<IptablesSync, IptablesError> {
+    let mut sync = IptablesSync {
+        ensure: ensure_rules(next, opts)?,
+        ..IptablesSync::default()
+    };
+    for table in &next.tables {
+        let held: BTreeMap<&str, &Chain> = node
+            .table(&table.name)
+            .map(|t| t.chains.iter().map(|c| (c.name.as_str(), c)).collect())
+            .unwrap_or_default();
+        let Some(wanted) = kproxy_core::canon::canonical_table(table) else {
+            continue;
+        };
+        let held_canon = node
+            .table(&table.name)
+            .and_then(kproxy_core::canon::canonical_table);
+        let held_canon: BTreeMap<&str, &Chain> = held_canon
+            .as_ref()
+            .map(|t| t.chains.iter().map(|c| (c.name.as_str(), c)).collect())
+            .unwrap_or_default();
+        let same: BTreeSet<&str> = wanted
+            .chains
+            .iter()
+            .filter(|c| is_regular(c))
+            .filter(|c| {
+                held_canon
+                    .get(c.name.as_str())
+                    .is_some_and(|h| h.rules == c.rules)
+            })
+            .map(|c| c.name.as_str())
+            .collect();
+        let write: Vec<&Chain> = table
+            .chains
+            .iter()
+            .filter(|c| is_regular(c) && !same.contains(c.name.as_str()))
+            .collect();
+        let stale: Vec<&str> = if table.name == "nat" {
+            held.keys()
+                .copied()
+                .filter(|n| SERVICE_CHAIN_PREFIXES.iter().any(|p| n.starts_with(p)))
+                .filter(|n| table.chain(n).is_none())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if write.is_empty() && stale.is_empty() {
+            continue;
+        }
+        let mut out = String::new();
+        let _ = writeln!(out, "*{}", table.name);
+        for c in &write {
+            let _ = writeln!(out, ":{} - [0:0]", c.name);
+        }
+        for name in &stale {
+            let _ = writeln!(out, ":{name} - [0:0]");
+        }
+        let mut n = 0;
+        for c in &write {
+            n += push_chain_rules(&mut out, c, opts)?;
+        }
+        for name in &stale {
+            let _ = writeln!(out, "-X {name}");
+        }
+        out.push_str("COMMIT\n");
+        sync.restore.push_str(&out);
+        sync.rules_written.insert(table.name.clone(), n);
+        sync.deleted_chains
+            .extend(stale.iter().map(|n| n.to_string()));
     }
     Ok(sync)
 }

@@ -17,8 +17,8 @@ use tracing::{error, info, warn};
 use kproxy_core::diff::changes;
 
 use super::apply::{
-    self, iptables_full, iptables_incremental, iptables_partial, iptables_rule_counts, nft_changes,
-    nft_delete_stale, nft_full, nft_partial, split_restore,
+    self, iptables_full, iptables_full_against, iptables_incremental, iptables_partial,
+    iptables_rule_counts, nft_changes, nft_delete_stale, nft_full, nft_partial, split_restore,
 };
 use super::conntrack::{UdpState, cleanup_commands, nothing_deleted};
 use super::exec::{self, ToolError, error_line, payload_line, saved_chains};
@@ -455,7 +455,24 @@ impl Proxier {
                 fresh = !existing
                     .iter()
                     .any(|c| c == "KUBE-SERVICES" || c == apply::CANARY);
-                iptables_full(&d.ruleset, &existing, opts)
+                // After a restart the node holds most rules already: write
+                // only the chains that differ.
+                let held = if fresh {
+                    None
+                } else {
+                    exec::run(save, &[], None)
+                        .map_err(|e| e.to_string())
+                        .and_then(|text| {
+                            kproxy_iptables::parse::parse(&text, Some(family))
+                                .map_err(|e| e.to_string())
+                        })
+                        .inspect_err(|e| warn!("cannot read the node's rules: {e}"))
+                        .ok()
+                };
+                match held {
+                    Some(node) => iptables_full_against(&d.ruleset, &node, opts),
+                    None => iptables_full(&d.ruleset, &existing, opts),
+                }
             }
         }
         .map_err(|e| e.to_string())?;
