@@ -46,7 +46,7 @@
 //! assert_eq!(kproxy_iptables::parse::detect_family(dump), Some(IpFamily::V4));
 //! ```
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
@@ -195,7 +195,8 @@ pub fn parse(text: &str, family: Option<IpFamily>) -> Result<Ruleset, ParseError
 /// A table being read.
 struct Building {
     table: Table,
-    declared: HashSet<String>,
+    /// Declared chains and their positions in `table.chains`.
+    declared: HashMap<String, usize>,
     /// Built-in chains whose policy drops.
     drop_policy: Vec<String>,
 }
@@ -204,14 +205,16 @@ impl Building {
     fn new(table: Table) -> Self {
         Self {
             table,
-            declared: HashSet::new(),
+            declared: HashMap::new(),
             drop_policy: Vec::new(),
         }
     }
     fn declare(&mut self, name: &str, policy: &str) {
-        if !self.declared.insert(name.to_string()) {
+        if self.declared.contains_key(name) {
             return;
         }
+        self.declared
+            .insert(name.to_string(), self.table.chains.len());
         let chain = match (policy, hook_of(name)) {
             ("-", _) | (_, None) => Chain::new(name),
             (_, Some(h)) => Chain::builtin(h),
@@ -222,10 +225,16 @@ impl Building {
         self.table.chains.push(chain);
     }
     fn push(&mut self, chain: &str, rule: Rule) {
-        if !self.declared.contains(chain) {
+        if !self.declared.contains_key(chain) {
             self.declare(chain, "-");
         }
-        if let Some(c) = self.table.chain_mut(chain) {
+        // The index, not a search by name: a dump of a large cluster has
+        // 100k chains.
+        if let Some(c) = self
+            .declared
+            .get(chain)
+            .and_then(|&i| self.table.chains.get_mut(i))
+        {
             c.push(rule);
         }
     }
@@ -598,7 +607,7 @@ fn module_matches(name: &str, opts: &Options, family: IpFamily) -> Option<Vec<Ma
 }
 
 /// The typed verdict of `-j TARGET options`, or `None` to keep it opaque.
-fn target_verdict(target: &str, opts: &Options, chains: &HashSet<String>) -> Option<Verdict> {
+fn target_verdict(target: &str, opts: &Options, chains: &HashMap<String, usize>) -> Option<Verdict> {
     let plain = |v: Verdict| opts.is_empty().then_some(v);
     match target {
         "ACCEPT" => plain(Verdict::Accept),
@@ -662,13 +671,13 @@ fn target_verdict(target: &str, opts: &Options, chains: &HashSet<String>) -> Opt
                 _ => None,
             }
         }
-        chain if chains.contains(chain) => plain(Verdict::Jump(ChainName::new(chain))),
+        chain if chains.contains_key(chain) => plain(Verdict::Jump(ChainName::new(chain))),
         _ => None,
     }
 }
 
 /// Parses the words of one rule after `-A CHAIN`.
-fn parse_rule(words: &[Word], family: IpFamily, chains: &HashSet<String>) -> Result<Rule, String> {
+fn parse_rule(words: &[Word], family: IpFamily, chains: &HashMap<String, usize>) -> Result<Rule, String> {
     let mut rule = Rule::new();
     let mut i = 0;
     while i < words.len() {
@@ -799,7 +808,7 @@ mod tests {
         assert_eq!(parse_mark("0x4000/0x4000"), Some((0x4000, 0x4000)));
         assert_eq!(parse_mark("0x4000"), Some((0x4000, u32::MAX)));
         assert_eq!(parse_mark("zz"), None);
-        let none = HashSet::new();
+        let none = HashMap::new();
         let opts = |o: &str, v: &str| {
             vec![(
                 false,

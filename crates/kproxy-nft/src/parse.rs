@@ -111,6 +111,8 @@ pub fn parse_json(text: &str) -> Result<NftDump, ParseError> {
         .ok_or_else(|| ParseError::Format("no \"nftables\" array".into()))?;
     let mut out = NftDump::default();
     let mut drop_policy: Vec<(usize, String)> = Vec::new();
+    let mut chain_index: std::collections::HashMap<(usize, String), usize> =
+        std::collections::HashMap::new();
     for item in items {
         let Some((kind, body)) = item.as_object().and_then(|o| o.iter().next()) else {
             continue;
@@ -173,6 +175,7 @@ pub fn parse_json(text: &str) -> Result<NftDump, ParseError> {
                         drop_policy.push((ti, name.to_string()));
                     }
                 }
+                chain_index.insert((ti, c.name.to_string()), table.chains.len());
                 table.chains.push(c);
             }
             "rule" => {
@@ -185,8 +188,11 @@ pub fn parse_json(text: &str) -> Result<NftDump, ParseError> {
                 if let Some(c) = str_field(body, "comment") {
                     rule.matches.push(Match::Comment(c.to_string()));
                 }
-                table
-                    .chain_mut(chain)
+                // The index, not a search by name: a large cluster's table
+                // has 100k chains.
+                chain_index
+                    .get(&(ti, chain.to_string()))
+                    .and_then(|&i| table.chains.get_mut(i))
                     .ok_or_else(|| bad(chain, "a rule of a chain that is not in the dump"))?
                     .push(rule);
             }
