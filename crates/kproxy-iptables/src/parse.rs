@@ -607,7 +607,11 @@ fn module_matches(name: &str, opts: &Options, family: IpFamily) -> Option<Vec<Ma
 }
 
 /// The typed verdict of `-j TARGET options`, or `None` to keep it opaque.
-fn target_verdict(target: &str, opts: &Options, chains: &HashMap<String, usize>) -> Option<Verdict> {
+fn target_verdict(
+    target: &str,
+    opts: &Options,
+    chains: &HashMap<String, usize>,
+) -> Option<Verdict> {
     let plain = |v: Verdict| opts.is_empty().then_some(v);
     match target {
         "ACCEPT" => plain(Verdict::Accept),
@@ -677,7 +681,11 @@ fn target_verdict(target: &str, opts: &Options, chains: &HashMap<String, usize>)
 }
 
 /// Parses the words of one rule after `-A CHAIN`.
-fn parse_rule(words: &[Word], family: IpFamily, chains: &HashMap<String, usize>) -> Result<Rule, String> {
+fn parse_rule(
+    words: &[Word],
+    family: IpFamily,
+    chains: &HashMap<String, usize>,
+) -> Result<Rule, String> {
     let mut rule = Rule::new();
     let mut i = 0;
     while i < words.len() {

@@ -130,6 +130,12 @@ pub fn split_args(text: &str) -> Vec<String> {
     args
 }
 
+/// The names of `table`'s chains (a lookup per chain of a large table
+/// must not search them one by one).
+fn chain_names(table: &Table) -> std::collections::HashSet<&str> {
+    table.chains.iter().map(|c| c.name.as_str()).collect()
+}
+
 fn is_regular(c: &Chain) -> bool {
     c.kind == ChainKind::Regular
 }
@@ -153,9 +159,10 @@ pub fn iptables_full(
         }
         let mut stale = Vec::new();
         if table.name == "nat" {
+            let wanted = chain_names(table);
             for name in existing_nat_chains {
                 if SERVICE_CHAIN_PREFIXES.iter().any(|p| name.starts_with(p))
-                    && table.chain(name).is_none()
+                    && !wanted.contains(name.as_str())
                 {
                     let _ = writeln!(out, ":{name} - [0:0]");
                     stale.push(name.clone());
@@ -258,10 +265,11 @@ pub fn iptables_full_against(
             .filter(|c| is_regular(c) && !same.contains(c.name.as_str()))
             .collect();
         let stale: Vec<&str> = if table.name == "nat" {
+            let wanted = chain_names(table);
             held.keys()
                 .copied()
                 .filter(|n| SERVICE_CHAIN_PREFIXES.iter().any(|p| n.starts_with(p)))
-                .filter(|n| table.chain(n).is_none())
+                .filter(|n| !wanted.contains(n))
                 .collect()
         } else {
             Vec::new()
