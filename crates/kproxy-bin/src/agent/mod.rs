@@ -242,9 +242,15 @@ impl Source {
             Source::Kube(k) => k.inventory(),
         }
     }
-    fn log_warnings(&self) {
+    /// Logs the inventory's warnings not logged yet (`logged`: those that
+    /// were; a warning that went away may come back and be logged again).
+    fn log_warnings(&self, logged: &mut std::collections::HashSet<String>) {
+        let now: std::collections::HashSet<&String> = self.inventory().warnings.iter().collect();
+        logged.retain(|w| now.contains(w));
         for w in &self.inventory().warnings {
-            warn!("{w}");
+            if logged.insert(w.clone()) {
+                warn!("{w}");
+            }
         }
     }
 }
@@ -292,7 +298,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
             args.source
         );
     };
-    source.log_warnings();
+    let mut logged = std::collections::HashSet::new();
+    source.log_warnings(&mut logged);
     let settings = proxy_settings(&args.node, source.inventory())?;
     let mut args = args.clone();
     hostaddr::fill_node_addresses(&mut args.node, &settings.node_port_addresses);
@@ -357,7 +364,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             let polled = source.poll();
             if polled.changed {
                 info!("source changed");
-                source.log_warnings();
+                source.log_warnings(&mut logged);
                 hint = match (hint, polled.services) {
                     (Some(mut a), Some(b)) => {
                         a.extend(b);

@@ -446,26 +446,23 @@ impl Proxier {
         let plan = match partial_base {
             Some(last) => iptables_partial(last, &d.ruleset, opts, self.minimal_partial_syncs),
             None => {
-                let existing = exec::run(save, &["-t", "nat"], None)
-                    .map(|s| saved_chains(&s))
-                    .unwrap_or_else(|e| {
-                        warn!("cannot list the nat table: {e}");
-                        vec![apply::CANARY.to_string()]
-                    });
-                fresh = !existing
-                    .iter()
-                    .any(|c| c == "KUBE-SERVICES" || c == apply::CANARY);
+                // One dump of every table: the chains the node holds, and
+                // their rules when it holds kproxy's already.
+                let saved = exec::run(save, &[], None).unwrap_or_else(|e| {
+                    warn!("cannot list the node's rules: {e}");
+                    String::new()
+                });
+                let existing = saved_chains(&saved);
+                fresh = !saved.is_empty()
+                    && !existing
+                        .iter()
+                        .any(|c| c == "KUBE-SERVICES" || c == apply::CANARY);
                 // After a restart the node holds most rules already: write
                 // only the chains that differ.
-                let held = if fresh {
+                let held = if fresh || saved.is_empty() {
                     None
                 } else {
-                    exec::run(save, &[], None)
-                        .map_err(|e| e.to_string())
-                        .and_then(|text| {
-                            kproxy_iptables::parse::parse(&text, Some(family))
-                                .map_err(|e| e.to_string())
-                        })
+                    kproxy_iptables::parse::parse(&saved, Some(family))
                         .inspect_err(|e| warn!("cannot read the node's rules: {e}"))
                         .ok()
                 };
