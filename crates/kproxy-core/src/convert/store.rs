@@ -9,9 +9,10 @@
 //! [`Store::take_changed`] names the Services touched since the last call,
 //! the hint [`crate::incremental::PlanCache::update_hinted`] takes.
 //!
-//! Objects that concern the whole node (Nodes, ServiceCIDRs, kube-proxy
-//! configurations, whose `serviceProxyName` changes what every Service
-//! converts to) rebuild the inventory from all buckets.
+//! A kube-proxy configuration (whose `serviceProxyName` changes what every
+//! Service converts to) rebuilds the inventory from all buckets; a Node or
+//! ServiceCIDR re-converts only the Nodes and ServiceCIDRs. Neither names a
+//! Service: what they change is node-wide (the node configuration).
 //!
 //! Warnings are per bucket (each bucket converted on its own): a warning
 //! that needs two buckets (a duplicate object across files, Endpoints
@@ -189,6 +190,9 @@ impl Store {
         // The Services whose objects in this bucket differ (a file rewritten
         // with one Service changed touches that one only).
         let ((old_by, old_node), (new_by, new_node)) = (group(old), group(new));
+        // A kube-proxy configuration changes how every Service converts; a
+        // Node or ServiceCIDR changes only the node-wide facts.
+        let rebuild = configs(&old_node) != configs(&new_node);
         let node = old_node != new_node;
         let services: BTreeSet<NamespacedName> = old_by
             .keys()
@@ -216,9 +220,12 @@ impl Store {
                     .insert(bucket.to_string());
             }
         }
-        if node {
+        if rebuild {
             self.rebuild();
             return;
+        }
+        if node {
+            self.refresh_node_facts();
         }
         self.patch(&services);
         self.merged.warnings = self
@@ -295,6 +302,26 @@ impl Store {
         true
     }
 
+    /// The Nodes and ServiceCIDRs of every bucket, converted again (as
+    /// [`inventory`] converts them: Nodes in order, CIDRs in order without
+    /// duplicates).
+    fn refresh_node_facts(&mut self) {
+        let objects: Vec<(String, Object)> = self
+            .buckets
+            .iter()
+            .flat_map(|(b, bucket)| {
+                bucket
+                    .objects
+                    .iter()
+                    .filter(|o| matches!(o, Object::Node(_) | Object::ServiceCidr(_)))
+                    .map(move |o| (b.clone(), o.clone()))
+            })
+            .collect();
+        let part = inventory_with(objects, &self.opts);
+        self.merged.nodes = part.nodes;
+        self.merged.service_cidrs = part.service_cidrs;
+    }
+
     /// Converts every bucket again.
     fn rebuild(&mut self) {
         let all: Vec<(String, Object)> = self
@@ -335,6 +362,15 @@ fn proxy_options<'a>(mut objects: impl Iterator<Item = &'a Object>) -> ConvertOp
             })
             .flatten(),
     }
+}
+
+/// The kube-proxy configurations among `objects`.
+fn configs<'a>(objects: &[&'a Object]) -> Vec<&'a Object> {
+    objects
+        .iter()
+        .copied()
+        .filter(|o| matches!(o, Object::ProxyConfig(_)))
+        .collect()
 }
 
 /// Objects by the Service they belong to, and the node-wide ones.
@@ -432,6 +468,13 @@ mod tests {
                      status: {addresses: [{type: InternalIP, address: 10.0.0.1}]}\n---\n",
                 );
             }
+            if rng.below(11) == 0 {
+                // serviceProxyName: the unlabeled Services are not ours.
+                text.push_str(
+                    "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
+                     serviceProxyName: other\n---\n",
+                );
+            }
             if rng.below(9) == 0 {
                 files.remove(&file);
                 store.remove(&file);
@@ -509,9 +552,20 @@ mod tests {
                 .to_string(),
             "10.1.0.2"
         );
+        // A Node changes node-wide facts only: no Service named.
         store.set(
             "n.yaml",
             objects("apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n"),
+        );
+        assert_eq!(store.take_changed(), Some(BTreeSet::new()));
+        assert_eq!(store.inventory().nodes.len(), 1);
+        // A configuration may change every Service's conversion.
+        store.set(
+            "c.yaml",
+            objects(
+                "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
+                 mode: nftables\n",
+            ),
         );
         assert_eq!(store.take_changed(), None);
         assert_eq!(store.take_changed(), Some(BTreeSet::new()));
