@@ -180,6 +180,52 @@ fn main() {
             hint.map(|h| h.len()),
         );
     }
+    // A Service added (a new file), then deleted again: the shared chains
+    // (iptables KUBE-SERVICES, ...) change too.
+    let extra = format!("{dir}/zz-bench-extra.yaml");
+    for add in [true, false] {
+        let t0 = Instant::now();
+        if add {
+            std::fs::write(
+                &extra,
+                "apiVersion: v1\nkind: Service\nmetadata: {name: bench-extra, namespace: ns0}\n\
+                 spec: {clusterIP: 172.31.255.1, ports: [{name: http, port: 80, targetPort: 8080}]}\n---\n\
+                 apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {name: bench-extra-1, namespace: ns0, labels: {kubernetes.io/service-name: bench-extra}}\n\
+                 addressType: IPv4\nports: [{name: http, port: 8080, protocol: TCP}]\n\
+                 endpoints: [{addresses: [10.250.1.1], conditions: {ready: true}, nodeName: node-1}]\n",
+            )
+            .expect("write");
+        } else {
+            std::fs::remove_file(&extra).expect("remove");
+        }
+        let t = Instant::now();
+        source.poll();
+        let hint = source.take_changed();
+        let poll = t.elapsed();
+        let t = Instant::now();
+        let c = compiler
+            .compile_hinted(
+                &source.inventory().state,
+                &targets,
+                proxier.next_is_full(),
+                hint.as_ref(),
+            )
+            .expect("compile");
+        let compile = t.elapsed();
+        let r = proxier.sync_compiled(&c, &metrics);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        println!(
+            "{}: one Service {}: end to end {} = poll {} + compile {} + sync {}",
+            mode.name(),
+            if add { "added" } else { "deleted" },
+            ms(t0.elapsed()),
+            ms(poll),
+            ms(compile),
+            ms(r.duration),
+        );
+    }
+
     // A restarted agent: a new proxier's first (full) sync against the
     // rules the node holds.
     let mut restarted = Proxier::new(mode);

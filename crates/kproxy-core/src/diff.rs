@@ -635,6 +635,31 @@ fn whole_chain(table: &str, c: &Chain, status: Status, owners: &Owners) -> Chain
     }
 }
 
+/// A shortest edit script turning the rules `before` into `after` (Myers,
+/// after the common prefix and suffix; past 1000 differences the middle is
+/// replaced wholesale): `(Delete, i)` with `i` a position in `before`,
+/// `(Insert, j)` with `j` a position in `after`. Applied as deletes from the
+/// highest position down, then inserts from the lowest up, it gives
+/// `after`.
+///
+/// ```
+/// use kproxy_core::diff::{EditOp, rule_edit_script};
+/// use kproxy_core::ir::{Rule, Verdict};
+/// let r = |v| Rule::new().verdict(v);
+/// let before = [r(Verdict::Accept), r(Verdict::Drop)];
+/// let after = [r(Verdict::Accept), r(Verdict::Return), r(Verdict::Drop)];
+/// assert_eq!(rule_edit_script(&before, &after), [(EditOp::Insert, 1)]);
+/// ```
+pub fn rule_edit_script(before: &[Rule], after: &[Rule]) -> Vec<(EditOp, usize)> {
+    edit_script(before, after)
+        .into_iter()
+        .map(|s| match s {
+            Step::Delete(i) => (EditOp::Delete, i),
+            Step::Insert(j) => (EditOp::Insert, j),
+        })
+        .collect()
+}
+
 fn rule_edits(table: &str, cb: &Chain, ca: &Chain, ob: &Owners, oa: &Owners) -> Vec<RuleEdit> {
     let chain = ca.name.as_str();
     edit_script(&cb.rules, &ca.rules)

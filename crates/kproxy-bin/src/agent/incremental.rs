@@ -12,8 +12,9 @@
 //! The fixed chains (iptables `KUBE-SERVICES`, `KUBE-NODEPORTS`, ...) hold
 //! rules of every Service: when the changed Services' share of one of them
 //! changes (a Service added or removed, a front end changed, the first or
-//! last endpoint), the chain is written whole from a full layout of the
-//! next state, as kube-proxy writes it. nftables keeps every Service's
+//! last endpoint), its next content comes from a full layout of the next
+//! state and is handed over with its last content, so that the sync edits
+//! it in place (or writes it whole). nftables keeps every Service's
 //! share of its fixed chains in set and map elements, which are compared
 //! one by one; a change to an nftables fixed chain (none is known) falls
 //! back to a full sync.
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use kproxy_core::diff::changes;
 use kproxy_core::incremental::PlanCache;
-use kproxy_core::ir::Ruleset;
+use kproxy_core::ir::{Chain, Ruleset};
 use kproxy_core::model::{ClusterState, IpFamily, NamespacedName, NodeConfig};
 use kproxy_core::plan::ServicePortPlan;
 
@@ -62,9 +63,8 @@ pub struct Partial {
     pub before: Ruleset,
     /// The changed Services' rules now, likewise.
     pub after: Ruleset,
-    /// The whole next ruleset, when a fixed chain changed (iptables): the
-    /// changed fixed chains are written whole from it.
-    pub whole: Option<Ruleset>,
+    /// The fixed chains whose content changes (iptables), before and after.
+    pub fixed_changes: Vec<FixedChange>,
     /// The layout's fixed chains: (table, chain).
     pub fixed: Arc<BTreeSet<(String, String)>>,
     /// The changed Services' UDP ports before and after (conntrack cleanup).
@@ -73,6 +73,18 @@ pub struct Partial {
     pub udp_after: UdpState,
     /// How many Services changed.
     pub services: usize,
+}
+
+/// A fixed chain whose content changes, with its whole last and next
+/// content.
+#[derive(Debug, Clone)]
+pub struct FixedChange {
+    /// The table.
+    pub table: String,
+    /// The chain as the node holds it.
+    pub before: Chain,
+    /// The chain as it is to be.
+    pub after: Chain,
 }
 
 impl Partial {
@@ -91,6 +103,25 @@ struct FamilyCompiler {
     layout: Layout,
     cache: PlanCache,
     fixed: Arc<BTreeSet<(String, String)>>,
+    /// The fixed chains' content as last compiled (iptables).
+    fixed_content: BTreeMap<(String, String), Chain>,
+}
+
+/// The fixed chains of `ruleset`, by (table, chain).
+fn fixed_content(
+    ruleset: &Ruleset,
+    fixed: &BTreeSet<(String, String)>,
+) -> BTreeMap<(String, String), Chain> {
+    ruleset
+        .tables
+        .iter()
+        .flat_map(|t| {
+            t.chains
+                .iter()
+                .filter(|c| is_fixed(fixed, &t.name, c.name.as_str()))
+                .map(move |c| ((t.name.clone(), c.name.to_string()), c.clone()))
+        })
+        .collect()
 }
 
 /// The incremental compiler of every family (kept across syncs).
@@ -173,6 +204,7 @@ impl Compiler {
                         layout: *layout,
                         cache,
                         fixed,
+                        fixed_content: BTreeMap::new(),
                     })
                 }
             };
@@ -187,11 +219,15 @@ impl Compiler {
             };
             out.push(match partial {
                 Some(p) => Compiled::Partial(p),
-                None => Compiled::Full(Desired {
-                    node: node.clone(),
-                    ruleset: Arc::new(layout_plan(&fc.cache.plan(), *layout, true)?),
-                    udp: udp_state_of(fc.cache.service_ports()),
-                }),
+                None => {
+                    let ruleset = layout_plan(&fc.cache.plan(), *layout, true)?;
+                    fc.fixed_content = fixed_content(&ruleset, &fc.fixed);
+                    Compiled::Full(Desired {
+                        node: node.clone(),
+                        ruleset: Arc::new(ruleset),
+                        udp: udp_state_of(fc.cache.service_ports()),
+                    })
+                }
             });
         }
         Ok(out)
@@ -200,7 +236,7 @@ impl Compiler {
 
 /// The partial result for the changed Services (`None`: it takes a full one).
 fn partial(
-    fc: &FamilyCompiler,
+    fc: &mut FamilyCompiler,
     before_ports: Vec<ServicePortPlan>,
     after_ports: Vec<ServicePortPlan>,
     services: usize,
@@ -209,7 +245,7 @@ fn partial(
     let udp_after = udp_state_of(&after_ports);
     let before = layout_plan(&fc.cache.partial_plan(before_ports), fc.layout, true)?;
     let after = layout_plan(&fc.cache.partial_plan(after_ports), fc.layout, true)?;
-    let mut fixed_changed = false;
+    let mut changed_fixed: Vec<(String, String)> = Vec::new();
     for t in &after.tables {
         let Some(b) = before.table(&t.name) else {
             return Ok(None);
@@ -221,24 +257,41 @@ fn partial(
         if d.redeclares_chains() || (matches!(fc.layout, Layout::Iptables(_)) && d.redeclares()) {
             return Ok(None);
         }
-        fixed_changed |= d
-            .chains
-            .iter()
-            .any(|c| is_fixed(&fc.fixed, &t.name, c.name().as_str()));
+        changed_fixed.extend(
+            d.chains
+                .iter()
+                .filter(|c| is_fixed(&fc.fixed, &t.name, c.name().as_str()))
+                .map(|c| (t.name.clone(), c.name().to_string())),
+        );
     }
     if before.tables.len() != after.tables.len() {
         return Ok(None);
     }
-    let whole = match (fixed_changed, fc.layout) {
-        (false, _) => None,
-        (true, Layout::Nftables(_)) => return Ok(None),
-        (true, Layout::Iptables(_)) => Some(layout_plan(&fc.cache.plan(), fc.layout, true)?),
-    };
+    let mut fixed_changes = Vec::new();
+    if !changed_fixed.is_empty() {
+        if matches!(fc.layout, Layout::Nftables(_)) {
+            return Ok(None);
+        }
+        let whole = layout_plan(&fc.cache.plan(), fc.layout, true)?;
+        let next = fixed_content(&whole, &fc.fixed);
+        for key in changed_fixed {
+            let (Some(before), Some(after)) = (fc.fixed_content.get(&key), next.get(&key)) else {
+                // Not known (or gone): a full sync sorts it out.
+                return Ok(None);
+            };
+            fixed_changes.push(FixedChange {
+                table: key.0.clone(),
+                before: before.clone(),
+                after: after.clone(),
+            });
+        }
+        fc.fixed_content = next;
+    }
     Ok(Some(Partial {
         node: fc.cache.node().clone(),
         before,
         after,
-        whole,
+        fixed_changes,
         fixed: Arc::clone(&fc.fixed),
         udp_before,
         udp_after,
@@ -278,7 +331,7 @@ mod tests {
                 panic!("not partial");
             };
             assert_eq!(p.services, 1);
-            assert!(p.whole.is_none());
+            assert!(p.fixed_changes.is_empty());
             // Asked for a full one, or with another node: full.
             let r = c.compile(&state, &targets, true).expect("compile");
             assert!(matches!(r[0], Compiled::Full(_)));
@@ -292,7 +345,7 @@ mod tests {
     }
 
     #[test]
-    fn iptables_fixed_chain_changes_bring_the_whole_ruleset() {
+    fn iptables_fixed_chain_changes_come_with_both_contents() {
         let layout = Layout::Iptables(IptablesProfile::Current);
         let mut c = Compiler::new();
         let mut state = cluster(20, 2);
@@ -303,7 +356,12 @@ mod tests {
         let Compiled::Partial(p) = &r[0] else {
             panic!("not partial");
         };
-        assert!(p.whole.is_some());
+        let services = p
+            .fixed_changes
+            .iter()
+            .find(|f| f.table == "nat" && f.after.name.as_str() == "KUBE-SERVICES")
+            .expect("KUBE-SERVICES changes");
+        assert!(services.before.rules.len() > services.after.rules.len());
         assert!(p.is_fixed("nat", "KUBE-SERVICES"));
         assert!(!p.is_fixed("nat", "KUBE-SVC-X"));
     }

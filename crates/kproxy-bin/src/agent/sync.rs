@@ -321,11 +321,11 @@ impl Proxier {
         let plan = iptables_incremental(
             &p.before,
             &p.after,
-            p.whole.as_ref(),
+            &p.fixed_changes,
             |t, c| p.is_fixed(t, c),
             iptables_print_opts(&p.node),
         )
-        .map_err(|e| format!("{e:#}"))?;
+        .map_err(|e| e.to_string())?;
         ensure_nfacct(&plan.restore, &mut self.nfacct)?;
         if !plan.restore.is_empty()
             && let Err(e) = exec::run(
