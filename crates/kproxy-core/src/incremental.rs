@@ -435,21 +435,10 @@ mod tests {
     use crate::model::{Endpoint, IpFamily, Protocol, ServicePort};
     use crate::plan::plan_release;
     use crate::synthetic::cluster;
+    use crate::test_rng::Rng;
 
     fn node() -> NodeConfig {
         NodeConfig::new(IpFamily::V4, "node-3")
-    }
-
-    /// A small deterministic generator (no dependency on a rand crate).
-    struct Rng(u64);
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((self.0 >> 33) as usize) % n.max(1)
-        }
     }
 
     #[test]

@@ -44,3 +44,6 @@ pub mod plan;
 pub mod profile;
 pub mod synthetic;
 pub mod trace;
+
+#[cfg(test)]
+mod test_rng;

@@ -156,34 +156,18 @@ pub fn iptables_full(
 ) -> Result<IptablesSync, IptablesError> {
     let mut sync = IptablesSync::default();
     for table in &next.tables {
-        let mut out = String::new();
-        let _ = writeln!(out, "*{}", table.name);
-        for c in table.chains.iter().filter(|c| is_regular(c)) {
-            let _ = writeln!(out, ":{} - [0:0]", c.name);
-        }
-        let mut stale = Vec::new();
+        let write: Vec<&Chain> = table.chains.iter().filter(|c| is_regular(c)).collect();
+        let mut stale: Vec<&str> = Vec::new();
         if table.name == "nat" {
             let wanted = chain_names(table);
-            for name in existing_nat_chains {
-                if SERVICE_CHAIN_PREFIXES.iter().any(|p| name.starts_with(p))
-                    && !wanted.contains(name.as_str())
-                {
-                    let _ = writeln!(out, ":{name} - [0:0]");
-                    stale.push(name.clone());
-                }
-            }
+            stale = existing_nat_chains
+                .iter()
+                .map(String::as_str)
+                .filter(|n| SERVICE_CHAIN_PREFIXES.iter().any(|p| n.starts_with(p)))
+                .filter(|n| !wanted.contains(n))
+                .collect();
         }
-        let mut n = 0;
-        for c in table.chains.iter().filter(|c| is_regular(c)) {
-            n += push_chain_rules(&mut out, c, opts)?;
-        }
-        for name in &stale {
-            let _ = writeln!(out, "-X {name}");
-        }
-        out.push_str("COMMIT\n");
-        sync.restore.push_str(&out);
-        sync.rules_written.insert(table.name.clone(), n);
-        sync.deleted_chains.extend(stale);
+        push_table_section(&mut sync, &table.name, &write, &[], &stale, opts)?;
     }
     sync.ensure = ensure_rules(next, opts)?;
     Ok(sync)
@@ -278,31 +262,49 @@ pub fn iptables_full_against(
         } else {
             Vec::new()
         };
-        if write.is_empty() && stale.is_empty() {
-            continue;
+        if !write.is_empty() || !stale.is_empty() {
+            push_table_section(&mut sync, &table.name, &write, &[], &stale, opts)?;
         }
-        let mut out = String::new();
-        let _ = writeln!(out, "*{}", table.name);
-        for c in &write {
-            let _ = writeln!(out, ":{} - [0:0]", c.name);
-        }
-        for name in &stale {
-            let _ = writeln!(out, ":{name} - [0:0]");
-        }
-        let mut n = 0;
-        for c in &write {
-            n += push_chain_rules(&mut out, c, opts)?;
-        }
-        for name in &stale {
-            let _ = writeln!(out, "-X {name}");
-        }
-        out.push_str("COMMIT\n");
-        sync.restore.push_str(&out);
-        sync.rules_written.insert(table.name.clone(), n);
-        sync.deleted_chains
-            .extend(stale.iter().map(|n| n.to_string()));
     }
     Ok(sync)
+}
+
+/// Adds one table's section of an `iptables-restore --noflush` input to
+/// `sync`: the chains of `write` declared (which flushes them) and written
+/// whole, the fixed chains of `edits` edited in place, the chains of
+/// `deleted` declared and deleted.
+fn push_table_section(
+    sync: &mut IptablesSync,
+    table: &str,
+    write: &[&Chain],
+    edits: &[&FixedChange],
+    deleted: &[&str],
+    opts: kproxy_iptables::PrintOptions,
+) -> Result<(), IptablesError> {
+    let mut out = String::new();
+    let _ = writeln!(out, "*{table}");
+    for c in write {
+        let _ = writeln!(out, ":{} - [0:0]", c.name);
+    }
+    for name in deleted {
+        let _ = writeln!(out, ":{name} - [0:0]");
+    }
+    let mut n = 0;
+    for c in write {
+        n += push_chain_rules(&mut out, c, opts)?;
+    }
+    for f in edits {
+        n += push_chain_edits(&mut out, &f.before, &f.after, opts)?;
+    }
+    for name in deleted {
+        let _ = writeln!(out, "-X {name}");
+    }
+    out.push_str("COMMIT\n");
+    sync.restore.push_str(&out);
+    sync.rules_written.insert(table.to_string(), n);
+    sync.deleted_chains
+        .extend(deleted.iter().map(|n| n.to_string()));
+    Ok(())
 }
 
 /// Splits a full sync's `iptables-restore --noflush` input into several
@@ -408,26 +410,8 @@ pub fn iptables_partial(
                         && (table.name == "filter" || NAT_TOP_LEVEL.contains(&c.name.as_str())))
             })
             .collect();
-        let mut out = String::new();
-        let _ = writeln!(out, "*{}", table.name);
-        for c in &write {
-            let _ = writeln!(out, ":{} - [0:0]", c.name);
-        }
-        for c in &deleted {
-            let _ = writeln!(out, ":{c} - [0:0]");
-        }
-        let mut n = 0;
-        for c in &write {
-            n += push_chain_rules(&mut out, c, opts)?;
-        }
-        for c in &deleted {
-            let _ = writeln!(out, "-X {c}");
-        }
-        out.push_str("COMMIT\n");
-        sync.restore.push_str(&out);
-        sync.rules_written.insert(table.name.clone(), n);
-        sync.deleted_chains
-            .extend(deleted.iter().map(|c| c.to_string()));
+        let deleted: Vec<&str> = deleted.iter().map(|c| c.as_str()).collect();
+        push_table_section(&mut sync, &table.name, &write, &[], &deleted, opts)?;
     }
     Ok(sync)
 }
@@ -482,37 +466,12 @@ pub fn iptables_incremental(
         if write.is_empty() && deleted.is_empty() && edit.is_empty() && rewrite.is_empty() {
             continue;
         }
-        let mut out = String::new();
-        let _ = writeln!(out, "*{}", table.name);
-        for c in write
-            .iter()
-            .copied()
+        let write: Vec<&Chain> = write
+            .into_iter()
             .chain(rewrite.iter().map(|f| &f.after))
-        {
-            let _ = writeln!(out, ":{} - [0:0]", c.name);
-        }
-        for c in &deleted {
-            let _ = writeln!(out, ":{c} - [0:0]");
-        }
-        let mut n = 0;
-        for c in write
-            .iter()
-            .copied()
-            .chain(rewrite.iter().map(|f| &f.after))
-        {
-            n += push_chain_rules(&mut out, c, opts)?;
-        }
-        for f in &edit {
-            n += push_chain_edits(&mut out, &f.before, &f.after, opts)?;
-        }
-        for c in &deleted {
-            let _ = writeln!(out, "-X {c}");
-        }
-        out.push_str("COMMIT\n");
-        sync.restore.push_str(&out);
-        sync.rules_written.insert(table.name.clone(), n);
-        sync.deleted_chains
-            .extend(deleted.iter().map(|c| c.to_string()));
+            .collect();
+        let deleted: Vec<&str> = deleted.iter().map(|c| c.as_str()).collect();
+        push_table_section(&mut sync, &table.name, &write, &edit, &deleted, opts)?;
     }
     Ok(sync)
 }

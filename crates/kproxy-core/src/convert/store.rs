@@ -404,6 +404,7 @@ fn bucket_warnings(bucket: &str, objects: &[Object], opts: &ConvertOptions) -> V
 mod tests {
     use super::*;
     use crate::convert::parse_documents;
+    use crate::test_rng::Rng;
 
     fn service(ns: &str, name: &str, ip: &str) -> String {
         format!(
@@ -430,18 +431,6 @@ mod tests {
 
     fn objects(text: &str) -> Vec<Object> {
         parse_documents(text, "t.yaml").expect("parse")
-    }
-
-    /// A small deterministic generator.
-    struct Rng(u64);
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((self.0 >> 33) as usize) % n.max(1)
-        }
     }
 
     #[test]
