@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use kernel::testbed::{Namespaces, in_ns};
 use kernel::traffic::{Outcome, sock};
 use kernel::*;
-use kproxy_bin::agent::conntrack::udp_state;
 use kproxy_bin::agent::http;
 use kproxy_bin::agent::incremental::Compiler;
 use kproxy_bin::agent::metrics::Metrics;
@@ -36,7 +35,6 @@ use kproxy_bin::compile::Layout;
 use kproxy_core::canon::canonical;
 use kproxy_core::ir::Ruleset;
 use kproxy_core::model::*;
-use kproxy_core::plan::plan;
 use kproxy_core::profile::{IptablesProfile, NftablesProfile};
 use kproxy_core::synthetic::cluster;
 
@@ -67,22 +65,7 @@ fn node_config() -> NodeConfig {
 }
 
 fn desired(mode: Mode, state: &ClusterState, node: &NodeConfig) -> Vec<Desired> {
-    let p = plan(state, node);
-    let ruleset = match mode {
-        Mode::Iptables => kproxy_iptables::build(
-            &p,
-            kproxy_iptables::LayoutOptions {
-                standalone: true,
-                ..Default::default()
-            },
-        ),
-        Mode::Nftables => kproxy_nft::ruleset(&p).expect("nft ruleset"),
-    };
-    vec![Desired {
-        node: node.clone(),
-        ruleset: std::sync::Arc::new(ruleset),
-        udp: udp_state(&p),
-    }]
+    vec![Desired::compile(state, node, layout_of(mode)).expect("rules")]
 }
 
 /// One random change: scale, delete, re-add, NodePort on/off, affinity

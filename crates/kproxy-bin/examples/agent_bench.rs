@@ -13,10 +13,11 @@
 //! Service, compare with the last full ruleset, `Proxier::sync`).
 //! Figures go to stdout.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::time::{Duration, Instant};
+
+#[path = "bench/mod.rs"]
+mod bench;
+use bench::ms;
 
 use kproxy_bin::agent::apply::{iptables_partial, nft_partial};
 use kproxy_bin::agent::incremental::{Compiled, Compiler};
@@ -24,31 +25,15 @@ use kproxy_bin::agent::metrics::Metrics;
 use kproxy_bin::agent::sync::{Desired, Mode, Proxier, nft_print_opts};
 use kproxy_bin::compile::Layout;
 use kproxy_core::model::{ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig};
-use kproxy_core::plan::plan;
 use kproxy_core::profile::{IptablesProfile, NftablesProfile};
 use kproxy_core::synthetic::cluster;
 
 fn desired(mode: Mode, state: &ClusterState, node: &NodeConfig) -> Vec<Desired> {
-    let p = plan(state, node);
-    let ruleset = match mode {
-        Mode::Iptables => kproxy_iptables::build(
-            &p,
-            kproxy_iptables::LayoutOptions {
-                standalone: true,
-                ..Default::default()
-            },
-        ),
-        Mode::Nftables => kproxy_nft::ruleset(&p).expect("nft ruleset"),
+    let layout = match mode {
+        Mode::Iptables => Layout::Iptables(IptablesProfile::Current),
+        Mode::Nftables => Layout::Nftables(NftablesProfile::Current),
     };
-    vec![Desired {
-        node: node.clone(),
-        ruleset: std::sync::Arc::new(ruleset),
-        udp: Default::default(),
-    }]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    vec![Desired::compile(state, node, layout).expect("rules")]
 }
 
 fn main() {
@@ -64,17 +49,11 @@ fn main() {
     node.local_detector = LocalDetector::Cidr("10.0.0.0/8".parse().expect("constant"));
     println!("kproxy agent bench: {services} Services x {endpoints} endpoints");
     for mode in modes {
-        let ns = format!("kproxy-bench-{}-{}", std::process::id(), mode.name());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "ip netns add {ns} failed (root needed)");
-        let f = File::open(format!("/run/netns/{ns}")).expect("open netns");
-        // SAFETY: setns() on a valid descriptor; changes this thread only,
-        // and the tools the proxier spawns inherit it.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns");
+        let _netns = bench::Netns::enter(&format!(
+            "kproxy-bench-{}-{}",
+            std::process::id(),
+            mode.name()
+        ));
 
         let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
         let mut proxier = Proxier::new(mode);
@@ -90,39 +69,7 @@ fn main() {
             // iptables-restore --noflush is quadratic in iptables-nft: load
             // the first payload without it (the namespace is empty).
             let t = Instant::now();
-            let full =
-                kproxy_bin::agent::apply::iptables_full(&d[0].ruleset, &[], Default::default())
-                    .expect("payload");
-            for c in [
-                "ct_state_invalid_dropped_pkts",
-                "localhost_nps_accepted_pkts",
-            ] {
-                let _ = Command::new("nfacct").args(["add", c]).output();
-            }
-            let mut child = Command::new("iptables-restore")
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .expect("iptables-restore");
-            use std::io::Write as _;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(full.restore.as_bytes())
-                .expect("write");
-            assert!(child.wait().expect("wait").success());
-            // The jumps from the built-in chains, as the agent ensures them:
-            // with them the kernel validates every chain reachable from the
-            // base chains on each later commit, which partial syncs pay.
-            for r in &full.ensure {
-                let ok = Command::new("iptables")
-                    .args(["-w", "5", "-t", &r.table, "-I", &r.chain])
-                    .args(&r.args)
-                    .status()
-                    .is_ok_and(|s| s.success());
-                assert!(ok, "iptables -I {} {:?}", r.chain, r.args);
-            }
-            proxier.assume_applied(&d);
+            bench::fast_first_load(&mut proxier, &d[0]);
             println!("iptables: first load without --noflush (KPROXY_BENCH_FAST_FIRST)");
             kproxy_bin::agent::sync::SyncReport {
                 full: true,
@@ -232,6 +179,5 @@ fn main() {
                 ms(r.duration),
             );
         }
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
     }
 }

@@ -19,13 +19,13 @@
 //! `KPROXY_BENCH_AGENT_FIRST=1` it is the agent's own full sync
 //! (`--noflush`, in parts on a fresh node).
 
-use std::fs::File;
 use std::io::Write as _;
-use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kproxy_bin::agent::apply::iptables_full;
+#[path = "bench/mod.rs"]
+mod bench;
+use bench::ms;
+
 use kproxy_bin::agent::incremental::{Compiled, Compiler};
 use kproxy_bin::agent::metrics::Metrics;
 use kproxy_bin::agent::source::DirSource;
@@ -33,10 +33,6 @@ use kproxy_bin::agent::sync::{Mode, Proxier};
 use kproxy_bin::compile::Layout;
 use kproxy_core::model::{IpFamily, LocalDetector, NodeConfig};
 use kproxy_core::profile::{IptablesProfile, NftablesProfile};
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -56,17 +52,7 @@ fn main() {
     node.local_detector = LocalDetector::Cidr("10.0.0.0/8".parse().expect("constant"));
     let targets = [(node.clone(), layout)];
 
-    let ns = format!("kproxy-dirbench-{}", std::process::id());
-    let ok = Command::new("ip")
-        .args(["netns", "add", &ns])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "ip netns add {ns} failed (root needed)");
-    let f = File::open(format!("/run/netns/{ns}")).expect("open netns");
-    // SAFETY: setns() on a valid descriptor; changes this thread only, and
-    // the tools the proxier spawns inherit it.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns");
+    let _netns = bench::Netns::enter(&format!("kproxy-dirbench-{}", std::process::id()));
 
     let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
@@ -88,38 +74,7 @@ fn main() {
     let t = Instant::now();
     let agent_first = std::env::var_os("KPROXY_BENCH_AGENT_FIRST").is_some();
     match mode {
-        Mode::Iptables if !agent_first => {
-            let payload = iptables_full(&d.ruleset, &[], Default::default()).expect("payload");
-            for c in [
-                "ct_state_invalid_dropped_pkts",
-                "localhost_nps_accepted_pkts",
-            ] {
-                let _ = Command::new("nfacct").args(["add", c]).output();
-            }
-            let mut child = Command::new("iptables-restore")
-                .stdin(Stdio::piped())
-                .spawn()
-                .expect("iptables-restore");
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(payload.restore.as_bytes())
-                .expect("write");
-            assert!(child.wait().expect("wait").success());
-            // The jumps from the built-in chains, as the agent ensures them:
-            // with them the kernel validates every chain reachable from the
-            // base chains on each later commit, which partial syncs pay.
-            for r in &payload.ensure {
-                let ok = Command::new("iptables")
-                    .args(["-w", "5", "-t", &r.table, "-I", &r.chain])
-                    .args(&r.args)
-                    .status()
-                    .is_ok_and(|s| s.success());
-                assert!(ok, "iptables -I {} {:?}", r.chain, r.args);
-            }
-            proxier.assume_applied(std::slice::from_ref(d));
-        }
+        Mode::Iptables if !agent_first => bench::fast_first_load(&mut proxier, d),
         Mode::Iptables | Mode::Nftables => {
             let r = proxier.sync_compiled(&first, &metrics);
             assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -134,9 +89,13 @@ fn main() {
         ms(t.elapsed())
     );
 
+    let parts = (source.inventory().state.services.len() as u32)
+        .div_ceil(100)
+        .max(1);
     for round in 0..8u32 {
-        let file = format!("{dir}/part{:03}.yaml", round * 7 % 100);
-        let svc = round * 700;
+        let part = round * 7 % parts;
+        let file = format!("{dir}/part{part:03}.yaml");
+        let svc = part * 100;
         let ns_name = format!("ns{}", svc % 50);
         let doc = format!(
             "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
@@ -242,5 +201,4 @@ fn main() {
         ms(r.duration),
         ms(compile)
     );
-    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
 }

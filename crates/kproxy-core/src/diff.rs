@@ -353,6 +353,28 @@ impl TableChanges<'_> {
     }
 }
 
+impl<'a> TableChanges<'a> {
+    /// The chains of the new table that differ (added or changed), in its
+    /// order: what a sync writes.
+    pub fn written_chains(&self) -> impl Iterator<Item = &'a Chain> + '_ {
+        self.chains.iter().filter_map(|c| c.after)
+    }
+    /// The chains only in the old table, in its order.
+    pub fn removed_chains(&self) -> impl Iterator<Item = &'a Chain> + '_ {
+        self.chains
+            .iter()
+            .filter(|c| c.after.is_none())
+            .filter_map(|c| c.before)
+    }
+    /// The chains only in the new table.
+    pub fn added_chains(&self) -> impl Iterator<Item = &'a Chain> + '_ {
+        self.chains
+            .iter()
+            .filter(|c| c.before.is_none())
+            .filter_map(|c| c.after)
+    }
+}
+
 /// Compares two versions of a table (their names and families aside).
 ///
 /// ```

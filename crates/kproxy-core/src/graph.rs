@@ -389,6 +389,32 @@ fn add_table(b: &mut Builder, t: &Table, owners: &Owners, ambiguous: &dyn Fn(&st
             .get(name)
             .is_some_and(|c| c.kind == ChainKind::Regular && c.rules.is_empty())
     };
+    // The node an edge leads to (`None`: left out: an empty chain or map,
+    // or nothing).
+    let target_node =
+        |b: &mut Builder, target: Target<'_>, svc: Option<&NamespacedName>| -> Option<usize> {
+            Some(match target {
+                Target::Chain(name) if empty(name) => return None,
+                Target::Chain(name) => chain_node(b, name),
+                Target::Endpoint(sa) => endpoint_node(b, sa, svc),
+                Target::Map(map) if maps.get(map).is_some_and(|m| m.elements.is_empty()) => {
+                    return None;
+                }
+                Target::Map(map) => b.node(
+                    format!("{prefix}/@{map}"),
+                    || format!("@{map}"),
+                    NodeKind::Map,
+                    Some(&group),
+                ),
+                Target::Verdict(text) => b.node(
+                    format!("{prefix}/verdict/{text}"),
+                    || text.clone(),
+                    NodeKind::Verdict,
+                    Some(&group),
+                ),
+                Target::None => return None,
+            })
+        };
     // Hooks first, so that they lead the picture.
     for c in &t.chains {
         if !matches!(c.kind, ChainKind::Regular) {
@@ -403,28 +429,9 @@ fn add_table(b: &mut Builder, t: &Table, owners: &Owners, ambiguous: &dyn Fn(&st
             let Some(v) = &rule.verdict else { continue };
             let targets = verdict_targets(v, &label);
             for (target, label) in targets {
-                let to = match target {
-                    Target::Chain(name) if empty(name) => continue,
-                    Target::Chain(name) => chain_node(b, name),
-                    Target::Endpoint(sa) => endpoint_node(b, sa, svc.as_ref()),
-                    Target::Map(map) if maps.get(map).is_some_and(|m| m.elements.is_empty()) => {
-                        continue;
-                    }
-                    Target::Map(map) => b.node(
-                        format!("{prefix}/@{map}"),
-                        || format!("@{map}"),
-                        NodeKind::Map,
-                        Some(&group),
-                    ),
-                    Target::Verdict(text) => b.node(
-                        format!("{prefix}/verdict/{text}"),
-                        || text.clone(),
-                        NodeKind::Verdict,
-                        Some(&group),
-                    ),
-                    Target::None => continue,
-                };
-                b.edge(from, to, label, svc.clone());
+                if let Some(to) = target_node(b, target, svc.as_ref()) {
+                    b.edge(from, to, label, svc.clone());
+                }
             }
         }
     }
@@ -438,28 +445,9 @@ fn add_table(b: &mut Builder, t: &Table, owners: &Owners, ambiguous: &dyn Fn(&st
             let key = e.key.iter().map(key_value).collect::<Vec<_>>().join(" . ");
             let svc = owners.element(&t.name, &m.name, &e.key).cloned();
             for (target, label) in verdict_targets(v, &key) {
-                let to = match target {
-                    Target::Chain(name) if empty(name) => continue,
-                    Target::Chain(name) => chain_node(b, name),
-                    Target::Endpoint(sa) => endpoint_node(b, sa, svc.as_ref()),
-                    Target::Map(map) if maps.get(map).is_some_and(|m| m.elements.is_empty()) => {
-                        continue;
-                    }
-                    Target::Map(map) => b.node(
-                        format!("{prefix}/@{map}"),
-                        || format!("@{map}"),
-                        NodeKind::Map,
-                        Some(&group),
-                    ),
-                    Target::Verdict(text) => b.node(
-                        format!("{prefix}/verdict/{text}"),
-                        || text.clone(),
-                        NodeKind::Verdict,
-                        Some(&group),
-                    ),
-                    Target::None => continue,
-                };
-                b.edge(from, to, label, svc.clone());
+                if let Some(to) = target_node(b, target, svc.as_ref()) {
+                    b.edge(from, to, label, svc.clone());
+                }
             }
         }
     }

@@ -808,32 +808,82 @@ fn endpoint_selection<S: Sink>(
         .collect();
     if let Some(seconds) = sp.affinity_timeout {
         for (s, sep) in &named {
-            out.push(
-                Nat,
-                chain,
-                Rule::new()
-                    .with_all(endpoint_comment(ctx, || format!("{spn} -> {s}")))
-                    .with(Match::Recent {
-                        name: sep.to_string(),
-                        op: RecentOp::Check {
-                            seconds,
-                            reap: true,
-                        },
-                    })
-                    .verdict(Verdict::Jump(sep.clone())),
-            );
+            let comments = endpoint_comment(ctx, || format!("{spn} -> {s}"));
+            out.push(Nat, chain, affinity_check(comments, sep, seconds));
         }
     }
     let n = named.len();
     for (i, (s, sep)) in named.into_iter().enumerate() {
-        let mut r = Rule::new().with_all(endpoint_comment(ctx, || format!("{spn} -> {s}")));
-        if i + 1 < n {
-            r = r.with(Match::Probability {
-                one_in: u32::try_from(n - i).unwrap_or(u32::MAX),
-            });
-        }
-        out.push(Nat, chain, r.verdict(Verdict::Jump(sep)));
+        let comments = endpoint_comment(ctx, || format!("{spn} -> {s}"));
+        out.push(Nat, chain, endpoint_jump(comments, i, n, sep));
     }
+}
+
+/// ClientIP affinity: back to the endpoint chain `sep` a source recently
+/// went to (`-m recent --name SEP --rcheck --seconds N --reap -j SEP`).
+pub(crate) fn affinity_check(
+    comments: impl IntoIterator<Item = Match>,
+    sep: &ChainName,
+    seconds: u32,
+) -> Rule {
+    Rule::new()
+        .with_all(comments)
+        .with(Match::Recent {
+            name: sep.to_string(),
+            op: RecentOp::Check {
+                seconds,
+                reap: true,
+            },
+        })
+        .verdict(Verdict::Jump(sep.clone()))
+}
+
+/// The jump to endpoint chain `sep`, the `i`th of `n`: with probability
+/// 1/(n-i), except the last, which takes what is left.
+pub(crate) fn endpoint_jump(
+    comments: impl IntoIterator<Item = Match>,
+    i: usize,
+    n: usize,
+    sep: ChainName,
+) -> Rule {
+    let mut r = Rule::new().with_all(comments);
+    if i + 1 < n {
+        r = r.with(Match::Probability {
+            one_in: u32::try_from(n - i).unwrap_or(u32::MAX),
+        });
+    }
+    r.verdict(Verdict::Jump(sep))
+}
+
+/// An endpoint chain's rules: the endpoint's own traffic (hairpin) marked
+/// for masquerading (`src`: the endpoint's address as the release writes
+/// it), then DNAT to the endpoint, remembered for ClientIP affinity.
+pub(crate) fn endpoint_chain_rules(
+    comments: &[Match],
+    src: AddrMatch,
+    sp: &ServicePortPlan,
+    ep: &PlannedEndpoint,
+    sep: &ChainName,
+) -> [Rule; 2] {
+    let masq = Rule::new()
+        .with_all(comments.iter().cloned())
+        .with(Match::Addr {
+            dir: Direction::Src,
+            addr: src,
+            negate: false,
+        })
+        .verdict(jump(KUBE_MARK_MASQ));
+    let mut dnat = Rule::new().with_all(comments.iter().cloned());
+    if sp.affinity_timeout.is_some() {
+        dnat = dnat.with(Match::Recent {
+            name: sep.to_string(),
+            op: RecentOp::Set,
+        });
+    }
+    let dnat = dnat
+        .with(Match::Protocol(sp.name.protocol))
+        .verdict(Verdict::Dnat(SocketAddr::new(ep.ip, ep.port)));
+    [masq, dnat]
 }
 
 fn endpoint_chain<S: Sink>(
@@ -845,25 +895,10 @@ fn endpoint_chain<S: Sink>(
     sep: &ChainName,
 ) {
     out.declare(Nat, sep.as_str());
-    out.push(
-        Nat,
-        sep.as_str(),
-        Rule::new()
-            .with_all(endpoint_comment(ctx, || spn.to_string()))
-            .with(src_ip(ep.ip))
-            .verdict(jump(KUBE_MARK_MASQ)),
-    );
-    let mut r = Rule::new().with_all(endpoint_comment(ctx, || spn.to_string()));
-    if sp.affinity_timeout.is_some() {
-        r = r.with(Match::Recent {
-            name: sep.to_string(),
-            op: RecentOp::Set,
-        });
+    let comments: Vec<Match> = endpoint_comment(ctx, || spn.to_string())
+        .into_iter()
+        .collect();
+    for r in endpoint_chain_rules(&comments, AddrMatch::Ip(ep.ip), sp, ep, sep) {
+        out.push(Nat, sep.as_str(), r);
     }
-    out.push(
-        Nat,
-        sep.as_str(),
-        r.with(Match::Protocol(sp.name.protocol))
-            .verdict(Verdict::Dnat(SocketAddr::new(ep.ip, ep.port))),
-    );
 }

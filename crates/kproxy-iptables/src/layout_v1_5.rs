@@ -31,17 +31,17 @@
 //! they are written only with [`LayoutOptions::standalone`], with the
 //! kubelet's rules (mark bit 15).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
-use kproxy_core::ir::{AddrMatch, Direction, Hook, MarkOp, Match, RecentOp, Rule, Verdict};
+use kproxy_core::ir::{AddrMatch, Direction, Hook, MarkOp, Match, Rule, Verdict};
 use kproxy_core::model::{LocalDetector, Protocol, TrafficPolicy};
 use kproxy_core::names::{ChainName, V1_5ServiceChains, iptables_endpoint_chain_v1_5};
 use kproxy_core::plan::{ClusterIpMasquerade, NodePlan, Plan, ServicePortPlan};
 
 use crate::layout::{
     KUBE_FIREWALL, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_SERVICES, LayoutOptions,
-    Sink, TableId,
+    Sink, TableId, affinity_check, endpoint_chain_rules, endpoint_jump,
 };
 
 /// `KUBE-MARK-DROP` (the kubelet's chain; kube-proxy 1.5 jumps to it).
@@ -337,53 +337,17 @@ fn service_port<S: Sink>(out: &mut S, node: &NodePlan, sp: &ServicePortPlan) {
             out.push(
                 Nat,
                 svc,
-                Rule::new()
-                    .with(comment(spn.clone()))
-                    .with(Match::Recent {
-                        name: sep.to_string(),
-                        op: RecentOp::Check {
-                            seconds,
-                            reap: true,
-                        },
-                    })
-                    .verdict(Verdict::Jump(sep.clone())),
+                affinity_check([comment(spn.clone())], sep, seconds),
             );
         }
     }
     let n = seps.len();
     for (i, (ep, sep)) in eps.iter().zip(&seps).enumerate() {
-        let mut r = Rule::new().with(comment(spn.clone()));
-        if i + 1 < n {
-            r = r.with(Match::Probability {
-                one_in: u32::try_from(n - i).unwrap_or(u32::MAX),
-            });
+        let comments = [comment(spn.clone())];
+        out.push(Nat, svc, endpoint_jump(comments.clone(), i, n, sep.clone()));
+        for r in endpoint_chain_rules(&comments, host(ep.ip), sp, ep, sep) {
+            out.push(Nat, sep.as_str(), r);
         }
-        out.push(Nat, svc, r.verdict(Verdict::Jump(sep.clone())));
-        out.push(
-            Nat,
-            sep.as_str(),
-            Rule::new()
-                .with(comment(spn.clone()))
-                .with(Match::Addr {
-                    dir: Direction::Src,
-                    addr: host(ep.ip),
-                    negate: false,
-                })
-                .verdict(jump(KUBE_MARK_MASQ)),
-        );
-        let mut dnat = Rule::new().with(comment(spn.clone()));
-        if sp.affinity_timeout.is_some() {
-            dnat = dnat.with(Match::Recent {
-                name: sep.to_string(),
-                op: RecentOp::Set,
-            });
-        }
-        out.push(
-            Nat,
-            sep.as_str(),
-            dnat.with(Match::Protocol(proto))
-                .verdict(Verdict::Dnat(SocketAddr::new(ep.ip, ep.port))),
-        );
     }
 
     // OnlyLocal: the XLB chain.

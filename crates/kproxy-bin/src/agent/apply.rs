@@ -387,16 +387,9 @@ pub fn iptables_partial(
         }
         let empty = Table::new(table.name.clone(), table.family);
         let d = changes(last.table(&table.name).unwrap_or(&empty), table);
-        let changed: BTreeSet<&str> = d
-            .chains
-            .iter()
-            .filter_map(|c| c.after)
-            .map(|c| c.name.as_str())
-            .collect();
+        let changed: BTreeSet<&str> = d.written_chains().map(|c| c.name.as_str()).collect();
         let deleted: Vec<&ChainName> = d
-            .chains
-            .iter()
-            .filter_map(|c| c.before.filter(|_| c.after.is_none()))
+            .removed_chains()
             .filter(|c| is_regular(c))
             .map(|c| &c.name)
             .collect();
@@ -438,16 +431,12 @@ pub fn iptables_incremental(
         let empty = Table::new(table.name.clone(), table.family);
         let d = changes(before.table(&table.name).unwrap_or(&empty), table);
         let write: Vec<&Chain> = d
-            .chains
-            .iter()
-            .filter_map(|c| c.after)
+            .written_chains()
             .filter(|c| is_regular(c) && c.name.as_str() != CANARY)
             .filter(|c| !is_fixed(&table.name, c.name.as_str()))
             .collect();
         let deleted: Vec<&ChainName> = d
-            .chains
-            .iter()
-            .filter_map(|c| c.before.filter(|_| c.after.is_none()))
+            .removed_chains()
             .filter(|c| is_regular(c) && !is_fixed(&table.name, c.name.as_str()))
             .map(|c| &c.name)
             .collect();
@@ -694,11 +683,9 @@ pub fn nft_changes(
             name: c.to_string(),
         }))?);
     }
-    for c in d.chains.iter().filter(|c| c.before.is_none()) {
-        if let Some(chain) = c.after {
-            lines.push(print(Op::AddChain(chain.clone()))?);
-            sync.revived_chains.push(chain.name.to_string());
-        }
+    for chain in d.added_chains() {
+        lines.push(print(Op::AddChain(chain.clone()))?);
+        sync.revived_chains.push(chain.name.to_string());
     }
     // Elements: deletes (a changed one is deleted and added again), adds;
     // the elements of new containers are added too.
@@ -739,13 +726,8 @@ pub fn nft_changes(
     sync.element_changes = removed + added;
     // Chains whose rules changed, and the users of redeclared containers:
     // flushed and written whole.
-    let changed: BTreeSet<&str> = d
-        .chains
-        .iter()
-        .filter_map(|c| c.after)
-        .map(|c| c.name.as_str())
-        .collect();
-    let rewrite = d.chains.iter().filter_map(|c| c.after).chain(
+    let changed: BTreeSet<&str> = d.written_chains().map(|c| c.name.as_str()).collect();
+    let rewrite = d.written_chains().chain(
         users_after
             .iter()
             .filter(|c| !changed.contains(c.as_str()))
@@ -760,8 +742,7 @@ pub fn nft_changes(
     }
     // Chains that went away: flushed now; a service's chains are deleted by
     // a later transaction, others at once.
-    for c in d.chains.iter().filter(|c| c.after.is_none()) {
-        let Some(c) = c.before else { continue };
+    for c in d.removed_chains() {
         lines.push(print(Op::FlushChain(c.name.clone()))?);
         if c.name.as_str().contains('/') {
             sync.stale_chains.push(c.name.to_string());

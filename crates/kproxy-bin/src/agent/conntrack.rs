@@ -67,19 +67,22 @@ fn family_arg(f: IpFamily) -> &'static str {
 /// The `conntrack` argument lists that clean up after going from `last`
 /// to `next` (deduplicated, in a stable order).
 pub fn cleanup_commands(family: IpFamily, last: &UdpState, next: &UdpState) -> Vec<Vec<String>> {
-    let f = family_arg(family);
     let mut out: BTreeSet<Vec<String>> = BTreeSet::new();
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+    // `conntrack -D -p udp -f FAMILY ARGS`.
+    let mut delete = |args: &[String]| {
+        let mut cmd: Vec<String> = ["-D", "-p", "udp", "-f", family_arg(family)]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+        cmd.extend_from_slice(args);
+        out.insert(cmd);
+    };
+    let words = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
     for (name, n) in next {
         let had = last.get(name).is_some_and(|l| !l.endpoints.is_empty());
         if !had && !n.endpoints.is_empty() {
             for (ip, port) in &n.frontends {
-                out.insert(s(&[
-                    "-D",
-                    "-p",
-                    "udp",
-                    "-f",
-                    f,
+                delete(&words(&[
                     "--orig-dst",
                     &ip.to_string(),
                     "--dport",
@@ -87,7 +90,7 @@ pub fn cleanup_commands(family: IpFamily, last: &UdpState, next: &UdpState) -> V
                 ]));
             }
             if let Some(np) = n.node_port {
-                out.insert(s(&["-D", "-p", "udp", "-f", f, "--dport", &np.to_string()]));
+                delete(&words(&["--dport", &np.to_string()]));
             }
         }
     }
@@ -97,31 +100,12 @@ pub fn cleanup_commands(family: IpFamily, last: &UdpState, next: &UdpState) -> V
             .map(|n| n.endpoints.clone())
             .unwrap_or_default();
         for ep in l.endpoints.difference(&now) {
+            let ep = ep.to_string();
             for (ip, _) in &l.frontends {
-                out.insert(s(&[
-                    "-D",
-                    "-p",
-                    "udp",
-                    "-f",
-                    f,
-                    "--orig-dst",
-                    &ip.to_string(),
-                    "--dst-nat",
-                    &ep.to_string(),
-                ]));
+                delete(&words(&["--orig-dst", &ip.to_string(), "--dst-nat", &ep]));
             }
             if let Some(np) = l.node_port {
-                out.insert(s(&[
-                    "-D",
-                    "-p",
-                    "udp",
-                    "-f",
-                    f,
-                    "--dport",
-                    &np.to_string(),
-                    "--dst-nat",
-                    &ep.to_string(),
-                ]));
+                delete(&words(&["--dport", &np.to_string(), "--dst-nat", &ep]));
             }
         }
     }

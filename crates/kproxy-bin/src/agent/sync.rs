@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use kproxy_core::ir::Ruleset;
 use kproxy_core::model::{IpFamily, NodeConfig};
-use kproxy_core::plan::plan_node;
+use kproxy_core::plan::{plan_node, plan_release};
 use tracing::{error, info, warn};
 
 use kproxy_core::diff::changes;
@@ -20,10 +20,11 @@ use super::apply::{
     self, iptables_full, iptables_full_against, iptables_incremental, iptables_partial,
     iptables_rule_counts, nft_changes, nft_delete_stale, nft_full, nft_partial, split_restore,
 };
-use super::conntrack::{UdpState, cleanup_commands, nothing_deleted};
+use super::conntrack::{UdpState, cleanup_commands, nothing_deleted, udp_state};
 use super::exec::{self, ToolError, error_line, payload_line, saved_chains};
 use super::incremental::{Compiled, Partial};
 use super::metrics::Metrics;
+use crate::compile::{Layout, layout_plan};
 
 /// kube-proxy's `proxyutil.FullSyncPeriod`: a full sync at least this often.
 pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
@@ -57,6 +58,23 @@ pub struct Desired {
     pub ruleset: Arc<Ruleset>,
     /// The UDP service ports (for conntrack cleanup).
     pub udp: UdpState,
+}
+
+impl Desired {
+    /// Every rule of `state` for `node` in `layout` (iptables: standalone),
+    /// as a full sync applies them.
+    pub fn compile(
+        state: &kproxy_core::model::ClusterState,
+        node: &NodeConfig,
+        layout: Layout,
+    ) -> anyhow::Result<Self> {
+        let plan = plan_release(state, node, layout.release());
+        Ok(Self {
+            node: node.clone(),
+            ruleset: Arc::new(layout_plan(&plan, layout, true)?),
+            udp: udp_state(&plan),
+        })
+    }
 }
 
 #[derive(Debug, Default)]

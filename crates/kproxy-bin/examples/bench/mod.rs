@@ -1,0 +1,79 @@
+//! What the agent benchmarks share (included with `#[path]`; not an
+//! example of its own): a throwaway network namespace to run in, and a fast
+//! first iptables load.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kproxy_bin::agent::apply::iptables_full;
+use kproxy_bin::agent::sync::{Desired, Proxier};
+
+/// `d` in milliseconds, one decimal.
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// A network namespace this thread (and the tools it starts) runs in until
+/// dropped; then deleted.
+pub struct Netns(String);
+
+impl Netns {
+    /// Creates `name` and enters it (root needed).
+    pub fn enter(name: &str) -> Self {
+        let ok = Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {name} failed (root needed)");
+        let f = File::open(format!("/run/netns/{name}")).expect("open netns");
+        // SAFETY: setns() on a valid descriptor; changes this thread only,
+        // and the tools the proxier spawns inherit it.
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns");
+        Self(name.to_string())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Loads `d` (iptables) into the empty namespace with plain
+/// `iptables-restore` (`--noflush` is quadratic in iptables-nft 1.8.9),
+/// ensures the jumps from the built-in chains as the agent does (with them
+/// the kernel validates every chain reachable from the base chains on each
+/// later commit, which partial syncs pay), and tells `proxier`.
+pub fn fast_first_load(proxier: &mut Proxier, d: &Desired) {
+    let full = iptables_full(&d.ruleset, &[], Default::default()).expect("payload");
+    for c in [
+        "ct_state_invalid_dropped_pkts",
+        "localhost_nps_accepted_pkts",
+    ] {
+        let _ = Command::new("nfacct").args(["add", c]).output();
+    }
+    let mut child = Command::new("iptables-restore")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("iptables-restore");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(full.restore.as_bytes())
+        .expect("write");
+    assert!(child.wait().expect("wait").success());
+    for r in &full.ensure {
+        let ok = Command::new("iptables")
+            .args(["-w", "5", "-t", &r.table, "-I", &r.chain])
+            .args(&r.args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "iptables -I {} {:?}", r.chain, r.args);
+    }
+    proxier.assume_applied(std::slice::from_ref(d));
+}
