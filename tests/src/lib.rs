@@ -267,3 +267,100 @@ pub fn run_goldens(kind: &str, run_case: impl Fn(&Path) -> Result<(), String>) {
     }
     assert!(failures.is_empty(), "failed golden cases: {failures:?}");
 }
+
+/// The snapshot scenarios both backends cover (fixture, flags): each
+/// snapshot test file defines its own `snap!` and lists these once with
+/// `kproxy_tests::shared_scenarios!(snap);`, plus its backend's own.
+#[macro_export]
+macro_rules! shared_scenarios {
+    ($snap:ident) => {
+        $snap!(clusterip, "clusterip.yaml");
+        $snap!(unnamed_port, "unnamed-port.yaml");
+        $snap!(multiple_ports, "multiple-ports.yaml");
+        $snap!(nodeport, "nodeport.yaml");
+        $snap!(
+            nodeport_addresses_list,
+            "nodeport.yaml",
+            "--nodeport-addresses=192.168.0.0/24,127.0.0.0/8",
+            "--node-address=127.0.0.1/8",
+            "--node-address=192.168.0.10/24",
+            "--node-address=192.168.0.11/24",
+            "--node-address=172.17.0.1/16"
+        );
+        $snap!(
+            nodeport_addresses_list_without_loopback,
+            "nodeport.yaml",
+            "--nodeport-addresses=192.168.0.0/24",
+            "--node-address=127.0.0.1/8",
+            "--node-address=192.168.0.10/24",
+            "--node-address=172.17.0.1/16"
+        );
+        $snap!(
+            nodeport_addresses_primary,
+            "nodeport.yaml",
+            "--nodeport-addresses=primary",
+            "--node-address=127.0.0.1/8",
+            "--node-address=192.168.0.10/24",
+            "--node-address=172.17.0.1/16"
+        );
+        $snap!(loadbalancer, "loadbalancer.yaml");
+        $snap!(lb_ipmode_proxy_ignored, "lb-ipmode-proxy.yaml");
+        $snap!(lb_source_ranges_node_ip_inside, "lb-source-ranges.yaml");
+        $snap!(external_ips, "external-ips.yaml");
+        $snap!(health_check_node_port, "health-check-node-port.yaml");
+        $snap!(session_affinity_client_ip, "session-affinity.yaml");
+        $snap!(etp_local_with_local_endpoints, "etp-local-with-local.yaml");
+        $snap!(
+            etp_local_without_local_endpoints,
+            "etp-local-without-local.yaml"
+        );
+        $snap!(itp_local_with_local_endpoints, "itp-local-with-local.yaml");
+        $snap!(
+            itp_local_without_local_endpoints,
+            "itp-local-without-local.yaml"
+        );
+        $snap!(topology_zone_hints, "topology-zone-hints.yaml");
+        $snap!(topology_node_hints, "topology-node-hints.yaml");
+        $snap!(
+            topology_hints_for_other_zone,
+            "topology-other-zone-hints.yaml"
+        );
+        $snap!(terminating_fallback_cluster, "terminating-cluster.yaml");
+        $snap!(terminating_fallback_local, "terminating-local.yaml");
+        $snap!(not_serving_ignored, "not-serving.yaml");
+        $snap!(no_endpoints_reject, "no-endpoints.yaml");
+        $snap!(protocols_tcp_udp_sctp, "protocols.yaml");
+        $snap!(
+            masquerade_all,
+            "local-detector.yaml",
+            "--masquerade-all=true"
+        );
+        $snap!(
+            detect_local_cluster_cidr,
+            "local-detector.yaml",
+            "--detect-local-mode=ClusterCIDR"
+        );
+        $snap!(
+            detect_local_node_cidr,
+            "local-detector.yaml",
+            "--detect-local-mode=NodeCIDR"
+        );
+        $snap!(
+            detect_local_bridge_interface,
+            "local-detector.yaml",
+            "--detect-local-mode=BridgeInterface",
+            "--pod-bridge-interface=cbr0"
+        );
+        $snap!(
+            detect_local_interface_name_prefix,
+            "local-detector.yaml",
+            "--detect-local-mode=InterfaceNamePrefix",
+            "--pod-interface-name-prefix=veth"
+        );
+        $snap!(ignored_services_produce_nothing, "ignored-services.yaml");
+        $snap!(endpoints_v1_mirrored, "endpoints-v1.yaml");
+        $snap!(kind_list_input, "kind-list.yaml");
+        $snap!(json_input, "json-input.json");
+        $snap!(non_canonical_ips, "non-canonical-ips.yaml");
+    };
+}
