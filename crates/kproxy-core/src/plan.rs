@@ -269,6 +269,15 @@ impl ServicePortPlan {
     pub fn masquerades_external(&self) -> bool {
         self.external_policy == TrafficPolicy::Cluster
     }
+    /// The addresses of the ready endpoints on this node: what the
+    /// healthCheckNodePort responder counts (kube-proxy answers 200 with
+    /// `localEndpoints` when there is one, 503 otherwise).
+    pub fn local_ready_endpoints(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.reachable_endpoints
+            .iter()
+            .filter(|ep| ep.is_local && ep.ready)
+            .map(|ep| ep.ip)
+    }
 }
 
 /// Which kube-proxy release's decisions the planner takes.

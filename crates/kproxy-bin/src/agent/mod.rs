@@ -131,12 +131,7 @@ pub fn health_check_ports<'a>(
         let e = out
             .entry(port)
             .or_insert_with(|| (sp.name.service.clone(), Default::default()));
-        e.1.extend(
-            sp.reachable_endpoints
-                .iter()
-                .filter(|ep| ep.is_local && ep.ready)
-                .map(|ep| ep.ip),
-        );
+        e.1.extend(sp.local_ready_endpoints());
     }
     out.into_iter()
         .map(|(p, (n, ips))| (p, (n, ips.len())))
