@@ -10,8 +10,11 @@ use kproxy_core::ir::{
     AddrMatch, Chain, ChainKind, CtState, Direction, Hook, MarkOp, Match, RecentOp, Rule, Ruleset,
     Table, TableFamily, Verdict, local_traffic_matches,
 };
+use kproxy_core::model::IpFamily;
 use kproxy_core::model::{Protocol, TrafficPolicy};
-use kproxy_core::names::{ChainName, IptablesServiceChains, iptables_endpoint_chain};
+use kproxy_core::names::{
+    ChainName, IptablesServiceChains, ServicePortName, iptables_endpoint_chain,
+};
 use kproxy_core::plan::{
     ClusterIpMasquerade, Disposition, NodePlan, NodePortDestinations, Plan, PlannedEndpoint,
     ServicePortPlan,
@@ -82,6 +85,13 @@ pub trait Sink {
     fn push(&mut self, table: TableId, chain: &str, rule: Rule);
     /// Appends a rule to a built-in chain (standalone output only).
     fn push_builtin(&mut self, table: TableId, hook: Hook, rule: Rule);
+    /// Says whose rules follow: `Some` service port's (until the next
+    /// call), or, with `None` after the last service port, the node's. The
+    /// rules before the first call are the node's too. Every chain shared
+    /// by all Services (`KUBE-SERVICES`, ...) is thus the node's first
+    /// rules, each service port's share in plan order, then the node's last
+    /// rules. The default ignores it.
+    fn owner(&mut self, _owner: Option<&ServicePortName>) {}
 }
 
 use TableId::{Filter, Mangle, Nat};
@@ -129,8 +139,10 @@ pub fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
         large_cluster: plan.large_cluster,
     };
     for sp in &plan.service_ports {
+        out.owner(Some(&sp.name));
         service_port(out, &ctx, sp);
     }
+    out.owner(None);
     forward_rules(out, &plan.node);
     nodeports_jump(out, &plan.node);
 }
@@ -139,29 +151,55 @@ pub fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
 /// `filter` then `nat` (and `mangle` when standalone), chains in
 /// declaration order (built-in chains first).
 pub fn build(plan: &Plan, opts: LayoutOptions) -> Ruleset {
-    let family = TableFamily::Iptables(plan.node.family);
-    let mut sink = IrSink {
-        tables: [
-            Tables::new(Table::new("filter", family)),
-            Tables::new(Table::new("nat", family)),
-            Tables::new(Table::new("mangle", family)),
-        ],
-    };
+    let mut sink = RulesetSink::new(plan.node.family);
     emit(plan, opts, &mut sink);
-    let [filter, nat, mangle] = sink.tables;
-    let mut tables = vec![filter.table, nat.table];
-    if !mangle.table.chains.is_empty() {
-        tables.push(mangle.table);
-    }
-    Ruleset { tables }
+    sink.finish()
 }
 
-/// Collects the layout into IR tables.
-struct IrSink {
+/// The [`Sink`] that [`build`] collects into: for embedders that watch the
+/// layout as it is built (a [`Sink`] of their own beside this one).
+///
+/// ```
+/// use kproxy_core::model::*;
+/// use kproxy_core::plan::plan;
+/// use kproxy_iptables::layout::{LayoutOptions, RulesetSink, emit};
+///
+/// let node = NodeConfig::new(IpFamily::V4, "node-1");
+/// let p = plan(&ClusterState::default(), &node);
+/// let mut sink = RulesetSink::new(IpFamily::V4);
+/// emit(&p, LayoutOptions::default(), &mut sink);
+/// let rules = sink.finish();
+/// assert_eq!(rules, kproxy_iptables::build(&p, LayoutOptions::default()));
+/// assert!(rules.table("nat").is_some());
+/// ```
+#[derive(Debug)]
+pub struct RulesetSink {
     tables: [Tables; 3],
 }
 
-impl IrSink {
+impl RulesetSink {
+    /// An empty ruleset of `family`.
+    pub fn new(family: IpFamily) -> Self {
+        let family = TableFamily::Iptables(family);
+        Self {
+            tables: [
+                Tables::new(Table::new("filter", family)),
+                Tables::new(Table::new("nat", family)),
+                Tables::new(Table::new("mangle", family)),
+            ],
+        }
+    }
+
+    /// The tables `filter` and `nat`, and `mangle` when it has chains.
+    pub fn finish(self) -> Ruleset {
+        let [filter, nat, mangle] = self.tables;
+        let mut tables = vec![filter.table, nat.table];
+        if !mangle.table.chains.is_empty() {
+            tables.push(mangle.table);
+        }
+        Ruleset { tables }
+    }
+
     fn table(&mut self, t: TableId) -> &mut Tables {
         match t {
             Filter => &mut self.tables[0],
@@ -171,7 +209,7 @@ impl IrSink {
     }
 }
 
-impl Sink for IrSink {
+impl Sink for RulesetSink {
     fn declare(&mut self, table: TableId, chain: &str) {
         self.table(table).declare(chain);
     }
@@ -184,6 +222,7 @@ impl Sink for IrSink {
 }
 
 /// A table under construction, with an index of its chains by name.
+#[derive(Debug)]
 struct Tables {
     table: Table,
     index: HashMap<String, usize>,

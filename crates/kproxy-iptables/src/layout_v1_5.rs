@@ -120,8 +120,10 @@ pub fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
     );
     out.push(Nat, KUBE_MARK_MASQ, Rule::new().verdict(mark_or(mark)));
     for sp in &plan.service_ports {
+        out.owner(Some(&sp.name));
         service_port(out, node, sp);
     }
+    out.owner(None);
     out.push(
         Nat,
         KUBE_SERVICES,

@@ -10,11 +10,14 @@
 //! syncs.
 //!
 //! The fixed chains (iptables `KUBE-SERVICES`, `KUBE-NODEPORTS`, ...) hold
-//! rules of every Service: when the changed Services' share of one of them
-//! changes (a Service added or removed, a front end changed, the first or
-//! last endpoint), its next content comes from a full layout of the next
-//! state and is handed over with its last content, so that the sync edits
-//! it in place (or writes it whole). nftables keeps every Service's
+//! rules of every Service: the node's first rules, each service port's
+//! share in plan order, the node's last rules
+//! ([`kproxy_iptables::layout::Sink::owner`]). The compiler keeps them so,
+//! by owner. When the changed Services' share of one of them changes (a
+//! Service added or removed, a front end changed, the first or last
+//! endpoint), their shares are replaced and the chain's last and next
+//! content are handed over, so that the sync edits it in place (or writes
+//! it whole); no other Service is laid out. nftables keeps every Service's
 //! share of its fixed chains in set and map elements, which are compared
 //! one by one; a change to an nftables fixed chain (none is known) falls
 //! back to a full sync.
@@ -25,9 +28,11 @@ use std::sync::Arc;
 use anyhow::Result;
 use kproxy_core::diff::changes;
 use kproxy_core::incremental::PlanCache;
-use kproxy_core::ir::{Chain, Ruleset};
+use kproxy_core::ir::{Chain, Hook, Rule, Ruleset};
 use kproxy_core::model::{ClusterState, IpFamily, NamespacedName, NodeConfig};
-use kproxy_core::plan::ServicePortPlan;
+use kproxy_core::names::ServicePortName;
+use kproxy_core::plan::{Plan, ServicePortPlan};
+use kproxy_iptables::layout::{LayoutOptions, RulesetSink, Sink, TableId, emit};
 
 use super::conntrack::{UdpState, udp_state_of};
 use super::sync::Desired;
@@ -103,25 +108,139 @@ struct FamilyCompiler {
     layout: Layout,
     cache: PlanCache,
     fixed: Arc<BTreeSet<(String, String)>>,
-    /// The fixed chains' content as last compiled (iptables).
-    fixed_content: BTreeMap<(String, String), Chain>,
+    /// The fixed chains as last compiled, by owner (iptables).
+    shares: BTreeMap<(String, String), Shares>,
 }
 
-/// The fixed chains of `ruleset`, by (table, chain).
-fn fixed_content(
-    ruleset: &Ruleset,
+/// One fixed chain's rules by owner: the node's first rules, each service
+/// port's share (in plan order, which is name order), the node's last
+/// rules.
+#[derive(Debug, Clone)]
+struct Shares {
+    /// The chain, without rules.
+    chain: Chain,
+    head: Vec<Rule>,
+    ports: BTreeMap<ServicePortName, Vec<Rule>>,
+    tail: Vec<Rule>,
+}
+
+impl Shares {
+    /// The chain with its rules in layout order.
+    fn content(&self) -> Chain {
+        let mut chain = self.chain.clone();
+        chain.rules = self
+            .head
+            .iter()
+            .chain(self.ports.values().flatten())
+            .chain(&self.tail)
+            .cloned()
+            .collect();
+        chain
+    }
+}
+
+/// Whose rules the layout is writing.
+#[derive(Debug, Clone)]
+enum Owner {
+    Head,
+    Port(ServicePortName),
+    Tail,
+}
+
+/// Collects the whole ruleset and, by owner, the rules of the fixed chains.
+struct SharesSink<'a> {
+    rules: RulesetSink,
+    fixed: &'a BTreeSet<(String, String)>,
+    owner: Owner,
+    shares: BTreeMap<(String, String), Shares>,
+}
+
+/// The shares of `chain` of `table` in `shares` if it is a fixed chain.
+fn shares_of<'s>(
+    shares: &'s mut BTreeMap<(String, String), Shares>,
     fixed: &BTreeSet<(String, String)>,
-) -> BTreeMap<(String, String), Chain> {
-    ruleset
-        .tables
-        .iter()
-        .flat_map(|t| {
-            t.chains
-                .iter()
-                .filter(|c| is_fixed(fixed, &t.name, c.name.as_str()))
-                .map(move |c| ((t.name.clone(), c.name.to_string()), c.clone()))
-        })
-        .collect()
+    table: &str,
+    chain: &str,
+    make: impl FnOnce() -> Chain,
+) -> Option<&'s mut Shares> {
+    // The fixed chains are few: compare names without allocating.
+    if !fixed.iter().any(|(t, c)| c == chain && t == table) {
+        return None;
+    }
+    Some(
+        shares
+            .entry((table.to_string(), chain.to_string()))
+            .or_insert_with(|| Shares {
+                chain: make(),
+                head: Vec::new(),
+                ports: BTreeMap::new(),
+                tail: Vec::new(),
+            }),
+    )
+}
+
+impl SharesSink<'_> {
+    fn record(&mut self, table: &str, chain: &str, rule: &Rule, make: impl FnOnce() -> Chain) {
+        let Some(shares) = shares_of(&mut self.shares, self.fixed, table, chain, make) else {
+            return;
+        };
+        let rule = rule.clone();
+        match &self.owner {
+            Owner::Head => shares.head.push(rule),
+            Owner::Port(name) => shares.ports.entry(name.clone()).or_default().push(rule),
+            Owner::Tail => shares.tail.push(rule),
+        }
+    }
+}
+
+impl Sink for SharesSink<'_> {
+    fn declare(&mut self, table: TableId, chain: &str) {
+        // A fixed chain without rules yet has its (empty) shares too.
+        shares_of(&mut self.shares, self.fixed, table.name(), chain, || {
+            Chain::new(chain)
+        });
+        self.rules.declare(table, chain);
+    }
+    fn push(&mut self, table: TableId, chain: &str, rule: Rule) {
+        self.record(table.name(), chain, &rule, || Chain::new(chain));
+        self.rules.push(table, chain, rule);
+    }
+    fn push_builtin(&mut self, table: TableId, hook: Hook, rule: Rule) {
+        self.record(table.name(), hook.as_iptables(), &rule, || {
+            Chain::builtin(hook)
+        });
+        self.rules.push_builtin(table, hook, rule);
+    }
+    fn owner(&mut self, owner: Option<&ServicePortName>) {
+        self.owner = match owner {
+            Some(name) => Owner::Port(name.clone()),
+            None => Owner::Tail,
+        };
+    }
+}
+
+/// Lays out `plan` (standalone) and, for iptables, its fixed chains by
+/// owner.
+fn layout_shares(
+    plan: &Plan,
+    layout: Layout,
+    fixed: &BTreeSet<(String, String)>,
+) -> Result<(Ruleset, BTreeMap<(String, String), Shares>)> {
+    let Layout::Iptables(profile) = layout else {
+        return Ok((layout_plan(plan, layout, true)?, BTreeMap::new()));
+    };
+    let mut sink = SharesSink {
+        rules: RulesetSink::new(plan.node.family),
+        fixed,
+        owner: Owner::Head,
+        shares: BTreeMap::new(),
+    };
+    let opts = LayoutOptions {
+        standalone: true,
+        profile,
+    };
+    emit(plan, opts, &mut sink);
+    Ok((sink.rules.finish(), sink.shares))
 }
 
 /// The incremental compiler of every family (kept across syncs).
@@ -204,7 +323,7 @@ impl Compiler {
                         layout: *layout,
                         cache,
                         fixed,
-                        fixed_content: BTreeMap::new(),
+                        shares: BTreeMap::new(),
                     })
                 }
             };
@@ -220,8 +339,8 @@ impl Compiler {
             out.push(match partial {
                 Some(p) => Compiled::Partial(p),
                 None => {
-                    let ruleset = layout_plan(&fc.cache.plan(), *layout, true)?;
-                    fc.fixed_content = fixed_content(&ruleset, &fc.fixed);
+                    let (ruleset, shares) = layout_shares(&fc.cache.plan(), *layout, &fc.fixed)?;
+                    fc.shares = shares;
                     Compiled::Full(Desired {
                         node: node.clone(),
                         ruleset: Arc::new(ruleset),
@@ -243,8 +362,14 @@ fn partial(
 ) -> Result<Option<Partial>> {
     let udp_before = udp_state_of(&before_ports);
     let udp_after = udp_state_of(&after_ports);
+    let changed_ports: BTreeSet<ServicePortName> = before_ports
+        .iter()
+        .chain(&after_ports)
+        .map(|sp| sp.name.clone())
+        .collect();
     let before = layout_plan(&fc.cache.partial_plan(before_ports), fc.layout, true)?;
-    let after = layout_plan(&fc.cache.partial_plan(after_ports), fc.layout, true)?;
+    let (after, after_shares) =
+        layout_shares(&fc.cache.partial_plan(after_ports), fc.layout, &fc.fixed)?;
     let mut changed_fixed: Vec<(String, String)> = Vec::new();
     for t in &after.tables {
         let Some(b) = before.table(&t.name) else {
@@ -267,25 +392,38 @@ fn partial(
     if before.tables.len() != after.tables.len() {
         return Ok(None);
     }
-    let mut fixed_changes = Vec::new();
-    if !changed_fixed.is_empty() {
-        if matches!(fc.layout, Layout::Nftables(_)) {
+    if !changed_fixed.is_empty() && matches!(fc.layout, Layout::Nftables(_)) {
+        return Ok(None);
+    }
+    // Each changed chain's last content, before its shares are replaced.
+    let mut last = Vec::new();
+    for key in &changed_fixed {
+        let Some(shares) = fc.shares.get(key) else {
+            // Not known: a full sync sorts it out.
             return Ok(None);
+        };
+        last.push(shares.content());
+    }
+    // The changed service ports' shares, in every fixed chain.
+    for (key, shares) in &mut fc.shares {
+        for name in &changed_ports {
+            shares.ports.remove(name);
         }
-        let whole = layout_plan(&fc.cache.plan(), fc.layout, true)?;
-        let next = fixed_content(&whole, &fc.fixed);
-        for key in changed_fixed {
-            let (Some(before), Some(after)) = (fc.fixed_content.get(&key), next.get(&key)) else {
-                // Not known (or gone): a full sync sorts it out.
-                return Ok(None);
-            };
-            fixed_changes.push(FixedChange {
-                table: key.0.clone(),
-                before: before.clone(),
-                after: after.clone(),
-            });
+        if let Some(next) = after_shares.get(key) {
+            shares
+                .ports
+                .extend(next.ports.iter().map(|(n, r)| (n.clone(), r.clone())));
         }
-        fc.fixed_content = next;
+    }
+    let mut fixed_changes = Vec::new();
+    for (key, before) in changed_fixed.into_iter().zip(last) {
+        // Known: looked up above.
+        let after = fc.shares[&key].content();
+        fixed_changes.push(FixedChange {
+            table: key.0,
+            before,
+            after,
+        });
     }
     Ok(Some(Partial {
         node: fc.cache.node().clone(),
@@ -364,5 +502,91 @@ mod tests {
         assert!(services.before.rules.len() > services.after.rules.len());
         assert!(p.is_fixed("nat", "KUBE-SERVICES"));
         assert!(!p.is_fixed("nat", "KUBE-SVC-X"));
+    }
+
+    /// The fixed chains of the full layout of `state`.
+    fn full_fixed(
+        state: &ClusterState,
+        layout: Layout,
+        fixed: &BTreeSet<(String, String)>,
+    ) -> BTreeMap<(String, String), Chain> {
+        let rules = Desired::compile(state, &node(), layout).expect("compile");
+        rules
+            .ruleset
+            .tables
+            .iter()
+            .flat_map(|t| t.chains.iter().map(move |c| (t.name.clone(), c)))
+            .filter(|(t, c)| is_fixed(fixed, t, c.name.as_str()))
+            .map(|(t, c)| ((t, c.name.to_string()), c.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn iptables_fixed_chains_patched_by_share_equal_the_full_layout() {
+        for profile in [IptablesProfile::Current, IptablesProfile::V1_5] {
+            let layout = Layout::Iptables(profile);
+            let pool = cluster(30, 2);
+            // Two ClusterIP Services: the node port chains start empty.
+            let mut state = ClusterState {
+                services: pool.services[1..3].to_vec(),
+                endpoint_slices: pool.endpoint_slices[1..3].to_vec(),
+            };
+            let mut c = Compiler::new();
+            let targets = [(node(), layout)];
+            c.compile(&state, &targets, false).expect("compile");
+            let fixed = Arc::clone(&c.families[&IpFamily::V4].fixed);
+            let mut want = full_fixed(&state, layout, &fixed);
+            let mut patched = 0;
+            for step in 0..40usize {
+                // Add one of the pool's Services (first, last or between
+                // the others in name order) or remove it, empty one's
+                // endpoints, or remove another.
+                match step % 4 {
+                    0 | 1 => {
+                        let i = 3 + (step * 7) % 27;
+                        if let Some(pos) = state
+                            .services
+                            .iter()
+                            .position(|s| s.id == pool.services[i].id)
+                        {
+                            state.services.remove(pos);
+                            state
+                                .endpoint_slices
+                                .retain(|e| e.service_id() != pool.services[i].id);
+                        } else {
+                            state.services.push(pool.services[i].clone());
+                            state.endpoint_slices.push(pool.endpoint_slices[i].clone());
+                        }
+                    }
+                    2 if !state.endpoint_slices.is_empty() => {
+                        let k = (step * 5) % state.endpoint_slices.len();
+                        state.endpoint_slices[k].endpoints.clear();
+                    }
+                    _ if state.services.len() > 1 => {
+                        let k = (step * 3) % state.services.len();
+                        state.services.remove(k);
+                    }
+                    _ => {}
+                }
+                let r = c.compile(&state, &targets, false).expect("compile");
+                let next = full_fixed(&state, layout, &fixed);
+                let Compiled::Partial(p) = &r[0] else {
+                    panic!("step {step}: full");
+                };
+                for f in &p.fixed_changes {
+                    let key = (f.table.clone(), f.after.name.to_string());
+                    assert_eq!(f.before, want[&key], "step {step}: last content of {key:?}");
+                    assert_eq!(f.after, next[&key], "step {step}: next content of {key:?}");
+                    want.insert(key, f.after.clone());
+                    patched += 1;
+                }
+                assert_eq!(want, next, "step {step}: a fixed chain changed unseen");
+                want = next;
+            }
+            assert!(
+                patched > 20,
+                "{profile:?}: only {patched} fixed chain changes"
+            );
+        }
     }
 }
