@@ -2,6 +2,7 @@
 //! in-process and normalising iptables-restore text the way the upstream
 //! kube-proxy tests do before comparing.
 
+pub mod apiserver;
 pub mod known_differences;
 pub mod nft;
 

@@ -1,7 +1,7 @@
-//! `kproxy run --source kube` against an API server fixture: an HTTP
-//! server in the test that speaks list+watch for Services, EndpointSlices
-//! and Nodes (resource versions, chunked watch streams, `410 Gone`), with
-//! knobs to drop watches, expire resource versions and fail requests.
+//! `kproxy run --source kube` against an API server fixture
+//! ([`kproxy_tests::apiserver`]): an HTTP server that speaks list+watch
+//! for Services, EndpointSlices and Nodes (resource versions, chunked
+//! watch streams, `410 Gone`), with knobs to drop watches, expire resource versions and fail requests.
 //!
 //! Checks: the first sync waits for every initial list; watch events
 //! arrive; a dropped watch resumes; a 410 forces a relist that replaces the
@@ -13,11 +13,8 @@
 //! is observed in `kubeproxy_network_programming_duration_seconds` (changes
 //! without it are not).
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 mod kernel;
@@ -27,223 +24,8 @@ use kernel::{Loader, Ns, tool};
 use kproxy_bin::agent::http;
 use kproxy_bin::agent::kube::KubeSource;
 use kproxy_bin::agent::latency;
+use kproxy_tests::apiserver::{Fixture, NODES, SERVICES, SLICES, kubeconfig};
 use serde_json::{Value, json};
-
-const SERVICES: &str = "/api/v1/services";
-const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
-const NODES: &str = "/api/v1/nodes";
-
-#[derive(Default)]
-struct Api {
-    rv: u64,
-    /// (resource path, namespace/name) -> object.
-    objects: BTreeMap<(String, String), Value>,
-    /// Every change: (rv, path, type, object).
-    events: Vec<(u64, String, String, Value)>,
-    /// Watches from a resource version below this get 410 Gone.
-    expired_below: u64,
-    /// Bumped to close every open watch.
-    drops: u64,
-    /// The next N requests fail with 500.
-    fail_next: usize,
-    /// Requests seen (path?query).
-    requests: Vec<String>,
-}
-
-#[derive(Clone, Default)]
-struct Fixture(Arc<Mutex<Api>>);
-
-fn key(obj: &Value) -> String {
-    format!(
-        "{}/{}",
-        obj["metadata"]["namespace"].as_str().unwrap_or(""),
-        obj["metadata"]["name"].as_str().unwrap_or("")
-    )
-}
-
-impl Fixture {
-    fn api(&self) -> std::sync::MutexGuard<'_, Api> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-    /// Adds or replaces an object, with a watch event.
-    fn put(&self, path: &str, mut obj: Value) {
-        let mut a = self.api();
-        a.rv += 1;
-        obj["metadata"]["resourceVersion"] = json!(a.rv.to_string());
-        let k = (path.to_string(), key(&obj));
-        let kind = if a.objects.contains_key(&k) {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        a.objects.insert(k, obj.clone());
-        let rv = a.rv;
-        a.events.push((rv, path.into(), kind.into(), obj));
-    }
-    /// Deletes an object; `event`: with a watch event (else silently, as
-    /// if the event was compacted away).
-    fn delete(&self, path: &str, name: &str, event: bool) {
-        let mut a = self.api();
-        a.rv += 1;
-        if let Some(mut obj) = a.objects.remove(&(path.to_string(), name.to_string()))
-            && event
-        {
-            obj["metadata"]["resourceVersion"] = json!(a.rv.to_string());
-            let rv = a.rv;
-            a.events.push((rv, path.into(), "DELETED".into(), obj));
-        }
-    }
-    fn drop_watches(&self) {
-        self.api().drops += 1;
-    }
-    /// Every resource version seen so far is too old from now on (as after
-    /// a compaction): watches from them get 410 Gone; a relist gets a
-    /// resource version that can be watched from.
-    fn expire(&self) {
-        let mut a = self.api();
-        a.rv += 1;
-        a.expired_below = a.rv;
-        a.events.clear();
-    }
-
-    fn serve(&self) -> u16 {
-        self.serve_on(TcpListener::bind("127.0.0.1:0").expect("bind"))
-    }
-
-    /// Serves on `listener` (bound in whatever network namespace).
-    fn serve_on(&self, listener: TcpListener) -> u16 {
-        let port = listener.local_addr().expect("addr").port();
-        let me = self.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let me = me.clone();
-                std::thread::spawn(move || me.handle(stream));
-            }
-        });
-        port
-    }
-
-    fn handle(&self, stream: TcpStream) {
-        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-        let mut out = stream;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-            // Headers.
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                    break;
-                }
-            }
-            let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-            let params: BTreeMap<&str, &str> = query
-                .split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .collect();
-            {
-                let mut a = self.api();
-                a.requests.push(target.clone());
-                if a.fail_next > 0 {
-                    a.fail_next -= 1;
-                    drop(a);
-                    let body = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"etcd is sad","reason":"InternalError","code":500}"#;
-                    let _ = write!(
-                        out,
-                        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    continue;
-                }
-            }
-            if params.get("watch") == Some(&"true") {
-                let from: u64 = params
-                    .get("resourceVersion")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                self.watch(&mut out, path, from);
-                return;
-            }
-            let body = self.list(path);
-            let _ = write!(
-                out,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    }
-
-    fn list(&self, path: &str) -> String {
-        let a = self.api();
-        let items: Vec<&Value> = a
-            .objects
-            .iter()
-            .filter(|((p, _), _)| p == path)
-            .map(|(_, o)| o)
-            .collect();
-        json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": a.rv.to_string()}, "items": items})
-            .to_string()
-    }
-
-    fn watch(&self, out: &mut TcpStream, path: &str, from: u64) {
-        let chunk = |out: &mut TcpStream, v: &Value| -> bool {
-            let text = format!("{v}\n");
-            write!(out, "{:x}\r\n{text}\r\n", text.len()).is_ok() && out.flush().is_ok()
-        };
-        if write!(
-            out,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )
-        .is_err()
-        {
-            return;
-        }
-        let (expired, drops) = {
-            let a = self.api();
-            (from < a.expired_below, a.drops)
-        };
-        if expired {
-            let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
-                "status": "Failure", "reason": "Expired", "code": 410,
-                "message": format!("too old resource version: {from}")}});
-            chunk(out, &gone);
-            let _ = write!(out, "0\r\n\r\n");
-            return;
-        }
-        let mut sent = from;
-        let start = Instant::now();
-        loop {
-            let (events, dropped) = {
-                let a = self.api();
-                let evs: Vec<(u64, Value)> = a
-                    .events
-                    .iter()
-                    .filter(|(rv, p, _, _)| *rv > sent && p == path)
-                    .map(|(rv, _, t, o)| (*rv, json!({"type": t, "object": o})))
-                    .collect();
-                (evs, a.drops != drops)
-            };
-            if dropped {
-                // Close without the final chunk: a broken watch.
-                return;
-            }
-            for (rv, ev) in events {
-                if !chunk(out, &ev) {
-                    return;
-                }
-                sent = rv;
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                let _ = write!(out, "0\r\n\r\n");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
 
 fn service(name: &str, ip: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Service",
@@ -264,21 +46,6 @@ fn slice(svc: &str, ip: &str) -> Value {
 fn node() -> Value {
     json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"},
         "status": {"addresses": [{"type": "InternalIP", "address": "10.140.0.2"}]}})
-}
-
-fn kubeconfig(port: u16) -> PathBuf {
-    let path =
-        std::env::temp_dir().join(format!("kproxy-kubeconfig-{}-{port}", std::process::id()));
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\n\
-             contexts:\n- name: t\n  context: {{cluster: t, user: u}}\ncurrent-context: t\n\
-             users:\n- name: u\n  user: {{}}\n"
-        ),
-    )
-    .expect("write kubeconfig");
-    path
 }
 
 fn services(src: &KubeSource) -> Vec<String> {

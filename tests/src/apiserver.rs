@@ -1,0 +1,344 @@
+//! A Kubernetes API server fixture: a std-only HTTP/1.1 server that speaks
+//! list+watch for Services, EndpointSlices and Nodes, enough for kube-rs'
+//! watchers (and so for `kproxy run --source kube`).
+//!
+//! * Lists return every object of a resource path with the current
+//!   resource version (`limit` and `continue` are ignored: one page).
+//! * Watches (`?watch=true&resourceVersion=N`) stream the events after `N`
+//!   as chunks, delivered as soon as they are recorded (a [`Condvar`], no
+//!   polling), and end cleanly after 60 s.
+//! * Knobs: [`Fixture::drop_watches`] closes every open watch without the
+//!   final chunk (a broken connection), [`Fixture::expire`] makes every
+//!   resource version seen so far too old (`410 Gone`, as after a
+//!   compaction), [`Api::fail_next`] fails requests with `500`.
+//!
+//! ```no_run
+//! use kproxy_tests::apiserver::{Fixture, SERVICES, kubeconfig};
+//! let fx = Fixture::default();
+//! fx.put(SERVICES, serde_json::json!({"apiVersion": "v1", "kind": "Service",
+//!     "metadata": {"name": "a", "namespace": "default"}}));
+//! let port = fx.serve();
+//! let cfg = kubeconfig(port); // for KubeSource::start / --kubeconfig
+//! # let _ = cfg;
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The Services resource path (every namespace).
+pub const SERVICES: &str = "/api/v1/services";
+/// The EndpointSlices resource path (every namespace).
+pub const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
+/// The Nodes resource path.
+pub const NODES: &str = "/api/v1/nodes";
+
+/// How long a watch stays open before the server ends it cleanly.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The server's state, behind [`Fixture::api`].
+#[derive(Default)]
+pub struct Api {
+    rv: u64,
+    /// (resource path, namespace/name) -> object.
+    objects: BTreeMap<(String, String), Value>,
+    /// Every change, in resource version order: (rv, path, type, object).
+    events: Vec<(u64, String, String, Value)>,
+    /// Watches from a resource version below this get 410 Gone.
+    expired_below: u64,
+    /// Bumped to close every open watch.
+    drops: u64,
+    /// The next N requests fail with 500.
+    pub fail_next: usize,
+    /// Requests seen (`path?query`), in arrival order.
+    pub requests: Vec<String>,
+}
+
+impl Api {
+    /// The current resource version (that of the last change).
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    api: Mutex<Api>,
+    /// Notified on every change and watch drop.
+    changed: Condvar,
+}
+
+/// The API server fixture: cheap to clone (shared state); serve it with
+/// [`Fixture::serve`] or [`Fixture::serve_on`], change it with
+/// [`Fixture::put`] and [`Fixture::delete`].
+#[derive(Clone, Default)]
+pub struct Fixture(Arc<Inner>);
+
+/// An object's `namespace/name` (`/name` for cluster-scoped objects), the
+/// key [`Fixture::delete`] takes.
+pub fn key(obj: &Value) -> String {
+    format!(
+        "{}/{}",
+        obj["metadata"]["namespace"].as_str().unwrap_or(""),
+        obj["metadata"]["name"].as_str().unwrap_or("")
+    )
+}
+
+impl Fixture {
+    /// The state, locked (read the requests seen, set
+    /// [`Api::fail_next`]).
+    pub fn api(&self) -> MutexGuard<'_, Api> {
+        self.0.api.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds or replaces an object at resource `path`, with a watch event
+    /// (`ADDED` or `MODIFIED`); sets its `metadata.resourceVersion`.
+    pub fn put(&self, path: &str, mut obj: Value) {
+        let mut a = self.api();
+        a.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(a.rv.to_string());
+        let k = (path.to_string(), key(&obj));
+        let kind = if a.objects.contains_key(&k) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        a.objects.insert(k, obj.clone());
+        let rv = a.rv;
+        a.events.push((rv, path.into(), kind.into(), obj));
+        drop(a);
+        self.0.changed.notify_all();
+    }
+
+    /// Deletes the object `name` (`namespace/name`, see [`key`]) at
+    /// resource `path`; `event`: with a `DELETED` watch event (else
+    /// silently, as if the event was compacted away).
+    pub fn delete(&self, path: &str, name: &str, event: bool) {
+        let mut a = self.api();
+        a.rv += 1;
+        if let Some(mut obj) = a.objects.remove(&(path.to_string(), name.to_string()))
+            && event
+        {
+            obj["metadata"]["resourceVersion"] = json!(a.rv.to_string());
+            let rv = a.rv;
+            a.events.push((rv, path.into(), "DELETED".into(), obj));
+        }
+        drop(a);
+        self.0.changed.notify_all();
+    }
+
+    /// Closes every open watch without its final chunk (a broken watch).
+    pub fn drop_watches(&self) {
+        self.api().drops += 1;
+        self.0.changed.notify_all();
+    }
+
+    /// Every resource version seen so far is too old from now on (as after
+    /// a compaction): watches from them get 410 Gone; a relist gets a
+    /// resource version that can be watched from.
+    pub fn expire(&self) {
+        let mut a = self.api();
+        a.rv += 1;
+        a.expired_below = a.rv;
+        a.events.clear();
+        drop(a);
+        self.0.changed.notify_all();
+    }
+
+    /// Serves on an ephemeral port of 127.0.0.1 (in the caller's network
+    /// namespace); returns the port.
+    pub fn serve(&self) -> u16 {
+        self.serve_on(TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+    }
+
+    /// Serves on `listener` (bound in whatever network namespace), one
+    /// thread per connection; returns its port.
+    pub fn serve_on(&self, listener: TcpListener) -> u16 {
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let me = self.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let me = me.clone();
+                std::thread::spawn(move || me.handle(stream));
+            }
+        });
+        port
+    }
+
+    fn handle(&self, stream: TcpStream) {
+        // Each response and chunk goes out in one write; no Nagle delay
+        // on top.
+        let _ = stream.set_nodelay(true);
+        let Ok(read_half) = stream.try_clone() else {
+            return;
+        };
+        let mut reader = BufReader::new(read_half);
+        let mut out = stream;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            // Headers.
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+            }
+            let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+            let params: BTreeMap<&str, &str> = query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .collect();
+            {
+                let mut a = self.api();
+                a.requests.push(target.clone());
+                if a.fail_next > 0 {
+                    a.fail_next -= 1;
+                    drop(a);
+                    let body = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"etcd is sad","reason":"InternalError","code":500}"#;
+                    let response = format!(
+                        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = out.write_all(response.as_bytes());
+                    continue;
+                }
+            }
+            if params.get("watch") == Some(&"true") {
+                let from: u64 = params
+                    .get("resourceVersion")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                self.watch(&mut out, path, from);
+                return;
+            }
+            let body = self.list(path);
+            let mut response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            response.extend_from_slice(&body);
+            let _ = out.write_all(&response);
+        }
+    }
+
+    /// The list of `path`, serialized once (no copy of the objects).
+    fn list(&self, path: &str) -> Vec<u8> {
+        let a = self.api();
+        let mut body = format!(
+            r#"{{"kind":"List","apiVersion":"v1","metadata":{{"resourceVersion":"{}"}},"items":["#,
+            a.rv
+        )
+        .into_bytes();
+        let mut first = true;
+        for ((p, _), o) in &a.objects {
+            if p != path {
+                continue;
+            }
+            if !first {
+                body.push(b',');
+            }
+            first = false;
+            // Writing a `Value` into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut body, o);
+        }
+        body.extend_from_slice(b"]}");
+        body
+    }
+
+    fn watch(&self, out: &mut TcpStream, path: &str, from: u64) {
+        let chunk = |out: &mut TcpStream, v: &Value| -> bool {
+            let text = format!("{v}\n");
+            let framed = format!("{:x}\r\n{text}\r\n", text.len());
+            out.write_all(framed.as_bytes()).is_ok() && out.flush().is_ok()
+        };
+        if out
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            )
+            .is_err()
+        {
+            return;
+        }
+        let (expired, drops) = {
+            let a = self.api();
+            (from < a.expired_below, a.drops)
+        };
+        if expired {
+            let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
+                "status": "Failure", "reason": "Expired", "code": 410,
+                "message": format!("too old resource version: {from}")}});
+            chunk(out, &gone);
+            let _ = out.write_all(b"0\r\n\r\n");
+            return;
+        }
+        let mut sent = from;
+        let start = Instant::now();
+        loop {
+            let (events, dropped) = {
+                let mut a = self.api();
+                loop {
+                    let dropped = a.drops != drops;
+                    // Events are in resource version order.
+                    let after = a.events.partition_point(|(rv, _, _, _)| *rv <= sent);
+                    let evs: Vec<(u64, Value)> = a.events[after..]
+                        .iter()
+                        .filter(|(_, p, _, _)| p == path)
+                        .map(|(rv, _, t, o)| (*rv, json!({"type": t, "object": o})))
+                        .collect();
+                    if let Some((rv, _, _, _)) = a.events.last() {
+                        // Events of other paths need not be looked at again.
+                        sent = sent.max(*rv);
+                    }
+                    let left = WATCH_TIMEOUT.saturating_sub(start.elapsed());
+                    if dropped || !evs.is_empty() || left.is_zero() {
+                        break (evs, dropped);
+                    }
+                    a = match self.0.changed.wait_timeout(a, left) {
+                        Ok((a, _)) => a,
+                        Err(e) => e.into_inner().0,
+                    };
+                }
+            };
+            if dropped {
+                // Close without the final chunk: a broken watch.
+                return;
+            }
+            for (_, ev) in events {
+                if !chunk(out, &ev) {
+                    return;
+                }
+            }
+            if start.elapsed() >= WATCH_TIMEOUT {
+                let _ = out.write_all(b"0\r\n\r\n");
+                return;
+            }
+        }
+    }
+}
+
+/// Writes a kubeconfig for the fixture on `127.0.0.1:port` (plain HTTP, no
+/// credentials) into the temporary directory; returns its path.
+pub fn kubeconfig(port: u16) -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("kproxy-kubeconfig-{}-{port}", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\n\
+             contexts:\n- name: t\n  context: {{cluster: t, user: u}}\ncurrent-context: t\n\
+             users:\n- name: u\n  user: {{}}\n"
+        ),
+    )
+    .expect("write kubeconfig");
+    path
+}
