@@ -889,6 +889,112 @@ fn agent_follows_directory_nftables() {
     );
 }
 
+/// `kproxy run` without `--node-address` reads the host's addresses for
+/// `nodePortAddresses` before every sync, as kube-proxy does: an address
+/// added to the node's interface accepts node port traffic after the next
+/// (periodic) sync, and stops when it is removed again.
+fn agent_follows_host_addresses(test: &str, backend: &str, loader: Loader) {
+    let Some(bed) = testbed(test, loader) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("kproxy-agent-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    std::fs::write(dir.join("svc.yaml"), SVC_NODEPORT).expect("write");
+    std::fs::write(dir.join("slice.yaml"), slice(&[9, 10])).expect("write");
+    let log = dir.with_extension("log");
+    let node = bed.ns(Ns::Node);
+    let bin = kproxy_bin().to_string_lossy().to_string();
+    let source = format!("dir:{}", dir.display());
+    let child = Command::new(tool("ip").unwrap_or_else(|| "ip".into()))
+        .args(["netns", "exec", &node, &bin, "run", "--source", &source])
+        .args(["--backend", backend, "--hostname-override", "node1"])
+        .args(["--ip-family", "ipv4", "--cluster-cidr", "10.76.0.0/14"])
+        .args(["--nodeport-addresses", "192.168.50.0/24"])
+        .args(["--min-sync-period", "0s", "--poll-interval", "20ms"])
+        .args(["--sync-period", "300ms"])
+        .args(["--healthz-bind-address", "127.0.0.1:0"])
+        .args(["--metrics-bind-address", "127.0.0.1:0"])
+        .env("KPROXY_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn kproxy run");
+    let mut agent = Agent { child, log };
+    let quick = Duration::from_millis(300);
+    let answers = |addr: &str| {
+        matches!(
+            bed.tcp_within(Ns::Client, None, sock(addr, 30080), quick),
+            Outcome::Answered { .. }
+        )
+    };
+    within(&bed, &agent, "first sync", Duration::from_secs(10), || {
+        answers(NODE_LINK_IP)
+    });
+    const ADDED: &str = "192.168.50.77";
+    assert!(!answers(ADDED), "{ADDED} is no address of the node yet");
+    let ip_cmd = |args: &[&str]| {
+        let mut all = vec!["ip"];
+        all.extend(args);
+        netns_exec(&node, &all).unwrap_or_else(|e| panic!("{e}"));
+    };
+    ip_cmd(&["addr", "add", "192.168.50.77/24", "dev", "eth1"]);
+    let t_added = within(
+        &bed,
+        &agent,
+        "address added",
+        Duration::from_secs(5),
+        || answers(ADDED),
+    );
+    ip_cmd(&["addr", "del", "192.168.50.77/24", "dev", "eth1"]);
+    // The address is gone from the node; its node port rules go at the next
+    // sync (checked in the rules: without the address, no traffic reaches
+    // them anyway).
+    let t_removed = within(
+        &bed,
+        &agent,
+        "address removed",
+        Duration::from_secs(5),
+        || {
+            let rules = match backend {
+                "iptables" => netns_exec(&node, &["iptables-save", "-t", "nat"]),
+                _ => netns_exec(&node, &["nft", "list", "table", "ip", "kube-proxy"]),
+            }
+            .unwrap_or_else(|e| panic!("{e}"));
+            !rules.contains(ADDED)
+        },
+    );
+    println!("node port addresses followed: added {t_added:?}, removed {t_removed:?}");
+    assert!(answers(NODE_LINK_IP), "the node's own address still serves");
+    let status = agent.stop();
+    assert!(
+        status.success(),
+        "kproxy run exited with {status}\n{}",
+        agent.log()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&agent.log);
+}
+
+#[test]
+fn agent_follows_host_addresses_iptables() {
+    agent_follows_host_addresses(
+        "agent_follows_host_addresses_iptables",
+        "iptables",
+        Loader::Iptables,
+    );
+}
+
+#[test]
+fn agent_follows_host_addresses_nftables() {
+    agent_follows_host_addresses(
+        "agent_follows_host_addresses_nftables",
+        "nftables",
+        Loader::NftText,
+    );
+}
+
 // ---------------------------------------------------------------------------
 // UDP conntrack cleanup.
 

@@ -75,24 +75,49 @@ pub fn wanted(node: &NodeArgs, npa: &NodePortAddresses) -> bool {
     node.node_addresses.is_empty() && !matches!(npa, NodePortAddresses::All)
 }
 
-/// Fills `node.node_addresses` with the host's interface addresses when
-/// [`wanted`] (once, at start-up), logging them. A failure to read them is
-/// logged and leaves them empty (the Node object's addresses stand in, as
-/// for `kproxy compile`).
-pub fn fill_node_addresses(node: &mut NodeArgs, npa: &NodePortAddresses) {
-    if !wanted(node, npa) {
-        return;
-    }
-    match interface_addresses() {
-        Ok(addrs) => {
-            let list: Vec<String> = addrs.iter().map(IpAddr::to_string).collect();
-            info!(
-                addresses = %list.join(","),
-                "nodePortAddresses: using the host's interface addresses"
-            );
-            node.node_addresses = list;
+/// The host's addresses for `nodePortAddresses`, read before every sync,
+/// as kube-proxy reads them (`GetNodeIPs` in each sync): an address added to
+/// or removed from an interface reaches the rules at the next sync (the node
+/// configuration changes, so that sync is full).
+#[derive(Debug)]
+pub struct HostAddresses {
+    wanted: bool,
+    last: Option<Vec<String>>,
+}
+
+impl HostAddresses {
+    /// Reads the host's addresses only when [`wanted`].
+    pub fn new(node: &NodeArgs, npa: &NodePortAddresses) -> Self {
+        Self {
+            wanted: wanted(node, npa),
+            last: None,
         }
-        Err(e) => warn!("cannot read the host's interface addresses: {e}"),
+    }
+
+    /// `node`, with the host's current interface addresses when they are
+    /// wanted. A change is logged. A failure to read them is logged and
+    /// keeps the last ones (none at first: the Node object's addresses stand
+    /// in, as for `kproxy compile`).
+    pub fn fill(&mut self, node: &NodeArgs) -> NodeArgs {
+        let mut node = node.clone();
+        if !self.wanted {
+            return node;
+        }
+        match interface_addresses() {
+            Ok(addrs) => {
+                let list: Vec<String> = addrs.iter().map(IpAddr::to_string).collect();
+                if self.last.as_ref() != Some(&list) {
+                    info!(
+                        addresses = %list.join(","),
+                        "nodePortAddresses: using the host's interface addresses"
+                    );
+                    self.last = Some(list);
+                }
+            }
+            Err(e) => warn!("cannot read the host's interface addresses: {e}"),
+        }
+        node.node_addresses = self.last.clone().unwrap_or_default();
+        node
     }
 }
 
@@ -116,20 +141,19 @@ mod tests {
     #[test]
     fn fills_only_when_needed() {
         let cidrs = NodePortAddresses::Cidrs(vec!["127.0.0.0/8".parse().expect("cidr")]);
-        let mut node = NodeArgs::default();
-        fill_node_addresses(&mut node, &NodePortAddresses::All);
-        assert!(node.node_addresses.is_empty());
-        fill_node_addresses(&mut node, &cidrs);
-        assert!(node.node_addresses.iter().any(|a| a == "127.0.0.1"));
-        let mut node = NodeArgs::default();
-        fill_node_addresses(&mut node, &NodePortAddresses::Primary);
-        assert!(node.node_addresses.iter().any(|a| a == "127.0.0.1"));
+        let node = NodeArgs::default();
+        let filled = HostAddresses::new(&node, &NodePortAddresses::All).fill(&node);
+        assert!(filled.node_addresses.is_empty());
+        let filled = HostAddresses::new(&node, &cidrs).fill(&node);
+        assert!(filled.node_addresses.iter().any(|a| a == "127.0.0.1"));
+        let filled = HostAddresses::new(&node, &NodePortAddresses::Primary).fill(&node);
+        assert!(filled.node_addresses.iter().any(|a| a == "127.0.0.1"));
         // Given addresses stay.
-        let mut node = NodeArgs {
+        let node = NodeArgs {
             node_addresses: vec!["10.0.0.1".into()],
             ..NodeArgs::default()
         };
-        fill_node_addresses(&mut node, &cidrs);
-        assert_eq!(node.node_addresses, ["10.0.0.1"]);
+        let filled = HostAddresses::new(&node, &cidrs).fill(&node);
+        assert_eq!(filled.node_addresses, ["10.0.0.1"]);
     }
 }

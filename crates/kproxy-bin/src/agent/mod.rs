@@ -19,7 +19,7 @@
 //!   also times a changed (or removed) file that holds no slice with that
 //!   annotation by its modification time, so hand-edited manifests are
 //!   measured too; a file with such a slice is timed by the annotations only.
-//! * [`hostaddr`]: the host's interface addresses, read once at start-up
+//! * [`hostaddr`]: the host's interface addresses, read before every sync
 //!   for `nodePortAddresses` when no `--node-address` is given.
 //!
 //! The loop follows kube-proxy's BoundedFrequencyRunner: a change is
@@ -296,9 +296,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let mut logged = std::collections::HashSet::new();
     source.log_warnings(&mut logged);
     let settings = proxy_settings(&args.node, source.inventory())?;
-    let mut args = args.clone();
-    hostaddr::fill_node_addresses(&mut args.node, &settings.node_port_addresses);
-    let args = &args;
+    let mut host_addresses =
+        hostaddr::HostAddresses::new(&args.node, &settings.node_port_addresses);
     let sync_period = match &args.sync_period {
         Some(s) => duration("--sync-period", s)?,
         None => settings.sync_period,
@@ -398,9 +397,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         last_sync = Some(Instant::now());
         let compile_start = Instant::now();
+        let node_args = host_addresses.fill(&args.node);
         let compiled = compile_incrementally(
             &mut compiler,
-            &args.node,
+            &node_args,
             backend_name,
             source.inventory(),
             proxier.next_is_full(),
