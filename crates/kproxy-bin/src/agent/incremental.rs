@@ -109,8 +109,11 @@ struct FamilyCompiler {
     cache: PlanCache,
     fixed: Arc<BTreeSet<(String, String)>>,
     /// The fixed chains as last compiled, by owner (iptables).
-    shares: BTreeMap<(String, String), Shares>,
+    shares: SharesByChain,
 }
+
+/// The fixed chains' rules by owner, by (table, chain).
+type SharesByChain = BTreeMap<(String, String), Shares>;
 
 /// One fixed chain's rules by owner: the node's first rules, each service
 /// port's share (in plan order, which is name order), the node's last
@@ -152,12 +155,12 @@ struct SharesSink<'a> {
     rules: RulesetSink,
     fixed: &'a BTreeSet<(String, String)>,
     owner: Owner,
-    shares: BTreeMap<(String, String), Shares>,
+    shares: SharesByChain,
 }
 
 /// The shares of `chain` of `table` in `shares` if it is a fixed chain.
 fn shares_of<'s>(
-    shares: &'s mut BTreeMap<(String, String), Shares>,
+    shares: &'s mut SharesByChain,
     fixed: &BTreeSet<(String, String)>,
     table: &str,
     chain: &str,
@@ -225,7 +228,7 @@ fn layout_shares(
     plan: &Plan,
     layout: Layout,
     fixed: &BTreeSet<(String, String)>,
-) -> Result<(Ruleset, BTreeMap<(String, String), Shares>)> {
+) -> Result<(Ruleset, SharesByChain)> {
     let Layout::Iptables(profile) = layout else {
         return Ok((layout_plan(plan, layout, true)?, BTreeMap::new()));
     };
