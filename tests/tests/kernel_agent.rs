@@ -734,6 +734,29 @@ fn answered_by(o: &Outcome, pod: &str) -> bool {
     matches!(o, Outcome::Answered { pod: p, .. } if p == pod)
 }
 
+/// Starts `kproxy run --source dir:DIR` in the node's namespace with the
+/// testbed's cluster CIDR, fast polls and no minimum sync period, plus
+/// `extra` arguments; its log goes to `DIR.log`.
+fn spawn_agent(bed: &Testbed, dir: &std::path::Path, backend: &str, extra: &[&str]) -> Agent {
+    let log = dir.with_extension("log");
+    let node = bed.ns(Ns::Node);
+    let bin = kproxy_bin().to_string_lossy().to_string();
+    let source = format!("dir:{}", dir.display());
+    let child = Command::new(tool("ip").unwrap_or_else(|| "ip".into()))
+        .args(["netns", "exec", &node, &bin, "run", "--source", &source])
+        .args(["--backend", backend, "--hostname-override", "node1"])
+        .args(["--ip-family", "ipv4", "--cluster-cidr", "10.76.0.0/14"])
+        .args(["--min-sync-period", "0s", "--poll-interval", "20ms"])
+        .args(extra)
+        .env("KPROXY_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn kproxy run");
+    Agent { child, log }
+}
+
 fn agent_follows_directory(test: &str, backend: &str, loader: Loader) {
     let Some(bed) = testbed(test, loader) else {
         return;
@@ -744,31 +767,23 @@ fn agent_follows_directory(test: &str, backend: &str, loader: Loader) {
     std::fs::write(dir.join("svc.yaml"), SVC).expect("write");
     std::fs::write(dir.join("slice.yaml"), slice(&[9, 10])).expect("write");
     std::fs::write(dir.join("web.yaml"), WEB).expect("write");
-    let log = dir.with_extension("log");
-    let node = bed.ns(Ns::Node);
-    let bin = kproxy_bin().to_string_lossy().to_string();
-    let source = format!("dir:{}", dir.display());
-    let child = Command::new(tool("ip").unwrap_or_else(|| "ip".into()))
-        .args(["netns", "exec", &node, &bin, "run", "--source", &source])
-        .args(["--backend", backend, "--hostname-override", "node1"])
-        .args(["--ip-family", "ipv4", "--cluster-cidr", "10.76.0.0/14"])
-        .args([
+    let mut agent = spawn_agent(
+        &bed,
+        &dir,
+        backend,
+        &[
             "--node-address",
             "10.140.0.2/24",
             "--node-address",
             "192.168.50.1/24",
-        ])
-        .args(["--node-address", "10.76.0.1/24"])
-        .args(["--min-sync-period", "0s", "--poll-interval", "20ms"])
-        .args(["--healthz-bind-address", "127.0.0.1:10256"])
-        .args(["--metrics-bind-address", "127.0.0.1:10249"])
-        .env("KPROXY_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn kproxy run");
-    let mut agent = Agent { child, log };
+            "--node-address",
+            "10.76.0.1/24",
+            "--healthz-bind-address",
+            "127.0.0.1:10256",
+            "--metrics-bind-address",
+            "127.0.0.1:10249",
+        ],
+    );
     let svc = sock("10.79.255.4", 80);
     let web = sock("10.79.255.5", 80);
     let quick = Duration::from_millis(300);
@@ -902,26 +917,22 @@ fn agent_follows_host_addresses(test: &str, backend: &str, loader: Loader) {
     std::fs::create_dir_all(&dir).expect("scratch dir");
     std::fs::write(dir.join("svc.yaml"), SVC_NODEPORT).expect("write");
     std::fs::write(dir.join("slice.yaml"), slice(&[9, 10])).expect("write");
-    let log = dir.with_extension("log");
+    let mut agent = spawn_agent(
+        &bed,
+        &dir,
+        backend,
+        &[
+            "--nodeport-addresses",
+            "192.168.50.0/24",
+            "--sync-period",
+            "300ms",
+            "--healthz-bind-address",
+            "127.0.0.1:0",
+            "--metrics-bind-address",
+            "127.0.0.1:0",
+        ],
+    );
     let node = bed.ns(Ns::Node);
-    let bin = kproxy_bin().to_string_lossy().to_string();
-    let source = format!("dir:{}", dir.display());
-    let child = Command::new(tool("ip").unwrap_or_else(|| "ip".into()))
-        .args(["netns", "exec", &node, &bin, "run", "--source", &source])
-        .args(["--backend", backend, "--hostname-override", "node1"])
-        .args(["--ip-family", "ipv4", "--cluster-cidr", "10.76.0.0/14"])
-        .args(["--nodeport-addresses", "192.168.50.0/24"])
-        .args(["--min-sync-period", "0s", "--poll-interval", "20ms"])
-        .args(["--sync-period", "300ms"])
-        .args(["--healthz-bind-address", "127.0.0.1:0"])
-        .args(["--metrics-bind-address", "127.0.0.1:0"])
-        .env("KPROXY_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn kproxy run");
-    let mut agent = Agent { child, log };
     let quick = Duration::from_millis(300);
     let answers = |addr: &str| {
         matches!(
