@@ -197,18 +197,12 @@ fn main() {
         .compile_hinted(&source.inventory().state, &targets, true, hint.as_ref())
         .expect("compile");
     let compile = t.elapsed();
-    let Compiled::Full(d) = &first[0] else {
-        panic!("the first compile is full");
-    };
+    assert!(
+        matches!(first[0], Compiled::Full(_)),
+        "the first compile is full"
+    );
     let t = Instant::now();
-    let agent_first = std::env::var_os("KPROXY_BENCH_AGENT_FIRST").is_some();
-    match mode {
-        Mode::Iptables if !agent_first => bench::fast_first_load(&mut proxier, d),
-        Mode::Iptables | Mode::Nftables => {
-            let r = proxier.sync_compiled(&first, &metrics);
-            assert!(r.errors.is_empty(), "{:?}", r.errors);
-        }
-    }
+    bench::first_sync(mode, &mut proxier, &first, &metrics);
     println!(
         "{}: {} Services: initial lists {} (until synced), convert {}, compile {}, load {}",
         mode.name(),
@@ -239,19 +233,15 @@ fn main() {
             Some(1),
             "only {id:?} changed"
         );
-        let t = Instant::now();
-        let c = compiler
-            .compile_hinted(
-                &source.inventory().state,
-                &targets,
-                proxier.next_is_full(),
-                hint.as_ref(),
-            )
-            .expect("compile");
-        let compile = t.elapsed();
-        assert!(matches!(c[0], Compiled::Partial(_)), "not partial");
-        let r = proxier.sync_compiled(&c, &metrics);
-        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let (compile, r, partial) = bench::sync_changed(
+            &mut compiler,
+            &mut proxier,
+            &source.inventory().state,
+            &targets,
+            hint.as_ref(),
+            &metrics,
+        );
+        assert!(partial, "not partial");
         let total = t0.elapsed();
         println!(
             "{}: one Service changed ({}/{}): end to end {} = event->source {} (last poll {}) + compile {} + sync {}",
@@ -322,18 +312,14 @@ fn main() {
         }
         let (reported, poll, hint) =
             until_reported(&mut source, t0, "Service added/deleted", |s, _| has(s, add));
-        let t = Instant::now();
-        let c = compiler
-            .compile_hinted(
-                &source.inventory().state,
-                &targets,
-                proxier.next_is_full(),
-                hint.as_ref(),
-            )
-            .expect("compile");
-        let compile = t.elapsed();
-        let r = proxier.sync_compiled(&c, &metrics);
-        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let (compile, r, partial) = bench::sync_changed(
+            &mut compiler,
+            &mut proxier,
+            &source.inventory().state,
+            &targets,
+            hint.as_ref(),
+            &metrics,
+        );
         println!(
             "{}: one Service {}: end to end {} = event->source {} (last poll {}) + compile {} + sync {} ({})",
             mode.name(),
@@ -343,11 +329,7 @@ fn main() {
             ms(poll),
             ms(compile),
             ms(r.duration),
-            if matches!(c[0], Compiled::Partial(_)) {
-                "partial"
-            } else {
-                "full"
-            },
+            if partial { "partial" } else { "full" },
         );
     }
     drop(source);

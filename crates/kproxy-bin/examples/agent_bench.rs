@@ -163,14 +163,15 @@ fn main() {
             state.endpoint_slices[i]
                 .endpoints
                 .push(Endpoint::ready(ip.into()).on_node("node-1"));
-            let t = Instant::now();
-            let c = compiler
-                .compile(&state, &targets, proxier.next_is_full())
-                .expect("compile");
-            let compile = t.elapsed();
-            assert!(matches!(c[0], Compiled::Partial(_)), "not partial");
-            let r = proxier.sync_compiled(&c, &metrics);
-            assert!(r.errors.is_empty(), "{:?}", r.errors);
+            let (compile, r, partial) = bench::sync_changed(
+                &mut compiler,
+                &mut proxier,
+                &state,
+                &targets,
+                None,
+                &metrics,
+            );
+            assert!(partial, "not partial");
             println!(
                 "{}: one Service changed, incremental: end to end {} (compile {}, sync {})",
                 mode.name(),

@@ -68,18 +68,12 @@ fn main() {
         .compile_hinted(&source.inventory().state, &targets, true, hint.as_ref())
         .expect("compile");
     let compile = t.elapsed();
-    let Compiled::Full(d) = &first[0] else {
-        panic!("the first compile is full");
-    };
+    assert!(
+        matches!(first[0], Compiled::Full(_)),
+        "the first compile is full"
+    );
     let t = Instant::now();
-    let agent_first = std::env::var_os("KPROXY_BENCH_AGENT_FIRST").is_some();
-    match mode {
-        Mode::Iptables if !agent_first => bench::fast_first_load(&mut proxier, d),
-        Mode::Iptables | Mode::Nftables => {
-            let r = proxier.sync_compiled(&first, &metrics);
-            assert!(r.errors.is_empty(), "{:?}", r.errors);
-        }
-    }
+    bench::first_sync(mode, &mut proxier, &first, &metrics);
     println!(
         "{}: {} Services: first poll {} (parse + convert), compile {}, load {}",
         mode.name(),
@@ -116,19 +110,15 @@ fn main() {
         let hint = source.take_changed();
         let poll = t.elapsed();
         assert_eq!(changes.files.len(), 1);
-        let t = Instant::now();
-        let c = compiler
-            .compile_hinted(
-                &source.inventory().state,
-                &targets,
-                proxier.next_is_full(),
-                hint.as_ref(),
-            )
-            .expect("compile");
-        let compile = t.elapsed();
-        assert!(matches!(c[0], Compiled::Partial(_)), "not partial");
-        let r = proxier.sync_compiled(&c, &metrics);
-        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let (compile, r, partial) = bench::sync_changed(
+            &mut compiler,
+            &mut proxier,
+            &source.inventory().state,
+            &targets,
+            hint.as_ref(),
+            &metrics,
+        );
+        assert!(partial, "not partial");
         println!(
             "{}: one Service changed (file {file}): end to end {} = poll {} + compile {} + sync {} (hint: {:?})",
             mode.name(),
@@ -162,26 +152,23 @@ fn main() {
         source.poll();
         let hint = source.take_changed();
         let poll = t.elapsed();
-        let t = Instant::now();
-        let c = compiler
-            .compile_hinted(
-                &source.inventory().state,
-                &targets,
-                proxier.next_is_full(),
-                hint.as_ref(),
-            )
-            .expect("compile");
-        let compile = t.elapsed();
-        let r = proxier.sync_compiled(&c, &metrics);
-        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let (compile, r, partial) = bench::sync_changed(
+            &mut compiler,
+            &mut proxier,
+            &source.inventory().state,
+            &targets,
+            hint.as_ref(),
+            &metrics,
+        );
         println!(
-            "{}: one Service {}: end to end {} = poll {} + compile {} + sync {}",
+            "{}: one Service {}: end to end {} = poll {} + compile {} + sync {} ({})",
             mode.name(),
             if add { "added" } else { "deleted" },
             ms(t0.elapsed()),
             ms(poll),
             ms(compile),
             ms(r.duration),
+            if partial { "partial" } else { "full" },
         );
     }
 

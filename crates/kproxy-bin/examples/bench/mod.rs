@@ -2,14 +2,19 @@
 //! example of its own): a throwaway network namespace to run in, and a fast
 //! first iptables load.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kproxy_bin::agent::apply::iptables_full;
-use kproxy_bin::agent::sync::{Desired, Proxier};
+use kproxy_bin::agent::incremental::{Compiled, Compiler};
+use kproxy_bin::agent::metrics::Metrics;
+use kproxy_bin::agent::sync::{Desired, Mode, Proxier, SyncReport};
+use kproxy_bin::compile::Layout;
+use kproxy_core::model::{ClusterState, NamespacedName, NodeConfig};
 
 /// `d` in milliseconds, one decimal.
 pub fn ms(d: Duration) -> String {
@@ -76,4 +81,41 @@ pub fn fast_first_load(proxier: &mut Proxier, d: &Desired) {
         assert!(ok, "iptables -I {} {:?}", r.chain, r.args);
     }
     proxier.assume_applied(std::slice::from_ref(d));
+}
+
+/// The first (full) sync of `first`: for iptables, [`fast_first_load`]
+/// unless `KPROXY_BENCH_AGENT_FIRST` is set (then, as for nftables, the
+/// agent's own full sync).
+#[allow(dead_code)] // Not every bench starts from a compiled first sync.
+pub fn first_sync(mode: Mode, proxier: &mut Proxier, first: &[Compiled], metrics: &Metrics) {
+    let agent_first = std::env::var_os("KPROXY_BENCH_AGENT_FIRST").is_some();
+    match (mode, first) {
+        (Mode::Iptables, [Compiled::Full(d)]) if !agent_first => fast_first_load(proxier, d),
+        _ => {
+            let r = proxier.sync_compiled(first, metrics);
+            assert!(r.errors.is_empty(), "{:?}", r.errors);
+        }
+    }
+}
+
+/// One sync as `kproxy run` does it: the incremental compile of `state`
+/// told that `hint` changed, then the sync. Returns the compile time, the
+/// sync's report and whether the compile was partial.
+pub fn sync_changed(
+    compiler: &mut Compiler,
+    proxier: &mut Proxier,
+    state: &ClusterState,
+    targets: &[(NodeConfig, Layout)],
+    hint: Option<&BTreeSet<NamespacedName>>,
+    metrics: &Metrics,
+) -> (Duration, SyncReport, bool) {
+    let t = Instant::now();
+    let c = compiler
+        .compile_hinted(state, targets, proxier.next_is_full(), hint)
+        .expect("compile");
+    let compile = t.elapsed();
+    let partial = c.iter().all(|c| matches!(c, Compiled::Partial(_)));
+    let r = proxier.sync_compiled(&c, metrics);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    (compile, r, partial)
 }
