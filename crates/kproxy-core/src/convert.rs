@@ -63,6 +63,7 @@
 
 mod documents;
 mod error;
+mod fastyaml;
 mod inventory;
 mod node;
 mod service;

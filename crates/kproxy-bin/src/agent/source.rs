@@ -22,11 +22,11 @@ use kproxy_core::convert::{
 };
 use kproxy_core::model::{NamespacedName, Timestamp};
 
+/// A file as last read (its objects are its bucket in the store).
 #[derive(Debug, Clone)]
 struct Entry {
     mtime: Option<SystemTime>,
     len: u64,
-    objects: Vec<Object>,
 }
 
 /// What a poll found.
@@ -138,9 +138,9 @@ impl DirSource {
                     changes.errors.extend(errors.iter().map(|e| e.to_string()));
                     if objects.is_empty() && !errors.is_empty() {
                         // Nothing usable: keep what the file held before.
-                        self.files
-                            .get(&p)
-                            .map(|e| e.objects.clone())
+                        self.store
+                            .objects(&name)
+                            .map(<[Object]>::to_vec)
                             .unwrap_or_default()
                     } else {
                         objects
@@ -153,15 +153,8 @@ impl DirSource {
                     continue;
                 }
             };
-            updates.push((name, Some(objects.clone())));
-            self.files.insert(
-                p.clone(),
-                Entry {
-                    mtime,
-                    len,
-                    objects,
-                },
-            );
+            updates.push((name, Some(objects)));
+            self.files.insert(p.clone(), Entry { mtime, len });
             changes.files.push((p, mtime.unwrap_or(now)));
         }
         self.store.apply(updates);
@@ -178,8 +171,9 @@ impl DirSource {
     /// `endpoints.kubernetes.io/last-change-trigger-time` (its changes are
     /// timed by that, not by the file's modification time).
     pub fn has_trigger_time(&self, path: &Path) -> bool {
-        self.files.get(path).is_some_and(|e| {
-            e.objects.iter().any(|o| match o {
+        let objects = self.store.objects(&path.display().to_string());
+        objects.is_some_and(|objects| {
+            objects.iter().any(|o| match o {
                 Object::EndpointSlice(es) => es
                     .metadata
                     .annotations

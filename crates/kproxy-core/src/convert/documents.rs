@@ -51,7 +51,7 @@ impl Object {
 
 /// Budget for serde-saphyr: inputs are whole cluster dumps, so the defaults
 /// (1024 documents, 250k nodes) are raised; alias limits stay.
-fn yaml_options() -> serde_saphyr::Options {
+pub(super) fn yaml_options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_documents = 10_000_000;
     budget.max_nodes = 500_000_000;
@@ -93,7 +93,13 @@ pub fn parse_documents(text: &str, source: &str) -> Result<Vec<Object>, InputErr
 /// Like [`parse_documents`], but a bad document only adds an error and the
 /// others are still returned. A YAML syntax error still loses the whole text.
 pub fn parse_documents_lenient(text: &str, source: &str) -> (Vec<Object>, Vec<InputError>) {
-    let docs: Vec<Value> = match serde_saphyr::from_multiple_with_options(text, yaml_options()) {
+    // The fast reader takes the plain YAML most manifests are; serde-saphyr
+    // (whose results it equals) the rest, and reports errors.
+    let parsed = match super::fastyaml::read(text) {
+        Some(docs) => Ok(docs),
+        None => serde_saphyr::from_multiple_with_options(text, yaml_options()),
+    };
+    let docs: Vec<Value> = match parsed {
         Ok(d) => d,
         Err(e) => {
             return (
@@ -213,6 +219,11 @@ fn read_value(
 
 /// Deserialises a document into a typed object, naming the failing field.
 fn typed<T: serde::de::DeserializeOwned>(doc: Value) -> Result<Box<T>, String> {
+    // Path tracking allocates every key it passes: only a document that
+    // does not deserialise is read again with it, for the error's path.
+    if let Ok(t) = T::deserialize(&doc) {
+        return Ok(Box::new(t));
+    }
     serde_path_to_error::deserialize(doc)
         .map(Box::new)
         .map_err(|e| {

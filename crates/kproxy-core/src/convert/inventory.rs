@@ -68,11 +68,21 @@ pub fn inventory_with(
     objects: impl IntoIterator<Item = (String, Object)>,
     opts: &ConvertOptions,
 ) -> Inventory {
+    let objects: Vec<(String, Object)> = objects.into_iter().collect();
+    inventory_of(objects.iter().map(|(s, o)| (s.as_str(), o)), opts)
+}
+
+/// [`inventory_with`] of borrowed objects (the converters read them by
+/// reference; only kube-proxy configurations are copied).
+pub(super) fn inventory_of<'a>(
+    objects: impl IntoIterator<Item = (&'a str, &'a Object)>,
+    opts: &ConvertOptions,
+) -> Inventory {
     let mut inv = Inventory::default();
     let mut services: BTreeMap<NamespacedName, Service> = BTreeMap::new();
     let mut slices: BTreeMap<NamespacedName, EndpointSlice> = BTreeMap::new();
     let mut sliced_services: BTreeSet<NamespacedName> = BTreeSet::new();
-    let mut endpoints: Vec<(String, Box<corev1::Endpoints>)> = Vec::new();
+    let mut endpoints: Vec<(&str, &corev1::Endpoints)> = Vec::new();
     let w = &mut inv.warnings;
 
     fn add_slice(
@@ -91,7 +101,7 @@ pub fn inventory_with(
 
     for (source, object) in objects {
         match object {
-            Object::Service(svc) => match service_with(&svc, opts) {
+            Object::Service(svc) => match service_with(svc, opts) {
                 Ok(Outcome::Converted { value, warnings }) => {
                     w.extend(warnings.iter().map(|x| format!("{source}: {x}")));
                     let id = value.id.clone();
@@ -116,10 +126,10 @@ pub fn inventory_with(
                 {
                     sliced_services.insert(NamespacedName::new(namespace(&es.metadata), svc));
                 }
-                match endpoint_slice_with(&es, opts) {
+                match endpoint_slice_with(es, opts) {
                     Ok(Outcome::Converted { value, warnings }) => {
                         w.extend(warnings.iter().map(|x| format!("{source}: {x}")));
-                        add_slice(&mut slices, w, &source, value);
+                        add_slice(&mut slices, w, source, value);
                     }
                     Ok(Outcome::Skipped(r)) => w.push(format!(
                         "{source}: ignoring EndpointSlice {}: {r}",
@@ -129,11 +139,11 @@ pub fn inventory_with(
                 }
             }
             Object::Endpoints(ep) => endpoints.push((source, ep)),
-            Object::Node(n) => match node(&n) {
+            Object::Node(n) => match node(n) {
                 Ok(facts) => inv.nodes.push(facts),
                 Err(e) => w.push(format!("{source}: {e}")),
             },
-            Object::ServiceCidr(sc) => match service_cidr(&sc) {
+            Object::ServiceCidr(sc) => match service_cidr(sc) {
                 Ok(nets) => {
                     for net in nets {
                         if !inv.service_cidrs.contains(&net) {
@@ -143,12 +153,12 @@ pub fn inventory_with(
                 }
                 Err(e) => w.push(format!("{source}: {e}")),
             },
-            Object::ProxyConfig(c) => inv.proxy_configs.push(*c),
+            Object::ProxyConfig(c) => inv.proxy_configs.push(c.as_ref().clone()),
             Object::Other { kind, name, .. } => {
                 let kind = if kind.is_empty() {
                     "object without kind"
                 } else {
-                    &kind
+                    kind
                 };
                 if name.is_empty() {
                     w.push(format!("{source}: ignoring {kind}"));
@@ -170,11 +180,11 @@ pub fn inventory_with(
             ));
             continue;
         }
-        match endpoints_to_slices_with(&ep, opts) {
+        match endpoints_to_slices_with(ep, opts) {
             Ok(Outcome::Converted { value, warnings }) => {
                 w.extend(warnings.iter().map(|x| format!("{source}: {x}")));
                 for s in value {
-                    add_slice(&mut slices, w, &source, s);
+                    add_slice(&mut slices, w, source, s);
                 }
             }
             Ok(Outcome::Skipped(r)) => w.push(format!("{source}: ignoring Endpoints {id}: {r}")),

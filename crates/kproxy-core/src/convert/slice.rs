@@ -1,7 +1,7 @@
 //! `discovery.k8s.io/v1` EndpointSlice and `v1` Endpoints into
 //! [`model::EndpointSlice`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::discovery::v1 as discoveryv1;
@@ -154,17 +154,17 @@ pub fn endpoint_slice_with(
                 ));
                 continue;
             };
-            let field = format!("endpoints[{i}].addresses[0]");
+            let field = || format!("endpoints[{i}].addresses[0]");
             let Some(address) = sloppy::parse_ip(text) else {
                 warnings.push(ctx.warn(
-                    field,
+                    field(),
                     format!("{text:?} is not a valid IP; endpoint ignored"),
                 ));
                 continue;
             };
             if !family.contains(&address) {
                 warnings.push(ctx.warn(
-                    field,
+                    field(),
                     format!("{text:?} is not an {family} address (addressType {family}); endpoint ignored"),
                 ));
                 continue;
@@ -183,16 +183,14 @@ pub fn endpoint_slice_with(
                 zone: ep.zone.clone(),
                 zone_hints: hints
                     .and_then(|h| h.for_zones.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .map(|z| z.name.clone())
-                    .collect(),
+                    .map_or_else(BTreeSet::new, |z| {
+                        z.iter().map(|z| z.name.clone()).collect()
+                    }),
                 node_hints: hints
                     .and_then(|h| h.for_nodes.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .map(|n| n.name.clone())
-                    .collect(),
+                    .map_or_else(BTreeSet::new, |n| {
+                        n.iter().map(|n| n.name.clone()).collect()
+                    }),
             });
         }
     }

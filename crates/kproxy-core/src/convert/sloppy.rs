@@ -22,17 +22,21 @@ fn parse_v4(s: &str) -> Option<Ipv4Addr> {
     let mut parts = s.split('.');
     for octet in &mut octets {
         let part = parts.next()?;
-        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+        if part.is_empty() {
             return None;
         }
-        let digits = part.trim_start_matches('0');
-        *octet = if digits.is_empty() {
-            0
-        } else if digits.len() > 3 {
-            return None;
-        } else {
-            digits.parse().ok()?
-        };
+        // Decimal, any number of leading zeros, at most 255.
+        let mut value: u32 = 0;
+        for b in part.bytes() {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            value = value * 10 + u32::from(b - b'0');
+            if value > 255 {
+                return None;
+            }
+        }
+        *octet = u8::try_from(value).ok()?;
     }
     if parts.next().is_some() {
         return None;
@@ -123,6 +127,50 @@ mod tests {
         ] {
             assert_eq!(ip(bad), None, "{bad}");
         }
+    }
+
+    /// The octet reading of the first version (trim zeros, then parse).
+    fn reference_v4(s: &str) -> Option<Ipv4Addr> {
+        let mut octets = [0u8; 4];
+        let mut parts = s.split('.');
+        for octet in &mut octets {
+            let part = parts.next()?;
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let digits = part.trim_start_matches('0');
+            *octet = if digits.is_empty() {
+                0
+            } else if digits.len() > 3 {
+                return None;
+            } else {
+                digits.parse().ok()?
+            };
+        }
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Ipv4Addr::from(octets))
+    }
+
+    #[test]
+    fn ipv4_octets_as_the_reference() {
+        let pieces = [
+            "", "0", "00", "000000", "1", "01", "001", "0001", "9", "10", "99", "100", "199",
+            "255", "0255", "256", "0256", "999", "1000", "00000255", "1a", "+1", "-1", " 1", "1 ",
+            "\u{661}",
+        ];
+        let mut n = 0;
+        for a in pieces {
+            for b in pieces {
+                for tail in ["1.2", "255.0", "1", "1.2.3", "01.002"] {
+                    let s = format!("{a}.{b}.{tail}");
+                    assert_eq!(parse_v4(&s), reference_v4(&s), "{s}");
+                    n += usize::from(parse_v4(&s).is_some());
+                }
+            }
+        }
+        assert!(n > 100);
     }
 
     #[test]

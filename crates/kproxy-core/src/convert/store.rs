@@ -4,8 +4,9 @@
 //! change at a time. [`Store`] holds the objects in named buckets (a file,
 //! or one watched object each) and, when a bucket changes, re-converts only
 //! the objects of the Services it touches, patching the inventory in place:
-//! its [`Store::inventory`] equals [`inventory`] of every bucket's objects
-//! in bucket order (tests check it), without re-converting the cluster.
+//! its [`Store::inventory`] equals [`inventory`](super::inventory()) of
+//! every bucket's objects in bucket order (tests check it), without
+//! re-converting the cluster.
 //! [`Store::take_changed`] names the Services touched since the last call,
 //! the hint [`crate::incremental::PlanCache::update_hinted`] takes.
 //!
@@ -28,13 +29,15 @@
 //! assert_eq!(store.inventory().state.services.len(), 1);
 //! let changed = store.take_changed().expect("only Services changed");
 //! assert_eq!(changed.iter().next().unwrap().to_string(), "default/web");
+//! assert_eq!(store.objects("web.yaml").map(<[_]>::len), Some(1));
 //! store.remove("web.yaml");
 //! assert!(store.inventory().state.services.is_empty());
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::{ConvertOptions, Inventory, LABEL_SERVICE_NAME, Object, inventory, inventory_with};
+use super::inventory::inventory_of;
+use super::{ConvertOptions, Inventory, LABEL_SERVICE_NAME, Object};
 use crate::model::NamespacedName;
 
 /// More bucket changes than this at once are applied by converting
@@ -54,6 +57,8 @@ pub struct Store {
     /// The buckets holding objects of each Service.
     by_service: HashMap<NamespacedName, BTreeSet<String>>,
     merged: Inventory,
+    /// The names of each Service's slices in `merged`.
+    slices_of: HashMap<NamespacedName, Vec<NamespacedName>>,
     opts: ConvertOptions,
     /// Services touched since [`Store::take_changed`]; `None`: unknown
     /// (the inventory was rebuilt).
@@ -61,9 +66,10 @@ pub struct Store {
 }
 
 /// How an object relates to the inventory.
-enum Scope {
-    /// It belongs to this Service (a Service, its EndpointSlice or Endpoints).
-    Service(NamespacedName),
+enum Scope<'a> {
+    /// It belongs to this Service (a Service, its EndpointSlice or
+    /// Endpoints): namespace and name.
+    Service((&'a str, &'a str)),
     /// It concerns everything.
     Node,
     /// It converts to nothing (only a warning).
@@ -74,13 +80,13 @@ fn namespace(ns: &Option<String>) -> &str {
     ns.as_deref().filter(|s| !s.is_empty()).unwrap_or("default")
 }
 
-fn scope(o: &Object) -> Scope {
+fn scope(o: &Object) -> Scope<'_> {
     match o {
-        Object::Service(s) => Scope::Service(NamespacedName::new(
+        Object::Service(s) => Scope::Service((
             namespace(&s.metadata.namespace),
             s.metadata.name.as_deref().unwrap_or(""),
         )),
-        Object::EndpointSlice(es) => Scope::Service(NamespacedName::new(
+        Object::EndpointSlice(es) => Scope::Service((
             namespace(&es.metadata.namespace),
             es.metadata
                 .labels
@@ -88,7 +94,7 @@ fn scope(o: &Object) -> Scope {
                 .and_then(|l| l.get(LABEL_SERVICE_NAME))
                 .map_or("", String::as_str),
         )),
-        Object::Endpoints(ep) => Scope::Service(NamespacedName::new(
+        Object::Endpoints(ep) => Scope::Service((
             namespace(&ep.metadata.namespace),
             ep.metadata.name.as_deref().unwrap_or(""),
         )),
@@ -111,6 +117,11 @@ impl Store {
         &self.merged
     }
 
+    /// The objects of `bucket` (`None`: no such bucket).
+    pub fn objects(&self, bucket: &str) -> Option<&[Object]> {
+        self.buckets.get(bucket).map(|b| b.objects.as_slice())
+    }
+
     /// The Services whose objects changed since the last call (`None`:
     /// anything may have changed, e.g. a Node or a configuration did).
     pub fn take_changed(&mut self) -> Option<BTreeSet<NamespacedName>> {
@@ -120,10 +131,12 @@ impl Store {
     /// Replaces the objects of `bucket` (a new bucket is added).
     pub fn set(&mut self, bucket: &str, objects: Vec<Object>) {
         let old = self.buckets.remove(bucket).unwrap_or_default();
-        let warnings = bucket_warnings(bucket, &objects, &self.opts);
+        let change = Change::new(&old.objects, &objects);
+        let warnings = changed_warnings(bucket, &old, &objects, &change, &self.opts)
+            .unwrap_or_else(|| bucket_warnings(bucket, &objects, &self.opts));
         self.buckets
             .insert(bucket.to_string(), Bucket { objects, warnings });
-        self.changed_bucket(bucket, &old.objects);
+        self.changed_bucket(bucket, change);
     }
 
     /// Applies many bucket changes (`None`: the bucket is removed). Past
@@ -159,8 +172,11 @@ impl Store {
         self.by_service.clear();
         for (name, b) in &self.buckets {
             for o in &b.objects {
-                if let Scope::Service(n) = scope(o) {
-                    self.by_service.entry(n).or_default().insert(name.clone());
+                if let Scope::Service((ns, n)) = scope(o) {
+                    self.by_service
+                        .entry(NamespacedName::new(ns, n))
+                        .or_default()
+                        .insert(name.clone());
                 }
             }
         }
@@ -176,50 +192,40 @@ impl Store {
     /// Removes `bucket` and its objects.
     pub fn remove(&mut self, bucket: &str) {
         if let Some(old) = self.buckets.remove(bucket) {
-            self.changed_bucket(bucket, &old.objects);
+            self.changed_bucket(bucket, Change::new(&old.objects, &[]));
         }
     }
 
-    /// Updates the index and the inventory after `bucket` changed from
-    /// `old` to what it holds now.
-    fn changed_bucket(&mut self, bucket: &str, old: &[Object]) {
-        let new: &[Object] = self
-            .buckets
-            .get(bucket)
-            .map_or(&[], |b| b.objects.as_slice());
-        // The Services whose objects in this bucket differ (a file rewritten
-        // with one Service changed touches that one only).
-        let ((old_by, old_node), (new_by, new_node)) = (group(old), group(new));
-        // A kube-proxy configuration changes how every Service converts; a
-        // Node or ServiceCIDR changes only the node-wide facts.
-        let rebuild = configs(&old_node) != configs(&new_node);
-        let node = old_node != new_node;
-        let services: BTreeSet<NamespacedName> = old_by
-            .keys()
-            .chain(new_by.keys())
-            .filter(|n| old_by.get(*n) != new_by.get(*n))
-            .cloned()
-            .collect();
-        // The index: drop the bucket from the old objects' Services, add it
-        // to the new ones'.
-        for o in old {
-            if let Scope::Service(n) = scope(o)
-                && let Some(b) = self.by_service.get_mut(&n)
-            {
+    /// Updates the index and the inventory after `bucket` changed as
+    /// `change` says.
+    fn changed_bucket(&mut self, bucket: &str, change: Change) {
+        let Change {
+            rebuild,
+            node,
+            removed,
+            added_or_changed,
+        } = change;
+        // The index: the bucket holds objects of the new and changed
+        // Services, no longer of the removed ones (the others' entries
+        // already name it).
+        for n in &removed {
+            if let Some(b) = self.by_service.get_mut(n) {
                 b.remove(bucket);
                 if b.is_empty() {
-                    self.by_service.remove(&n);
+                    self.by_service.remove(n);
                 }
             }
         }
-        for o in new {
-            if let Scope::Service(n) = scope(o) {
+        for n in &added_or_changed {
+            if !self.by_service.get(n).is_some_and(|b| b.contains(bucket)) {
                 self.by_service
-                    .entry(n)
+                    .entry(n.clone())
                     .or_default()
                     .insert(bucket.to_string());
             }
         }
+        let services: BTreeSet<NamespacedName> =
+            removed.into_iter().chain(added_or_changed).collect();
         if rebuild {
             self.rebuild();
             return;
@@ -253,7 +259,11 @@ impl Store {
     /// another Service's slice (which one wins depends on buckets this
     /// does not look at).
     fn try_patch(&mut self, services: &BTreeSet<NamespacedName>) -> bool {
-        let mut objects: Vec<(String, Object)> = Vec::new();
+        let wanted: BTreeSet<(&str, &str)> = services
+            .iter()
+            .map(|n| (n.namespace.as_str(), n.name.as_str()))
+            .collect();
+        let mut objects: Vec<(&str, &Object)> = Vec::new();
         let buckets: BTreeSet<&String> = services
             .iter()
             .filter_map(|n| self.by_service.get(n))
@@ -264,91 +274,205 @@ impl Store {
                 continue;
             };
             for o in &bucket.objects {
-                if matches!(scope(o), Scope::Service(ref n) if services.contains(n)) {
-                    objects.push((b.clone(), o.clone()));
+                if let Scope::Service(n) = scope(o)
+                    && wanted.contains(&n)
+                {
+                    objects.push((b, o));
                 }
             }
         }
-        let part = inventory_with(objects, &self.opts);
-        let taken: BTreeSet<&NamespacedName> = self
-            .merged
-            .state
-            .endpoint_slices
-            .iter()
-            .filter(|s| !services.contains(&s.service_id()))
-            .map(|s| &s.id)
-            .collect();
-        if part
-            .state
-            .endpoint_slices
-            .iter()
-            .any(|s| taken.contains(&s.id))
-        {
+        let part = inventory_of(objects, &self.opts);
+        // `merged` holds Services and slices sorted by name, without
+        // duplicates: they are found by binary search (a scan of the
+        // cluster's objects would cost more than the rest).
+        let state = &mut self.merged.state;
+        let slices = &state.endpoint_slices;
+        if part.state.endpoint_slices.iter().any(|p| {
+            slices.binary_search_by(|s| s.id.cmp(&p.id)).is_ok_and(|i| {
+                let s = &slices[i];
+                !wanted.contains(&(s.id.namespace.as_str(), s.service_name.as_str()))
+            })
+        }) {
             return false;
         }
-        let state = &mut self.merged.state;
-        state.services.retain(|s| !services.contains(&s.id));
-        state
-            .endpoint_slices
-            .retain(|s| !services.contains(&s.service_id()));
+        // The old Services and slices that are not replaced go; the new
+        // ones take the place of their namesakes, or are inserted.
+        let new_services: BTreeSet<&NamespacedName> =
+            part.state.services.iter().map(|s| &s.id).collect();
+        for n in services.iter().filter(|n| !new_services.contains(n)) {
+            if let Ok(i) = state.services.binary_search_by(|s| s.id.cmp(n)) {
+                state.services.remove(i);
+            }
+        }
+        let new_slices: BTreeSet<&NamespacedName> =
+            part.state.endpoint_slices.iter().map(|s| &s.id).collect();
+        for n in services {
+            for id in self.slices_of.remove(n).into_iter().flatten() {
+                if !new_slices.contains(&id)
+                    && let Ok(i) = state.endpoint_slices.binary_search_by(|s| s.id.cmp(&id))
+                {
+                    state.endpoint_slices.remove(i);
+                }
+            }
+        }
         for svc in part.state.services {
-            let at = state.services.partition_point(|s| s.id < svc.id);
-            state.services.insert(at, svc);
+            match state.services.binary_search_by(|s| s.id.cmp(&svc.id)) {
+                Ok(i) => state.services[i] = svc,
+                Err(i) => state.services.insert(i, svc),
+            }
         }
         for slice in part.state.endpoint_slices {
-            let at = state.endpoint_slices.partition_point(|s| s.id < slice.id);
-            state.endpoint_slices.insert(at, slice);
+            self.slices_of
+                .entry(slice.service_id())
+                .or_default()
+                .push(slice.id.clone());
+            match state
+                .endpoint_slices
+                .binary_search_by(|s| s.id.cmp(&slice.id))
+            {
+                Ok(i) => state.endpoint_slices[i] = slice,
+                Err(i) => state.endpoint_slices.insert(i, slice),
+            }
         }
         true
     }
 
     /// The Nodes and ServiceCIDRs of every bucket, converted again (as
-    /// [`inventory`] converts them: Nodes in order, CIDRs in order without
-    /// duplicates).
+    /// [`inventory`](super::inventory()) converts them: Nodes in order,
+    /// CIDRs in order without duplicates).
     fn refresh_node_facts(&mut self) {
-        let objects: Vec<(String, Object)> = self
-            .buckets
-            .iter()
-            .flat_map(|(b, bucket)| {
-                bucket
-                    .objects
-                    .iter()
-                    .filter(|o| matches!(o, Object::Node(_) | Object::ServiceCidr(_)))
-                    .map(move |o| (b.clone(), o.clone()))
-            })
-            .collect();
-        let part = inventory_with(objects, &self.opts);
+        let objects = self.buckets.iter().flat_map(|(b, bucket)| {
+            bucket
+                .objects
+                .iter()
+                .filter(|o| matches!(o, Object::Node(_) | Object::ServiceCidr(_)))
+                .map(move |o| (b.as_str(), o))
+        });
+        let part = inventory_of(objects, &self.opts);
         self.merged.nodes = part.nodes;
         self.merged.service_cidrs = part.service_cidrs;
     }
 
     /// Converts every bucket again.
     fn rebuild(&mut self) {
-        let all: Vec<(String, Object)> = self
-            .buckets
-            .iter()
-            .flat_map(|(b, bucket)| bucket.objects.iter().map(move |o| (b.clone(), o.clone())))
-            .collect();
-        let opts = proxy_options(all.iter().map(|(_, o)| o));
+        let opts = proxy_options(self.buckets.values().flat_map(|b| b.objects.iter()));
         if opts != self.opts {
             self.opts = opts;
             for (name, b) in &mut self.buckets {
                 b.warnings = bucket_warnings(name, &b.objects, &self.opts);
             }
         }
-        let mut inv = inventory_with(all, &self.opts);
+        let all = self
+            .buckets
+            .iter()
+            .flat_map(|(b, bucket)| bucket.objects.iter().map(move |o| (b.as_str(), o)));
+        let mut inv = inventory_of(all, &self.opts);
         inv.warnings = self
             .buckets
             .values()
             .flat_map(|b| b.warnings.iter().cloned())
             .collect();
+        self.slices_of.clear();
+        for slice in &inv.state.endpoint_slices {
+            self.slices_of
+                .entry(slice.service_id())
+                .or_default()
+                .push(slice.id.clone());
+        }
         self.merged = inv;
         self.changed = None;
     }
 }
 
+/// What replacing a bucket's objects changes.
+struct Change {
+    /// A kube-proxy configuration changed (how every Service converts).
+    rebuild: bool,
+    /// A Node or ServiceCIDR changed (the node-wide facts).
+    node: bool,
+    /// The Services the bucket no longer holds objects of.
+    removed: Vec<NamespacedName>,
+    /// The Services whose objects in the bucket are new or differ (a file
+    /// rewritten with one Service changed touches that one only).
+    added_or_changed: Vec<NamespacedName>,
+}
+
+impl Change {
+    fn new(old: &[Object], new: &[Object]) -> Self {
+        let ((old_by, old_node), (new_by, new_node)) = (group(old), group(new));
+        Change {
+            rebuild: configs(&old_node) != configs(&new_node),
+            node: old_node != new_node,
+            removed: old_by
+                .keys()
+                .filter(|n| !new_by.contains_key(*n))
+                .map(|&(ns, n)| NamespacedName::new(ns, n))
+                .collect(),
+            added_or_changed: new_by
+                .iter()
+                .filter(|(n, objects)| old_by.get(*n) != Some(*objects))
+                .map(|(&(ns, n), _)| NamespacedName::new(ns, n))
+                .collect(),
+        }
+    }
+}
+
+/// The warnings of `new` replacing `old` in `bucket` (see
+/// [`bucket_warnings`]), from the objects of the changed Services alone;
+/// `None` when that cannot tell.
+///
+/// When the old objects gave no warning, those of the unchanged Services
+/// give none either (an object's own warnings do not depend on the others),
+/// except that one of their slices can become a duplicate of a changed
+/// Service's slice (or a slice mirrored from its Endpoints): the only
+/// warnings involving two Services. Without such a clash, the bucket's
+/// warnings are those of the changed Services' objects, in the same order.
+fn changed_warnings(
+    bucket: &str,
+    old: &Bucket,
+    new: &[Object],
+    change: &Change,
+    opts: &ConvertOptions,
+) -> Option<Vec<String>> {
+    if !old.warnings.is_empty() || change.node {
+        return None;
+    }
+    let changed: BTreeSet<(&str, &str)> = change
+        .added_or_changed
+        .iter()
+        .map(|n| (n.namespace.as_str(), n.name.as_str()))
+        .collect();
+    let mut objects: Vec<(&str, &Object)> = Vec::new();
+    // The names the unchanged Services' slices may take.
+    let mut names: HashSet<(&str, &str)> = HashSet::new();
+    for o in new {
+        match (scope(o), o) {
+            (Scope::Service(n), _) if changed.contains(&n) => objects.push((bucket, o)),
+            (Scope::Service(_), Object::EndpointSlice(es)) => {
+                names.insert((
+                    namespace(&es.metadata.namespace),
+                    es.metadata.name.as_deref().unwrap_or(""),
+                ));
+            }
+            // Mirrored slices' names are only known from converting.
+            (Scope::Service(_), Object::Endpoints(_)) => return None,
+            (Scope::Service(_), _) => {}
+            // (Other kinds give warnings; configurations set options.)
+            (Scope::Nothing, _) | (_, Object::ProxyConfig(_)) => return None,
+            (Scope::Node, _) => {}
+        }
+    }
+    let part = inventory_of(objects, opts);
+    let clash = part
+        .state
+        .endpoint_slices
+        .iter()
+        .any(|s| names.contains(&(s.id.namespace.as_str(), s.id.name.as_str())));
+    (!clash).then_some(part.warnings)
+}
+
 /// The conversion options the first kube-proxy configuration among
-/// `objects` sets (see [`inventory`]).
+/// `objects` sets (see [`inventory`](super::inventory())).
 fn proxy_options<'a>(mut objects: impl Iterator<Item = &'a Object>) -> ConvertOptions {
     ConvertOptions {
         service_proxy_name: objects
@@ -374,10 +498,13 @@ fn configs<'a>(objects: &[&'a Object]) -> Vec<&'a Object> {
 }
 
 /// Objects by the Service they belong to, and the node-wide ones.
-type Grouped<'a> = (BTreeMap<NamespacedName, Vec<&'a Object>>, Vec<&'a Object>);
+type Grouped<'a> = (
+    BTreeMap<(&'a str, &'a str), Vec<&'a Object>>,
+    Vec<&'a Object>,
+);
 
 fn group(objects: &[Object]) -> Grouped<'_> {
-    let mut by: BTreeMap<NamespacedName, Vec<&Object>> = BTreeMap::new();
+    let mut by: BTreeMap<(&str, &str), Vec<&Object>> = BTreeMap::new();
     let mut node: Vec<&Object> = Vec::new();
     for o in objects {
         match scope(o) {
@@ -391,19 +518,20 @@ fn group(objects: &[Object]) -> Grouped<'_> {
 
 /// The warnings of converting `objects` on their own.
 fn bucket_warnings(bucket: &str, objects: &[Object], opts: &ConvertOptions) -> Vec<String> {
-    let with_source = objects.iter().map(|o| (bucket.to_string(), o.clone()));
+    let with_source = objects.iter().map(|o| (bucket, o));
     if objects.iter().any(|o| matches!(o, Object::ProxyConfig(_))) {
-        // A configuration here sets the options for this bucket too.
-        inventory(with_source).warnings
+        // A configuration here sets the options for this bucket too (as
+        // `inventory` would).
+        inventory_of(with_source, &proxy_options(objects.iter())).warnings
     } else {
-        inventory_with(with_source, opts).warnings
+        inventory_of(with_source, opts).warnings
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::convert::parse_documents;
+    use crate::convert::{inventory, parse_documents};
     use crate::test_rng::Rng;
 
     fn service(ns: &str, name: &str, ip: &str) -> String {
@@ -438,6 +566,7 @@ mod tests {
         let mut store = Store::new();
         let mut files: BTreeMap<String, String> = BTreeMap::new();
         let mut rng = Rng(3);
+        let mut warned = 0;
         for step in 0..300 {
             let file = format!("f{}.yaml", rng.below(6));
             let mut text = String::new();
@@ -479,7 +608,84 @@ mod tests {
             let got = store.inventory();
             assert_eq!(got.state, want.state, "step {step}");
             assert_eq!(got.nodes, want.nodes, "step {step}");
+            // Warnings: each file's own, under the configuration of its own
+            // or else the first file's that has one.
+            let global = ConvertOptions {
+                service_proxy_name: want.proxy_configs.first().and_then(|c| {
+                    c.service_proxy_name
+                        .clone()
+                        .filter(|s| !s.trim().is_empty())
+                }),
+            };
+            let warnings: Vec<String> = files
+                .iter()
+                .flat_map(|(f, t)| {
+                    let objs = objects(t);
+                    let with_source = objs.iter().map(|o| (f.clone(), o.clone()));
+                    if objs.iter().any(|o| matches!(o, Object::ProxyConfig(_))) {
+                        inventory(with_source).warnings
+                    } else {
+                        crate::convert::inventory_with(with_source, &global).warnings
+                    }
+                })
+                .collect();
+            assert_eq!(got.warnings, warnings, "step {step}");
+            warned += usize::from(!warnings.is_empty());
         }
+        assert!(warned > 100, "{warned}");
+    }
+
+    #[test]
+    fn warnings_of_the_changed_services_are_the_buckets() {
+        let mut rng = Rng(11);
+        let opts = ConvertOptions::default();
+        let random_object = |rng: &mut Rng| {
+            let s = rng.below(4);
+            let (ns, name) = ("nx", format!("s{s}"));
+            let ip = if rng.below(8) == 0 { "bad" } else { "10.1.0.1" };
+            // Slice names shared between Services: duplicates across them.
+            let slice_name = format!("sl{}", rng.below(5));
+            let text = match rng.below(6) {
+                0 | 1 => service(ns, &name, &format!("10.96.0.{}", s + 1)),
+                2..=4 => slice(ns, &slice_name, &name, ip),
+                _ => endpoints(ns, &name, ip),
+            };
+            objects(&text).remove(0)
+        };
+        let (mut quick, mut clash) = (0, 0);
+        for _ in 0..3000 {
+            let old: Vec<Object> = (0..rng.below(6)).map(|_| random_object(&mut rng)).collect();
+            let old = Bucket {
+                warnings: bucket_warnings("b", &old, &opts),
+                objects: old,
+            };
+            if !old.warnings.is_empty() {
+                continue;
+            }
+            let mut new = old.objects.clone();
+            for _ in 0..1 + rng.below(2) {
+                let at = rng.below(new.len() + 1);
+                match rng.below(3) {
+                    0 => new.insert(at, random_object(&mut rng)),
+                    1 if at < new.len() => {
+                        new.remove(at);
+                    }
+                    _ if at < new.len() => new[at] = random_object(&mut rng),
+                    _ => {}
+                }
+            }
+            let change = Change::new(&old.objects, &new);
+            let want = bucket_warnings("b", &new, &opts);
+            match changed_warnings("b", &old, &new, &change, &opts) {
+                Some(got) => {
+                    assert_eq!(got, want);
+                    quick += usize::from(!got.is_empty());
+                }
+                None => clash += usize::from(want.iter().any(|w| w.contains("duplicate"))),
+            }
+        }
+        // Both ways are taken, with warnings to tell.
+        assert!(quick > 50 && clash > 20, "{quick} {clash}");
     }
 
     #[test]
