@@ -42,10 +42,8 @@ use bench::ms;
 use kproxy_bin::agent::incremental::{Compiled, Compiler};
 use kproxy_bin::agent::kube::KubeSource;
 use kproxy_bin::agent::metrics::Metrics;
-use kproxy_bin::agent::sync::{Mode, Proxier};
-use kproxy_bin::compile::Layout;
-use kproxy_core::model::{IpFamily, LocalDetector, NamespacedName, NodeConfig};
-use kproxy_core::profile::{IptablesProfile, NftablesProfile};
+use kproxy_bin::agent::sync::Proxier;
+use kproxy_core::model::NamespacedName;
 use kproxy_tests::apiserver::{Fixture, NODES, SERVICES, SLICES, kubeconfig};
 use serde_json::{Value, json};
 
@@ -146,17 +144,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mode = match args.get(2).map(String::as_str) {
-        Some("nftables") => Mode::Nftables,
-        _ => Mode::Iptables,
-    };
-    let layout = match mode {
-        Mode::Iptables => Layout::Iptables(IptablesProfile::Current),
-        Mode::Nftables => Layout::Nftables(NftablesProfile::Current),
-    };
-    let mut node_config = NodeConfig::new(IpFamily::V4, "node-3");
-    node_config.local_detector = LocalDetector::Cidr("10.0.0.0/8".parse().expect("constant"));
-    let targets = [(node_config.clone(), layout)];
+    let (mode, targets) = bench::target(args.get(2).map(String::as_str));
 
     // The namespace first: the fixture's listener, the source's thread
     // (and so its connections) and the tools all live in it.

@@ -29,10 +29,7 @@ use bench::ms;
 use kproxy_bin::agent::incremental::{Compiled, Compiler};
 use kproxy_bin::agent::metrics::Metrics;
 use kproxy_bin::agent::source::DirSource;
-use kproxy_bin::agent::sync::{Mode, Proxier};
-use kproxy_bin::compile::Layout;
-use kproxy_core::model::{IpFamily, LocalDetector, NodeConfig};
-use kproxy_core::profile::{IptablesProfile, NftablesProfile};
+use kproxy_bin::agent::sync::Proxier;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -40,17 +37,7 @@ fn main() {
         eprintln!("usage: agent_dir_bench DIR [iptables|nftables]");
         std::process::exit(2);
     };
-    let mode = match args.get(2).map(String::as_str) {
-        Some("nftables") => Mode::Nftables,
-        _ => Mode::Iptables,
-    };
-    let layout = match mode {
-        Mode::Iptables => Layout::Iptables(IptablesProfile::Current),
-        Mode::Nftables => Layout::Nftables(NftablesProfile::Current),
-    };
-    let mut node = NodeConfig::new(IpFamily::V4, "node-3");
-    node.local_detector = LocalDetector::Cidr("10.0.0.0/8".parse().expect("constant"));
-    let targets = [(node.clone(), layout)];
+    let (mode, targets) = bench::target(args.get(2).map(String::as_str));
 
     let _netns = bench::Netns::enter(&format!("kproxy-dirbench-{}", std::process::id()));
 

@@ -14,7 +14,8 @@ use kproxy_bin::agent::incremental::{Compiled, Compiler};
 use kproxy_bin::agent::metrics::Metrics;
 use kproxy_bin::agent::sync::{Desired, Mode, Proxier, SyncReport};
 use kproxy_bin::compile::Layout;
-use kproxy_core::model::{ClusterState, NamespacedName, NodeConfig};
+use kproxy_core::model::{ClusterState, IpFamily, LocalDetector, NamespacedName, NodeConfig};
+use kproxy_core::profile::{IptablesProfile, NftablesProfile};
 
 /// `d` in milliseconds, one decimal.
 pub fn ms(d: Duration) -> String {
@@ -118,4 +119,18 @@ pub fn sync_changed(
     let r = proxier.sync_compiled(&c, metrics);
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     (compile, r, partial)
+}
+
+/// The backend named by `arg` (`nftables`; anything else: iptables) and the
+/// compiler's target for it: node `node-3` of the synthetic clusters, pod
+/// CIDR `10.0.0.0/8`, the current release's layout.
+#[allow(dead_code)] // Not every bench takes the backend by name.
+pub fn target(arg: Option<&str>) -> (Mode, [(NodeConfig, Layout); 1]) {
+    let (mode, layout) = match arg {
+        Some("nftables") => (Mode::Nftables, Layout::Nftables(NftablesProfile::Current)),
+        _ => (Mode::Iptables, Layout::Iptables(IptablesProfile::Current)),
+    };
+    let mut node = NodeConfig::new(IpFamily::V4, "node-3");
+    node.local_detector = LocalDetector::Cidr("10.0.0.0/8".parse().expect("constant"));
+    (mode, [(node, layout)])
 }
