@@ -1,17 +1,18 @@
 //! Network programming latency (`kubeproxy_network_programming_duration_seconds`)
 //! from EndpointSlices' `endpoints.kubernetes.io/last-change-trigger-time`.
 //!
-//! kube-proxy (`pkg/proxy/endpointschangetracker.go`) records the trigger
-//! time of every EndpointSlice change it receives, if the time is later
-//! than its own start, and after each successful sync observes
-//! `now - trigger time` for every change that sync applied. The agent sees
-//! states, not change events, so a change is a slice whose `(id, trigger
-//! time)` was not there at the last successful sync: [`new_trigger_times`].
-//! Several updates of one slice between two syncs count once (the last);
-//! a slice whose content changes while its trigger time stays counts no
-//! more.
+//! kube-proxy's change tracker (`pkg/proxy/endpointschangetracker.go`):
+//! every EndpointSlice update that changes the slice (its ports and
+//! endpoints, not its annotations) adds the slice's trigger time, if later
+//! than the tracker's start, to its Service's pending times; a slice deleted
+//! drops its Service's pending times (the deletion's trigger time says
+//! nothing about now). At the start of a sync the pending times are taken;
+//! after the sync succeeds `now - t` is observed for each (a failed sync
+//! loses them). [`Tracker`] does the same with what the agent sees: the
+//! slices after each poll of its source (several updates of one slice
+//! between two polls count once; polls are much more frequent than syncs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kproxy_core::model::{EndpointSlice, NamespacedName, Timestamp};
@@ -36,53 +37,87 @@ pub fn system_time(t: Timestamp) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::new(secs, t.subsec_nanos()))
 }
 
-/// The trigger times in effect at the last successful sync, by slice.
-pub type Applied = BTreeMap<NamespacedName, Timestamp>;
-
-/// The trigger times of `slices` that are new since `applied` (the slice
-/// was not there, or had another trigger time) and later than `since` (the
-/// agent's start: kube-proxy ignores changes triggered before its change
-/// tracker existed), and the trigger times of `slices` to keep as
-/// `applied` once the sync that applies them has succeeded.
-pub fn new_trigger_times(
-    applied: &Applied,
-    slices: &[EndpointSlice],
-    since: Timestamp,
-) -> (Vec<Timestamp>, Applied) {
-    let mut fresh = Vec::new();
-    let mut next = Applied::new();
-    for s in slices {
-        let Some(t) = s.trigger_time else { continue };
-        if applied.get(&s.id) != Some(&t) && t > since {
-            fresh.push(t);
-        }
-        next.insert(s.id.clone(), t);
-    }
-    (fresh, next)
-}
-
-/// The trigger times of the slices applied by successful syncs.
+/// kube-proxy's trigger-time bookkeeping (see the module documentation).
 #[derive(Debug)]
 pub struct Tracker {
     since: Timestamp,
-    applied: Applied,
+    /// Each slice as last seen, without its trigger time, by slice.
+    seen: BTreeMap<NamespacedName, EndpointSlice>,
+    /// The trigger times of the changes not yet synced, by Service.
+    pending: BTreeMap<NamespacedName, Vec<Timestamp>>,
+}
+
+/// Whether `slice` belongs to one of `services` (`None`: all).
+fn of(services: Option<&BTreeSet<NamespacedName>>, slice: &EndpointSlice) -> bool {
+    services.is_none_or(|set| {
+        set.iter()
+            .any(|n| n.namespace == slice.id.namespace && n.name == slice.service_name)
+    })
 }
 
 impl Tracker {
-    /// A tracker that ignores changes triggered before `since`.
+    /// A tracker that ignores changes triggered before `since` (the agent's
+    /// start, as kube-proxy's tracker ignores those before its own).
     pub fn new(since: SystemTime) -> Self {
         Self {
             since: timestamp(since),
-            applied: Applied::new(),
+            seen: BTreeMap::new(),
+            pending: BTreeMap::new(),
         }
     }
 
-    /// After a successful sync of `slices`: the trigger times it applied
-    /// (to observe as `now - t`).
-    pub fn synced(&mut self, slices: &[EndpointSlice]) -> Vec<SystemTime> {
-        let (fresh, next) = new_trigger_times(&self.applied, slices, self.since);
-        self.applied = next;
-        fresh.into_iter().filter_map(system_time).collect()
+    /// After a poll: `slices` are every slice now; only those of `services`
+    /// (the Services the poll changed; `None`: any) may differ from the
+    /// last call. A deleted slice drops its Service's pending times; a new
+    /// or changed one adds its trigger time.
+    pub fn observe(
+        &mut self,
+        slices: &[EndpointSlice],
+        services: Option<&BTreeSet<NamespacedName>>,
+    ) {
+        let now: BTreeSet<&NamespacedName> = slices
+            .iter()
+            .filter(|s| of(services, s))
+            .map(|s| &s.id)
+            .collect();
+        let gone: Vec<NamespacedName> = self
+            .seen
+            .iter()
+            .filter(|(id, s)| of(services, s) && !now.contains(id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            if let Some(s) = self.seen.remove(&id) {
+                self.pending.remove(&s.service_id());
+            }
+        }
+        for slice in slices.iter().filter(|s| of(services, s)) {
+            let unchanged = self.seen.get(&slice.id).is_some_and(|old| {
+                old.service_name == slice.service_name
+                    && old.address_type == slice.address_type
+                    && old.ports == slice.ports
+                    && old.endpoints == slice.endpoints
+            });
+            if unchanged {
+                continue;
+            }
+            if let Some(t) = slice.trigger_time.filter(|t| *t > self.since) {
+                self.pending.entry(slice.service_id()).or_default().push(t);
+            }
+            let mut bare = slice.clone();
+            bare.trigger_time = None;
+            self.seen.insert(slice.id.clone(), bare);
+        }
+    }
+
+    /// At the start of a sync: the pending trigger times, taken (to observe
+    /// as `now - t` once the sync has succeeded).
+    pub fn take(&mut self) -> Vec<SystemTime> {
+        std::mem::take(&mut self.pending)
+            .into_values()
+            .flatten()
+            .filter_map(system_time)
+            .collect()
     }
 }
 
@@ -101,47 +136,63 @@ mod tests {
         s
     }
 
+    fn secs(ts: &[&str]) -> Vec<SystemTime> {
+        ts.iter().filter_map(|t| system_time(at(t))).collect()
+    }
+
     #[test]
-    fn only_new_trigger_times_after_the_start() {
+    fn trigger_times_as_kube_proxy_counts_them() {
         let since = at("2026-11-26T10:00:00Z");
+        let mut tr = Tracker::new(system_time(since).expect("time"));
+        let with_ep = |name: &str, t: Option<&str>, ip: &str| {
+            let mut s = slice(name, t);
+            s.endpoints
+                .push(kproxy_core::model::Endpoint::ready(ip.parse().expect("ip")));
+            s
+        };
         // The initial state: a change from before the start, one after, one
         // slice without the annotation.
-        let state = [
-            slice("old", Some("2026-11-26T09:59:59.999Z")),
-            slice("new", Some("2026-11-26T10:00:01Z")),
-            slice("plain", None),
+        let mut state = vec![
+            with_ep("old", Some("2026-11-26T09:59:59.999Z"), "10.0.0.1"),
+            with_ep("new", Some("2026-11-26T10:00:01Z"), "10.0.0.2"),
+            with_ep("plain", None, "10.0.0.3"),
         ];
-        let (fresh, applied) = new_trigger_times(&Applied::new(), &state, since);
-        assert_eq!(fresh, [at("2026-11-26T10:00:01Z")]);
-        assert_eq!(applied.len(), 2);
-
-        // Nothing changed: nothing new.
-        let (fresh, applied) = new_trigger_times(&applied, &state, since);
-        assert!(fresh.is_empty());
-
-        // "new" updated, "old" gone, "added" added, "plain" annotated.
-        let state = [
-            slice("new", Some("2026-11-26T10:00:05Z")),
-            slice("added", Some("2026-11-26T10:00:04Z")),
-            slice("plain", Some("2026-11-26T10:00:03Z")),
-        ];
-        let (fresh, applied) = new_trigger_times(&applied, &state, since);
+        tr.observe(&state, None);
+        assert_eq!(tr.take(), secs(&["2026-11-26T10:00:01Z"]));
+        // Taken: nothing more, and nothing when nothing changed.
+        tr.observe(&state, None);
+        assert!(tr.take().is_empty());
+        // Two updates of one slice between two syncs count twice.
+        state[1] = with_ep("new", Some("2026-11-26T10:00:02Z"), "10.0.0.4");
+        tr.observe(&state, Some(&[NamespacedName::new("ns", "svc")].into()));
+        state[1] = with_ep("new", Some("2026-11-26T10:00:03Z"), "10.0.0.5");
+        tr.observe(&state, None);
         assert_eq!(
-            fresh,
-            [
-                at("2026-11-26T10:00:05Z"),
-                at("2026-11-26T10:00:04Z"),
-                at("2026-11-26T10:00:03Z")
-            ]
+            tr.take(),
+            secs(&["2026-11-26T10:00:02Z", "2026-11-26T10:00:03Z"])
         );
-        assert!(!applied.contains_key(&NamespacedName::new("ns", "old")));
-
-        // A slice that comes back with the trigger time it had before it
-        // went away counts again.
-        let (fresh, applied) = new_trigger_times(&applied, &[], since);
-        assert!(fresh.is_empty() && applied.is_empty());
-        let (fresh, _) = new_trigger_times(&applied, &state[..1], since);
-        assert_eq!(fresh, [at("2026-11-26T10:00:05Z")]);
+        // A new trigger time without a change counts not; a change without
+        // a new trigger time counts its time again.
+        state[1].trigger_time = Some(at("2026-11-26T10:00:04Z"));
+        tr.observe(&state, None);
+        assert!(tr.take().is_empty());
+        state[1].endpoints.clear();
+        tr.observe(&state, None);
+        assert_eq!(tr.take(), secs(&["2026-11-26T10:00:04Z"]));
+        // A slice deleted drops its Service's pending times.
+        state[2] = with_ep("plain", Some("2026-11-26T10:00:05Z"), "10.0.0.6");
+        tr.observe(&state, None);
+        state.remove(0);
+        tr.observe(&state, None);
+        assert!(tr.take().is_empty());
+        // Slices of other Services than the changed ones are not looked at.
+        let mut other = with_ep("x", Some("2026-11-26T10:00:06Z"), "10.0.0.7");
+        other.service_name = "other".into();
+        state.push(other);
+        tr.observe(&state, Some(&[NamespacedName::new("ns", "svc")].into()));
+        assert!(tr.take().is_empty());
+        tr.observe(&state, Some(&[NamespacedName::new("ns", "other")].into()));
+        assert_eq!(tr.take(), secs(&["2026-11-26T10:00:06Z"]));
     }
 
     #[test]
@@ -149,11 +200,13 @@ mod tests {
         let start = UNIX_EPOCH + Duration::new(1_795_687_200, 0);
         let mut tr = Tracker::new(start);
         let s = [slice("a", Some("2026-11-26T10:00:00.5Z"))];
+        tr.observe(&s, None);
         assert_eq!(
-            tr.synced(&s),
+            tr.take(),
             [UNIX_EPOCH + Duration::new(1_795_687_200, 500_000_000)]
         );
-        assert!(tr.synced(&s).is_empty());
+        tr.observe(&s, None);
+        assert!(tr.take().is_empty());
         let t = UNIX_EPOCH + Duration::new(5, 7);
         assert_eq!(timestamp(t), Timestamp::from_unix(5, 7).expect("valid"));
         assert_eq!(system_time(timestamp(t)), Some(t));

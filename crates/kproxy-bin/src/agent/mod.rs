@@ -276,6 +276,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         let mut source = Source::Dir(DirSource::new(dir));
         let first = source.poll();
+        triggers.observe(&source.inventory().state.endpoint_slices, None);
         (source, first)
     } else if args.source == "kube" {
         let settings = proxy_settings(&args.node, &Inventory::default())?;
@@ -358,6 +359,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
             let polled = source.poll();
             if polled.changed {
                 info!("source changed");
+                triggers.observe(
+                    &source.inventory().state.endpoint_slices,
+                    polled.services.as_ref(),
+                );
                 source.log_warnings(&mut logged);
                 hint = match (hint, polled.services) {
                     (Some(mut a), Some(b)) => {
@@ -396,6 +401,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
             proxier.check_canary();
         }
         last_sync = Some(Instant::now());
+        // The changes this sync applies, timed (kube-proxy takes them at
+        // the start of a sync; a failed sync loses them).
+        let mut triggered = triggers.take();
+        triggered.append(&mut pending);
         let compile_start = Instant::now();
         let node_args = host_addresses.fill(&args.node);
         let compiled = compile_incrementally(
@@ -424,8 +433,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         let report = proxier.sync_compiled(&wanted, &metrics);
         if report.errors.is_empty() {
             let now = SystemTime::now();
-            pending.extend(triggers.synced(&source.inventory().state.endpoint_slices));
-            for t in pending.drain(..) {
+            for t in triggered {
                 if let Ok(d) = now.duration_since(t) {
                     metrics.observe_programming(d);
                 }
