@@ -47,12 +47,24 @@ pub struct Tracker {
     pending: BTreeMap<NamespacedName, Vec<Timestamp>>,
 }
 
-/// Whether `slice` belongs to one of `services` (`None`: all).
-fn of(services: Option<&BTreeSet<NamespacedName>>, slice: &EndpointSlice) -> bool {
-    services.is_none_or(|set| {
-        set.iter()
-            .any(|n| n.namespace == slice.id.namespace && n.name == slice.service_name)
-    })
+/// The Services to look at (`None`: all), by (namespace, name).
+struct Filter<'a>(Option<BTreeSet<(&'a str, &'a str)>>);
+
+impl<'a> Filter<'a> {
+    fn new(services: Option<&'a BTreeSet<NamespacedName>>) -> Self {
+        Self(services.map(|set| {
+            set.iter()
+                .map(|n| (n.namespace.as_str(), n.name.as_str()))
+                .collect()
+        }))
+    }
+
+    /// Whether `slice` belongs to one of the Services.
+    fn has(&self, slice: &EndpointSlice) -> bool {
+        self.0.as_ref().is_none_or(|set| {
+            set.contains(&(slice.id.namespace.as_str(), slice.service_name.as_str()))
+        })
+    }
 }
 
 impl Tracker {
@@ -75,15 +87,13 @@ impl Tracker {
         slices: &[EndpointSlice],
         services: Option<&BTreeSet<NamespacedName>>,
     ) {
-        let now: BTreeSet<&NamespacedName> = slices
-            .iter()
-            .filter(|s| of(services, s))
-            .map(|s| &s.id)
-            .collect();
+        let of = Filter::new(services);
+        let now: BTreeSet<&NamespacedName> =
+            slices.iter().filter(|s| of.has(s)).map(|s| &s.id).collect();
         let gone: Vec<NamespacedName> = self
             .seen
             .iter()
-            .filter(|(id, s)| of(services, s) && !now.contains(id))
+            .filter(|(id, s)| of.has(s) && !now.contains(id))
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
@@ -91,7 +101,7 @@ impl Tracker {
                 self.pending.remove(&s.service_id());
             }
         }
-        for slice in slices.iter().filter(|s| of(services, s)) {
+        for slice in slices.iter().filter(|s| of.has(s)) {
             let unchanged = self.seen.get(&slice.id).is_some_and(|old| {
                 old.service_name == slice.service_name
                     && old.address_type == slice.address_type
