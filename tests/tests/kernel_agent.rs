@@ -221,6 +221,29 @@ fn differences(want: &Ruleset, got: &Ruleset) -> String {
     out
 }
 
+/// Loads `d` with a new proxier, in one part, into the empty namespace
+/// `fresh`, and asserts that `ns` holds the same rules (`after` says what
+/// `ns` went through).
+fn assert_same_as_fresh(
+    mode: Mode,
+    ns: &str,
+    fresh: &str,
+    d: &[Desired],
+    metrics: &Metrics,
+    after: &str,
+) {
+    let mut full = Proxier::new(mode);
+    full.fresh_batch_rules = 0;
+    let report = in_ns(fresh, || full.sync(d, metrics));
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let (got, want) = (dump(mode, ns), dump(mode, fresh));
+    assert!(
+        got == want,
+        "the rules differ from a fresh full sync after {after}:\n{}",
+        differences(&want, &got)
+    );
+}
+
 /// How the agent gets its rules in [`incremental_equals_full`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Via {
@@ -334,16 +357,7 @@ fn incremental_equals_full(test: &str, mode: Mode, loader: Loader, via: Via) {
     assert!(proxier.stale_chains().is_empty());
 
     let d = desired(mode, &state, &node);
-    let mut full = Proxier::new(mode);
-    full.fresh_batch_rules = 0;
-    let report = in_ns(&fresh, || full.sync(&d, &metrics));
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    let (got, want) = (dump(mode, &inc), dump(mode, &fresh));
-    assert!(
-        got == want,
-        "incremental state differs from a fresh full sync after {log:?}:\n{}",
-        differences(&want, &got)
-    );
+    assert_same_as_fresh(mode, &inc, &fresh, &d, &metrics, &format!("{log:?}"));
     let text = metrics.render();
     assert!(text.contains("kubeproxy_sync_full_proxy_rules_duration_seconds_count 2"));
     assert!(text.contains(&format!(
@@ -458,11 +472,7 @@ fn affinity_timeout_change(test: &str, mode: Mode, loader: Loader) {
     let r = in_ns(&ns, || proxier.sync_compiled(&c, &metrics));
     assert!(r.errors.is_empty() && !r.full, "{:?}", r.errors);
     let d = desired(mode, &state, &node);
-    let mut full = Proxier::new(mode);
-    let r = in_ns(&fresh, || full.sync(&d, &metrics));
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    let (got, want) = (dump(mode, &ns), dump(mode, &fresh));
-    assert!(got == want, "{}", differences(&want, &got));
+    assert_same_as_fresh(mode, &ns, &fresh, &d, &metrics, "a timeout change");
 }
 
 #[test]
@@ -530,11 +540,7 @@ fn restart_writes_only_what_differs() {
     assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
     let nat = written(&m3, "nat");
     assert!(nat > 0 && nat < total_nat / 2, "wrote {nat} of {total_nat}");
-    let mut full = Proxier::new(Mode::Iptables);
-    let r = in_ns(&fresh, || full.sync(&d, &metrics));
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    let (got, want) = (dump(Mode::Iptables, &ns), dump(Mode::Iptables, &fresh));
-    assert!(got == want, "{}", differences(&want, &got));
+    assert_same_as_fresh(Mode::Iptables, &ns, &fresh, &d, &metrics, "restarts");
 }
 
 /// The node's kproxy rules wiped behind the agent's back: the next partial
@@ -582,11 +588,7 @@ fn failed_sync_forces_full(test: &str, mode: Mode, loader: Loader) {
     assert!(text.contains(counter), "{text}");
     let r = in_ns(&ns, || proxier.sync(&d, &metrics));
     assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
-    let mut full = Proxier::new(mode);
-    let r = in_ns(&fresh, || full.sync(&d, &metrics));
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    let (got, want) = (dump(mode, &ns), dump(mode, &fresh));
-    assert!(got == want, "{}", differences(&want, &got));
+    assert_same_as_fresh(mode, &ns, &fresh, &d, &metrics, "a failed sync");
 }
 
 #[test]
@@ -772,17 +774,15 @@ fn agent_follows_directory(test: &str, backend: &str, loader: Loader) {
         &dir,
         backend,
         &[
-            "--node-address",
-            "10.140.0.2/24",
-            "--node-address",
-            "192.168.50.1/24",
-            "--node-address",
-            "10.76.0.1/24",
-            "--healthz-bind-address",
-            "127.0.0.1:10256",
-            "--metrics-bind-address",
-            "127.0.0.1:10249",
-        ],
+            NODE_ADDRESS_ARGS_V4.as_slice(),
+            &[
+                "--healthz-bind-address",
+                "127.0.0.1:10256",
+                "--metrics-bind-address",
+                "127.0.0.1:10249",
+            ],
+        ]
+        .concat(),
     );
     let svc = sock("10.79.255.4", 80);
     let web = sock("10.79.255.5", 80);

@@ -39,6 +39,16 @@ pub const CLIENT_IP: &str = "192.168.50.2";
 pub const CLIENT_IP_ALT: &str = "192.168.50.3";
 /// The client's IPv6 address.
 pub const CLIENT_IP6: &str = "fd00:50::2";
+/// The `--node-address` arguments naming the node's IPv4 interface
+/// addresses (what kube-proxy would read from the host).
+pub const NODE_ADDRESS_ARGS_V4: [&str; 6] = [
+    "--node-address",
+    "10.140.0.2/24",
+    "--node-address",
+    "192.168.50.1/24",
+    "--node-address",
+    "10.76.0.1/24",
+];
 /// The port every pod serves on, TCP and UDP.
 pub const POD_PORT: u16 = 9376;
 /// The pods of every testbed (last octet of 10.76.0.N; named `pod-N`).
@@ -187,20 +197,10 @@ fn fixture_args(loader: Loader, family: Family, extra: &[&str]) -> Vec<String> {
     args.extend(loader.compile_args().iter().map(|s| s.to_string()));
     match family {
         Family::V4 => args.extend(
-            [
-                "--ip-family",
-                "ipv4",
-                "--cluster-cidr",
-                "10.76.0.0/14",
-                "--node-address",
-                "10.140.0.2/24",
-                "--node-address",
-                "192.168.50.1/24",
-                "--node-address",
-                "10.76.0.1/24",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
+            ["--ip-family", "ipv4", "--cluster-cidr", "10.76.0.0/14"]
+                .into_iter()
+                .chain(NODE_ADDRESS_ARGS_V4)
+                .map(str::to_string),
         ),
         Family::V6 => args.extend(
             [

@@ -84,19 +84,33 @@ pub fn fast_first_load(proxier: &mut Proxier, d: &Desired) {
     proxier.assume_applied(std::slice::from_ref(d));
 }
 
-/// The first (full) sync of `first`: for iptables, [`fast_first_load`]
-/// unless `KPROXY_BENCH_AGENT_FIRST` is set (then, as for nftables, the
-/// agent's own full sync).
+/// The first (full) compile of `state` and its sync: for iptables,
+/// [`fast_first_load`] unless `KPROXY_BENCH_AGENT_FIRST` is set (then, as
+/// for nftables, the agent's own full sync). Returns the compile and load
+/// times.
 #[allow(dead_code)] // Not every bench starts from a compiled first sync.
-pub fn first_sync(mode: Mode, proxier: &mut Proxier, first: &[Compiled], metrics: &Metrics) {
+pub fn first_sync(
+    mode: Mode,
+    compiler: &mut Compiler,
+    proxier: &mut Proxier,
+    state: &ClusterState,
+    targets: &[(NodeConfig, Layout)],
+    metrics: &Metrics,
+) -> (Duration, Duration) {
+    let t = Instant::now();
+    let first = compiler.compile(state, targets, true).expect("compile");
+    let compile = t.elapsed();
+    let t = Instant::now();
     let agent_first = std::env::var_os("KPROXY_BENCH_AGENT_FIRST").is_some();
-    match (mode, first) {
+    match (mode, first.as_slice()) {
         (Mode::Iptables, [Compiled::Full(d)]) if !agent_first => fast_first_load(proxier, d),
-        _ => {
-            let r = proxier.sync_compiled(first, metrics);
+        (_, [Compiled::Full(_)]) => {
+            let r = proxier.sync_compiled(&first, metrics);
             assert!(r.errors.is_empty(), "{:?}", r.errors);
         }
+        _ => panic!("the first compile is full, of one family"),
     }
+    (compile, t.elapsed())
 }
 
 /// One sync as `kproxy run` does it: the incremental compile of `state`

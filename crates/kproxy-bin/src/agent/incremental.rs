@@ -100,7 +100,8 @@ impl Partial {
 }
 
 fn is_fixed(fixed: &BTreeSet<(String, String)>, table: &str, chain: &str) -> bool {
-    fixed.contains(&(table.to_string(), chain.to_string()))
+    // The fixed chains are few: compare names without allocating.
+    fixed.iter().any(|(t, c)| c == chain && t == table)
 }
 
 #[derive(Debug)]
@@ -166,8 +167,7 @@ fn shares_of<'s>(
     chain: &str,
     make: impl FnOnce() -> Chain,
 ) -> Option<&'s mut Shares> {
-    // The fixed chains are few: compare names without allocating.
-    if !fixed.iter().any(|(t, c)| c == chain && t == table) {
+    if !is_fixed(fixed, table, chain) {
         return None;
     }
     Some(
