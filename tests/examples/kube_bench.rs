@@ -164,7 +164,7 @@ fn main() {
     let port = fx.serve_on(TcpListener::bind("127.0.0.1:0").expect("bind in the namespace"));
     let cfg = kubeconfig(port);
 
-    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let metrics = Metrics::new(mode, Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
     let mut compiler = Compiler::new();
     let t = Instant::now();

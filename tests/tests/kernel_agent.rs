@@ -304,7 +304,7 @@ fn incremental_equals_full(test: &str, mode: Mode, loader: Loader, via: Via) {
         services: pool.services[..16].to_vec(),
         endpoint_slices: pool.endpoint_slices[..16].to_vec(),
     };
-    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let metrics = Metrics::new(mode, Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
     proxier.stale_chain_delay = Duration::ZERO;
     if via != Via::Rulesets {
@@ -373,7 +373,7 @@ fn incremental_equals_full(test: &str, mode: Mode, loader: Loader, via: Via) {
             .map(str::to_string)
             .collect()
     };
-    let fresh_metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let fresh_metrics = Metrics::new(mode, Duration::from_secs(60));
     let mut again = Proxier::new(mode);
     let report = in_ns(&fresh, || again.sync(&d, &fresh_metrics));
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -454,7 +454,7 @@ fn affinity_timeout_change(test: &str, mode: Mode, loader: Loader) {
     let node = node_config();
     let mut state = cluster(6, 2);
     state.services[0].session_affinity_timeout = Some(600);
-    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let metrics = Metrics::new(mode, Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
     let mut compiler = Compiler::new();
     let targets = [(node.clone(), layout_of(mode))];
@@ -507,7 +507,7 @@ fn restart_writes_only_what_differs() {
     let fresh = nss.create("fresh").unwrap_or_else(|e| panic!("{e}"));
     let node = node_config();
     let mut state = cluster(12, 3);
-    let metrics = Metrics::new("iptables", Duration::from_secs(60));
+    let metrics = Metrics::new(Mode::Iptables, Duration::from_secs(60));
     let mut first = Proxier::new(Mode::Iptables);
     let d = desired(Mode::Iptables, &state, &node);
     let r = in_ns(&ns, || first.sync(&d, &metrics));
@@ -523,7 +523,7 @@ fn restart_writes_only_what_differs() {
     let total_nat = written(&metrics, "nat");
     assert!(total_nat > 100, "{}", metrics.render());
     // Restarted with the same state: nothing to write.
-    let m2 = Metrics::new("iptables", Duration::from_secs(60));
+    let m2 = Metrics::new(Mode::Iptables, Duration::from_secs(60));
     let mut again = Proxier::new(Mode::Iptables);
     let r = in_ns(&ns, || again.sync(&d, &m2));
     assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
@@ -534,7 +534,7 @@ fn restart_writes_only_what_differs() {
         .push(Endpoint::ready(ip("10.9.9.9")).on_node("node-1"));
     state.services.remove(5);
     let d = desired(Mode::Iptables, &state, &node);
-    let m3 = Metrics::new("iptables", Duration::from_secs(60));
+    let m3 = Metrics::new(Mode::Iptables, Duration::from_secs(60));
     let mut third = Proxier::new(Mode::Iptables);
     let r = in_ns(&ns, || third.sync(&d, &m3));
     assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
@@ -555,7 +555,7 @@ fn failed_sync_forces_full(test: &str, mode: Mode, loader: Loader) {
     let fresh = nss.create("fresh").unwrap_or_else(|e| panic!("{e}"));
     let node = node_config();
     let mut state = cluster(8, 2);
-    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let metrics = Metrics::new(mode, Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
     let d = desired(mode, &state, &node);
     let r = in_ns(&ns, || proxier.sync(&d, &metrics));
@@ -1071,7 +1071,7 @@ fn udp_flow_follows_endpoints(test: &str, mode: Mode, loader: Loader) {
         return;
     };
     let node = udp_node();
-    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let metrics = Metrics::new(mode, Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
     let node_ns = bed.ns(Ns::Node);
     let d = desired(mode, &udp_state_with(&[9]), &node);
@@ -1191,7 +1191,7 @@ fn udp_flow_reaches_first_endpoint(test: &str, mode: Mode, loader: Loader) {
             &["ip", "route", "add", addr, "via", &format!("10.76.0.{pod}")],
         );
     }
-    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let metrics = Metrics::new(mode, Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
     let d = desired(mode, &ClusterState::default(), &node);
     let r = in_ns(&node_ns, || proxier.sync(&d, &metrics));
@@ -1354,7 +1354,7 @@ fn cleanup_removes_only_kube_proxy_state() {
     let nft_before = netns_exec(&ns, &["nft", "list", "ruleset"]).unwrap_or_else(|e| panic!("{e}"));
 
     // kproxy's rules of both modes and both families.
-    let metrics = Metrics::new("iptables", Duration::from_secs(60));
+    let metrics = Metrics::new(Mode::Iptables, Duration::from_secs(60));
     let node4 = node_config();
     let mut node6 = NodeConfig::new(IpFamily::V6, "node-3");
     node6.local_detector = LocalDetector::Cidr("fd00::/48".parse().expect("constant"));
@@ -1409,7 +1409,7 @@ fn canary_forces_full_sync(test: &str, mode: Mode, loader: Loader) {
     let nss = Namespaces::new();
     let ns = nss.create("canary").unwrap_or_else(|e| panic!("{e}"));
     let node = node_config();
-    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let metrics = Metrics::new(mode, Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
     let d = desired(mode, &cluster(4, 2), &node);
     let r = in_ns(&ns, || proxier.sync(&d, &metrics));

@@ -55,7 +55,7 @@ fn main() {
             mode.name()
         ));
 
-        let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+        let metrics = Metrics::new(mode, Duration::from_secs(60));
         let mut proxier = Proxier::new(mode);
         let minimal = std::env::var_os("KPROXY_BENCH_MINIMAL").is_some();
         proxier.minimal_partial_syncs = minimal;

@@ -41,7 +41,7 @@ fn main() {
 
     let _netns = bench::Netns::enter(&format!("kproxy-dirbench-{}", std::process::id()));
 
-    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let metrics = Metrics::new(mode, Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
     let mut compiler = Compiler::new();
     let mut source = DirSource::new(dir);

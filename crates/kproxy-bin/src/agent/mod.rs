@@ -28,6 +28,7 @@
 
 pub mod apply;
 pub mod cleanup;
+pub mod configz;
 pub mod conntrack;
 pub mod exec;
 pub mod hostaddr;
@@ -156,15 +157,34 @@ pub fn compile_incrementally(
     compiler.compile_hinted(&inv.state, &targets, full, hint)
 }
 
+/// The service ports whose Local traffic policy drops their traffic for
+/// want of a local endpoint (kube-proxy's
+/// `kubeproxy_sync_proxy_rules_no_local_endpoints_total`): internal and
+/// external, as the planner decided them.
+pub fn no_local_endpoints<'a>(
+    service_ports: impl IntoIterator<Item = &'a kproxy_core::plan::ServicePortPlan>,
+) -> (usize, usize) {
+    use kproxy_core::plan::Disposition;
+    service_ports
+        .into_iter()
+        .fold((0, 0), |(internal, external), sp| {
+            (
+                internal + usize::from(sp.internal == Disposition::Drop),
+                external + usize::from(sp.external == Disposition::Drop),
+            )
+        })
+}
+
 fn start_server(
     what: &str,
     addr: &str,
-    handler: impl FnOnce() -> Arc<dyn Fn(&str) -> http::Response + Send + Sync>,
+    handler: impl FnOnce() -> http::Handler,
+    blocking: http::Blocking,
 ) -> Option<http::Server> {
     if addr.is_empty() {
         return None;
     }
-    match http::serve(addr, handler()) {
+    match http::serve(addr, handler(), blocking) {
         Ok(s) => {
             info!(address = %s.addr, "{what} server listening");
             Some(s)
@@ -185,7 +205,8 @@ enum Source {
 /// What one poll of a source found.
 struct Polled {
     changed: bool,
-    /// When the changes happened (for network programming latency).
+    /// When the changes happened, if known (the `dir:` source's changed
+    /// files without annotated slices; for network programming latency).
     times: Vec<SystemTime>,
     /// The Services whose objects changed (`None`: anything may have).
     services: Option<BTreeSet<NamespacedName>>,
@@ -250,6 +271,25 @@ impl Source {
     }
 }
 
+/// After a poll: the tracker sees the slices and Services (`polled.services`
+/// may have changed) and the changed files' times; the change counts go to
+/// the metrics.
+fn observe_changes(
+    triggers: &mut latency::Tracker,
+    source: &Source,
+    polled: &Polled,
+    metrics: &metrics::Metrics,
+) {
+    let state = &source.inventory().state;
+    triggers.observe(&state.endpoint_slices, polled.services.as_ref());
+    triggers.observe_services(&state.services, polled.services.as_ref());
+    for t in &polled.times {
+        triggers.changed_at(*t);
+    }
+    let (seen, pending) = triggers.counted();
+    metrics.changes(seen, pending);
+}
+
 /// The node's name for the Node watch: --hostname-override, the
 /// configuration's hostnameOverride, else the host name.
 fn node_name(args: &RunArgs, configured: Option<&str>) -> String {
@@ -276,7 +316,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         let mut source = Source::Dir(DirSource::new(dir));
         let first = source.poll();
-        triggers.observe(&source.inventory().state.endpoint_slices, None);
         (source, first)
     } else if args.source == "kube" {
         let settings = proxy_settings(&args.node, &Inventory::default())?;
@@ -312,7 +351,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         Backend::Iptables => (Mode::Iptables, "iptables"),
         Backend::Nftables | Backend::NftablesJson => (Mode::Nftables, "nftables"),
     };
-    let metrics = Arc::new(metrics::Metrics::new(mode.name(), 2 * sync_period));
+    let metrics = Arc::new(metrics::Metrics::new(mode, 2 * sync_period));
     let node_eligible = Arc::new(AtomicBool::new(true));
     let healthz_addr = args
         .healthz_bind_address
@@ -322,12 +361,28 @@ pub fn run(args: &RunArgs) -> Result<()> {
         .metrics_bind_address
         .clone()
         .unwrap_or(settings.metrics_bind_address.clone());
-    let _healthz = start_server("healthz", &healthz_addr, || {
-        http::health_handler(metrics.clone(), node_eligible.clone())
-    });
-    let _metrics_server = start_server("metrics", &metrics_addr, || {
-        http::metrics_handler(metrics.clone())
-    });
+    let _healthz = start_server(
+        "healthz",
+        &healthz_addr,
+        || {
+            http::health_handler(http::HealthState {
+                metrics: metrics.clone(),
+                node_eligible: node_eligible.clone(),
+            })
+        },
+        http::Blocking::No,
+    );
+    let _metrics_server = start_server(
+        "metrics",
+        &metrics_addr,
+        || {
+            http::metrics_handler(http::MetricsState {
+                metrics: metrics.clone(),
+                configz: configz::body(&settings, mode).into(),
+            })
+        },
+        http::Blocking::Yes,
+    );
     let mut health_checks = http::HealthChecks::new("0.0.0.0", metrics.clone());
     install_signal_handlers();
 
@@ -341,7 +396,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         ?min_sync_period,
         "kproxy run starting"
     );
-    let mut pending: Vec<SystemTime> = first.times;
+    observe_changes(&mut triggers, &source, &first, &metrics);
     // The Services changed since the last compile (`None`: any may have).
     let mut hint: Option<BTreeSet<NamespacedName>> = first.services;
     let mut dirty = true;
@@ -359,10 +414,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             let polled = source.poll();
             if polled.changed {
                 info!("source changed");
-                triggers.observe(
-                    &source.inventory().state.endpoint_slices,
-                    polled.services.as_ref(),
-                );
+                observe_changes(&mut triggers, &source, &polled, &metrics);
                 source.log_warnings(&mut logged);
                 hint = match (hint, polled.services) {
                     (Some(mut a), Some(b)) => {
@@ -371,7 +423,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
                     }
                     _ => None,
                 };
-                pending.extend(polled.times);
                 dirty = true;
                 metrics.queued(&families);
             }
@@ -403,8 +454,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         last_sync = Some(Instant::now());
         // The changes this sync applies, timed (kube-proxy takes them at
         // the start of a sync; a failed sync loses them).
-        let mut triggered = triggers.take();
-        triggered.append(&mut pending);
+        let (triggered, untagged) = triggers.take();
+        let (seen, pending) = triggers.counted();
+        metrics.changes(seen, pending);
         let compile_start = Instant::now();
         let node_args = host_addresses.fill(&args.node);
         let compiled = compile_incrementally(
@@ -430,12 +482,22 @@ pub fn run(args: &RunArgs) -> Result<()> {
             }
         };
         families = wanted.iter().map(|c| c.node().family).collect();
+        for f in &families {
+            let (internal, external) = no_local_endpoints(compiler.service_ports(*f));
+            metrics.no_local_endpoints(*f, internal, external);
+        }
         let report = proxier.sync_compiled(&wanted, &metrics);
         if report.errors.is_empty() {
             let now = SystemTime::now();
-            for t in triggered {
+            let untagged = families
+                .iter()
+                .flat_map(|f| untagged.iter().map(move |t| (*f, *t)));
+            for (f, t) in triggered.into_iter().chain(untagged) {
+                if !families.contains(&f) {
+                    continue;
+                }
                 if let Ok(d) = now.duration_since(t) {
-                    metrics.observe_programming(d);
+                    metrics.observe_programming(f, d);
                 }
             }
             info!(

@@ -89,6 +89,15 @@ struct FamilyState {
     counts: BTreeMap<String, usize>,
 }
 
+/// One family's part of a sync.
+#[derive(Debug, Clone, Copy)]
+struct FamilySync {
+    family: IpFamily,
+    duration: Duration,
+    full: bool,
+    ok: bool,
+}
+
 /// What a sync did.
 #[derive(Debug, Clone, Default)]
 pub struct SyncReport {
@@ -234,11 +243,14 @@ impl Proxier {
         let start = Instant::now();
         let full = self.next_is_full();
         let mut errors = Vec::new();
+        let mut timed = Vec::new();
         for d in desired {
+            let family_start = Instant::now();
             let res = match self.mode {
                 Mode::Iptables => self.sync_iptables(d, full, metrics),
                 Mode::Nftables => self.sync_nft(d, full, metrics),
             };
+            let ok = res.is_ok();
             match res {
                 Ok(()) => {
                     let state = self.families.entry(d.node.family).or_default();
@@ -251,9 +263,14 @@ impl Proxier {
                     errors.push(e);
                 }
             }
+            timed.push(FamilySync {
+                family: d.node.family,
+                duration: family_start.elapsed(),
+                full,
+                ok,
+            });
         }
-        let families: Vec<IpFamily> = desired.iter().map(|d| d.node.family).collect();
-        self.finish(start, full, errors, &families, metrics)
+        self.finish(start, full, errors, &timed, metrics)
     }
 
     /// Applies what the incremental [`Compiler`](super::incremental::Compiler)
@@ -265,14 +282,17 @@ impl Proxier {
         let start = Instant::now();
         let full = compiled.iter().any(|c| matches!(c, Compiled::Full(_)));
         let mut errors = Vec::new();
+        let mut timed = Vec::new();
         for c in compiled {
             let family = c.node().family;
+            let family_start = Instant::now();
             let res = match (c, self.mode) {
                 (Compiled::Full(d), Mode::Iptables) => self.sync_iptables(d, true, metrics),
                 (Compiled::Full(d), Mode::Nftables) => self.sync_nft(d, true, metrics),
                 (Compiled::Partial(p), Mode::Iptables) => self.sync_iptables_partial(p, metrics),
                 (Compiled::Partial(p), Mode::Nftables) => self.sync_nft_partial(p, metrics),
             };
+            let ok = res.is_ok();
             match res {
                 Ok(()) => match c {
                     Compiled::Full(d) => {
@@ -299,17 +319,23 @@ impl Proxier {
                     errors.push(e);
                 }
             }
+            timed.push(FamilySync {
+                family,
+                duration: family_start.elapsed(),
+                full: matches!(c, Compiled::Full(_)),
+                ok,
+            });
         }
-        let families: Vec<IpFamily> = compiled.iter().map(|c| c.node().family).collect();
-        self.finish(start, full, errors, &families, metrics)
+        self.finish(start, full, errors, &timed, metrics)
     }
 
+    /// Ends a sync: `timed` has each family's time and success.
     fn finish(
         &mut self,
         start: Instant,
         full: bool,
         errors: Vec<String>,
-        families: &[IpFamily],
+        timed: &[FamilySync],
         metrics: &Metrics,
     ) -> SyncReport {
         let report = SyncReport {
@@ -317,13 +343,17 @@ impl Proxier {
             errors,
             duration: start.elapsed(),
         };
-        metrics.observe_sync(report.duration, full);
+        for t in timed {
+            metrics.observe_sync(t.family, t.duration, t.full);
+        }
+        // Each family's proxier is healthy once its own rules are applied.
+        let synced: Vec<IpFamily> = timed.iter().filter(|t| t.ok).map(|t| t.family).collect();
+        metrics.synced(&synced);
         if report.errors.is_empty() {
             if full {
                 self.last_full = Some(Instant::now());
             }
             self.force_full = false;
-            metrics.synced(families);
         } else {
             self.force_full = true;
         }
@@ -352,7 +382,7 @@ impl Proxier {
                 Some(&plan.restore),
             )
         {
-            metrics.iptables_restore_failed(true);
+            metrics.iptables_restore_failed(family, true);
             return Err(describe_failure(&e, &plan.restore));
         }
         info!(
@@ -368,7 +398,7 @@ impl Proxier {
             &iptables_rule_counts(&p.before),
             &iptables_rule_counts(&p.after),
         );
-        metrics.iptables_rules(state.counts.clone(), plan.rules_written);
+        metrics.iptables_rules(family, &state.counts, &plan.rules_written);
         Ok(())
     }
 
@@ -387,7 +417,7 @@ impl Proxier {
         if !sync.transaction.is_empty()
             && let Err(e) = exec::run("nft", &["-f", "-"], Some(&sync.transaction))
         {
-            metrics.nftables_failed(false);
+            metrics.nftables_failed(family, false);
             state.stale.clear();
             return Err(describe_failure(&e, &sync.transaction));
         }
@@ -409,7 +439,7 @@ impl Proxier {
             &object_counts(before),
             &object_counts(after),
         );
-        metrics.nftables_objects(state.counts.clone());
+        metrics.nftables_objects(family, &state.counts);
         Ok(())
     }
 
@@ -437,7 +467,7 @@ impl Proxier {
                 false
             }
             Err(e) => {
-                metrics.nftables_failed(true);
+                metrics.nftables_failed(family, true);
                 warn!(
                     "deleting stale chains failed: {}",
                     describe_failure(&e, &tx)
@@ -508,7 +538,7 @@ impl Proxier {
                 &["--noflush", "--counters", "-w", "5"],
                 Some(input),
             ) {
-                metrics.iptables_restore_failed(!full);
+                metrics.iptables_restore_failed(family, !full);
                 return Err(describe_failure(&e, input));
             }
         }
@@ -533,7 +563,7 @@ impl Proxier {
         );
         let state = self.families.entry(family).or_default();
         state.counts = iptables_rule_counts(&d.ruleset);
-        metrics.iptables_rules(state.counts.clone(), plan.rules_written);
+        metrics.iptables_rules(family, &state.counts, &plan.rules_written);
         state.last = Some(Arc::clone(&d.ruleset));
         Ok(())
     }
@@ -564,7 +594,7 @@ impl Proxier {
         if !tx.is_empty()
             && let Err(e) = exec::run("nft", &["-f", "-"], Some(&tx))
         {
-            metrics.nftables_failed(false);
+            metrics.nftables_failed(family, false);
             state.stale.clear();
             return Err(describe_failure(&e, &tx));
         }
@@ -582,7 +612,7 @@ impl Proxier {
         }
         info!(%family, full = is_full, bytes = tx.len(), "nftables rules applied");
         state.counts = object_counts(next);
-        metrics.nftables_objects(state.counts.clone());
+        metrics.nftables_objects(family, &state.counts);
         state.last = Some(Arc::clone(&d.ruleset));
         Ok(())
     }
