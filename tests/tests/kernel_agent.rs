@@ -359,10 +359,20 @@ fn incremental_equals_full(test: &str, mode: Mode, loader: Loader, via: Via) {
     let d = desired(mode, &state, &node);
     assert_same_as_fresh(mode, &inc, &fresh, &d, &metrics, &format!("{log:?}"));
     let text = metrics.render();
-    assert!(text.contains("kubeproxy_sync_full_proxy_rules_duration_seconds_count 2"));
-    assert!(text.contains(&format!(
-        "kubeproxy_sync_partial_proxy_rules_duration_seconds_count {steps}"
-    )));
+    // Every sync timed (kube-proxy labels them by family); the full and
+    // partial ones apart in iptables mode only, as kube-proxy registers them.
+    let count = |name: &str, n: usize| format!("{name}_count{{ip_family=\"IPv4\"}} {n}\n");
+    assert!(
+        text.contains(&count(
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            steps + 2
+        )),
+        "{text}"
+    );
+    let full = count("kubeproxy_sync_full_proxy_rules_duration_seconds", 2);
+    let partial = count("kubeproxy_sync_partial_proxy_rules_duration_seconds", steps);
+    assert_eq!(text.contains(&full), mode == Mode::Iptables, "{text}");
+    assert_eq!(text.contains(&partial), mode == Mode::Iptables, "{text}");
     // The rule and object counts kept through partial syncs are the full ones.
     let counts = |text: &str| -> Vec<String> {
         text.lines()
@@ -513,7 +523,9 @@ fn restart_writes_only_what_differs() {
     let r = in_ns(&ns, || first.sync(&d, &metrics));
     assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
     let written = |m: &Metrics, table: &str| -> usize {
-        let prefix = format!("kubeproxy_sync_proxy_rules_iptables_last{{table=\"{table}\"}} ");
+        let prefix = format!(
+            "kubeproxy_sync_proxy_rules_iptables_last{{ip_family=\"IPv4\",table=\"{table}\"}} "
+        );
         m.render()
             .lines()
             .find_map(|l| l.strip_prefix(prefix.as_str()))
@@ -582,8 +594,12 @@ fn failed_sync_forces_full(test: &str, mode: Mode, loader: Loader) {
     assert!(proxier.next_is_full());
     let text = metrics.render();
     let counter = match mode {
-        Mode::Iptables => "kubeproxy_sync_proxy_rules_iptables_restore_failures_total 1",
-        Mode::Nftables => "kubeproxy_sync_proxy_rules_nftables_sync_failures_total 1",
+        Mode::Iptables => {
+            "kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family=\"IPv4\"} 1"
+        }
+        Mode::Nftables => {
+            "kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family=\"IPv4\"} 1"
+        }
     };
     assert!(text.contains(counter), "{text}");
     let r = in_ns(&ns, || proxier.sync(&d, &metrics));
@@ -845,12 +861,14 @@ fn agent_follows_directory(test: &str, backend: &str, loader: Loader) {
     println!("traffic followed: scale {t_scale:?}, delete {t_delete:?}, NodePort {t_nodeport:?}");
 
     // Health and metrics over HTTP, in the node's namespace.
-    let (healthz, livez, metrics) = bed.in_ns(Ns::Node, || {
+    let (healthz, livez, metrics, proxy_mode) = bed.in_ns(Ns::Node, || {
         let h = http::get("127.0.0.1:10256".parse().expect("addr"), "/healthz");
         let l = http::get("127.0.0.1:10256".parse().expect("addr"), "/livez");
         let m = http::get("127.0.0.1:10249".parse().expect("addr"), "/metrics");
-        (h, l, m)
+        let p = http::get("127.0.0.1:10249".parse().expect("addr"), "/proxyMode");
+        (h, l, m, p)
     });
+    assert_eq!(proxy_mode.expect("GET /proxyMode"), (200, backend.to_string()));
     let (code, body) = healthz.expect("GET /healthz");
     assert_eq!(code, 200, "{body}");
     assert!(
@@ -861,13 +879,24 @@ fn agent_follows_directory(test: &str, backend: &str, loader: Loader) {
     assert_eq!(code, 200, "{body}");
     let (code, body) = metrics.expect("GET /metrics");
     assert_eq!(code, 200);
-    for name in [
-        "kubeproxy_sync_proxy_rules_duration_seconds_count",
-        "kubeproxy_sync_full_proxy_rules_duration_seconds_count 1",
-        "kubeproxy_sync_partial_proxy_rules_duration_seconds_count",
-        "kubeproxy_network_programming_duration_seconds_count",
-        "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
-    ] {
+    let mut names = vec![
+        "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"}",
+        "kubeproxy_network_programming_duration_seconds_count{ip_family=\"IPv4\"}",
+        "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"}",
+        "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+        "kubeproxy_sync_proxy_rules_service_changes_total",
+        "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"internal\"} 0",
+        "kubeproxy_proxy_healthz_total{code=\"200\"} 1",
+        "process_start_time_seconds",
+    ];
+    if backend == "iptables" {
+        names.extend([
+            "kubeproxy_sync_full_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1",
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"}",
+            "kubeproxy_iptables_ct_state_invalid_dropped_packets_total",
+        ]);
+    }
+    for name in names {
         assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
     }
 
