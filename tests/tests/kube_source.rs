@@ -260,9 +260,17 @@ fn agent_follows_the_api(test: &str, backend: &str, loader: Loader) {
                 http::get("127.0.0.1:10249".parse().expect("addr"), "/metrics")
             })
             .ok()?;
-        body.lines()
-            .find_map(|l| l.strip_prefix("kubeproxy_network_programming_duration_seconds_count "))
-            .and_then(|n| n.trim().parse().ok())
+        // kube-proxy's histogram is labelled by family: no line before the
+        // first observation.
+        let count = body.lines().find_map(|l| {
+            l.strip_prefix(
+                "kubeproxy_network_programming_duration_seconds_count{ip_family=\"IPv4\"} ",
+            )
+        });
+        match count {
+            Some(n) => n.trim().parse().ok(),
+            None => body.contains("kubeproxy_sync_proxy_rules_endpoint_changes_total").then_some(0),
+        }
     };
     assert_eq!(programmed(), Some(0), "no trigger time, no observation");
     let annotated = |pods: &[u8]| {
