@@ -868,7 +868,10 @@ fn agent_follows_directory(test: &str, backend: &str, loader: Loader) {
         let p = http::get("127.0.0.1:10249".parse().expect("addr"), "/proxyMode");
         (h, l, m, p)
     });
-    assert_eq!(proxy_mode.expect("GET /proxyMode"), (200, backend.to_string()));
+    assert_eq!(
+        proxy_mode.expect("GET /proxyMode"),
+        (200, backend.to_string())
+    );
     let (code, body) = healthz.expect("GET /healthz");
     assert_eq!(code, 200, "{body}");
     assert!(

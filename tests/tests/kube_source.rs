@@ -269,7 +269,9 @@ fn agent_follows_the_api(test: &str, backend: &str, loader: Loader) {
         });
         match count {
             Some(n) => n.trim().parse().ok(),
-            None => body.contains("kubeproxy_sync_proxy_rules_endpoint_changes_total").then_some(0),
+            None => body
+                .contains("kubeproxy_sync_proxy_rules_endpoint_changes_total")
+                .then_some(0),
         }
     };
     assert_eq!(programmed(), Some(0), "no trigger time, no observation");

@@ -277,9 +277,7 @@ pub fn metrics_route(state: &MetricsState, req: &Request) -> Response {
         "/metrics" => Response::new(200, CONTENT_TYPE, state.metrics.render()),
         "/healthz" => component_healthz(req),
         "/healthz/ping" => Response::new(200, TEXT, "ok".into()),
-        "/proxyMode" => {
-            Response::new(200, TEXT, state.metrics.mode().name().to_string()).nosniff()
-        }
+        "/proxyMode" => Response::new(200, TEXT, state.metrics.mode().name().to_string()).nosniff(),
         "/configz" => Response::new(200, JSON, state.configz.to_string()).nosniff(),
         _ => not_found(),
     }
@@ -299,8 +297,10 @@ pub fn service_route(name: &NamespacedName, endpoints: usize, healthy: bool) -> 
         ),
     )
     .nosniff();
-    r.headers
-        .push(("X-Load-Balancing-Endpoint-Weight".into(), endpoints.to_string()));
+    r.headers.push((
+        "X-Load-Balancing-Endpoint-Weight".into(),
+        endpoints.to_string(),
+    ));
     r
 }
 
@@ -514,11 +514,7 @@ impl HealthChecks {
                 let (name, endpoints, metrics) =
                     (name.clone(), endpoints.clone(), self.metrics.clone());
                 Arc::new(move |_req| {
-                    service_route(
-                        &name,
-                        endpoints.load(Ordering::Relaxed),
-                        metrics.health().0,
-                    )
+                    service_route(&name, endpoints.load(Ordering::Relaxed), metrics.health().0)
                 })
             };
             let addr = if self.bind_ip.contains(':') {
@@ -544,13 +540,9 @@ impl HealthChecks {
     }
 }
 
-/// A blocking `method path` against `addr` (tests and the bench): status,
-/// headers (names lower case) and body.
-pub fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
+/// A blocking `method path` against `addr` (tests and the bench): the
+/// answer (header names lower case).
+pub fn request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<Response> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
@@ -570,12 +562,16 @@ pub fn request(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Ok((status, headers, body.to_string()))
+    Ok(Response {
+        status,
+        headers,
+        body: body.to_string(),
+    })
 }
 
 /// A blocking `GET path` against `addr` (tests and the bench): status and body.
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    request(addr, "GET", path).map(|(status, _, body)| (status, body))
+    request(addr, "GET", path).map(|r| (r.status, r.body))
 }
 
 #[cfg(test)]
@@ -618,16 +614,16 @@ mod tests {
         let mut wanted = BTreeMap::new();
         wanted.insert(port, (name.clone(), 2));
         assert!(hc.sync(&wanted).is_empty());
-        let (code, headers, body) = request(addr, "GET", "/any/path").unwrap();
-        assert_eq!(code, 200, "{body}");
+        let r = request(addr, "GET", "/any/path").unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(
-            body,
+            r.body,
             "{\n\t\"service\": {\n\t\t\"namespace\": \"ns\",\n\t\t\"name\": \"lb\"\n\t},\n\t\"localEndpoints\": 2,\n\t\"serviceProxyHealthy\": true\n}"
         );
-        assert!(headers.contains(&("x-load-balancing-endpoint-weight".into(), "2".into())));
-        assert!(headers.contains(&("content-type".into(), JSON.into())));
+        assert_eq!(r.header("x-load-balancing-endpoint-weight"), Some("2"));
+        assert_eq!(r.header("content-type"), Some(JSON));
         // Any method.
-        assert_eq!(request(addr, "POST", "/").unwrap().0, 200);
+        assert_eq!(request(addr, "POST", "/").unwrap().status, 200);
         wanted.insert(port, (name, 0));
         assert!(hc.sync(&wanted).is_empty());
         assert_eq!(get(addr, "/").unwrap().0, 503);
@@ -664,7 +660,10 @@ mod tests {
             r.body,
             "{\"lastUpdated\": \"0001-01-01 00:00:00 +0000 UTC\",\"currentTime\": \"2023-11-14 22:13:20.12 +0000 UTC\", \"nodeEligible\": false}"
         );
-        assert_eq!(health_route(&state, &Request::get("/livez"), now).status, 200);
+        assert_eq!(
+            health_route(&state, &Request::get("/livez"), now).status,
+            200
+        );
         // Unknown paths, ServeMux style.
         for path in ["/", "/metrics", "/healthz/", "/livez/x", "/HEALTHZ"] {
             let r = health_route(&state, &Request::get(path), now);
@@ -675,7 +674,10 @@ mod tests {
         let r = health_route(&state, &Request::get("//healthz?a=b"), now);
         assert_eq!(r.status, 301);
         assert_eq!(r.header("location"), Some("/healthz?a=b"));
-        assert_eq!(r.body, "<a href=\"/healthz?a=b\">Moved Permanently</a>.\n\n");
+        assert_eq!(
+            r.body,
+            "<a href=\"/healthz?a=b\">Moved Permanently</a>.\n\n"
+        );
         let r = health_route(&state, &Request::new("POST", "/x/../livez"), now);
         assert_eq!((r.status, r.body.as_str()), (301, ""));
         assert_eq!(r.header("location"), Some("/livez"));
@@ -693,7 +695,10 @@ mod tests {
             Duration::ZERO,
             Arc::new(|_| None),
         ));
-        let state = HealthState { metrics: m, ..state };
+        let state = HealthState {
+            metrics: m,
+            ..state
+        };
         state.metrics.synced(&[IpFamily::V4]);
         state.metrics.queued(&[IpFamily::V4]);
         let now = SystemTime::now() + Duration::from_secs(1);
@@ -726,14 +731,20 @@ mod tests {
             let r = metrics_route(&state, &Request::get("/metrics"));
             assert_eq!(r.status, 200);
             assert_eq!(r.header("content-type"), Some(CONTENT_TYPE));
-            assert!(r.body.contains("kubeproxy_sync_proxy_rules_endpoint_changes_total 0"));
+            assert!(
+                r.body
+                    .contains("kubeproxy_sync_proxy_rules_endpoint_changes_total 0")
+            );
             assert!(r.body.contains("process_start_time_seconds"));
             let r = metrics_route(&state, &Request::get("/healthz"));
             assert_eq!((r.status, r.body.as_str()), (200, "ok"));
             assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
             let r = metrics_route(&state, &Request::get("/healthz?verbose"));
             assert_eq!(r.body, "[+]ping ok\nhealthz check passed\n");
-            let r = metrics_route(&state, &Request::get("/healthz?verbose&exclude=ping&exclude=x"));
+            let r = metrics_route(
+                &state,
+                &Request::get("/healthz?verbose&exclude=ping&exclude=x"),
+            );
             assert_eq!(
                 r.body,
                 "[+]ping excluded: ok\nwarn: some health checks cannot be excluded: no matches for \"x\"\nhealthz check passed\n"
@@ -744,9 +755,20 @@ mod tests {
             assert_eq!(r.status, 200);
             assert_eq!(r.header("content-type"), Some(JSON));
             assert_eq!(r.body, "{\"kubeproxy.config.k8s.io\":{}}");
-            for path in ["/", "/livez", "/healthz/", "/metrics/", "/proxymode", "/debug/pprof/"] {
+            for path in [
+                "/",
+                "/livez",
+                "/healthz/",
+                "/metrics/",
+                "/proxymode",
+                "/debug/pprof/",
+            ] {
                 let r = metrics_route(&state, &Request::get(path));
-                assert_eq!((r.status, r.body.as_str()), (404, "404 page not found\n"), "{path}");
+                assert_eq!(
+                    (r.status, r.body.as_str()),
+                    (404, "404 page not found\n"),
+                    "{path}"
+                );
             }
         }
     }
@@ -755,15 +777,15 @@ mod tests {
     fn served_over_http() {
         let state = health_state(Mode::Iptables);
         let s = serve("127.0.0.1:0", health_handler(state.clone()), Blocking::No).unwrap();
-        let (code, headers, body) = request(s.addr, "GET", "/healthz").unwrap();
-        assert_eq!(code, 200, "{body}");
-        assert!(body.starts_with("{\"lastUpdated\": \""), "{body}");
-        assert!(headers.contains(&("content-type".into(), JSON.into())));
-        assert!(headers.contains(&("x-content-type-options".into(), "nosniff".into())));
+        let r = request(s.addr, "GET", "/healthz").unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.starts_with("{\"lastUpdated\": \""), "{}", r.body);
+        assert_eq!(r.header("content-type"), Some(JSON));
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
         // HEAD: the headers without the body.
-        let (code, headers, body) = request(s.addr, "HEAD", "/livez").unwrap();
-        assert_eq!((code, body.as_str()), (200, ""));
-        assert!(headers.iter().any(|(k, _)| k == "content-length"));
+        let r = request(s.addr, "HEAD", "/livez").unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, ""));
+        assert!(r.header("content-length").is_some());
         assert_eq!(get(s.addr, "/nope").unwrap().0, 404);
         let m = serve(
             "127.0.0.1:0",
@@ -776,8 +798,14 @@ mod tests {
         .unwrap();
         let (code, body) = get(m.addr, "/metrics").unwrap();
         assert_eq!(code, 200);
-        assert!(body.contains("kubeproxy_proxy_healthz_total{code=\"200\"} 1"), "{body}");
-        assert!(body.contains("kubeproxy_proxy_livez_total{code=\"200\"} 1"), "{body}");
+        assert!(
+            body.contains("kubeproxy_proxy_healthz_total{code=\"200\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("kubeproxy_proxy_livez_total{code=\"200\"} 1"),
+            "{body}"
+        );
         assert_eq!(get(m.addr, "/proxyMode").unwrap(), (200, "iptables".into()));
         // Stopped with the server.
         let addr = s.addr;

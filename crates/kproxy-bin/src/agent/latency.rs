@@ -138,8 +138,7 @@ impl Tracker {
     ) {
         let of = Filter::new(services);
         let tracked = |s: &&EndpointSlice| of.has(s) && slice_family(s).is_some();
-        let now: BTreeSet<&NamespacedName> =
-            slices.iter().filter(tracked).map(|s| &s.id).collect();
+        let now: BTreeSet<&NamespacedName> = slices.iter().filter(tracked).map(|s| &s.id).collect();
         let gone: Vec<NamespacedName> = self
             .seen
             .iter()
@@ -409,9 +408,13 @@ mod tests {
         assert_eq!(tr.counted(), (Changes::default(), Changes::default()));
         // A Service changed twice counts twice and is one pending change;
         // a deleted one counts.
-        services[0].external_ips.push("192.0.2.1".parse().expect("ip"));
+        services[0]
+            .external_ips
+            .push("192.0.2.1".parse().expect("ip"));
         tr.observe_services(&services, None);
-        services[0].external_ips.push("192.0.2.2".parse().expect("ip"));
+        services[0]
+            .external_ips
+            .push("192.0.2.2".parse().expect("ip"));
         tr.observe_services(&services, Some(&[NamespacedName::new("ns", "svc")].into()));
         services.pop();
         tr.observe_services(&services, None);

@@ -696,8 +696,7 @@ mod tests {
                     for pair in labels.0.split(',') {
                         let name = pair.split('=').next().unwrap_or_default();
                         if name != "le" && !name.is_empty() {
-                            out.get_mut(&family)
-                                .map(|f| f.1.insert(name.to_string()));
+                            out.get_mut(&family).map(|f| f.1.insert(name.to_string()));
                         }
                     }
                 }
@@ -754,10 +753,26 @@ mod tests {
             "gauge",
             &["ip_family"],
         ),
-        ("kubeproxy_sync_proxy_rules_endpoint_changes_pending", "gauge", &[]),
-        ("kubeproxy_sync_proxy_rules_endpoint_changes_total", "counter", &[]),
-        ("kubeproxy_sync_proxy_rules_service_changes_pending", "gauge", &[]),
-        ("kubeproxy_sync_proxy_rules_service_changes_total", "counter", &[]),
+        (
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+            "gauge",
+            &[],
+        ),
+        (
+            "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+            "counter",
+            &[],
+        ),
+        (
+            "kubeproxy_sync_proxy_rules_service_changes_pending",
+            "gauge",
+            &[],
+        ),
+        (
+            "kubeproxy_sync_proxy_rules_service_changes_total",
+            "counter",
+            &[],
+        ),
         ("kubeproxy_proxy_healthz_total", "counter", &["code"]),
         ("kubeproxy_proxy_livez_total", "counter", &["code"]),
         (
@@ -869,7 +884,9 @@ mod tests {
         assert!(text.contains(
             "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv6\",traffic_policy=\"external\"} 2"
         ));
-        assert!(text.contains("kubeproxy_network_programming_duration_seconds_bucket{ip_family=\"IPv4\",le=\"0\"} 0"));
+        assert!(text.contains(
+            "kubeproxy_network_programming_duration_seconds_bucket{ip_family=\"IPv4\",le=\"0\"} 0"
+        ));
         assert!(text.contains("kubeproxy_sync_proxy_rules_endpoint_changes_total 3"));
     }
 
