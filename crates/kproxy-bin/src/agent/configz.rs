@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use kproxy_core::config::{DetectLocalMode, NodePortAddresses, ProxyMode, ProxySettings};
+use kproxy_core::config::{DetectLocalMode, NodePortAddresses, ProxySettings};
 
 use super::sync::Mode;
 
@@ -88,15 +88,6 @@ fn json_string(s: &str) -> String {
     serde_json::Value::from(s).to_string()
 }
 
-fn mode_name(m: &ProxyMode) -> &str {
-    match m {
-        ProxyMode::Iptables => "iptables",
-        ProxyMode::Nftables => "nftables",
-        ProxyMode::Ipvs => "ipvs",
-        ProxyMode::Other(s) => s,
-    }
-}
-
 fn detect_local_mode(m: &DetectLocalMode) -> &str {
     match m {
         DetectLocalMode::ClusterCidr => "ClusterCIDR",
@@ -165,7 +156,8 @@ pub fn body(settings: &ProxySettings, mode: Mode) -> String {
             "ServiceProxyName",
             s.service_proxy_name.as_deref().unwrap_or(""),
         )
-        .str("Mode", mode_name(&s.mode))
+        // The mode in use (`--backend` may override the configuration's).
+        .str("Mode", mode.name())
         .raw("IPTables", &section(mode == Mode::Iptables, true))
         .raw("NFTables", &section(mode == Mode::Nftables, false))
         .str("DetectLocalMode", detect_local_mode(&s.detect_local_mode))
@@ -215,6 +207,8 @@ mod tests {
 
     #[test]
     fn configz_of_the_defaults() {
+        let nft = body(&ProxySettings::default(), Mode::Nftables);
+        assert!(nft.contains("\"Mode\":\"nftables\""), "{nft}");
         let body = body(&ProxySettings::default(), Mode::Iptables);
         let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         let c = &v["kubeproxy.config.k8s.io"];

@@ -533,7 +533,7 @@ impl Metrics {
     /// Objects in the nftables table of `family` by kind.
     pub fn nftables_objects(&self, family: IpFamily, counts: &BTreeMap<String, usize>) {
         if let Some(n) = &self.nftables {
-            n.objects.reset();
+            // Every kind is counted (zero included): each is overwritten.
             for (kind, c) in counts {
                 n.objects
                     .with_label_values(&[family_label(family), kind])

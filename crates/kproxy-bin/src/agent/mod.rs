@@ -12,13 +12,17 @@
 //!   syncs, both backends; partial ones from the compiler's before/after).
 //! * [`sync`]: the [`sync::Proxier`] that keeps what each family holds and
 //!   runs the tools.
-//! * [`http`] and [`metrics`]: `/healthz`, `/livez`, `/metrics` and the
-//!   healthCheckNodePort responders.
+//! * [`http`], [`metrics`] and [`configz`]: kube-proxy's healthz server
+//!   (`/healthz`, `/livez`), metrics server (`/metrics`, `/healthz`,
+//!   `/proxyMode`, `/configz`) and healthCheckNodePort responders, on hyper;
+//!   the metrics registered per mode as kube-proxy registers them.
 //! * [`latency`]: network programming latency, from the slices'
-//!   `endpoints.kubernetes.io/last-change-trigger-time`. The `dir:` source
-//!   also times a changed (or removed) file that holds no slice with that
-//!   annotation by its modification time, so hand-edited manifests are
-//!   measured too; a file with such a slice is timed by the annotations only.
+//!   `endpoints.kubernetes.io/last-change-trigger-time`, and the change
+//!   counts. The `dir:` source also times a changed (or removed) file that
+//!   holds no slice with that annotation by its modification time, so
+//!   hand-edited manifests are measured too (a file modified before the
+//!   agent started is no change: the first sync observes nothing for the
+//!   files' ages); a file with such a slice is timed by the annotations only.
 //! * [`hostaddr`]: the host's interface addresses, read before every sync
 //!   for `nodePortAddresses` when no `--node-address` is given.
 //!
