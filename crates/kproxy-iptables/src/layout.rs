@@ -39,6 +39,13 @@ pub const KUBE_POSTROUTING: &str = "KUBE-POSTROUTING";
 pub const KUBE_MARK_MASQ: &str = "KUBE-MARK-MASQ";
 /// `KUBE-PROXY-CANARY`
 pub const KUBE_PROXY_CANARY: &str = "KUBE-PROXY-CANARY";
+/// The nfacct counter of the packets KUBE-FORWARD drops as conntrack
+/// INVALID (kube-proxy exports it as
+/// `kubeproxy_iptables_ct_state_invalid_dropped_packets_total`).
+pub const CT_STATE_INVALID_COUNTER: &str = "ct_state_invalid_dropped_pkts";
+/// The nfacct counter of the packets accepted on localhost node ports
+/// (`kubeproxy_iptables_localhost_nodeports_accepted_packets_total`).
+pub const LOCALHOST_NODEPORTS_COUNTER: &str = "localhost_nps_accepted_pkts";
 
 /// What to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -411,7 +418,7 @@ fn forward_rules<S: Sink>(out: &mut S, node: &NodePlan) {
             negate: false,
         });
         if node.nfacct {
-            r = r.with(Match::Nfacct("ct_state_invalid_dropped_pkts".into()));
+            r = r.with(Match::Nfacct(CT_STATE_INVALID_COUNTER.into()));
         }
         out.push(Filter, KUBE_FORWARD, r.verdict(Verdict::Drop));
     }
@@ -614,7 +621,7 @@ fn service_port<S: Sink>(out: &mut S, ctx: &Ctx<'_>, sp: &ServicePortPlan) {
                             negate: false,
                         })
                         .with(Match::DstPort(np))
-                        .with(Match::Nfacct("localhost_nps_accepted_pkts".into()))
+                        .with(Match::Nfacct(LOCALHOST_NODEPORTS_COUNTER.into()))
                         .verdict(jump(ext)),
                 );
             }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kproxy_core::model::IpFamily;
+use kproxy_iptables::layout::{CT_STATE_INVALID_COUNTER, LOCALHOST_NODEPORTS_COUNTER};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
@@ -24,12 +25,6 @@ use super::sync::Mode;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The nfacct counter of the packets the iptables mode drops as
-/// conntrack-INVALID (kube-proxy's `ct_state_invalid_dropped_pkts`).
-pub const CT_STATE_INVALID_COUNTER: &str = "ct_state_invalid_dropped_pkts";
-/// The nfacct counter of the packets accepted on localhost node ports.
-pub const LOCALHOST_NODEPORTS_COUNTER: &str = "localhost_nps_accepted_pkts";
 
 /// The `ip_family` label value of a family (`v1.IPFamily`).
 pub fn family_label(f: IpFamily) -> &'static str {
