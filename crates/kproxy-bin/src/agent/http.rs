@@ -197,6 +197,14 @@ pub struct HealthState {
 /// The healthz server's answer to `req` at `now` (`/healthz`: the proxier
 /// healthy and the node eligible; `/livez`: the proxier healthy).
 pub fn health_route(state: &HealthState, req: &Request, now: SystemTime) -> Response {
+    if req.path == "*" {
+        // Go's ServeMux: a `*` request target is a bad request.
+        return Response {
+            status: 400,
+            headers: vec![("Connection".into(), "close".into())],
+            body: String::new(),
+        };
+    }
     if let Some(r) = redirect_unclean(req) {
         return r;
     }
@@ -391,6 +399,12 @@ async fn answer(
         query: req.uri().query().map(str::to_string),
     };
     let resp = match blocking {
+        // Go's server answers `OPTIONS *` itself, before any handler.
+        _ if req.method == "OPTIONS" && req.path == "*" => Response {
+            status: 200,
+            headers: Vec::new(),
+            body: String::new(),
+        },
         Blocking::No => handler(&req),
         Blocking::Yes => tokio::task::spawn_blocking(move || handler(&req))
             .await
@@ -614,6 +628,8 @@ mod tests {
         let mut wanted = BTreeMap::new();
         wanted.insert(port, (name.clone(), 2));
         assert!(hc.sync(&wanted).is_empty());
+        // Served concurrently too: idle connections delay nothing.
+        let idle: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
         let r = request(addr, "GET", "/any/path").unwrap();
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(
@@ -627,6 +643,7 @@ mod tests {
         wanted.insert(port, (name, 0));
         assert!(hc.sync(&wanted).is_empty());
         assert_eq!(get(addr, "/").unwrap().0, 503);
+        drop(idle);
         assert!(hc.sync(&BTreeMap::new()).is_empty());
         assert!(hc.ports().is_empty());
         assert!(get(addr, "/").is_err());
@@ -787,6 +804,9 @@ mod tests {
         assert_eq!((r.status, r.body.as_str()), (200, ""));
         assert!(r.header("content-length").is_some());
         assert_eq!(get(s.addr, "/nope").unwrap().0, 404);
+        let r = request(s.addr, "OPTIONS", "*").unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, ""));
+        assert_eq!(request(s.addr, "GET", "*").unwrap().status, 400);
         let m = serve(
             "127.0.0.1:0",
             metrics_handler(MetricsState {
