@@ -106,7 +106,7 @@ fn run_args(args: &[&str]) -> kproxy_bin::agent::RunArgs {
     match parse(&args) {
         Ok(Cli {
             command: Sub::Run(r),
-        }) => r,
+        }) => *r,
         Ok(other) => panic!("not run: {other:?}"),
         Err(e) => panic!("{args:?}: {e}"),
     }
@@ -383,4 +383,60 @@ fn write_config_to_writes_the_effective_configuration() {
     assert_eq!(std::fs::read_to_string(&again).expect("written"), text);
     let _ = std::fs::remove_file(&out_file);
     let _ = std::fs::remove_file(&again);
+}
+
+/// The repository's root.
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn the_deploy_command_lines_parse_and_use_kubeadms_config_map() {
+    let text = std::fs::read_to_string(repo().join("deploy/kproxy.yaml")).expect("kproxy.yaml");
+    let ds: serde_json::Value = serde_saphyr::from_str(&text).expect("YAML");
+    let spec = &ds["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    let command: Vec<String> = container["command"]
+        .as_array()
+        .expect("command")
+        .iter()
+        .map(|a| {
+            a.as_str()
+                .expect("string")
+                .replace("$(NODE_NAME)", "node-1")
+        })
+        .collect();
+    assert_eq!(command[0], "/usr/local/bin/kproxy");
+    let parsed = Cli::try_parse_from(kube_proxy_args(command.clone())).expect("parses");
+    let Sub::Run(run) = parsed.command else {
+        panic!("not run: {command:?}")
+    };
+    assert_eq!(
+        run.node.config.as_deref(),
+        Some(std::path::Path::new("/var/lib/kube-proxy/config.conf"))
+    );
+    assert!(run.source.is_none(), "the API is the default source");
+    // kubeadm's ConfigMap where kube-proxy's DaemonSet has it.
+    assert_eq!(
+        container["volumeMounts"][0]["mountPath"],
+        "/var/lib/kube-proxy"
+    );
+    assert_eq!(spec["volumes"][0]["configMap"]["name"], "kube-proxy");
+    assert_eq!(spec["serviceAccountName"], "kube-proxy");
+    // The image's entry point: kubeadm's command under kube-proxy's name.
+    let docker = std::fs::read_to_string(repo().join("deploy/Dockerfile")).expect("Dockerfile");
+    let entry = |key: &str| -> Vec<String> {
+        let line = docker
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in the Dockerfile"));
+        serde_json::from_str(line.trim()).expect("exec form")
+    };
+    let mut argv = entry("ENTRYPOINT");
+    argv.extend(entry("CMD"));
+    assert_eq!(argv[0], "/usr/local/bin/kube-proxy");
+    let parsed = Cli::try_parse_from(kube_proxy_args(argv)).expect("parses");
+    assert!(matches!(parsed.command, Sub::Run(_)));
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).expect(".dockerignore");
+    assert!(ignore.lines().any(|l| l.trim() == "target/"));
 }

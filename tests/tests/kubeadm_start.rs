@@ -196,6 +196,9 @@ fn kubeadm_command_line_follows_the_api() {
     let until = |what: &str, child: &mut std::process::Child, f: &dyn Fn() -> bool| {
         let start = Instant::now();
         while !f() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{what}: kproxy run exited ({status})\n{}", read_log());
+            }
             if start.elapsed() > Duration::from_secs(15) {
                 // SAFETY: kill() of our own child.
                 unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };

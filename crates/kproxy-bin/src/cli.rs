@@ -28,7 +28,7 @@ pub enum Command {
     /// what kube-proxy should have written; exit status 1 on drift.
     Check(crate::check::CheckArgs),
     /// Run as a node agent: keep the node's rules in sync with a source.
-    Run(crate::agent::RunArgs),
+    Run(Box<crate::agent::RunArgs>),
     /// Remove what kproxy or kube-proxy (iptables or nftables mode) set up on the node.
     Cleanup(crate::agent::cleanup::CleanupArgs),
 }
@@ -40,10 +40,11 @@ pub enum Command {
 ///
 /// ```
 /// use kproxy_bin::cli::kube_proxy_args;
+/// use std::ffi::OsString;
 /// let args = kube_proxy_args(["/usr/local/bin/kube-proxy", "--config=/c", "--v=2"]);
-/// assert_eq!(args, ["/usr/local/bin/kube-proxy", "run", "--config=/c", "--v=2"].map(Into::into));
+/// assert_eq!(args, ["/usr/local/bin/kube-proxy", "run", "--config=/c", "--v=2"].map(OsString::from));
 /// let args = kube_proxy_args(["kproxy", "run", "--hostname_override=A_B"]);
-/// assert_eq!(args, ["kproxy", "run", "--hostname-override=A_B"].map(Into::into));
+/// assert_eq!(args, ["kproxy", "run", "--hostname-override=A_B"].map(OsString::from));
 /// ```
 pub fn kube_proxy_args<I, T>(args: I) -> Vec<std::ffi::OsString>
 where

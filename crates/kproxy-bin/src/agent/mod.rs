@@ -295,13 +295,11 @@ fn host_setup(args: &RunArgs, settings: &kproxy_core::config::ProxySettings) -> 
 /// work, with what to print.
 pub fn run(args: &RunArgs) -> Result<crate::compile::Output> {
     let flags = &args.kube_proxy;
-    if let Some(v) = &flags.version {
-        if v != "false" {
-            return Ok(crate::compile::Output {
-                stdout: format!("kproxy v{}\n", env!("CARGO_PKG_VERSION")),
-                ..Default::default()
-            });
-        }
+    if flags.version.as_deref().is_some_and(|v| v != "false") {
+        return Ok(crate::compile::Output {
+            stdout: format!("kproxy v{}\n", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        });
     }
     let (early, warnings) = run_settings(&args.node, flags, &Inventory::default())?;
     for w in &warnings {
