@@ -337,6 +337,29 @@ impl Fixture {
     }
 }
 
+/// The testbed's `default/hostnames` Service (ClusterIP 10.79.255.4, port
+/// 80 to 9376/TCP).
+pub fn hostnames_service() -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "hostnames", "namespace": "default"},
+        "spec": {"type": "ClusterIP", "clusterIP": "10.79.255.4", "clusterIPs": ["10.79.255.4"],
+                 "ports": [{"port": 80, "targetPort": 9376, "protocol": "TCP"}]}})
+}
+
+/// `default/hostnames`' EndpointSlice with the testbed's pods `pods`
+/// (`10.76.0.N`, ready, on node1).
+pub fn hostnames_slice(pods: &[u8]) -> Value {
+    let eps: Vec<Value> = pods
+        .iter()
+        .map(|p| json!({"addresses": [format!("10.76.0.{p}")], "conditions": {"ready": true}, "nodeName": "node1"}))
+        .collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "hostnames-1", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "hostnames"}},
+        "addressType": "IPv4", "endpoints": eps,
+        "ports": [{"name": "", "port": 9376, "protocol": "TCP"}]})
+}
+
 /// The `networking.k8s.io/v1` discovery document: ServiceCIDRs served.
 fn discovery_networking_v1() -> Vec<u8> {
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "networking.k8s.io/v1",

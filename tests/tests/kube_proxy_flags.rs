@@ -181,6 +181,7 @@ fn configuration_flags_apply_without_a_file() {
         "--healthz-port=12345",
         "--metrics-port=0",
         "--hostname-override= Node-1 ",
+        "--conntrack-tcp-be-liberal",
     ]);
     let (s, warnings) =
         run_settings(&a.node, &a.kube_proxy, &Inventory::default()).expect("settings");
@@ -194,6 +195,7 @@ fn configuration_flags_apply_without_a_file() {
         Duration::from_secs(1800)
     );
     assert_eq!(s.conntrack.udp_stream_timeout, Duration::from_secs(180));
+    assert!(s.conntrack.tcp_be_liberal);
     assert_eq!(s.client_connection.qps, 50.0);
     assert_eq!(s.client_connection.burst, 100);
     assert_eq!(s.client_connection.kubeconfig.as_deref(), Some("/etc/kc"));

@@ -22,27 +22,11 @@ use std::time::{Duration, Instant};
 
 use kernel::traffic::{Outcome, sock};
 use kernel::{Loader, Ns, netns_exec, tool};
-use kproxy_tests::apiserver::{Fixture, NODES, SERVICE_CIDRS, SERVICES, SLICES, kubeconfig};
+use kproxy_tests::apiserver::{
+    Fixture, NODES, SERVICE_CIDRS, SERVICES, SLICES, hostnames_service as service,
+    hostnames_slice as slice, kubeconfig,
+};
 use serde_json::{Value, json};
-
-fn service() -> Value {
-    json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "hostnames", "namespace": "default"},
-        "spec": {"type": "ClusterIP", "clusterIP": "10.79.255.4", "clusterIPs": ["10.79.255.4"],
-                 "ports": [{"port": 80, "targetPort": 9376, "protocol": "TCP"}]}})
-}
-
-fn slice(pods: &[u8]) -> Value {
-    let eps: Vec<Value> = pods
-        .iter()
-        .map(|p| json!({"addresses": [format!("10.76.0.{p}")], "conditions": {"ready": true}, "nodeName": "node1"}))
-        .collect();
-    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "hostnames-1", "namespace": "default",
-                     "labels": {"kubernetes.io/service-name": "hostnames"}},
-        "addressType": "IPv4", "endpoints": eps,
-        "ports": [{"name": "", "port": 9376, "protocol": "TCP"}]})
-}
 
 fn node() -> Value {
     json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"},

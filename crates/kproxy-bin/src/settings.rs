@@ -106,30 +106,30 @@ pub struct Resolved {
     pub warnings: Vec<String>,
 }
 
+/// The names of the flags among `field => "--flag"` that `args` has
+/// (fields of type `Option`).
+macro_rules! flags_given {
+    ($args:expr; $($field:ident => $flag:literal),* $(,)?) => {{
+        let mut given: Vec<&'static str> = Vec::new();
+        $(if $args.$field.is_some() { given.push($flag); })*
+        given
+    }};
+}
+
 fn parse_bool_flag_given(args: &NodeArgs) -> Vec<&'static str> {
-    let mut given = Vec::new();
-    macro_rules! check {
-        ($field:ident, $flag:literal) => {
-            if args.$field.is_some() {
-                given.push($flag);
-            }
-        };
-    }
-    check!(bind_address, "--bind-address");
-    check!(cluster_cidr, "--cluster-cidr");
-    check!(detect_local_mode, "--detect-local-mode");
-    check!(pod_bridge_interface, "--pod-bridge-interface");
-    check!(pod_interface_name_prefix, "--pod-interface-name-prefix");
-    check!(masquerade_all, "--masquerade-all");
-    check!(iptables_masquerade_bit, "--iptables-masquerade-bit");
-    check!(nodeport_addresses, "--nodeport-addresses");
-    check!(
-        iptables_localhost_nodeports,
-        "--iptables-localhost-nodeports"
-    );
-    check!(proxy_mode, "--proxy-mode");
-    check!(feature_gates, "--feature-gates");
-    given
+    flags_given!(args;
+        bind_address => "--bind-address",
+        cluster_cidr => "--cluster-cidr",
+        detect_local_mode => "--detect-local-mode",
+        pod_bridge_interface => "--pod-bridge-interface",
+        pod_interface_name_prefix => "--pod-interface-name-prefix",
+        masquerade_all => "--masquerade-all",
+        iptables_masquerade_bit => "--iptables-masquerade-bit",
+        nodeport_addresses => "--nodeport-addresses",
+        iptables_localhost_nodeports => "--iptables-localhost-nodeports",
+        proxy_mode => "--proxy-mode",
+        feature_gates => "--feature-gates",
+    )
 }
 
 fn parse_cidrs(flag: &str, list: &str) -> Result<Vec<IpNet>> {
@@ -645,13 +645,7 @@ pub struct UnsupportedFlags {
 impl UnsupportedFlags {
     /// The flags given, by name.
     fn given(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        macro_rules! check {
-            ($($field:ident => $flag:literal),* $(,)?) => {
-                $(if self.$field.is_some() { out.push($flag); })*
-            };
-        }
-        check!(
+        flags_given!(self;
             bind_address_hard_fail => "--bind-address-hard-fail",
             profiling => "--profiling",
             show_hidden_metrics_for_version => "--show-hidden-metrics-for-version",
@@ -669,21 +663,14 @@ impl UnsupportedFlags {
             log_text_info_buffer_size => "--log-text-info-buffer-size",
             boot_id_file => "--boot-id-file",
             machine_id_file => "--machine-id-file",
-        );
-        out
+        )
     }
 }
 
 impl KubeProxyFlags {
     /// The configuration flags given (ignored when a file is given).
     fn config_flags_given(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        macro_rules! check {
-            ($($field:ident => $flag:literal),* $(,)?) => {
-                $(if self.$field.is_some() { out.push($flag); })*
-            };
-        }
-        check!(
+        flags_given!(self;
             kube_api_content_type => "--kube-api-content-type",
             kube_api_burst => "--kube-api-burst",
             kube_api_qps => "--kube-api-qps",
@@ -699,8 +686,7 @@ impl KubeProxyFlags {
             conntrack_udp_timeout => "--conntrack-udp-timeout",
             conntrack_udp_timeout_stream => "--conntrack-udp-timeout-stream",
             config_sync_period => "--config-sync-period",
-        );
-        out
+        )
     }
 
     /// Applies the configuration flags over `s` (no file given), as
@@ -836,6 +822,9 @@ pub fn run_settings(
         None => {
             let mut s = settings_from_flags(node)?;
             flags.apply(&mut s, flags.write_config_to.is_none());
+            if let Some(b) = node.conntrack_tcp_be_liberal {
+                s.conntrack.tcp_be_liberal = b;
+            }
             s
         }
     };
