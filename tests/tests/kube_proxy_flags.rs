@@ -274,6 +274,14 @@ fn a_configuration_file_wins_over_configuration_flags() {
             .any(|w| w.contains("--ipvs-scheduler has no effect")),
         "{warnings:?}"
     );
+    // kube-proxy's validation: the OOM score is in [-1000, 1000].
+    std::fs::write(
+        &cfg,
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\noomScoreAdj: 5000\n",
+    )
+    .expect("write");
+    let e = run_settings(&a.node, &a.kube_proxy, &Inventory::default()).expect_err("out of range");
+    assert!(e.to_string().starts_with("oomScoreAdj: 5000"), "{e}");
     // --kubeconfig is taken over the file's.
     let b = run_args(&[&format!("--config={}", cfg.display()), "--kubeconfig=/mine"]);
     std::fs::write(

@@ -828,6 +828,12 @@ pub fn run_settings(
             s
         }
     };
+    if !(-1000..=1000).contains(&s.oom_score_adj) {
+        bail!(
+            "oomScoreAdj: {} must be within the range [-1000, 1000]",
+            s.oom_score_adj
+        );
+    }
     for flag in flags.unsupported.given() {
         warnings.push(format!("{flag} has no effect in kproxy"));
     }
