@@ -1,6 +1,8 @@
 //! A Kubernetes API server fixture: a std-only HTTP/1.1 server that speaks
-//! list+watch for Services, EndpointSlices and Nodes, enough for kube-rs'
-//! watchers (and so for `kproxy run --source kube`).
+//! list+watch for Services, EndpointSlices, Nodes and ServiceCIDRs (with
+//! the `networking.k8s.io/v1` discovery document), enough for kube-rs'
+//! watchers (and so for `kproxy run --source kube`). Label and field
+//! selectors are not applied (the requests are recorded).
 //!
 //! * Lists return every object of a resource path with the current
 //!   resource version (`limit` and `continue` are ignored: one page).
@@ -37,6 +39,11 @@ pub const SERVICES: &str = "/api/v1/services";
 pub const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 /// The Nodes resource path.
 pub const NODES: &str = "/api/v1/nodes";
+/// The ServiceCIDRs resource path (cluster-scoped).
+pub const SERVICE_CIDRS: &str = "/apis/networking.k8s.io/v1/servicecidrs";
+/// The discovery path of `networking.k8s.io/v1` (answered with
+/// `servicecidrs` among its resources).
+const NETWORKING_V1: &str = "/apis/networking.k8s.io/v1";
 
 /// How long a watch stays open before the server ends it cleanly.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -220,7 +227,11 @@ impl Fixture {
                 self.watch(&mut out, path, from);
                 return;
             }
-            let body = self.list(path);
+            let body = if path == NETWORKING_V1 {
+                discovery_networking_v1()
+            } else {
+                self.list(path)
+            };
             let mut response = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
                 body.len()
@@ -324,6 +335,38 @@ impl Fixture {
             }
         }
     }
+}
+
+/// The testbed's `default/hostnames` Service (ClusterIP 10.79.255.4, port
+/// 80 to 9376/TCP).
+pub fn hostnames_service() -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "hostnames", "namespace": "default"},
+        "spec": {"type": "ClusterIP", "clusterIP": "10.79.255.4", "clusterIPs": ["10.79.255.4"],
+                 "ports": [{"port": 80, "targetPort": 9376, "protocol": "TCP"}]}})
+}
+
+/// `default/hostnames`' EndpointSlice with the testbed's pods `pods`
+/// (`10.76.0.N`, ready, on node1).
+pub fn hostnames_slice(pods: &[u8]) -> Value {
+    let eps: Vec<Value> = pods
+        .iter()
+        .map(|p| json!({"addresses": [format!("10.76.0.{p}")], "conditions": {"ready": true}, "nodeName": "node1"}))
+        .collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "hostnames-1", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "hostnames"}},
+        "addressType": "IPv4", "endpoints": eps,
+        "ports": [{"name": "", "port": 9376, "protocol": "TCP"}]})
+}
+
+/// The `networking.k8s.io/v1` discovery document: ServiceCIDRs served.
+fn discovery_networking_v1() -> Vec<u8> {
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "networking.k8s.io/v1",
+        "resources": [{"name": "servicecidrs", "singularName": "servicecidr", "namespaced": false,
+                       "kind": "ServiceCIDR", "verbs": ["list", "watch", "get"]}]})
+    .to_string()
+    .into_bytes()
 }
 
 /// Writes a kubeconfig for the fixture on `127.0.0.1:port` (plain HTTP, no

@@ -24,7 +24,9 @@ use kernel::{Loader, Ns, tool};
 use kproxy_bin::agent::http;
 use kproxy_bin::agent::kube::KubeSource;
 use kproxy_bin::agent::latency;
-use kproxy_tests::apiserver::{Fixture, NODES, SERVICES, SLICES, kubeconfig};
+use kproxy_tests::apiserver::{
+    Fixture, NODES, SERVICES, SLICES, hostnames_service, hostnames_slice, kubeconfig,
+};
 use serde_json::{Value, json};
 
 fn service(name: &str, ip: &str) -> Value {
@@ -164,25 +166,6 @@ fn kube_source_waits_for_every_initial_list() {
 /// The `kproxy` binary ([`kproxy_tests::kproxy_binary`]).
 fn kproxy_bin() -> PathBuf {
     kproxy_tests::kproxy_binary().to_path_buf()
-}
-
-fn hostnames_service() -> Value {
-    json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "hostnames", "namespace": "default"},
-        "spec": {"type": "ClusterIP", "clusterIP": "10.79.255.4", "clusterIPs": ["10.79.255.4"],
-                 "ports": [{"port": 80, "targetPort": 9376, "protocol": "TCP"}]}})
-}
-
-fn hostnames_slice(pods: &[u8]) -> Value {
-    let eps: Vec<Value> = pods
-        .iter()
-        .map(|p| json!({"addresses": [format!("10.76.0.{p}")], "conditions": {"ready": true}, "nodeName": "node1"}))
-        .collect();
-    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "hostnames-1", "namespace": "default",
-                     "labels": {"kubernetes.io/service-name": "hostnames"}},
-        "addressType": "IPv4", "endpoints": eps,
-        "ports": [{"name": "", "port": 9376, "protocol": "TCP"}]})
 }
 
 fn agent_follows_the_api(test: &str, backend: &str, loader: Loader) {

@@ -2,17 +2,23 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kproxy_bin::cli::{Cli, Command};
+use kproxy_bin::cli::{Cli, Command, kube_proxy_args};
 
 fn main() -> ExitCode {
+    let cli = Cli::parse_from(kube_proxy_args(std::env::args_os()));
+    // --v / --vmodule (kube-proxy's) win over KPROXY_LOG; warn by default.
+    let flags = match &cli.command {
+        Command::Run(args) => args.kube_proxy.log_filter(),
+        _ => None,
+    };
+    let filter = flags
+        .map(tracing_subscriber::EnvFilter::new)
+        .or_else(|| tracing_subscriber::EnvFilter::try_from_env("KPROXY_LOG").ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KPROXY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let mut drift = false;
     let result = match &cli.command {
         Command::Compile(args) => kproxy_bin::compile::run(args),
@@ -20,9 +26,7 @@ fn main() -> ExitCode {
         Command::Graph(args) => kproxy_bin::graph::run(args),
         Command::Diff(args) => kproxy_bin::diff::run(args),
         Command::Cleanup(args) => kproxy_bin::agent::cleanup::run(args),
-        Command::Run(args) => {
-            kproxy_bin::agent::run_command(args).map(|()| kproxy_bin::compile::Output::default())
-        }
+        Command::Run(args) => kproxy_bin::agent::run_command(args),
         Command::Check(args) => kproxy_bin::check::run(args).map(|c| {
             drift = c.drift;
             c.output

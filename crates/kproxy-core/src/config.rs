@@ -78,6 +78,52 @@ pub struct DurationError {
     pub reason: &'static str,
 }
 
+/// Formats a duration as Go's `time.Duration.String` does: `"0s"`,
+/// `"250ms"`, `"1.5s"`, `"1m30s"`, `"24h0m0s"` (what kube-proxy writes in a
+/// configuration file).
+///
+/// ```
+/// use kproxy_core::config::format_go_duration;
+/// use std::time::Duration;
+/// assert_eq!(format_go_duration(Duration::from_secs(86400)), "24h0m0s");
+/// assert_eq!(format_go_duration(Duration::from_millis(1500)), "1.5s");
+/// assert_eq!(format_go_duration(Duration::from_millis(250)), "250ms");
+/// assert_eq!(format_go_duration(Duration::ZERO), "0s");
+/// ```
+pub fn format_go_duration(d: Duration) -> String {
+    /// `whole` followed by `frac` (of `digits` digits), trailing zeros dropped.
+    fn decimal(whole: u128, frac: u128, digits: usize) -> String {
+        let f = format!("{frac:0digits$}");
+        let f = f.trim_end_matches('0');
+        if f.is_empty() {
+            whole.to_string()
+        } else {
+            format!("{whole}.{f}")
+        }
+    }
+    let n = d.as_nanos();
+    if n == 0 {
+        return "0s".into();
+    }
+    if n < 1_000 {
+        return format!("{n}ns");
+    }
+    if n < 1_000_000 {
+        return format!("{}\u{b5}s", decimal(n / 1_000, n % 1_000, 3));
+    }
+    if n < 1_000_000_000 {
+        return format!("{}ms", decimal(n / 1_000_000, n % 1_000_000, 6));
+    }
+    let secs = n / 1_000_000_000;
+    let s = decimal(secs % 60, n % 1_000_000_000, 9);
+    let (m, h) = ((secs / 60) % 60, secs / 3600);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, m) => format!("{m}m{s}s"),
+        (h, m) => format!("{h}h{m}m{s}s"),
+    }
+}
+
 /// Parses a Go duration (`time.ParseDuration`): `"30s"`, `"1m0s"`, `"1.5h"`,
 /// `"250ms"`, `"0"`. Units: `ns`, `us`/`µs`/`μs`, `ms`, `s`, `m`, `h`.
 /// Negative durations are rejected (kube-proxy has no use for them).
@@ -269,11 +315,27 @@ pub struct LinuxConfiguration {
     pub oom_score_adj: Option<i32>,
 }
 
+/// `clientConnection` section (both versions).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientConnectionConfiguration {
+    /// `kubeconfig`: the kubeconfig file to reach the API server with.
+    pub kubeconfig: Option<String>,
+    /// `acceptContentTypes`.
+    pub accept_content_types: Option<String>,
+    /// `contentType`.
+    pub content_type: Option<String>,
+    /// `qps`.
+    pub qps: Option<f32>,
+    /// `burst`.
+    pub burst: Option<i32>,
+}
+
 /// A kube-proxy configuration file, `v1alpha1` or `v1alpha2`, as written.
 ///
 /// Only the fields kproxy uses are kept; unknown fields are ignored. Fields
 /// of the other version are accepted but ignored by [`Self::effective`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KubeProxyConfiguration {
     /// `apiVersion` ([`V1ALPHA1`] or [`V1ALPHA2`]; absent means v1alpha1).
@@ -329,6 +391,8 @@ pub struct KubeProxyConfiguration {
     pub oom_score_adj: Option<i32>,
     /// `configSyncPeriod`.
     pub config_sync_period: Option<GoDuration>,
+    /// `clientConnection`.
+    pub client_connection: Option<ClientConnectionConfiguration>,
 }
 
 /// The configuration API version.
@@ -394,7 +458,44 @@ pub struct ConntrackSettings {
     pub tcp_established_timeout: Duration,
     /// `tcpCloseWaitTimeout` (default 1h).
     pub tcp_close_wait_timeout: Duration,
+    /// `udpTimeout` (default 0: left as it is).
+    pub udp_timeout: Duration,
+    /// `udpStreamTimeout` (default 0: left as it is).
+    pub udp_stream_timeout: Duration,
 }
+
+/// How kube-proxy reaches the API server (`clientConnection`), defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientConnection {
+    /// `kubeconfig` if non-empty (else the in-cluster configuration).
+    pub kubeconfig: Option<String>,
+    /// `acceptContentTypes` (default empty).
+    pub accept_content_types: String,
+    /// `contentType` (default `application/vnd.kubernetes.protobuf`).
+    pub content_type: String,
+    /// `qps` (default 5).
+    pub qps: f32,
+    /// `burst` (default 10).
+    pub burst: i32,
+}
+
+impl Eq for ClientConnection {}
+
+impl Default for ClientConnection {
+    /// kube-proxy's v1alpha1 defaults.
+    fn default() -> Self {
+        ClientConnection {
+            kubeconfig: None,
+            accept_content_types: String::new(),
+            content_type: "application/vnd.kubernetes.protobuf".into(),
+            qps: 5.0,
+            burst: 10,
+        }
+    }
+}
+
+/// kube-proxy's default `oomScoreAdj` (the kubelet's `KubeProxyOOMScoreAdj`).
+pub const DEFAULT_OOM_SCORE_ADJ: i32 = -999;
 
 /// The effective configuration: defaults applied, versions and modes resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -442,6 +543,10 @@ pub struct ProxySettings {
     pub service_proxy_name: Option<String>,
     /// Feature gates as written.
     pub feature_gates: BTreeMap<String, bool>,
+    /// `clientConnection`.
+    pub client_connection: ClientConnection,
+    /// `oomScoreAdj` (v1alpha2: `linux.oomScoreAdj`; default -999).
+    pub oom_score_adj: i32,
 }
 
 impl Default for ProxySettings {
@@ -471,9 +576,13 @@ impl Default for ProxySettings {
                 min: 128 * 1024,
                 tcp_established_timeout: Duration::from_secs(86400),
                 tcp_close_wait_timeout: Duration::from_secs(3600),
+                udp_timeout: Duration::ZERO,
+                udp_stream_timeout: Duration::ZERO,
             },
             service_proxy_name: None,
             feature_gates: BTreeMap::new(),
+            client_connection: ClientConnection::default(),
+            oom_score_adj: DEFAULT_OOM_SCORE_ADJ,
         }
     }
 }
@@ -547,8 +656,16 @@ fn set(d: Option<GoDuration>) -> Option<Duration> {
     d.map(|d| d.0).filter(|d| !d.is_zero())
 }
 
-/// Appends `port` to `addr` when it has none (IPv6 literals get brackets).
-fn append_port_if_needed(addr: &str, port: u16) -> String {
+/// Appends `port` to `addr` when it has none (IPv6 literals get brackets);
+/// anything else is kept as it is (kube-proxy's `AppendPortIfNeeded`).
+///
+/// ```
+/// use kproxy_core::config::append_port_if_needed;
+/// assert_eq!(append_port_if_needed("0.0.0.0", 10256), "0.0.0.0:10256");
+/// assert_eq!(append_port_if_needed("::1", 10249), "[::1]:10249");
+/// assert_eq!(append_port_if_needed("127.0.0.1:1", 10249), "127.0.0.1:1");
+/// ```
+pub fn append_port_if_needed(addr: &str, port: u16) -> String {
     if addr.parse::<std::net::SocketAddr>().is_ok() {
         return addr.to_string();
     }
@@ -739,7 +856,26 @@ impl KubeProxyConfiguration {
             tcp_close_wait_timeout: ct
                 .tcp_close_wait_timeout
                 .map_or(Duration::from_secs(3600), |d| d.0),
+            udp_timeout: ct.udp_timeout.map_or(Duration::ZERO, |d| d.0),
+            udp_stream_timeout: ct.udp_stream_timeout.map_or(Duration::ZERO, |d| d.0),
         };
+        let cc = self.client_connection.clone().unwrap_or_default();
+        let defaults = ClientConnection::default();
+        let client_connection = ClientConnection {
+            kubeconfig: non_empty(&cc.kubeconfig).map(str::to_string),
+            accept_content_types: cc.accept_content_types.unwrap_or_default(),
+            content_type: non_empty(&cc.content_type).map_or(defaults.content_type, str::to_string),
+            qps: cc
+                .qps
+                .filter(|q| q.is_finite() && *q != 0.0)
+                .unwrap_or(defaults.qps),
+            burst: cc.burst.filter(|b| *b != 0).unwrap_or(defaults.burst),
+        };
+        let oom_score_adj = match version {
+            ConfigVersion::V1Alpha1 => self.oom_score_adj,
+            ConfigVersion::V1Alpha2 => linux.oom_score_adj,
+        }
+        .unwrap_or(DEFAULT_OOM_SCORE_ADJ);
 
         Ok(ProxySettings {
             version,
@@ -763,6 +899,8 @@ impl KubeProxyConfiguration {
             conntrack,
             service_proxy_name: non_empty(&self.service_proxy_name).map(str::to_string),
             feature_gates: self.feature_gates.clone().unwrap_or_default(),
+            client_connection,
+            oom_score_adj,
         })
     }
 }
@@ -773,6 +911,23 @@ mod tests {
 
     fn parse(json: &str) -> KubeProxyConfiguration {
         serde_json::from_str(json).expect("test config parses")
+    }
+
+    #[test]
+    fn go_durations_round_trip() {
+        for (d, text) in [
+            (Duration::from_nanos(7), "7ns"),
+            (Duration::from_micros(10), "10\u{b5}s"),
+            (Duration::from_nanos(1_500), "1.5\u{b5}s"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(60), "1m0s"),
+            (Duration::from_secs(3_723), "1h2m3s"),
+            (Duration::from_secs(3_600), "1h0m0s"),
+            (Duration::from_millis(90_500), "1m30.5s"),
+        ] {
+            assert_eq!(format_go_duration(d), text);
+            assert_eq!(parse_go_duration(text), Ok(d), "{text}");
+        }
     }
 
     #[test]

@@ -1,6 +1,16 @@
 //! The `kube` source: kube-rs runtime watchers (list, then watch) on
-//! Services, EndpointSlices and the agent's own Node, on a tokio runtime of
-//! their own thread.
+//! Services, EndpointSlices, ServiceCIDRs (when the API serves
+//! `networking.k8s.io/v1` `servicecidrs`) and the agent's own Node, on a
+//! tokio runtime of their own thread.
+//!
+//! * The API connection is kube-proxy's ([`Connection`]): a kubeconfig
+//!   (`--kubeconfig`, else the configuration's
+//!   `clientConnection.kubeconfig`) with `--master` overriding its server;
+//!   `--master` alone; else the in-cluster configuration.
+//! * Services, EndpointSlices and ServiceCIDRs are listed with kube-proxy's
+//!   label selector ([`service_selector`]): no Service meant for another
+//!   proxy (`service.kubernetes.io/service-proxy-name`), no headless one
+//!   (`service.kubernetes.io/headless`), filtered by the API server.
 //!
 //! * The first sync waits until every watcher's initial list is complete.
 //! * A relist (after a 410 Gone, or when a watch cannot be resumed)
@@ -21,6 +31,7 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kproxy_core::convert::{Inventory, Object, Store};
 use kproxy_core::model::NamespacedName;
 use kube::runtime::watcher::{self, Event};
@@ -35,6 +46,45 @@ enum Kind {
     Service,
     EndpointSlice,
     Node,
+    ServiceCidr,
+}
+
+/// The label of Services meant for another service proxy.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// The label the EndpointSlice controller puts on a headless Service's slices.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+
+/// kube-proxy's label selector for Services, EndpointSlices and
+/// ServiceCIDRs, as its client sends it (requirements sorted by key):
+/// neither label set. `proxy_name`: kproxy's `serviceProxyName`, whose
+/// Services are selected instead of unlabelled ones.
+///
+/// ```
+/// use kproxy_bin::agent::kube::service_selector;
+/// assert_eq!(
+///     service_selector(None),
+///     "!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name"
+/// );
+/// ```
+pub fn service_selector(proxy_name: Option<&str>) -> String {
+    let proxy = match proxy_name {
+        Some(name) => format!("{SERVICE_PROXY_NAME_LABEL}={name}"),
+        None => format!("!{SERVICE_PROXY_NAME_LABEL}"),
+    };
+    format!("!{HEADLESS_LABEL},{proxy}")
+}
+
+/// How to reach the API server, as kube-proxy does (`clientConnection`
+/// and `--master`).
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    /// The kubeconfig file (`--kubeconfig`, else
+    /// `clientConnection.kubeconfig`).
+    pub kubeconfig: Option<PathBuf>,
+    /// `--master`: the API server's URL, over the kubeconfig's.
+    pub master: Option<String>,
+    /// `serviceProxyName` (kproxy's): the Services of that proxy name.
+    pub service_proxy_name: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +98,8 @@ struct Shared {
     generation: u64,
     errors: Vec<String>,
     node_eligible: bool,
+    /// The kinds watched (every initial list must complete).
+    kinds: Vec<Kind>,
 }
 
 /// A running Kubernetes source.
@@ -73,20 +125,55 @@ fn lock(s: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn client(kubeconfig: Option<PathBuf>) -> Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(&path)
+/// `--master` as a URL (`https://` when it has no scheme, as client-go).
+fn master_url(master: &str) -> String {
+    if master.contains("://") {
+        master.to_string()
+    } else {
+        format!("https://{master}")
+    }
+}
+
+async fn client(conn: &Connection) -> Result<Client> {
+    let master = conn.master.as_deref().map(master_url);
+    let bad = |m: &String| format!("--master: {m:?} is not a URL");
+    let mut config = match (&conn.kubeconfig, &master) {
+        (Some(path), _) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("{}: cannot read kubeconfig", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
                 .with_context(|| format!("{}: bad kubeconfig", path.display()))?
         }
-        None => kube::Config::infer()
-            .await
-            .context("no in-cluster configuration and no kubeconfig (--kubeconfig)")?,
+        (None, Some(url)) => kube::Config::new(url.parse().with_context(|| bad(url))?),
+        (None, None) => {
+            info!(
+                "neither kubeconfig file nor master URL was specified, falling back to in-cluster config"
+            );
+            kube::Config::infer().await.context(
+                "no in-cluster configuration and no kubeconfig (--kubeconfig or clientConnection.kubeconfig)",
+            )?
+        }
     };
+    if let Some(url) = &master {
+        config.cluster_url = url.parse().with_context(|| bad(url))?;
+    }
+    info!(server = %config.cluster_url, "API server");
     Client::try_from(config).context("cannot build the Kubernetes client")
+}
+
+/// Whether the API server serves `networking.k8s.io/v1` ServiceCIDRs.
+async fn serves_service_cidrs(client: &Client) -> bool {
+    match client
+        .list_api_group_resources("networking.k8s.io/v1")
+        .await
+    {
+        Ok(list) => list.resources.iter().any(|r| r.name == "servicecidrs"),
+        Err(e) => {
+            info!("networking.k8s.io/v1 not served ({e}): ServiceCIDRs not watched");
+            false
+        }
+    }
 }
 
 /// Whether kube-proxy counts the node as eligible: not being deleted and
@@ -181,22 +268,41 @@ impl KubeSource {
     /// configuration or the default kubeconfig). `node`: the node's name,
     /// whose Node object is watched. Fails only when no client can be built.
     pub fn start(kubeconfig: Option<&Path>, node: &str) -> Result<Self> {
+        let conn = Connection {
+            kubeconfig: kubeconfig.map(Path::to_path_buf),
+            ..Default::default()
+        };
+        Self::connect(&conn, node)
+    }
+
+    /// Starts the watchers on the API server `conn` reaches. `node`: the
+    /// node's name, whose Node object is watched. Fails only when no client
+    /// can be built.
+    pub fn connect(conn: &Connection, node: &str) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("cannot start the tokio runtime")?;
-        let client = rt.block_on(client(kubeconfig.map(Path::to_path_buf)))?;
+        let client = rt.block_on(client(conn))?;
+        let cidrs = rt.block_on(serves_service_cidrs(&client));
+        let selector = service_selector(conn.service_proxy_name.as_deref());
+        let mut kinds = vec![Kind::Service, Kind::EndpointSlice, Kind::Node];
+        if cidrs {
+            kinds.push(Kind::ServiceCidr);
+        }
         let shared = Arc::new(Mutex::new(Shared {
             node_eligible: true,
+            kinds,
             ..Default::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (s2, stop2, node) = (shared.clone(), stop.clone(), node.to_string());
         let thread = std::thread::spawn(move || {
             rt.block_on(async move {
+                let labelled = || watcher::Config::default().labels(&selector);
                 let services = watch_kind(
                     Api::<Service>::all(client.clone()),
-                    watcher::Config::default(),
+                    labelled(),
                     Kind::Service,
                     |o| Object::Service(Box::new(o)),
                     s2.clone(),
@@ -204,21 +310,34 @@ impl KubeSource {
                 );
                 let slices = watch_kind(
                     Api::<EndpointSlice>::all(client.clone()),
-                    watcher::Config::default(),
+                    labelled(),
                     Kind::EndpointSlice,
                     |o| Object::EndpointSlice(Box::new(o)),
                     s2.clone(),
                     stop2.clone(),
                 );
                 let nodes = watch_kind(
-                    Api::<Node>::all(client),
+                    Api::<Node>::all(client.clone()),
                     watcher::Config::default().fields(&format!("metadata.name={node}")),
                     Kind::Node,
                     |o| Object::Node(Box::new(o)),
-                    s2,
-                    stop2,
+                    s2.clone(),
+                    stop2.clone(),
                 );
-                futures::join!(services, slices, nodes);
+                let service_cidrs = async {
+                    if cidrs {
+                        watch_kind(
+                            Api::<ServiceCIDR>::all(client),
+                            labelled(),
+                            Kind::ServiceCidr,
+                            |o| Object::ServiceCidr(Box::new(o)),
+                            s2,
+                            stop2,
+                        )
+                        .await;
+                    }
+                };
+                futures::join!(services, slices, nodes, service_cidrs);
             });
         });
         Ok(Self {
@@ -233,9 +352,14 @@ impl KubeSource {
     /// Whether every watcher has completed its initial list.
     pub fn synced(&self) -> bool {
         let s = lock(&self.shared);
-        [Kind::Service, Kind::EndpointSlice, Kind::Node]
+        s.kinds
             .iter()
             .all(|k| s.synced.get(k).copied().unwrap_or(false))
+    }
+
+    /// Whether ServiceCIDRs are watched (the API server serves them).
+    pub fn watches_service_cidrs(&self) -> bool {
+        lock(&self.shared).kinds.contains(&Kind::ServiceCidr)
     }
 
     /// Whether something changed since the last call; with the watch

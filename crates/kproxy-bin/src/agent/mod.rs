@@ -25,6 +25,14 @@
 //!   files' ages); a file with such a slice is timed by the annotations only.
 //! * [`hostaddr`]: the host's interface addresses, read before every sync
 //!   for `nodePortAddresses` when no `--node-address` is given.
+//! * [`host`]: the host set-up kube-proxy does at start (conntrack sysctls,
+//!   `route_localnet`, the OOM score).
+//!
+//! `kproxy run` takes kube-proxy's command line: every flag of kube-proxy
+//! parses ([`crate::settings::KubeProxyFlags`]), `--cleanup`, `--init-only`
+//! and `--write-config-to` do what they do in kube-proxy, and without
+//! `--source` the state comes from the API server, reached as kube-proxy
+//! reaches it ([`kube::Connection`]).
 //!
 //! The loop follows kube-proxy's BoundedFrequencyRunner: a change is
 //! applied at most `minSyncPeriod` after the previous sync started, and
@@ -35,6 +43,7 @@ pub mod cleanup;
 pub mod configz;
 pub mod conntrack;
 pub mod exec;
+pub mod host;
 pub mod hostaddr;
 pub mod http;
 pub mod incremental;
@@ -58,7 +67,7 @@ use kproxy_core::model::{IpFamily, NamespacedName};
 use tracing::{error, info, warn};
 
 use crate::compile::{Backend, backend_named, family_targets};
-use crate::settings::{NodeArgs, proxy_settings};
+use crate::settings::{KubeProxyFlags, NodeArgs, resolve, run_settings, v1alpha1_document};
 use source::DirSource;
 use sync::{Mode, Proxier};
 
@@ -68,27 +77,18 @@ pub struct RunArgs {
     /// Node-level configuration (as `kproxy compile`).
     #[command(flatten)]
     pub node: NodeArgs,
+    /// kube-proxy's other flags.
+    #[command(flatten)]
+    pub kube_proxy: KubeProxyFlags,
     /// The backend: iptables or nftables. Default: the proxy mode.
     #[arg(long, value_name = "BACKEND")]
     pub backend: Option<String>,
-    /// Where the cluster state comes from: `dir:PATH`, a directory of
-    /// manifests (*.yaml, *.yml, *.json, recursively) watched for changes;
-    /// or `kube`, the API server (list+watch of Services, EndpointSlices and
-    /// this node's Node).
+    /// Where the cluster state comes from: `kube` (the default), the API
+    /// server (list+watch of Services, EndpointSlices, ServiceCIDRs and
+    /// this node's Node); or `dir:PATH`, a directory of manifests (*.yaml,
+    /// *.yml, *.json, recursively) watched for changes.
     #[arg(long, value_name = "SOURCE")]
-    pub source: String,
-    /// The kubeconfig for `--source kube` (default: in-cluster, then
-    /// $KUBECONFIG / ~/.kube/config).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// healthzBindAddress (`/healthz`, `/livez`); overrides the
-    /// configuration. Empty: no server. Default 0.0.0.0:10256.
-    #[arg(long, value_name = "IP:PORT")]
-    pub healthz_bind_address: Option<String>,
-    /// metricsBindAddress (`/metrics`); overrides the configuration.
-    /// Empty: no server. Default 127.0.0.1:10249.
-    #[arg(long, value_name = "IP:PORT")]
-    pub metrics_bind_address: Option<String>,
+    pub source: Option<String>,
     /// syncPeriod (Go duration); overrides the configuration. Default 30s.
     #[arg(long, value_name = "DURATION")]
     pub sync_period: Option<String>,
@@ -309,11 +309,77 @@ fn node_name(args: &RunArgs, configured: Option<&str>) -> String {
         })
 }
 
-/// Runs `kproxy run` until SIGTERM or SIGINT (the rules stay in place).
-pub fn run(args: &RunArgs) -> Result<()> {
+/// The host set-up kube-proxy does before it proxies (conntrack sysctls;
+/// `route_localnet` when localhost node ports are on in iptables mode).
+/// Returns the node arguments to compile with: `nf_conntrack_tcp_be_liberal`
+/// as the host has it (kube-proxy reads it back), unless given.
+fn host_setup(args: &RunArgs, settings: &kproxy_core::config::ProxySettings) -> Result<NodeArgs> {
+    let backend = backend_named(args.backend.as_deref(), &settings.mode)?;
+    let localhost = backend == Backend::Iptables
+        && resolve(&args.node, &Inventory::default())?
+            .nodes
+            .iter()
+            .any(kproxy_core::plan::localhost_node_ports_apply);
+    let host = host::Host::default();
+    host.apply(&host::plan(
+        &settings.conntrack,
+        host::online_cpus(),
+        localhost,
+    ));
+    let mut node = args.node.clone();
+    if node.conntrack_tcp_be_liberal.is_none() && host.read(host::TCP_BE_LIBERAL) == Some(1) {
+        info!("nf_conntrack_tcp_be_liberal is set: no rule drops INVALID packets");
+        node.conntrack_tcp_be_liberal = Some(true);
+    }
+    Ok(node)
+}
+
+/// Runs `kproxy run` until SIGTERM or SIGINT (the rules stay in place);
+/// `--write-config-to`, `--cleanup` and `--init-only` return after their
+/// work, with what to print.
+pub fn run(args: &RunArgs) -> Result<crate::compile::Output> {
+    let flags = &args.kube_proxy;
+    if flags.version.as_deref().is_some_and(|v| v != "false") {
+        return Ok(crate::compile::Output {
+            stdout: format!("kproxy v{}\n", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        });
+    }
+    let (early, warnings) = run_settings(&args.node, flags, &Inventory::default())?;
+    for w in &warnings {
+        warn!("{w}");
+    }
+    if let Some(path) = &flags.write_config_to {
+        let yaml = serde_saphyr::to_string(&v1alpha1_document(&early))
+            .context("cannot write the configuration as YAML")?;
+        std::fs::write(path, yaml)
+            .with_context(|| format!("{}: cannot write the configuration", path.display()))?;
+        info!(file = %path.display(), "wrote the configuration");
+        return Ok(Default::default());
+    }
+    if flags.cleanup == Some(true) {
+        return cleanup::run(&cleanup::CleanupArgs { mode: "all".into() });
+    }
+    let node_args = host_setup(args, &early)?;
+    if flags.init_only == Some(true) {
+        info!("system initialized and --init-only given");
+        return Ok(Default::default());
+    }
+    host::set_oom_score_adj(early.oom_score_adj);
+    let args = &RunArgs {
+        node: node_args,
+        ..args.clone()
+    };
+    serve(args, &early)?;
+    Ok(Default::default())
+}
+
+/// The agent's loop (`early`: the settings known before the source).
+fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<()> {
     let mut triggers = latency::Tracker::new(SystemTime::now());
     let poll = duration("--poll-interval", &args.poll_interval)?;
-    let (mut source, first) = if let Some(dir) = args.source.strip_prefix("dir:") {
+    let source_name = args.source.clone().unwrap_or_else(|| "kube".into());
+    let (mut source, first) = if let Some(dir) = source_name.strip_prefix("dir:") {
         let dir = PathBuf::from(dir);
         if !dir.is_dir() {
             bail!("--source: {} is not a directory", dir.display());
@@ -321,10 +387,21 @@ pub fn run(args: &RunArgs) -> Result<()> {
         let mut source = Source::Dir(DirSource::new(dir));
         let first = source.poll();
         (source, first)
-    } else if args.source == "kube" {
-        let settings = proxy_settings(&args.node, &Inventory::default())?;
-        let node = node_name(args, settings.hostname_override.as_deref());
-        let k = kube::KubeSource::start(args.kubeconfig.as_deref(), &node)?;
+    } else if source_name == "kube" {
+        let node = node_name(args, early.hostname_override.as_deref());
+        let cc = &early.client_connection;
+        info!(
+            qps = cc.qps,
+            burst = cc.burst,
+            content_type = %cc.content_type,
+            "clientConnection: kproxy sends JSON with no client-side rate limit"
+        );
+        let conn = kube::Connection {
+            kubeconfig: cc.kubeconfig.as_ref().map(PathBuf::from),
+            master: args.kube_proxy.master.clone(),
+            service_proxy_name: early.service_proxy_name.clone(),
+        };
+        let k = kube::KubeSource::connect(&conn, &node)?;
         let first = Polled {
             changed: true,
             times: Vec::new(),
@@ -332,14 +409,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
         };
         (Source::Kube(k), first)
     } else {
-        bail!(
-            "--source: {:?} is not supported (dir:PATH or kube)",
-            args.source
-        );
+        bail!("--source: {source_name:?} is not supported (dir:PATH or kube)");
     };
     let mut logged = std::collections::HashSet::new();
     source.log_warnings(&mut logged);
-    let settings = proxy_settings(&args.node, source.inventory())?;
+    let (settings, _) = run_settings(&args.node, &args.kube_proxy, source.inventory())?;
     let mut host_addresses =
         hostaddr::HostAddresses::new(&args.node, &settings.node_port_addresses);
     let sync_period = match &args.sync_period {
@@ -357,14 +431,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     };
     let metrics = Arc::new(metrics::Metrics::new(mode, 2 * sync_period));
     let node_eligible = Arc::new(AtomicBool::new(true));
-    let healthz_addr = args
-        .healthz_bind_address
-        .clone()
-        .unwrap_or(settings.healthz_bind_address.clone());
-    let metrics_addr = args
-        .metrics_bind_address
-        .clone()
-        .unwrap_or(settings.metrics_bind_address.clone());
+    let healthz_addr = settings.healthz_bind_address.clone();
+    let metrics_addr = settings.metrics_bind_address.clone();
     let _healthz = start_server(
         "healthz",
         &healthz_addr,
@@ -395,7 +463,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     proxier.stale_chain_delay = duration("--stale-chain-delay", &args.stale_chain_delay)?;
     info!(
         mode = mode.name(),
-        source = %args.source,
+        source = %source_name,
         ?sync_period,
         ?min_sync_period,
         "kproxy run starting"
@@ -526,6 +594,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
 }
 
 /// Runs `kproxy run` from its arguments (an error is fatal at start-up only).
-pub fn run_command(args: &RunArgs) -> Result<()> {
+pub fn run_command(args: &RunArgs) -> Result<crate::compile::Output> {
     run(args).context("kproxy run")
 }
