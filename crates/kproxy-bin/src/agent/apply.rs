@@ -31,6 +31,7 @@ use super::incremental::FixedChange;
 use kproxy_core::ir::{Chain, ChainKind, Counter, Element, MapValue, Ruleset, Table, TableFamily};
 use kproxy_core::model::IpFamily;
 use kproxy_core::names::ChainName;
+use kproxy_core::owners::is_iptables_service_chain;
 use kproxy_iptables::IptablesError;
 use kproxy_nft::{NftError, Op, Transaction};
 
@@ -40,16 +41,6 @@ pub const NAT_TOP_LEVEL: [&str; 4] = [
     "KUBE-NODEPORTS",
     "KUBE-POSTROUTING",
     "KUBE-MARK-MASQ",
-];
-
-/// Prefixes of the per-service iptables chains (what stale-chain cleanup
-/// may delete).
-pub const SERVICE_CHAIN_PREFIXES: [&str; 5] = [
-    "KUBE-SVC-",
-    "KUBE-SVL-",
-    "KUBE-EXT-",
-    "KUBE-FW-",
-    "KUBE-SEP-",
 ];
 
 /// The canary chain (ensured on full syncs, never rewritten).
@@ -163,7 +154,7 @@ pub fn iptables_full(
             stale = existing_nat_chains
                 .iter()
                 .map(String::as_str)
-                .filter(|n| SERVICE_CHAIN_PREFIXES.iter().any(|p| n.starts_with(p)))
+                .filter(|n| is_iptables_service_chain(n))
                 .filter(|n| !wanted.contains(n))
                 .collect();
         }
@@ -256,7 +247,7 @@ pub fn iptables_full_against(
             let wanted = chain_names(table);
             held.keys()
                 .copied()
-                .filter(|n| SERVICE_CHAIN_PREFIXES.iter().any(|p| n.starts_with(p)))
+                .filter(|n| is_iptables_service_chain(n))
                 .filter(|n| !wanted.contains(n))
                 .collect()
         } else {

@@ -111,6 +111,8 @@ fn install_signal_handlers() {
         libc::signal(libc::SIGTERM, handler);
         libc::signal(libc::SIGINT, handler);
     }
+    // Within a second whatever the loop is doing: a running tool is killed.
+    exec::spawn_stop_watchdog(&STOP, Duration::from_millis(500));
 }
 
 fn duration(flag: &str, v: &str) -> Result<Duration> {
@@ -224,10 +226,11 @@ impl Source {
             }
         }
     }
-    /// Whether the first sync may run (every initial list complete).
+    /// Whether the first sync may run (every initial list complete; every
+    /// file read, none still being written).
     fn ready(&self) -> bool {
         match self {
-            Source::Dir(_) => true,
+            Source::Dir(d) => d.settled(),
             Source::Kube(k) => k.synced(),
         }
     }
