@@ -1453,3 +1453,218 @@ fn canary_forces_full_sync_nftables() {
         Loader::NftText,
     );
 }
+
+// ---------------------------------------------------------------------------
+// Issue 14: drift repaired within a sync period, cleanup of every layout,
+// prompt shutdown.
+
+/// kproxy's rules changed behind the agent's back, in-process: the drift
+/// check writes again exactly what went (a flushed node-level chain, a
+/// deleted built-in jump), or makes the next sync full when a whole table
+/// went; either way the node ends as a fresh full sync leaves it.
+fn drift_repaired(test: &str, mode: Mode, loader: Loader) {
+    use kproxy_bin::agent::drift::Repair;
+    if !gate_loader(test, loader) {
+        return;
+    }
+    let nss = Namespaces::new();
+    let ns = nss.create("drift").unwrap_or_else(|e| panic!("{e}"));
+    let fresh = nss.create("drift-fresh").unwrap_or_else(|e| panic!("{e}"));
+    let node = node_config();
+    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let mut proxier = Proxier::new(mode);
+    let d = desired(mode, &cluster(6, 2), &node);
+    let r = in_ns(&ns, || proxier.sync(&d, &metrics));
+    assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
+    assert_eq!(
+        in_ns(&ns, || proxier.repair_drift(&metrics)),
+        [Repair::Nothing]
+    );
+    let sh = |args: &[&str]| netns_exec(&ns, args).unwrap_or_else(|e| panic!("{e}"));
+    // What goes, and whether a full sync is what repairs it.
+    let cases: Vec<(&str, Vec<Vec<&str>>, bool)> = match mode {
+        Mode::Iptables => vec![
+            (
+                "nat KUBE-SERVICES flushed, the PREROUTING jump deleted",
+                vec![
+                    vec!["iptables", "-t", "nat", "-F", "KUBE-SERVICES"],
+                    vec![
+                        "iptables",
+                        "-t",
+                        "nat",
+                        "-D",
+                        "PREROUTING",
+                        "-m",
+                        "comment",
+                        "--comment",
+                        "kubernetes service portals",
+                        "-j",
+                        "KUBE-SERVICES",
+                    ],
+                ],
+                false,
+            ),
+            (
+                "filter KUBE-FORWARD flushed",
+                vec![vec!["iptables", "-F", "KUBE-FORWARD"]],
+                false,
+            ),
+            (
+                "nat flushed",
+                vec![vec!["iptables", "-t", "nat", "-F"]],
+                true,
+            ),
+            (
+                "mangle flushed and its chains deleted",
+                vec![
+                    vec!["iptables", "-t", "mangle", "-F"],
+                    vec!["iptables", "-t", "mangle", "-X"],
+                ],
+                true,
+            ),
+        ],
+        Mode::Nftables => vec![
+            (
+                "the services chain flushed",
+                vec![vec![
+                    "nft",
+                    "flush",
+                    "chain",
+                    "ip",
+                    "kube-proxy",
+                    "services",
+                ]],
+                false,
+            ),
+            (
+                "nft flush table ip kube-proxy",
+                vec![vec!["nft", "flush", "table", "ip", "kube-proxy"]],
+                true,
+            ),
+            (
+                "nft delete table ip kube-proxy",
+                vec![vec!["nft", "delete", "table", "ip", "kube-proxy"]],
+                true,
+            ),
+        ],
+    };
+    for (what, commands, full) in cases {
+        let before = dump(mode, &ns);
+        for c in &commands {
+            sh(c);
+        }
+        assert_ne!(dump(mode, &ns), before, "{what}: nothing changed");
+        let repairs = in_ns(&ns, || proxier.repair_drift(&metrics));
+        assert_eq!(repairs.len(), 1, "{what}");
+        assert_eq!(
+            matches!(repairs[0], Repair::Full(_)),
+            full,
+            "{what}: {repairs:?}"
+        );
+        assert!(!matches!(repairs[0], Repair::Nothing), "{what}: not seen");
+        assert_eq!(proxier.next_is_full(), full, "{what}");
+        // The periodic sync that follows.
+        let r = in_ns(&ns, || proxier.sync(&d, &metrics));
+        assert!(r.errors.is_empty(), "{what}: {:?}", r.errors);
+        assert_eq!(r.full, full, "{what}");
+        assert_same_as_fresh(mode, &ns, &fresh, &d, &metrics, what);
+        assert_eq!(
+            in_ns(&ns, || proxier.repair_drift(&metrics)),
+            [Repair::Nothing],
+            "{what}: repaired"
+        );
+    }
+}
+
+#[test]
+fn drift_repaired_iptables() {
+    drift_repaired("drift_repaired_iptables", Mode::Iptables, Loader::Iptables);
+}
+
+#[test]
+fn drift_repaired_nftables() {
+    drift_repaired("drift_repaired_nftables", Mode::Nftables, Loader::NftText);
+}
+
+/// The real agent with a one-second `--sync-period`: rules removed behind
+/// its back (iptables: nat `KUBE-SERVICES` flushed and the `PREROUTING`
+/// jump deleted; nftables: `nft flush table ip kube-proxy`) carry traffic
+/// again within a sync period.
+fn agent_repairs_drift(test: &str, backend: &str, loader: Loader) {
+    let Some(bed) = testbed(test, loader) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("kproxy-agent-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    std::fs::write(dir.join("svc.yaml"), SVC).expect("write");
+    std::fs::write(dir.join("slice.yaml"), slice(&[9, 10])).expect("write");
+    let period = Duration::from_secs(1);
+    let agent = spawn_agent(
+        &bed,
+        &dir,
+        backend,
+        &[NODE_ADDRESS_ARGS_V4.as_slice(), &["--sync-period", "1s"]].concat(),
+    );
+    let svc = sock("10.79.255.4", 80);
+    let quick = Duration::from_millis(300);
+    let answered = || {
+        matches!(
+            bed.tcp_within(Ns::Client, None, svc, quick),
+            Outcome::Answered { .. }
+        )
+    };
+    within(
+        &bed,
+        &agent,
+        "first sync",
+        Duration::from_secs(10),
+        answered,
+    );
+    let node = bed.ns(Ns::Node);
+    let sh = |args: &[&str]| netns_exec(&node, args).unwrap_or_else(|e| panic!("{e}"));
+    let removals: Vec<Vec<&str>> = if backend == "iptables" {
+        vec![
+            vec!["iptables", "-t", "nat", "-F", "KUBE-SERVICES"],
+            vec![
+                "iptables",
+                "-t",
+                "nat",
+                "-D",
+                "PREROUTING",
+                "-m",
+                "comment",
+                "--comment",
+                "kubernetes service portals",
+                "-j",
+                "KUBE-SERVICES",
+            ],
+        ]
+    } else {
+        vec![vec!["nft", "flush", "table", "ip", "kube-proxy"]]
+    };
+    for r in &removals {
+        sh(r);
+    }
+    assert!(!answered(), "traffic still flows without the rules");
+    // One sync period, plus the sync and the probes' own time.
+    let took = within(
+        &bed,
+        &agent,
+        "drift repaired",
+        period + Duration::from_secs(2),
+        answered,
+    );
+    println!("{test}: repaired after {took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn agent_repairs_drift_iptables() {
+    agent_repairs_drift("agent_repairs_drift_iptables", "iptables", Loader::Iptables);
+}
+
+#[test]
+fn agent_repairs_drift_nftables() {
+    agent_repairs_drift("agent_repairs_drift_nftables", "nftables", Loader::NftText);
+}

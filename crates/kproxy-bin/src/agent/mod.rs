@@ -29,6 +29,7 @@
 pub mod apply;
 pub mod cleanup;
 pub mod conntrack;
+pub mod drift;
 pub mod exec;
 pub mod hostaddr;
 pub mod http;
@@ -36,6 +37,7 @@ pub mod incremental;
 pub mod kube;
 pub mod latency;
 pub mod metrics;
+pub mod nfnl;
 pub mod source;
 pub mod sync;
 
@@ -349,6 +351,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let mut hint: Option<BTreeSet<NamespacedName>> = first.services;
     let mut dirty = true;
     let mut last_sync: Option<Instant> = None;
+    let mut last_drift_check = Instant::now();
     let mut last_poll = Instant::now();
     let mut families: Vec<IpFamily> = Vec::new();
     let mut waiting_logged = false;
@@ -399,9 +402,13 @@ pub fn run(args: &RunArgs) -> Result<()> {
             std::thread::sleep(Duration::from_millis(10).min(poll));
             continue;
         }
-        if !dirty {
-            // A periodic sync: kube-proxy's canary check first.
-            proxier.check_canary();
+        if !dirty || last_drift_check.elapsed() >= sync_period {
+            // A periodic sync (or changes kept every sync busy for a
+            // syncPeriod): the drift check first.
+            last_drift_check = Instant::now();
+            let started = Instant::now();
+            let repairs = proxier.repair_drift(&metrics);
+            tracing::debug!(took = ?started.elapsed(), ?repairs, "drift check");
         }
         last_sync = Some(Instant::now());
         // The changes this sync applies, timed (kube-proxy takes them at
