@@ -1495,6 +1495,8 @@ fn drift_repaired(test: &str, mode: Mode, loader: Loader) {
     let node = node_config();
     let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
+    // Chains of two rules or more are read by their sample once dumped.
+    proxier.sampled_chain_rules = 2;
     let d = desired(mode, &cluster(6, 2), &node);
     let r = in_ns(&ns, || proxier.sync(&d, &metrics));
     assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
@@ -1529,6 +1531,27 @@ fn drift_repaired(test: &str, mode: Mode, loader: Loader) {
             (
                 "filter KUBE-FORWARD flushed",
                 vec![vec!["iptables", "-F", "KUBE-FORWARD"]],
+                false,
+            ),
+            (
+                "the last rule of nat KUBE-SERVICES deleted",
+                vec![vec![
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-D",
+                    "KUBE-SERVICES",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    "kubernetes service nodeports; NOTE: this must be the last rule in this chain",
+                    "-m",
+                    "addrtype",
+                    "--dst-type",
+                    "LOCAL",
+                    "-j",
+                    "KUBE-NODEPORTS",
+                ]],
                 false,
             ),
             (

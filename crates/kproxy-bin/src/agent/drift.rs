@@ -174,6 +174,24 @@ pub fn decide(written: &Written, seen: &[Option<ChainSeen>]) -> Repair {
 
 use Repair::Full;
 
+/// Chains with at least this many rules are read back by a sample of
+/// their rules ([`sample`]) while kproxy has not written them since (see
+/// [`super::sync::Proxier::sampled_chain_rules`]).
+pub const SAMPLED_CHAIN_RULES: usize = 1024;
+
+/// The rules (handles, in chain order) whose presence stands for a long
+/// chain's: the first, the last and seven between, evenly spread. A
+/// flushed chain, or one written again, has none of them.
+pub fn sample(handles: &[u64]) -> Vec<u64> {
+    let n = handles.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut out: Vec<u64> = (0..=8).map(|i| handles[i * (n - 1) / 8]).collect();
+    out.dedup();
+    out
+}
+
 /// Whether `have` holds every entry of `want`, with multiplicity.
 fn contains_all(have: &[&String], want: &[String]) -> bool {
     let mut count: BTreeMap<&str, isize> = BTreeMap::new();
@@ -306,6 +324,17 @@ mod tests {
                 jumps: vec![key("nat", "PREROUTING")],
             }
         );
+    }
+
+    #[test]
+    fn samples_spread_over_the_chain() {
+        let h: Vec<u64> = (100..110).collect();
+        assert_eq!(sample(&h), [100, 101, 102, 103, 104, 105, 106, 107, 109]);
+        assert_eq!(sample(&[7]), [7]);
+        assert!(sample(&[]).is_empty());
+        let long: Vec<u64> = (0..10_001).collect();
+        let s = sample(&long);
+        assert_eq!((s.len(), s[0], s[8]), (9, 0, 10_000));
     }
 
     #[test]

@@ -16,6 +16,9 @@ const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_GEN_ID: u16 = 1;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
@@ -25,6 +28,7 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 const ATTR_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_HANDLE: u16 = 3;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
@@ -40,12 +44,31 @@ pub struct ChainSeen {
     pub rules: usize,
     /// The chains its rules jump or go to (one entry per rule that does).
     pub targets: Vec<String>,
+    /// The rules' handles, in order (when the chain was dumped).
+    pub handles: Vec<u64>,
 }
 
-fn nfproto(family: IpFamily) -> u8 {
+/// How to read one chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainRead {
+    /// The table.
+    pub table: String,
+    /// The chain.
+    pub chain: String,
+    /// Whether its rules' jump targets are wanted.
+    pub targets: bool,
+    /// Rules known to be there when the chain held `.1` rules (their
+    /// handles): when they all still are, the chain is taken to hold those
+    /// rules without being dumped (a long chain is costly to dump: the
+    /// kernel walks it again for each 32 kB of the dump).
+    pub sample: Option<(Vec<u64>, usize)>,
+}
+
+fn nfproto(family: Option<IpFamily>) -> u8 {
     match family {
-        IpFamily::V4 => libc::NFPROTO_IPV4 as u8,
-        IpFamily::V6 => libc::NFPROTO_IPV6 as u8,
+        Some(IpFamily::V4) => libc::NFPROTO_IPV4 as u8,
+        Some(IpFamily::V6) => libc::NFPROTO_IPV6 as u8,
+        None => libc::NFPROTO_UNSPEC as u8,
     }
 }
 
@@ -144,7 +167,7 @@ impl Socket {
         &mut self,
         msg: u16,
         flags: u16,
-        family: IpFamily,
+        family: Option<IpFamily>,
         attributes: &[u8],
         mut each: impl FnMut(u16, &[u8]),
     ) -> io::Result<bool> {
@@ -214,46 +237,94 @@ impl Socket {
     }
 }
 
-/// Reads `chains` (table, chain) of the nf_tables tables of `family`:
-/// `None` for a chain (or table) that does not exist. `targets` says for
-/// which chains the jump targets are wanted.
-pub fn read_chains(
-    family: IpFamily,
-    chains: &[(String, String)],
-    targets: impl Fn(&str, &str) -> bool,
-) -> io::Result<Vec<Option<ChainSeen>>> {
+/// The nf_tables ruleset generation: a number that changes with every
+/// committed transaction (of any table, by anyone). When it is the same
+/// as when the node last held what kproxy wrote, nothing can have changed
+/// since.
+pub fn generation() -> io::Result<u32> {
+    let mut sock = Socket::open()?;
+    let mut id = None;
+    sock.request(NFT_MSG_GETGEN, 0, None, &[], |kind, body| {
+        if kind == NFT_MSG_NEWGEN
+            && let Some(v) = attr(body, NFTA_GEN_ID).and_then(|v| v.get(..4))
+        {
+            id = Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+        }
+    })?;
+    id.ok_or_else(|| io::Error::other("netlink: no ruleset generation"))
+}
+
+/// Reads `chains` of the nf_tables tables of `family`: `None` for a chain
+/// (or table) that does not exist.
+pub fn read_chains(family: IpFamily, chains: &[ChainRead]) -> io::Result<Vec<Option<ChainSeen>>> {
     let mut sock = Socket::open()?;
     let mut out = Vec::with_capacity(chains.len());
-    for (table, chain) in chains {
+    for read in chains {
+        let (table, chain) = (&read.table, &read.chain);
         let mut a = Vec::new();
         push_attr(&mut a, ATTR_TABLE, &cstr(table));
         push_attr(&mut a, NFTA_CHAIN_NAME, &cstr(chain));
         let mut found = false;
-        let exists = sock.request(NFT_MSG_GETCHAIN, 0, family, &a, |kind, _| {
+        let exists = sock.request(NFT_MSG_GETCHAIN, 0, Some(family), &a, |kind, _| {
             found |= kind == NFT_MSG_NEWCHAIN;
         })?;
         if !exists || !found {
             out.push(None);
             continue;
         }
+        if let Some((handles, rules)) = &read.sample {
+            let mut all = !handles.is_empty();
+            for h in handles {
+                let mut a = Vec::new();
+                push_attr(&mut a, ATTR_TABLE, &cstr(table));
+                push_attr(&mut a, NFTA_RULE_CHAIN, &cstr(chain));
+                push_attr(&mut a, NFTA_RULE_HANDLE, &h.to_be_bytes());
+                let mut found = false;
+                let exists = sock.request(NFT_MSG_GETRULE, 0, Some(family), &a, |kind, _| {
+                    found |= kind == NFT_MSG_NEWRULE;
+                })?;
+                if !exists || !found {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                out.push(Some(ChainSeen {
+                    rules: *rules,
+                    ..ChainSeen::default()
+                }));
+                continue;
+            }
+        }
         let mut a = Vec::new();
         push_attr(&mut a, ATTR_TABLE, &cstr(table));
         push_attr(&mut a, NFTA_RULE_CHAIN, &cstr(chain));
-        let want_targets = targets(table, chain);
+        let want_targets = read.targets;
         let mut seen = ChainSeen::default();
-        sock.request(NFT_MSG_GETRULE, NLM_F_DUMP, family, &a, |kind, body| {
-            if kind != NFT_MSG_NEWRULE {
-                return;
-            }
-            // Older kernels ignore the chain filter: check it.
-            if attr(body, NFTA_RULE_CHAIN).is_some_and(|c| string(c) != *chain) {
-                return;
-            }
-            seen.rules += 1;
-            if want_targets && let Some(t) = rule_target(body) {
-                seen.targets.push(t);
-            }
-        })?;
+        sock.request(
+            NFT_MSG_GETRULE,
+            NLM_F_DUMP,
+            Some(family),
+            &a,
+            |kind, body| {
+                if kind != NFT_MSG_NEWRULE {
+                    return;
+                }
+                // Older kernels ignore the chain filter: check it.
+                if attr(body, NFTA_RULE_CHAIN).is_some_and(|c| string(c) != *chain) {
+                    return;
+                }
+                seen.rules += 1;
+                if let Some(h) = attr(body, NFTA_RULE_HANDLE).and_then(|v| v.get(..8)) {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(h);
+                    seen.handles.push(u64::from_be_bytes(b));
+                }
+                if want_targets && let Some(t) = rule_target(body) {
+                    seen.targets.push(t);
+                }
+            },
+        )?;
         out.push(Some(seen));
     }
     Ok(out)

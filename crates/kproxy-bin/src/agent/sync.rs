@@ -99,6 +99,9 @@ struct FamilyState {
     jumps: BTreeMap<ChainRef, Vec<String>>,
     /// The built-in chains' jumps as the last full sync ensured them.
     ensure: Vec<EnsureRule>,
+    /// Long node-level chains as last read back, not written since: a
+    /// sample of their rules' handles and their rule count.
+    samples: BTreeMap<ChainRef, (Vec<u64>, usize)>,
 }
 
 impl FamilyState {
@@ -106,6 +109,7 @@ impl FamilyState {
     /// Services' chains) for the drift check.
     fn record_written(&mut self, rs: &Ruleset, service_chain: impl Fn(&str) -> bool) {
         (self.fixed, self.jumps) = drift::node_level(rs, service_chain);
+        self.samples.clear();
     }
 }
 
@@ -139,12 +143,20 @@ pub struct Proxier {
     /// in `iptables-restore` inputs of at most this many rules (see
     /// [`split_restore`]); 0: in one.
     pub fresh_batch_rules: usize,
+    /// The drift check reads node-level chains of at least this many rules
+    /// by a sample of their rules while kproxy has not written them since
+    /// it last dumped them (default [`drift::SAMPLED_CHAIN_RULES`]).
+    pub sampled_chain_rules: usize,
     /// Whether `iptables` is iptables-nft (its tables are read over
     /// netlink by the drift check), once known.
     iptables_nft: Option<bool>,
     /// The node configuration of each family's last sync (the printers'
     /// options of a drift repair).
     last_node: BTreeMap<IpFamily, NodeConfig>,
+    /// The nf_tables ruleset generation at which the drift check last
+    /// found the node holding what kproxy wrote: while it stays, the check
+    /// reads nothing more ([`nfnl::generation`]).
+    verified: Option<u32>,
 }
 
 fn iptables_print_opts(node: &NodeConfig) -> kproxy_iptables::PrintOptions {
@@ -181,8 +193,10 @@ impl Proxier {
             nfacct: Default::default(),
             minimal_partial_syncs: false,
             fresh_batch_rules: 5000,
+            sampled_chain_rules: drift::SAMPLED_CHAIN_RULES,
             iptables_nft: None,
             last_node: BTreeMap::new(),
+            verified: None,
         }
     }
 
@@ -253,6 +267,11 @@ impl Proxier {
             return Vec::new();
         }
         let families: Vec<IpFamily> = self.families.keys().copied().collect();
+        // Nothing committed since the last check found all in place.
+        let generation = self.generation();
+        if generation.is_some() && generation == self.verified {
+            return families.iter().map(|_| Repair::Nothing).collect();
+        }
         let mut out = Vec::new();
         for family in families {
             let Some(state) = self.families.get(&family) else {
@@ -263,7 +282,10 @@ impl Proxier {
                 continue;
             }
             let seen = match self.read_back(family, &written) {
-                Ok(seen) => seen,
+                Ok(seen) => {
+                    self.resample(family, &written, &seen);
+                    seen
+                }
                 Err(e) => {
                     warn!(%family, "drift check: cannot read the node's rules: {e}");
                     continue;
@@ -286,7 +308,50 @@ impl Proxier {
             }
             out.push(repair);
         }
+        if out.iter().all(|r| *r == Repair::Nothing) {
+            self.verified = generation;
+        }
         out
+    }
+
+    /// The nf_tables ruleset generation, when kproxy's tables are nf_tables
+    /// ones (nftables mode, iptables-nft).
+    fn generation(&mut self) -> Option<u32> {
+        if !self.uses_nf_tables() {
+            return None;
+        }
+        nfnl::generation().ok()
+    }
+
+    /// Whether kproxy's rules are in nf_tables (nftables mode, or iptables
+    /// being iptables-nft).
+    fn uses_nf_tables(&mut self) -> bool {
+        match self.mode {
+            Mode::Nftables => true,
+            Mode::Iptables => *self.iptables_nft.get_or_insert_with(|| {
+                exec::run("iptables", &["--version"], None).is_ok_and(|v| v.contains("nf_tables"))
+            }),
+        }
+    }
+
+    /// Keeps a sample of the long chains just dumped whole and found as
+    /// written (a chain read by its sample keeps it).
+    fn resample(&mut self, family: IpFamily, written: &Written, seen: &[Option<ChainSeen>]) {
+        let min = self.sampled_chain_rules.max(1);
+        let Some(state) = self.families.get_mut(&family) else {
+            return;
+        };
+        for (key, s) in written.to_read().into_iter().zip(seen) {
+            let Some(s) = s else { continue };
+            let want = written.chains.get(&key).copied();
+            if s.handles.len() >= min && want == Some(s.rules) {
+                state
+                    .samples
+                    .insert(key, (drift::sample(&s.handles), s.rules));
+            } else if !s.handles.is_empty() || want != Some(s.rules) {
+                state.samples.remove(&key);
+            }
+        }
     }
 
     /// What the node holds of `written`'s chains.
@@ -298,14 +363,20 @@ impl Proxier {
         let chains = written.to_read();
         let builtin =
             |t: &str, c: &str| written.jumps.contains_key(&(t.to_string(), c.to_string()));
-        let netlink = match self.mode {
-            Mode::Nftables => true,
-            Mode::Iptables => *self.iptables_nft.get_or_insert_with(|| {
-                exec::run("iptables", &["--version"], None).is_ok_and(|v| v.contains("nf_tables"))
-            }),
-        };
-        if netlink {
-            return nfnl::read_chains(family, &chains, builtin).map_err(|e| e.to_string());
+        if self.uses_nf_tables() {
+            let samples = self.families.get(&family).map(|s| &s.samples);
+            let reads: Vec<nfnl::ChainRead> = chains
+                .iter()
+                .map(|(t, c)| nfnl::ChainRead {
+                    table: t.clone(),
+                    chain: c.clone(),
+                    targets: builtin(t, c),
+                    sample: samples
+                        .and_then(|s| s.get(&(t.clone(), c.clone())))
+                        .cloned(),
+                })
+                .collect();
+            return nfnl::read_chains(family, &reads).map_err(|e| e.to_string());
         }
         // iptables-legacy: list each chain.
         let iptables = match family {
@@ -402,6 +473,7 @@ impl Proxier {
     /// one against the rules last applied by this method.
     pub fn sync(&mut self, desired: &[Desired], metrics: &Metrics) -> SyncReport {
         let start = Instant::now();
+        let generation = self.generation();
         let full = self.next_is_full();
         let mut errors = Vec::new();
         for d in desired {
@@ -423,7 +495,7 @@ impl Proxier {
             }
         }
         let families: Vec<IpFamily> = desired.iter().map(|d| d.node.family).collect();
-        self.finish(start, full, errors, &families, metrics)
+        self.finish(start, full, errors, &families, metrics, generation)
     }
 
     /// Applies what the incremental [`Compiler`](super::incremental::Compiler)
@@ -433,6 +505,7 @@ impl Proxier {
     /// rules show changed.
     pub fn sync_compiled(&mut self, compiled: &[Compiled], metrics: &Metrics) -> SyncReport {
         let start = Instant::now();
+        let generation = self.generation();
         let full = compiled.iter().any(|c| matches!(c, Compiled::Full(_)));
         let mut errors = Vec::new();
         for c in compiled {
@@ -471,7 +544,7 @@ impl Proxier {
             }
         }
         let families: Vec<IpFamily> = compiled.iter().map(|c| c.node().family).collect();
-        self.finish(start, full, errors, &families, metrics)
+        self.finish(start, full, errors, &families, metrics, generation)
     }
 
     fn finish(
@@ -481,7 +554,12 @@ impl Proxier {
         errors: Vec<String>,
         families: &[IpFamily],
         metrics: &Metrics,
+        generation: Option<u32>,
     ) -> SyncReport {
+        // Something was committed: the next drift check reads the node.
+        if generation.is_none() || self.generation() != generation {
+            self.verified = None;
+        }
         let report = SyncReport {
             full,
             errors,
@@ -540,9 +618,9 @@ impl Proxier {
         );
         metrics.iptables_rules(state.counts.clone(), plan.rules_written);
         for f in &p.fixed_changes {
-            state
-                .fixed
-                .insert((f.table.clone(), f.after.name.to_string()), f.after.clone());
+            let key = (f.table.clone(), f.after.name.to_string());
+            state.samples.remove(&key);
+            state.fixed.insert(key, f.after.clone());
         }
         Ok(())
     }
