@@ -756,6 +756,17 @@ fn answered_by(o: &Outcome, pod: &str) -> bool {
 /// testbed's cluster CIDR, fast polls and no minimum sync period, plus
 /// `extra` arguments; its log goes to `DIR.log`.
 fn spawn_agent(bed: &Testbed, dir: &std::path::Path, backend: &str, extra: &[&str]) -> Agent {
+    spawn_agent_with_path(bed, dir, backend, extra, None)
+}
+
+/// [`spawn_agent`], with the tools looked up in `path` first when given.
+fn spawn_agent_with_path(
+    bed: &Testbed,
+    dir: &std::path::Path,
+    backend: &str,
+    extra: &[&str],
+    path: Option<&Path>,
+) -> Agent {
     let log = dir.with_extension("log");
     let node = bed.ns(Ns::Node);
     let bin = kproxy_bin().to_string_lossy().to_string();
@@ -766,6 +777,17 @@ fn spawn_agent(bed: &Testbed, dir: &std::path::Path, backend: &str, extra: &[&st
         .args(["--ip-family", "ipv4", "--cluster-cidr", "10.76.0.0/14"])
         .args(["--min-sync-period", "0s", "--poll-interval", "20ms"])
         .args(extra)
+        .env(
+            "PATH",
+            match path {
+                Some(p) => format!(
+                    "{}:{}",
+                    p.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+                None => std::env::var("PATH").unwrap_or_default(),
+            },
+        )
         .env("KPROXY_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -1484,4 +1506,463 @@ fn canary_forces_full_sync_nftables() {
         Mode::Nftables,
         Loader::NftText,
     );
+}
+
+// ---------------------------------------------------------------------------
+// Issue 14: drift repaired within a sync period, cleanup of every layout,
+// prompt shutdown.
+
+/// kproxy's rules changed behind the agent's back, in-process: the drift
+/// check writes again exactly what went (a flushed node-level chain, a
+/// deleted built-in jump), or makes the next sync full when a whole table
+/// went; either way the node ends as a fresh full sync leaves it.
+fn drift_repaired(test: &str, mode: Mode, loader: Loader) {
+    use kproxy_bin::agent::drift::Repair;
+    if !gate_loader(test, loader) {
+        return;
+    }
+    let nss = Namespaces::new();
+    let ns = nss.create("drift").unwrap_or_else(|e| panic!("{e}"));
+    let fresh = nss.create("drift-fresh").unwrap_or_else(|e| panic!("{e}"));
+    let node = node_config();
+    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let mut proxier = Proxier::new(mode);
+    // Chains of two rules or more are read by their sample once dumped.
+    proxier.sampled_chain_rules = 2;
+    let d = desired(mode, &cluster(6, 2), &node);
+    let r = in_ns(&ns, || proxier.sync(&d, &metrics));
+    assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
+    assert_eq!(
+        in_ns(&ns, || proxier.repair_drift(&metrics)),
+        [Repair::Nothing]
+    );
+    let sh = |args: &[&str]| netns_exec(&ns, args).unwrap_or_else(|e| panic!("{e}"));
+    // What goes, and whether a full sync is what repairs it.
+    let cases: Vec<(&str, Vec<Vec<&str>>, bool)> = match mode {
+        Mode::Iptables => vec![
+            (
+                "nat KUBE-SERVICES flushed, the PREROUTING jump deleted",
+                vec![
+                    vec!["iptables", "-t", "nat", "-F", "KUBE-SERVICES"],
+                    vec![
+                        "iptables",
+                        "-t",
+                        "nat",
+                        "-D",
+                        "PREROUTING",
+                        "-m",
+                        "comment",
+                        "--comment",
+                        "kubernetes service portals",
+                        "-j",
+                        "KUBE-SERVICES",
+                    ],
+                ],
+                false,
+            ),
+            (
+                "filter KUBE-FORWARD flushed",
+                vec![vec!["iptables", "-F", "KUBE-FORWARD"]],
+                false,
+            ),
+            (
+                "the last rule of nat KUBE-SERVICES deleted",
+                vec![vec![
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-D",
+                    "KUBE-SERVICES",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    "kubernetes service nodeports; NOTE: this must be the last rule in this chain",
+                    "-m",
+                    "addrtype",
+                    "--dst-type",
+                    "LOCAL",
+                    "-j",
+                    "KUBE-NODEPORTS",
+                ]],
+                false,
+            ),
+            (
+                "nat flushed",
+                vec![vec!["iptables", "-t", "nat", "-F"]],
+                true,
+            ),
+            (
+                "mangle flushed and its chains deleted",
+                vec![
+                    vec!["iptables", "-t", "mangle", "-F"],
+                    vec!["iptables", "-t", "mangle", "-X"],
+                ],
+                true,
+            ),
+        ],
+        Mode::Nftables => vec![
+            (
+                "the services chain flushed",
+                vec![vec![
+                    "nft",
+                    "flush",
+                    "chain",
+                    "ip",
+                    "kube-proxy",
+                    "services",
+                ]],
+                false,
+            ),
+            (
+                "nft flush table ip kube-proxy",
+                vec![vec!["nft", "flush", "table", "ip", "kube-proxy"]],
+                true,
+            ),
+            (
+                "nft delete table ip kube-proxy",
+                vec![vec!["nft", "delete", "table", "ip", "kube-proxy"]],
+                true,
+            ),
+        ],
+    };
+    for (what, commands, full) in cases {
+        let before = dump(mode, &ns);
+        for c in &commands {
+            sh(c);
+        }
+        assert_ne!(dump(mode, &ns), before, "{what}: nothing changed");
+        let repairs = in_ns(&ns, || proxier.repair_drift(&metrics));
+        assert_eq!(repairs.len(), 1, "{what}");
+        assert_eq!(
+            matches!(repairs[0], Repair::Full(_)),
+            full,
+            "{what}: {repairs:?}"
+        );
+        assert!(!matches!(repairs[0], Repair::Nothing), "{what}: not seen");
+        assert_eq!(proxier.next_is_full(), full, "{what}");
+        // The periodic sync that follows.
+        let r = in_ns(&ns, || proxier.sync(&d, &metrics));
+        assert!(r.errors.is_empty(), "{what}: {:?}", r.errors);
+        assert_eq!(r.full, full, "{what}");
+        assert_same_as_fresh(mode, &ns, &fresh, &d, &metrics, what);
+        assert_eq!(
+            in_ns(&ns, || proxier.repair_drift(&metrics)),
+            [Repair::Nothing],
+            "{what}: repaired"
+        );
+    }
+}
+
+#[test]
+fn drift_repaired_iptables() {
+    drift_repaired("drift_repaired_iptables", Mode::Iptables, Loader::Iptables);
+}
+
+#[test]
+fn drift_repaired_nftables() {
+    drift_repaired("drift_repaired_nftables", Mode::Nftables, Loader::NftText);
+}
+
+/// The real agent with a one-second `--sync-period`: rules removed behind
+/// its back (iptables: nat `KUBE-SERVICES` flushed and the `PREROUTING`
+/// jump deleted; nftables: `nft flush table ip kube-proxy`) carry traffic
+/// again within a sync period.
+fn agent_repairs_drift(test: &str, backend: &str, loader: Loader) {
+    let Some(bed) = testbed(test, loader) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("kproxy-agent-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    std::fs::write(dir.join("svc.yaml"), SVC).expect("write");
+    std::fs::write(dir.join("slice.yaml"), slice(&[9, 10])).expect("write");
+    let period = Duration::from_secs(1);
+    let agent = spawn_agent(
+        &bed,
+        &dir,
+        backend,
+        &[NODE_ADDRESS_ARGS_V4.as_slice(), &["--sync-period", "1s"]].concat(),
+    );
+    let svc = sock("10.79.255.4", 80);
+    let quick = Duration::from_millis(300);
+    let answered = || {
+        matches!(
+            bed.tcp_within(Ns::Client, None, svc, quick),
+            Outcome::Answered { .. }
+        )
+    };
+    within(
+        &bed,
+        &agent,
+        "first sync",
+        Duration::from_secs(10),
+        answered,
+    );
+    let node = bed.ns(Ns::Node);
+    let sh = |args: &[&str]| netns_exec(&node, args).unwrap_or_else(|e| panic!("{e}"));
+    let removals: Vec<Vec<&str>> = if backend == "iptables" {
+        vec![
+            vec!["iptables", "-t", "nat", "-F", "KUBE-SERVICES"],
+            vec![
+                "iptables",
+                "-t",
+                "nat",
+                "-D",
+                "PREROUTING",
+                "-m",
+                "comment",
+                "--comment",
+                "kubernetes service portals",
+                "-j",
+                "KUBE-SERVICES",
+            ],
+        ]
+    } else {
+        vec![vec!["nft", "flush", "table", "ip", "kube-proxy"]]
+    };
+    for r in &removals {
+        sh(r);
+    }
+    assert!(!answered(), "traffic still flows without the rules");
+    // One sync period, plus the sync and the probes' own time.
+    let took = within(
+        &bed,
+        &agent,
+        "drift repaired",
+        period + Duration::from_secs(2),
+        answered,
+    );
+    println!("{test}: repaired after {took:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn agent_repairs_drift_iptables() {
+    agent_repairs_drift("agent_repairs_drift_iptables", "iptables", Loader::Iptables);
+}
+
+#[test]
+fn agent_repairs_drift_nftables() {
+    agent_repairs_drift("agent_repairs_drift_nftables", "nftables", Loader::NftText);
+}
+
+/// SIGTERM while the agent waits for a slow tool (a wrapper in PATH that
+/// sleeps a minute before running the real `iptables-restore` / `nft -f`
+/// once told to): the agent exits within seconds (the old one waited for
+/// the tool), and the node keeps the last committed rules.
+fn agent_stops_promptly(test: &str, backend: &str, loader: Loader) {
+    let Some(bed) = testbed(test, loader) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("kproxy-agent-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let bin = dir.with_extension("bin");
+    let _ = std::fs::remove_dir_all(&bin);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    std::fs::create_dir_all(&bin).expect("scratch dir");
+    let slow = dir.with_extension("slow");
+    let _ = std::fs::remove_file(&slow);
+    let (name, when) = match backend {
+        "iptables" => ("iptables-restore", "true"),
+        _ => ("nft", "[ \"$1\" = -f ]"),
+    };
+    let real = tool(name).unwrap_or_else(|| panic!("{test}: no {name}"));
+    let wrapper = bin.join(name);
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ -e {} ] && {when}; then sleep 60; fi\nexec {} \"$@\"\n",
+            slow.display(),
+            real.display()
+        ),
+    )
+    .expect("write the wrapper");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    std::fs::write(dir.join("svc.yaml"), SVC).expect("write");
+    std::fs::write(dir.join("slice.yaml"), slice(&[9, 10])).expect("write");
+    let mut agent = spawn_agent_with_path(
+        &bed,
+        &dir,
+        backend,
+        NODE_ADDRESS_ARGS_V4.as_slice(),
+        Some(&bin),
+    );
+    let svc = sock("10.79.255.4", 80);
+    let quick = Duration::from_millis(300);
+    within(&bed, &agent, "first sync", Duration::from_secs(10), || {
+        matches!(
+            bed.tcp_within(Ns::Client, None, svc, quick),
+            Outcome::Answered { .. }
+        )
+    });
+    // The next sync hangs in the tool.
+    std::fs::write(&slow, "").expect("write");
+    std::fs::write(dir.join("slice.yaml"), slice(&[9, 10, 11])).expect("write");
+    within(
+        &bed,
+        &agent,
+        "the sync starts",
+        Duration::from_secs(5),
+        || agent.log().contains("source changed"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let status = agent.stop();
+    let took = start.elapsed();
+    println!("{test}: stopped in {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "{test}: SIGTERM took {took:?}\n{}",
+        agent.log()
+    );
+    assert!(status.success(), "{test}: {status}\n{}", agent.log());
+    // The old rules (the killed transaction never committed).
+    let pods: std::collections::BTreeSet<String> = (0..30)
+        .filter_map(|_| match bed.tcp_within(Ns::Client, None, svc, quick) {
+            Outcome::Answered { pod, .. } => Some(pod),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !pods.is_empty() && pods.iter().all(|p| p == "pod-9" || p == "pod-10"),
+        "{test}: answered by {pods:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&bin);
+    let _ = std::fs::remove_file(&slow);
+}
+
+#[test]
+fn agent_stops_promptly_iptables() {
+    agent_stops_promptly(
+        "agent_stops_promptly_iptables",
+        "iptables",
+        Loader::Iptables,
+    );
+}
+
+#[test]
+fn agent_stops_promptly_nftables() {
+    agent_stops_promptly("agent_stops_promptly_nftables", "nftables", Loader::NftText);
+}
+
+/// `kproxy cleanup` on a node holding kube-proxy's rules of one release
+/// (1.5 with an OnlyLocal LoadBalancer, current iptables, nftables current
+/// and pre-1.36) beside someone else's rules, chains and tables: exactly
+/// kube-proxy's objects go.
+#[test]
+fn cleanup_removes_every_layout() {
+    let test = "cleanup_removes_every_layout";
+    if !gate_loader(test, Loader::Iptables) || !gate_loader(test, Loader::NftText) {
+        return;
+    }
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios/etp-local-with-local.yaml");
+    let layouts: [(&str, &[&str]); 4] = [
+        (
+            "iptables 1.5",
+            &["--kube-proxy-version", "1.5", "--backend", "iptables"],
+        ),
+        ("iptables current", &["--backend", "iptables"]),
+        ("nftables current", &["--backend", "nftables"]),
+        (
+            "nftables 1.35",
+            &["--kube-proxy-version", "1.35", "--backend", "nftables"],
+        ),
+    ];
+    for (what, args) in layouts {
+        let nss = Namespaces::new();
+        let ns = nss.create("cleanup-all").unwrap_or_else(|e| panic!("{e}"));
+        let sh = |args: &[&str]| netns_exec(&ns, args).unwrap_or_else(|e| panic!("{what}: {e}"));
+        // Someone else's: a chain and jumps in nat and filter, the
+        // kubelet's KUBE-MARK-DROP (as kube-proxy 1.5 writes it), a table.
+        sh(&["iptables", "-t", "nat", "-N", "MY-CHAIN"]);
+        sh(&["iptables", "-t", "nat", "-A", "MY-CHAIN", "-j", "RETURN"]);
+        sh(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-j",
+            "MY-CHAIN",
+        ]);
+        sh(&[
+            "iptables", "-A", "OUTPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT",
+        ]);
+        sh(&["iptables", "-t", "nat", "-N", "KUBE-MARK-DROP"]);
+        sh(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "KUBE-MARK-DROP",
+            "-j",
+            "MARK",
+            "--set-xmark",
+            "0x8000/0x8000",
+        ]);
+        netns_exec_stdin(
+            &ns,
+            &["nft", "-f", "-"],
+            "add table ip other\nadd chain ip other c\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let before = save_lines(&ns, "iptables-save");
+        let nft_before = netns_exec(&ns, &["nft", "list", "table", "ip", "other"])
+            .unwrap_or_else(|e| panic!("{e}"));
+
+        let mut argv: Vec<String> = [
+            "--standalone",
+            "--hostname-override",
+            "node-a",
+            "--host-features",
+            "random-fully",
+        ]
+        .iter()
+        .chain(args)
+        .map(|s| s.to_string())
+        .collect();
+        argv.push("--ip-family".into());
+        argv.push("ipv4".into());
+        let (rules, _) = kproxy_tests::compile(&argv, &[&fixture])
+            .unwrap_or_else(|e| panic!("{what}: compile: {e}"));
+        let load = if args.contains(&"nftables") {
+            vec!["nft", "-f", "-"]
+        } else {
+            vec!["iptables-restore", "--noflush"]
+        };
+        netns_exec_stdin(&ns, &load, &rules).unwrap_or_else(|e| panic!("{what}: load: {e}"));
+        let loaded = save_lines(&ns, "iptables-save");
+        if what.starts_with("iptables") {
+            assert_ne!(loaded, before, "{what}: nothing loaded");
+        }
+        if what == "iptables 1.5" {
+            assert!(
+                loaded.iter().any(|l| l.contains(":KUBE-XLB-")),
+                "{what}: no KUBE-XLB chain: {loaded:?}"
+            );
+        }
+
+        let out = Command::new(tool("ip").unwrap_or_else(|| "ip".into()))
+            .args(["netns", "exec", &ns])
+            .arg(kproxy_bin())
+            .arg("cleanup")
+            .output()
+            .expect("run kproxy cleanup");
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(save_lines(&ns, "iptables-save"), before, "{what}");
+        let tables = netns_exec(&ns, &["nft", "list", "tables"]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!tables.contains("kube-proxy"), "{what}: {tables}");
+        let nft_after = netns_exec(&ns, &["nft", "list", "table", "ip", "other"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(nft_after, nft_before, "{what}");
+    }
 }

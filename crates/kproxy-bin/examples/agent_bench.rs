@@ -10,7 +10,8 @@
 //! by phase. Two ways: as `kproxy run` does it (the incremental compiler:
 //! only the changed Service re-planned and laid out, then
 //! `Proxier::sync_compiled`), and the full way (plan and lay out every
-//! Service, compare with the last full ruleset, `Proxier::sync`).
+//! Service, compare with the last full ruleset, `Proxier::sync`). Last, the
+//! drift check each periodic sync runs (`Proxier::repair_drift`).
 //! Figures go to stdout.
 
 use std::time::{Duration, Instant};
@@ -178,6 +179,16 @@ fn main() {
                 ms(t0.elapsed()),
                 ms(compile),
                 ms(r.duration),
+            );
+        }
+        // The drift check of every periodic sync (nothing to repair).
+        for _ in 0..5 {
+            let t = Instant::now();
+            let repairs = proxier.repair_drift(&metrics);
+            println!(
+                "{}: drift check (periodic sync): {} ({repairs:?})",
+                mode.name(),
+                ms(t.elapsed()),
             );
         }
     }

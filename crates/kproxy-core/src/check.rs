@@ -162,19 +162,9 @@ const IPTABLES_CHAINS: [&str; 12] = [
     "KUBE-NODE-PORT",
 ];
 
-/// iptables chains kube-proxy creates per service port or endpoint.
-const IPTABLES_PREFIXES: [&str; 6] = [
-    "KUBE-SVC-",
-    "KUBE-SVL-",
-    "KUBE-EXT-",
-    "KUBE-FW-",
-    "KUBE-SEP-",
-    "KUBE-XLB-",
-];
-
 /// Whether an iptables chain name is kube-proxy's.
 pub fn is_kube_proxy_iptables_chain(name: &str) -> bool {
-    IPTABLES_CHAINS.contains(&name) || IPTABLES_PREFIXES.iter().any(|p| name.starts_with(p))
+    IPTABLES_CHAINS.contains(&name) || crate::owners::is_iptables_service_chain(name)
 }
 
 /// The nftables table kube-proxy owns.

@@ -58,8 +58,17 @@ struct TableOwners {
     elements: HashMap<String, HashMap<Vec<KeyValue>, NamespacedName>>,
 }
 
-/// iptables chains that kube-proxy creates per service port or endpoint.
-const IPTABLES_SERVICE_PREFIXES: [&str; 6] = [
+/// The name prefixes of the iptables chains kube-proxy creates per service
+/// port or endpoint, in every release kproxy knows (`KUBE-XLB-` is 1.5's
+/// OnlyLocal chain).
+///
+/// ```
+/// use kproxy_core::owners::{IPTABLES_SERVICE_PREFIXES, is_iptables_service_chain};
+/// assert!(IPTABLES_SERVICE_PREFIXES.contains(&"KUBE-XLB-"));
+/// assert!(is_iptables_service_chain("KUBE-SEP-EV2NQKURMPKCP5UI"));
+/// assert!(!is_iptables_service_chain("KUBE-SERVICES"));
+/// ```
+pub const IPTABLES_SERVICE_PREFIXES: [&str; 6] = [
     "KUBE-SVC-",
     "KUBE-SVL-",
     "KUBE-EXT-",
@@ -67,6 +76,14 @@ const IPTABLES_SERVICE_PREFIXES: [&str; 6] = [
     "KUBE-SEP-",
     "KUBE-XLB-",
 ];
+
+/// Whether `name` is a per-service or per-endpoint iptables chain of
+/// kube-proxy (see [`IPTABLES_SERVICE_PREFIXES`]).
+pub fn is_iptables_service_chain(name: &str) -> bool {
+    IPTABLES_SERVICE_PREFIXES
+        .iter()
+        .any(|p| name.starts_with(p))
+}
 
 /// nftables chains and sets that kube-proxy creates per service port or endpoint.
 const NFT_SERVICE_PREFIXES: [&str; 6] = [
@@ -127,11 +144,7 @@ impl Owners {
         let index: HashMap<&str, &crate::ir::Chain> =
             t.chains.iter().map(|c| (c.name.as_str(), c)).collect();
         let own = self.tables.entry(t.name.clone()).or_default();
-        let per_service = |name: &str| {
-            IPTABLES_SERVICE_PREFIXES
-                .iter()
-                .any(|p| name.starts_with(p))
-        };
+        let per_service = is_iptables_service_chain;
         let mut queue: Vec<(String, NamespacedName)> = Vec::new();
         for chain in &t.chains {
             if per_service(chain.name.as_str()) {

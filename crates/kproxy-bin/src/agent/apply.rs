@@ -31,6 +31,7 @@ use super::incremental::FixedChange;
 use kproxy_core::ir::{Chain, ChainKind, Counter, Element, MapValue, Ruleset, Table, TableFamily};
 use kproxy_core::model::IpFamily;
 use kproxy_core::names::ChainName;
+use kproxy_core::owners::is_iptables_service_chain;
 use kproxy_iptables::IptablesError;
 use kproxy_nft::{NftError, Op, Transaction};
 
@@ -40,16 +41,6 @@ pub const NAT_TOP_LEVEL: [&str; 4] = [
     "KUBE-NODEPORTS",
     "KUBE-POSTROUTING",
     "KUBE-MARK-MASQ",
-];
-
-/// Prefixes of the per-service iptables chains (what stale-chain cleanup
-/// may delete).
-pub const SERVICE_CHAIN_PREFIXES: [&str; 5] = [
-    "KUBE-SVC-",
-    "KUBE-SVL-",
-    "KUBE-EXT-",
-    "KUBE-FW-",
-    "KUBE-SEP-",
 ];
 
 /// The canary chain (ensured on full syncs, never rewritten).
@@ -163,7 +154,7 @@ pub fn iptables_full(
             stale = existing_nat_chains
                 .iter()
                 .map(String::as_str)
-                .filter(|n| SERVICE_CHAIN_PREFIXES.iter().any(|p| n.starts_with(p)))
+                .filter(|n| is_iptables_service_chain(n))
                 .filter(|n| !wanted.contains(n))
                 .collect();
         }
@@ -256,7 +247,7 @@ pub fn iptables_full_against(
             let wanted = chain_names(table);
             held.keys()
                 .copied()
-                .filter(|n| SERVICE_CHAIN_PREFIXES.iter().any(|p| n.starts_with(p)))
+                .filter(|n| is_iptables_service_chain(n))
                 .filter(|n| !wanted.contains(n))
                 .collect()
         } else {
@@ -744,7 +735,7 @@ pub fn nft_changes(
     // a later transaction, others at once.
     for c in d.removed_chains() {
         lines.push(print(Op::FlushChain(c.name.clone()))?);
-        if c.name.as_str().contains('/') {
+        if is_nft_service_chain(c.name.as_str()) {
             sync.stale_chains.push(c.name.to_string());
         } else {
             lines.push(print(Op::DeleteChain(c.name.clone()))?);
@@ -765,6 +756,60 @@ pub fn nft_changes(
         sync.transaction.push('\n');
     }
     Ok(sync)
+}
+
+/// Whether an nftables chain of kproxy's table is a Service's (its name
+/// holds the service port, `…-ns/name/proto/port`); the others are the
+/// node's.
+pub fn is_nft_service_chain(name: &str) -> bool {
+    name.contains('/')
+}
+
+/// The `iptables-restore --noflush` input that writes `chains` (table,
+/// chain) again, whole (declared, which creates or flushes them, then
+/// their rules): the drift repair of node-level chains.
+pub fn iptables_rewrite(
+    chains: &[(&str, &Chain)],
+    opts: kproxy_iptables::PrintOptions,
+) -> Result<String, IptablesError> {
+    let mut sync = IptablesSync::default();
+    let mut tables: Vec<&str> = chains.iter().map(|(t, _)| *t).collect();
+    tables.dedup();
+    for table in tables {
+        let write: Vec<&Chain> = chains
+            .iter()
+            .filter(|(t, _)| *t == table)
+            .map(|(_, c)| *c)
+            .collect();
+        push_table_section(&mut sync, table, &write, &[], &[], opts)?;
+    }
+    Ok(sync.restore)
+}
+
+/// The nftables transaction that writes `chains` of table `table` again,
+/// whole (added, which creates a chain gone, flushed, then their rules):
+/// the drift repair of node-level chains.
+pub fn nft_rewrite(
+    family: IpFamily,
+    table: &str,
+    chains: &[&Chain],
+    opts: kproxy_nft::PrintOptions,
+) -> Result<String, NftError> {
+    let tx = Transaction::new(family, table.to_string());
+    let mut out = String::new();
+    for c in chains {
+        let mut ops = vec![Op::AddChain((*c).clone()), Op::FlushChain(c.name.clone())];
+        ops.extend(
+            c.rules
+                .iter()
+                .map(|r| Op::AddRule(c.name.clone(), r.clone())),
+        );
+        for op in ops {
+            out.push_str(&kproxy_nft::print::print_op(&tx, &op, opts)?);
+            out.push('\n');
+        }
+    }
+    Ok(out)
 }
 
 /// The transaction that deletes stale chains (flushed by an earlier sync).

@@ -42,6 +42,7 @@ pub mod apply;
 pub mod cleanup;
 pub mod configz;
 pub mod conntrack;
+pub mod drift;
 pub mod exec;
 pub mod host;
 pub mod hostaddr;
@@ -50,6 +51,7 @@ pub mod incremental;
 pub mod kube;
 pub mod latency;
 pub mod metrics;
+pub mod nfnl;
 pub mod source;
 pub mod sync;
 
@@ -116,6 +118,8 @@ fn install_signal_handlers() {
         libc::signal(libc::SIGTERM, handler);
         libc::signal(libc::SIGINT, handler);
     }
+    // Within a second whatever the loop is doing: a running tool is killed.
+    exec::spawn_stop_watchdog(&STOP, Duration::from_millis(500));
 }
 
 fn duration(flag: &str, v: &str) -> Result<Duration> {
@@ -249,10 +253,11 @@ impl Source {
             }
         }
     }
-    /// Whether the first sync may run (every initial list complete).
+    /// Whether the first sync may run (every initial list complete; every
+    /// file read, none still being written).
     fn ready(&self) -> bool {
         match self {
-            Source::Dir(_) => true,
+            Source::Dir(d) => d.settled(),
             Source::Kube(k) => k.synced(),
         }
     }
@@ -473,6 +478,7 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
     let mut hint: Option<BTreeSet<NamespacedName>> = first.services;
     let mut dirty = true;
     let mut last_sync: Option<Instant> = None;
+    let mut last_drift_check = Instant::now();
     let mut last_poll = Instant::now();
     let mut families: Vec<IpFamily> = Vec::new();
     let mut waiting_logged = false;
@@ -519,9 +525,13 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
             std::thread::sleep(Duration::from_millis(10).min(poll));
             continue;
         }
-        if !dirty {
-            // A periodic sync: kube-proxy's canary check first.
-            proxier.check_canary();
+        if !dirty || last_drift_check.elapsed() >= sync_period {
+            // A periodic sync (or changes kept every sync busy for a
+            // syncPeriod): the drift check first.
+            last_drift_check = Instant::now();
+            let started = Instant::now();
+            let repairs = proxier.repair_drift(&metrics);
+            tracing::debug!(took = ?started.elapsed(), ?repairs, "drift check");
         }
         last_sync = Some(Instant::now());
         // The changes this sync applies, timed (kube-proxy takes them at

@@ -17,14 +17,19 @@ use tracing::{error, info, warn};
 use kproxy_core::diff::changes;
 
 use super::apply::{
-    self, iptables_full, iptables_full_against, iptables_incremental, iptables_partial,
-    iptables_rule_counts, nft_changes, nft_delete_stale, nft_full, nft_partial, split_restore,
+    self, EnsureRule, iptables_full, iptables_full_against, iptables_incremental, iptables_partial,
+    iptables_rewrite, iptables_rule_counts, is_nft_service_chain, nft_changes, nft_delete_stale,
+    nft_full, nft_partial, nft_rewrite, split_restore,
 };
 use super::conntrack::{UdpState, cleanup_commands, nothing_deleted, udp_state};
+use super::drift::{self, ChainRef, Repair, Written};
 use super::exec::{self, ToolError, error_line, payload_line, saved_chains};
 use super::incremental::{Compiled, Partial};
 use super::metrics::Metrics;
+use super::nfnl::{self, ChainSeen};
 use crate::compile::{Layout, layout_plan};
+use kproxy_core::ir::Chain;
+use kproxy_core::owners::is_iptables_service_chain;
 
 /// kube-proxy's `proxyutil.FullSyncPeriod`: a full sync at least this often.
 pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
@@ -87,6 +92,25 @@ struct FamilyState {
     /// Rules per table (iptables) or objects per kind (nftables) in the
     /// rules last applied, for the metrics.
     counts: BTreeMap<String, usize>,
+    /// The node-level chains as last written (the drift check reads them
+    /// back and writes them again when they are short).
+    fixed: BTreeMap<ChainRef, Chain>,
+    /// The built-in chains' jump targets last ensured (iptables).
+    jumps: BTreeMap<ChainRef, Vec<String>>,
+    /// The built-in chains' jumps as the last full sync ensured them.
+    ensure: Vec<EnsureRule>,
+    /// Long node-level chains as last read back, not written since: a
+    /// sample of their rules' handles and their rule count.
+    samples: BTreeMap<ChainRef, (Vec<u64>, usize)>,
+}
+
+impl FamilyState {
+    /// Records that the node holds `rs` (whole; `service_chain` tells the
+    /// Services' chains) for the drift check.
+    fn record_written(&mut self, rs: &Ruleset, service_chain: impl Fn(&str) -> bool) {
+        (self.fixed, self.jumps) = drift::node_level(rs, service_chain);
+        self.samples.clear();
+    }
 }
 
 /// One family's part of a sync.
@@ -128,6 +152,20 @@ pub struct Proxier {
     /// in `iptables-restore` inputs of at most this many rules (see
     /// [`split_restore`]); 0: in one.
     pub fresh_batch_rules: usize,
+    /// The drift check reads node-level chains of at least this many rules
+    /// by a sample of their rules while kproxy has not written them since
+    /// it last dumped them (default [`drift::SAMPLED_CHAIN_RULES`]).
+    pub sampled_chain_rules: usize,
+    /// Whether `iptables` is iptables-nft (its tables are read over
+    /// netlink by the drift check), once known.
+    iptables_nft: Option<bool>,
+    /// The node configuration of each family's last sync (the printers'
+    /// options of a drift repair).
+    last_node: BTreeMap<IpFamily, NodeConfig>,
+    /// The nf_tables ruleset generation at which the drift check last
+    /// found the node holding what kproxy wrote: while it stays, the check
+    /// reads nothing more ([`nfnl::generation`]).
+    verified: Option<u32>,
 }
 
 fn iptables_print_opts(node: &NodeConfig) -> kproxy_iptables::PrintOptions {
@@ -164,6 +202,10 @@ impl Proxier {
             nfacct: Default::default(),
             minimal_partial_syncs: false,
             fresh_batch_rules: 5000,
+            sampled_chain_rules: drift::SAMPLED_CHAIN_RULES,
+            iptables_nft: None,
+            last_node: BTreeMap::new(),
+            verified: None,
         }
     }
 
@@ -224,6 +266,205 @@ impl Proxier {
         present
     }
 
+    /// The drift check of every family (see [`drift`]): reads back what
+    /// the last syncs wrote and repairs what is missing, by writing the
+    /// node-level chains short of rules and ensuring the missing jumps
+    /// again, or by making the next sync full. Returns the repairs decided
+    /// (one per family checked; none when the next sync is full anyway).
+    pub fn repair_drift(&mut self, metrics: &Metrics) -> Vec<Repair> {
+        if self.next_is_full() {
+            return Vec::new();
+        }
+        let families: Vec<IpFamily> = self.families.keys().copied().collect();
+        // Nothing committed since the last check found all in place.
+        let generation = self.generation();
+        if generation.is_some() && generation == self.verified {
+            return families.iter().map(|_| Repair::Nothing).collect();
+        }
+        let mut out = Vec::new();
+        for family in families {
+            let Some(state) = self.families.get(&family) else {
+                continue;
+            };
+            let written = Written::new(&state.fixed, state.jumps.clone());
+            if written.chains.is_empty() {
+                continue;
+            }
+            let seen = match self.read_back(family, &written) {
+                Ok(seen) => {
+                    self.resample(family, &written, &seen);
+                    seen
+                }
+                Err(e) => {
+                    warn!(%family, "drift check: cannot read the node's rules: {e}");
+                    continue;
+                }
+            };
+            let repair = drift::decide(&written, &seen);
+            match &repair {
+                Repair::Nothing => {}
+                Repair::Full(reason) => {
+                    warn!(%family, "kproxy's rules changed behind its back ({reason}): the next sync is full");
+                    self.force_full = true;
+                }
+                Repair::Rewrite { chains, jumps } => {
+                    warn!(%family, ?chains, ?jumps, "kproxy's rules changed behind its back: writing them again");
+                    if let Err(e) = self.rewrite(family, chains, jumps, metrics) {
+                        error!(%family, "drift repair failed: {e}");
+                        self.force_full = true;
+                    }
+                }
+            }
+            out.push(repair);
+        }
+        if out.iter().all(|r| *r == Repair::Nothing) {
+            self.verified = generation;
+        }
+        out
+    }
+
+    /// The nf_tables ruleset generation, when kproxy's tables are nf_tables
+    /// ones (nftables mode, iptables-nft).
+    fn generation(&mut self) -> Option<u32> {
+        if !self.uses_nf_tables() {
+            return None;
+        }
+        nfnl::generation().ok()
+    }
+
+    /// Whether kproxy's rules are in nf_tables (nftables mode, or iptables
+    /// being iptables-nft).
+    fn uses_nf_tables(&mut self) -> bool {
+        match self.mode {
+            Mode::Nftables => true,
+            Mode::Iptables => *self.iptables_nft.get_or_insert_with(|| {
+                exec::run("iptables", &["--version"], None).is_ok_and(|v| v.contains("nf_tables"))
+            }),
+        }
+    }
+
+    /// Keeps a sample of the long chains just dumped whole and found as
+    /// written (a chain read by its sample keeps it).
+    fn resample(&mut self, family: IpFamily, written: &Written, seen: &[Option<ChainSeen>]) {
+        let min = self.sampled_chain_rules.max(1);
+        let Some(state) = self.families.get_mut(&family) else {
+            return;
+        };
+        for (key, s) in written.to_read().into_iter().zip(seen) {
+            let Some(s) = s else { continue };
+            let want = written.chains.get(&key).copied();
+            if s.handles.len() >= min && want == Some(s.rules) {
+                state
+                    .samples
+                    .insert(key, (drift::sample(&s.handles), s.rules));
+            } else if !s.handles.is_empty() || want != Some(s.rules) {
+                state.samples.remove(&key);
+            }
+        }
+    }
+
+    /// What the node holds of `written`'s chains.
+    fn read_back(
+        &mut self,
+        family: IpFamily,
+        written: &Written,
+    ) -> Result<Vec<Option<ChainSeen>>, String> {
+        let chains = written.to_read();
+        let builtin =
+            |t: &str, c: &str| written.jumps.contains_key(&(t.to_string(), c.to_string()));
+        if self.uses_nf_tables() {
+            let samples = self.families.get(&family).map(|s| &s.samples);
+            let reads: Vec<nfnl::ChainRead> = chains
+                .iter()
+                .map(|(t, c)| nfnl::ChainRead {
+                    table: t.clone(),
+                    chain: c.clone(),
+                    targets: builtin(t, c),
+                    sample: samples
+                        .and_then(|s| s.get(&(t.clone(), c.clone())))
+                        .cloned(),
+                })
+                .collect();
+            return nfnl::read_chains(family, &reads).map_err(|e| e.to_string());
+        }
+        // iptables-legacy: list each chain.
+        let iptables = match family {
+            IpFamily::V4 => "iptables",
+            IpFamily::V6 => "ip6tables",
+        };
+        Ok(chains
+            .iter()
+            .map(|(t, c)| {
+                exec::run(iptables, &["-w", "5", "-t", t, "-S", c], None)
+                    .ok()
+                    .map(|text| listed_chain(&text))
+            })
+            .collect())
+    }
+
+    /// Writes `chains` again and ensures the jumps of the built-in `jumps`.
+    fn rewrite(
+        &mut self,
+        family: IpFamily,
+        chains: &[ChainRef],
+        jumps: &[ChainRef],
+        metrics: &Metrics,
+    ) -> Result<(), String> {
+        let mode = self.mode;
+        let Some(state) = self.families.get(&family) else {
+            return Ok(());
+        };
+        let node = self
+            .last_node
+            .get(&family)
+            .cloned()
+            .unwrap_or_else(|| NodeConfig::new(family, ""));
+        let write: Vec<(&str, &Chain)> = chains
+            .iter()
+            .filter_map(|k| state.fixed.get(k).map(|c| (k.0.as_str(), c)))
+            .collect();
+        match mode {
+            Mode::Iptables => {
+                let (restore, iptables) = match family {
+                    IpFamily::V4 => ("iptables-restore", "iptables"),
+                    IpFamily::V6 => ("ip6tables-restore", "ip6tables"),
+                };
+                if !write.is_empty() {
+                    let input = iptables_rewrite(&write, iptables_print_opts(&node))
+                        .map_err(|e| e.to_string())?;
+                    if let Err(e) = exec::run(
+                        restore,
+                        &["--noflush", "--counters", "-w", "5"],
+                        Some(&input),
+                    ) {
+                        metrics.iptables_restore_failed(family, true);
+                        return Err(describe_failure(&e, &input));
+                    }
+                }
+                let ensure: Vec<&EnsureRule> = state
+                    .ensure
+                    .iter()
+                    .filter(|r| jumps.iter().any(|(t, c)| *t == r.table && *c == r.chain))
+                    .collect();
+                ensure_jumps(iptables, &ensure)
+            }
+            Mode::Nftables => {
+                let Some(table) = write.first().map(|(t, _)| t.to_string()) else {
+                    return Ok(());
+                };
+                let chains: Vec<&Chain> = write.iter().map(|(_, c)| *c).collect();
+                let tx = nft_rewrite(family, &table, &chains, nft_print_opts(&node))
+                    .map_err(|e| e.to_string())?;
+                exec::run("nft", &["-f", "-"], Some(&tx))
+                    .map(|_| ())
+                    .map_err(|e| {
+                        metrics.nftables_failed(family, true);
+                        describe_failure(&e, &tx)
+                    })
+            }
+        }
+    }
+
     /// Whether the next sync is full.
     pub fn next_is_full(&self) -> bool {
         self.force_full
@@ -241,6 +482,7 @@ impl Proxier {
     /// one against the rules last applied by this method.
     pub fn sync(&mut self, desired: &[Desired], metrics: &Metrics) -> SyncReport {
         let start = Instant::now();
+        let generation = self.generation();
         let full = self.next_is_full();
         let mut errors = Vec::new();
         let mut timed = Vec::new();
@@ -270,7 +512,7 @@ impl Proxier {
                 ok,
             });
         }
-        self.finish(start, full, errors, &timed, metrics)
+        self.finish(start, full, errors, &timed, metrics, generation)
     }
 
     /// Applies what the incremental [`Compiler`](super::incremental::Compiler)
@@ -280,6 +522,7 @@ impl Proxier {
     /// rules show changed.
     pub fn sync_compiled(&mut self, compiled: &[Compiled], metrics: &Metrics) -> SyncReport {
         let start = Instant::now();
+        let generation = self.generation();
         let full = compiled.iter().any(|c| matches!(c, Compiled::Full(_)));
         let mut errors = Vec::new();
         let mut timed = Vec::new();
@@ -326,7 +569,7 @@ impl Proxier {
                 ok,
             });
         }
-        self.finish(start, full, errors, &timed, metrics)
+        self.finish(start, full, errors, &timed, metrics, generation)
     }
 
     /// Ends a sync: `timed` has each family's time and success.
@@ -337,7 +580,12 @@ impl Proxier {
         errors: Vec<String>,
         timed: &[FamilySync],
         metrics: &Metrics,
+        generation: Option<u32>,
     ) -> SyncReport {
+        // Something was committed: the next drift check reads the node.
+        if generation.is_none() || self.generation() != generation {
+            self.verified = None;
+        }
         let report = SyncReport {
             full,
             errors,
@@ -399,6 +647,11 @@ impl Proxier {
             &iptables_rule_counts(&p.after),
         );
         metrics.iptables_rules(family, &state.counts, &plan.rules_written);
+        for f in &p.fixed_changes {
+            let key = (f.table.clone(), f.after.name.to_string());
+            state.samples.remove(&key);
+            state.fixed.insert(key, f.after.clone());
+        }
         Ok(())
     }
 
@@ -543,16 +796,7 @@ impl Proxier {
             }
         }
         if full {
-            for r in &plan.ensure {
-                let mut check = vec!["-w", "5", "-t", r.table.as_str(), "-C", r.chain.as_str()];
-                check.extend(r.args.iter().map(String::as_str));
-                if exec::run(iptables, &check, None).is_ok() {
-                    continue;
-                }
-                let mut insert = vec!["-w", "5", "-t", r.table.as_str(), "-I", r.chain.as_str()];
-                insert.extend(r.args.iter().map(String::as_str));
-                exec::run(iptables, &insert, None).map_err(|e| e.to_string())?;
-            }
+            ensure_jumps(iptables, &plan.ensure.iter().collect::<Vec<_>>())?;
         }
         info!(
             %family,
@@ -561,10 +805,15 @@ impl Proxier {
             bytes = plan.restore.len(),
             "iptables rules applied"
         );
+        self.last_node.insert(family, d.node.clone());
         let state = self.families.entry(family).or_default();
         state.counts = iptables_rule_counts(&d.ruleset);
         metrics.iptables_rules(family, &state.counts, &plan.rules_written);
         state.last = Some(Arc::clone(&d.ruleset));
+        state.record_written(&d.ruleset, is_iptables_service_chain);
+        if full {
+            state.ensure = plan.ensure;
+        }
         Ok(())
     }
 
@@ -614,6 +863,8 @@ impl Proxier {
         state.counts = object_counts(next);
         metrics.nftables_objects(family, &state.counts);
         state.last = Some(Arc::clone(&d.ruleset));
+        state.record_written(&d.ruleset, is_nft_service_chain);
+        self.last_node.insert(family, d.node.clone());
         Ok(())
     }
 
@@ -695,4 +946,39 @@ fn ensure_nfacct(
         known.insert(name.to_string());
     }
     Ok(())
+}
+
+/// Ensures the built-in chains' jumps `rules` (in the order to insert
+/// them): each checked (`-C`), and inserted at the top when missing, as
+/// kube-proxy ensures them.
+fn ensure_jumps(iptables: &str, rules: &[&EnsureRule]) -> Result<(), String> {
+    for r in rules {
+        let mut check = vec!["-w", "5", "-t", r.table.as_str(), "-C", r.chain.as_str()];
+        check.extend(r.args.iter().map(String::as_str));
+        if exec::run(iptables, &check, None).is_ok() {
+            continue;
+        }
+        let mut insert = vec!["-w", "5", "-t", r.table.as_str(), "-I", r.chain.as_str()];
+        insert.extend(r.args.iter().map(String::as_str));
+        exec::run(iptables, &insert, None).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A chain as `iptables -S CHAIN` lists it: its rules and their jump
+/// targets.
+fn listed_chain(text: &str) -> ChainSeen {
+    let mut seen = ChainSeen::default();
+    for line in text.lines().filter(|l| l.starts_with("-A ")) {
+        seen.rules += 1;
+        let args = apply::split_args(line);
+        if let Some(t) = args
+            .iter()
+            .position(|a| a == "-j" || a == "-g")
+            .and_then(|i| args.get(i + 1))
+        {
+            seen.targets.push(t.clone());
+        }
+    }
+    seen
 }
