@@ -1,8 +1,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-use kproxy_bin::cli::{Cli, Command};
+use kproxy_bin::cli::Command;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -12,7 +11,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = kproxy_bin::shell::parse();
+    kproxy_bin::color::detect_terminal();
     let mut drift = false;
     let result = match &cli.command {
         Command::Compile(args) => kproxy_bin::compile::run(args),
@@ -20,6 +20,8 @@ fn main() -> ExitCode {
         Command::Graph(args) => kproxy_bin::graph::run(args),
         Command::Diff(args) => kproxy_bin::diff::run(args),
         Command::Cleanup(args) => kproxy_bin::agent::cleanup::run(args),
+        Command::Completions(args) => kproxy_bin::shell::completions(args),
+        Command::Man(args) => kproxy_bin::shell::man(args),
         Command::Run(args) => {
             kproxy_bin::agent::run_command(args).map(|()| kproxy_bin::compile::Output::default())
         }
