@@ -43,6 +43,11 @@ pub const LIVE_PATH_PREFIX: &str = "kube:";
 /// The ConfigMap kube-proxy's configuration is read from by default.
 pub const DEFAULT_CONFIGMAP: &str = "kube-system/kube-proxy";
 
+/// The log filter without `KPROXY_LOG`: warnings, but not kube-rs' own
+/// ERROR line for every failed request (the command's error, or `run`'s
+/// watch warning, already names the request and its HTTP status).
+pub const DEFAULT_LOG_FILTER: &str = "warn,kube_client::client::builder=off";
+
 /// Objects per list page.
 const PAGE_SIZE: u32 = 500;
 /// Pages per list at most (5 million objects): a server that never ends a
@@ -334,16 +339,12 @@ impl Reader {
 
 /// The kubeconfig's client (`kubeconfig`: a file, else $KUBECONFIG /
 /// ~/.kube/config, else in-cluster), with `context`, and the server's URL.
-async fn client(
-    kubeconfig: Option<&Path>,
-    context: Option<&str>,
-    timeout: Duration,
-) -> Result<(Client, String)> {
+async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<(Client, String)> {
     let options = kube::config::KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
     };
-    let mut config = match (kubeconfig, context) {
+    let config = match (kubeconfig, context) {
         (Some(path), _) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| anyhow!("{}: cannot read kubeconfig: {}", path.display(), one_line(&e.to_string())))?;
@@ -361,8 +362,8 @@ async fn client(
             )
         })?,
     };
-    config.connect_timeout = Some(timeout);
-    config.read_timeout = Some(timeout);
+    // No client timeouts: the caller bounds every request by the
+    // --request-timeout deadline, and names the request that ran out.
     let server = config.cluster_url.to_string();
     let server = server.trim_end_matches('/').to_string();
     let client = Client::try_from(config).context("cannot build the Kubernetes client")?;
@@ -386,12 +387,11 @@ pub fn read_cluster(live: &LiveArgs, node: &NodeArgs, context: Option<&str>) -> 
     let context = context.or(live.context.as_deref());
     let (objects, mut warnings) = rt.block_on(async {
         let deadline = Instant::now() + timeout;
-        let (client, server) = timeout_at(
-            deadline,
-            client(live.kubeconfig.as_deref(), context, timeout),
-        )
-        .await
-        .map_err(|_| anyhow!("kubeconfig: no client within {timeout:?} (--request-timeout)"))??;
+        let (client, server) = timeout_at(deadline, client(live.kubeconfig.as_deref(), context))
+            .await
+            .map_err(|_| {
+                anyhow!("kubeconfig: no client within {timeout:?} (--request-timeout)")
+            })??;
         let r = Reader {
             client,
             server,
