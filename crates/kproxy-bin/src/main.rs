@@ -6,8 +6,9 @@ use kproxy_bin::cli::Command;
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KPROXY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(kproxy_bin::live::DEFAULT_LOG_FILTER)),
+            tracing_subscriber::EnvFilter::try_from_env("KPROXY_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(kproxy_bin::live::DEFAULT_LOG_FILTER)
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
