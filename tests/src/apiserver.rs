@@ -1,18 +1,23 @@
 //! A Kubernetes API server fixture: a std-only HTTP/1.1 server that speaks
 //! list+watch for Services, EndpointSlices, Nodes and ServiceCIDRs (with
 //! the `networking.k8s.io/v1` discovery document), enough for kube-rs'
-//! watchers (and so for `kproxy run --source kube`). Label and field
-//! selectors are not applied (the requests are recorded).
+//! watchers (and so for `kproxy run --source kube`), and ConfigMaps. The
+//! requests are recorded.
 //!
-//! * Lists return every object of a resource path with the current
-//!   resource version (`limit` and `continue` are ignored: one page).
+//! * Lists return the objects of a resource path with the current
+//!   resource version, filtered by `labelSelector` (`k`, `!k`, `k=v`,
+//!   `k!=v`) and `fieldSelector` (`metadata.name=`, `metadata.namespace=`),
+//!   in pages of `limit` (at most [`Api::page_cap`]) with `continue` tokens.
+//! * `GET /api/v1/namespaces/NS/RESOURCE/NAME` (and `/apis/G/V/...`) returns
+//!   one object of the collection `/api/v1/RESOURCE`, or a `404` Status.
 //! * Watches (`?watch=true&resourceVersion=N`) stream the events after `N`
 //!   as chunks, delivered as soon as they are recorded (a [`Condvar`], no
 //!   polling), and end cleanly after 60 s.
 //! * Knobs: [`Fixture::drop_watches`] closes every open watch without the
 //!   final chunk (a broken connection), [`Fixture::expire`] makes every
 //!   resource version seen so far too old (`410 Gone`, as after a
-//!   compaction), [`Api::fail_next`] fails requests with `500`.
+//!   compaction), [`Api::fail_next`] fails requests with `500`,
+//!   [`Api::stall`] leaves requests unanswered (a hung server).
 //!
 //! ```no_run
 //! use kproxy_tests::apiserver::{Fixture, SERVICES, kubeconfig};
@@ -44,6 +49,9 @@ pub const SERVICE_CIDRS: &str = "/apis/networking.k8s.io/v1/servicecidrs";
 /// The discovery path of `networking.k8s.io/v1` (answered with
 /// `servicecidrs` among its resources).
 const NETWORKING_V1: &str = "/apis/networking.k8s.io/v1";
+/// The ConfigMaps resource path (every namespace; one is read at
+/// `/api/v1/namespaces/NS/configmaps/NAME`).
+pub const CONFIGMAPS: &str = "/api/v1/configmaps";
 
 /// How long a watch stays open before the server ends it cleanly.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,6 +70,11 @@ pub struct Api {
     drops: u64,
     /// The next N requests fail with 500.
     pub fail_next: usize,
+    /// Requests get no answer (the connection is held, then closed) while set.
+    pub stall: bool,
+    /// Lists return at most this many objects per page, whatever the
+    /// `limit` (a server may return fewer).
+    pub page_cap: Option<usize>,
     /// Requests seen (`path?query`), in arrival order.
     pub requests: Vec<String>,
 }
@@ -219,6 +232,13 @@ impl Fixture {
                     continue;
                 }
             }
+            if self.api().stall {
+                let start = Instant::now();
+                while self.api().stall && start.elapsed() < WATCH_TIMEOUT {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return;
+            }
             if params.get("watch") == Some(&"true") {
                 let from: u64 = params
                     .get("resourceVersion")
@@ -227,13 +247,16 @@ impl Fixture {
                 self.watch(&mut out, path, from);
                 return;
             }
-            let body = if path == NETWORKING_V1 {
-                discovery_networking_v1()
+            let (status, body) = if path == NETWORKING_V1 {
+                ("200 OK", discovery_networking_v1())
             } else {
-                self.list(path)
+                match one_object(path) {
+                    Some((collection, key)) => self.get(&collection, &key),
+                    None => ("200 OK", self.list(path, &params)),
+                }
             };
             let mut response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
                 body.len()
             )
             .into_bytes();
@@ -242,23 +265,67 @@ impl Fixture {
         }
     }
 
-    /// The list of `path`, serialized once (no copy of the objects).
-    fn list(&self, path: &str) -> Vec<u8> {
+    /// One object of `collection`, or a 404 Status.
+    fn get(&self, collection: &str, key: &str) -> (&'static str, Vec<u8>) {
         let a = self.api();
+        match a.objects.get(&(collection.to_string(), key.to_string())) {
+            Some(o) => ("200 OK", o.to_string().into_bytes()),
+            None => {
+                let name = key.rsplit('/').next().unwrap_or("");
+                let resource = collection.rsplit('/').next().unwrap_or("");
+                let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "reason": "NotFound", "code": 404,
+                    "message": format!("{resource} \"{name}\" not found"),
+                    "details": {"name": name, "kind": resource}});
+                ("404 Not Found", status.to_string().into_bytes())
+            }
+        }
+    }
+
+    /// A page of the list of `path` (selectors, `limit`, `continue`),
+    /// serialized once (no copy of the objects).
+    fn list(&self, path: &str, params: &BTreeMap<&str, &str>) -> Vec<u8> {
+        let a = self.api();
+        let labels = params.get("labelSelector").map(|s| decode(s));
+        let fields = params.get("fieldSelector").map(|s| decode(s));
+        let offset: usize = params
+            .get("continue")
+            .and_then(|c| decode(c).parse().ok())
+            .unwrap_or(0);
+        let mut limit: usize = params
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(usize::MAX);
+        if let Some(cap) = a.page_cap {
+            limit = limit.min(cap.max(1));
+        }
+        let matching: Vec<&Value> = a
+            .objects
+            .iter()
+            .filter(|((p, _), o)| {
+                p == path
+                    && labels.as_deref().is_none_or(|l| labels_match(l, o))
+                    && fields.as_deref().is_none_or(|f| fields_match(f, o))
+            })
+            .map(|(_, o)| o)
+            .collect();
+        let page: Vec<&Value> = matching.iter().skip(offset).take(limit).copied().collect();
+        let next = offset + page.len();
+        let cont = if next < matching.len() {
+            format!(r#","continue":"{next}""#)
+        } else {
+            String::new()
+        };
         let mut body = format!(
-            r#"{{"kind":"List","apiVersion":"v1","metadata":{{"resourceVersion":"{}"}},"items":["#,
+            r#"{{"kind":"List","apiVersion":"v1","metadata":{{"resourceVersion":"{}"{cont}}},"items":["#,
             a.rv
         )
         .into_bytes();
-        let mut first = true;
-        for ((p, _), o) in &a.objects {
-            if p != path {
-                continue;
-            }
-            if !first {
+        for (i, o) in page.into_iter().enumerate() {
+            if i > 0 {
                 body.push(b',');
             }
-            first = false;
             // Writing a `Value` into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut body, o);
         }
@@ -367,6 +434,79 @@ fn discovery_networking_v1() -> Vec<u8> {
                        "kind": "ServiceCIDR", "verbs": ["list", "watch", "get"]}]})
     .to_string()
     .into_bytes()
+}
+
+/// The collection and `namespace/name` of a one-object path:
+/// `/api/v1/namespaces/NS/RES/NAME` -> (`/api/v1/RES`, `NS/NAME`), and the
+/// same under `/apis/GROUP/VERSION`.
+fn one_object(path: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (prefix, rest) = match parts.as_slice() {
+        ["api", v, rest @ ..] => (format!("/api/{v}"), rest),
+        ["apis", g, v, rest @ ..] => (format!("/apis/{g}/{v}"), rest),
+        _ => return None,
+    };
+    match rest {
+        ["namespaces", ns, res, name] => Some((format!("{prefix}/{res}"), format!("{ns}/{name}"))),
+        _ => None,
+    }
+}
+
+/// Percent-decoding of a query value (`+` is a space).
+fn decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (
+            b[i],
+            b.get(i + 1).and_then(|&c| hex(c)),
+            b.get(i + 2).and_then(|&c| hex(c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+            (b'+', _, _) => out.push(b' '),
+            (c, _, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `obj`'s labels satisfy a label selector (`k`, `!k`, `k=v`,
+/// `k==v`, `k!=v`, comma-separated).
+fn labels_match(selector: &str, obj: &Value) -> bool {
+    let labels = &obj["metadata"]["labels"];
+    let get = |k: &str| labels.get(k.trim()).and_then(Value::as_str);
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .all(|r| {
+            if let Some(k) = r.strip_prefix('!') {
+                get(k).is_none()
+            } else if let Some((k, v)) = r.split_once("!=") {
+                get(k) != Some(v.trim())
+            } else if let Some((k, v)) = r.split_once("==").or_else(|| r.split_once('=')) {
+                get(k) == Some(v.trim())
+            } else {
+                get(r).is_some()
+            }
+        })
+}
+
+/// Whether `obj` satisfies a field selector (`metadata.name=`,
+/// `metadata.namespace=`; other fields are not filtered on).
+fn fields_match(selector: &str, obj: &Value) -> bool {
+    selector.split(',').all(|r| match r.split_once('=') {
+        Some(("metadata.name", v)) => obj["metadata"]["name"].as_str() == Some(v),
+        Some(("metadata.namespace", v)) => obj["metadata"]["namespace"].as_str() == Some(v),
+        _ => true,
+    })
 }
 
 /// Writes a kubeconfig for the fixture on `127.0.0.1:port` (plain HTTP, no

@@ -16,7 +16,7 @@ use kproxy_core::model::IpFamily;
 use kproxy_core::trace::TraceEnv;
 use serde_json::json;
 
-use crate::compile::{Backend, Output, ir_rulesets, load};
+use crate::compile::{Backend, Output, ir_rulesets};
 use crate::diff::FamilyDiff;
 use crate::settings::NodeArgs;
 
@@ -39,8 +39,14 @@ pub struct CheckArgs {
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub output: String,
     /// Manifests: files, directories or `-` for stdin (as for `kproxy compile`).
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present_any = ["kubeconfig", "context"], value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// The live cluster as input (--kubeconfig, --context).
+    #[command(flatten)]
+    pub live: crate::live::LiveArgs,
+    /// --color auto|always|never.
+    #[command(flatten)]
+    pub color: crate::color::ColorArgs,
 }
 
 /// The rules read from dumps.
@@ -398,14 +404,14 @@ pub fn run(args: &CheckArgs) -> Result<CheckOutput> {
         other => bail!("--output: {other:?} is not text or json"),
     };
     let dumps = read_dumps(&args.rules)?;
-    let inv = load(&args.paths)?;
+    let inv = crate::live::load_input(&args.live, &args.node, &args.paths)?;
     let (backend, checks, warnings) = check_dumps(args, &dumps, &inv)?;
     let stdout = if json_out {
         let mut s = serde_json::to_string_pretty(&to_json(backend, &checks))?;
         s.push('\n');
         s
     } else {
-        text(backend, &checks, &dumps)
+        crate::color::paint(text(backend, &checks, &dumps), args.color.when)
     };
     Ok(CheckOutput {
         drift: checks.iter().any(|c| c.report.drift()),

@@ -6,7 +6,13 @@ use crate::compile::CompileArgs;
 
 /// kproxy: compiles Kubernetes Services into the rules kube-proxy writes.
 #[derive(Parser, Debug)]
-#[command(name = "kproxy", version, about, long_about = None)]
+#[command(
+    name = "kproxy",
+    version = crate::version::short(),
+    long_version = crate::version::long(),
+    about,
+    long_about = None
+)]
 pub struct Cli {
     /// The command.
     #[command(subcommand)]
@@ -31,6 +37,11 @@ pub enum Command {
     Run(Box<crate::agent::RunArgs>),
     /// Remove what kproxy or kube-proxy (iptables or nftables mode) set up on the node.
     Cleanup(crate::agent::cleanup::CleanupArgs),
+    /// Print the shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(crate::shell::CompletionsArgs),
+    /// Print the man page (roff; `kproxy man SUBCOMMAND` for a
+    /// subcommand's, `--dir DIR` writes them all).
+    Man(crate::shell::ManArgs),
 }
 
 /// The command line as kproxy parses it. Started as `kube-proxy` (the

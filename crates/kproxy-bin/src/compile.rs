@@ -30,8 +30,11 @@ pub struct CompileArgs {
     pub backend: Option<String>,
     /// Manifests: files, directories (*.yaml, *.yml, *.json, recursively) or
     /// `-` for stdin. Multi-document YAML, JSON and `kind: List` are read.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present_any = ["kubeconfig", "context"], value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// The live cluster as input (--kubeconfig, --context).
+    #[command(flatten)]
+    pub live: crate::live::LiveArgs,
 }
 
 /// What a command produced: its output and the notes for stderr.
@@ -304,6 +307,6 @@ pub fn compile(args: &CompileArgs, inv: &Inventory) -> Result<Output> {
 
 /// Runs `kproxy compile` from its arguments.
 pub fn run(args: &CompileArgs) -> Result<Output> {
-    let inv = load(&args.paths)?;
+    let inv = crate::live::load_input(&args.live, &args.node, &args.paths)?;
     compile(args, &inv)
 }

@@ -20,7 +20,7 @@ use kproxy_core::ir::{Element, MapValue, Rule, Ruleset, TableFamily};
 use kproxy_core::model::{IpFamily, MarkStyle, NamespacedName};
 use serde_json::{Value, json};
 
-use crate::compile::{Backend, FamilyRules, Layout, Output, ir_rulesets, load};
+use crate::compile::{Backend, FamilyRules, Layout, Output, ir_rulesets};
 use crate::settings::NodeArgs;
 
 /// Output formats of `kproxy diff`.
@@ -49,10 +49,12 @@ pub struct DiffArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
     pub output: DiffFormat,
-    /// The old cluster state: files, directories or `-`.
+    /// The old cluster state: files, directories or `-`; `kube:` (or
+    /// `kube:CONTEXT`) for the live cluster.
     #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
     pub before: Vec<PathBuf>,
-    /// The new cluster state: files, directories or `-`.
+    /// The new cluster state: files, directories or `-`; `kube:` (or
+    /// `kube:CONTEXT`) for the live cluster.
     #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
     pub after: Vec<PathBuf>,
     /// The kube-proxy release of the old state (default:
@@ -69,6 +71,12 @@ pub struct DiffArgs {
     /// The backend of the new state (default: --backend).
     #[arg(long, value_name = "BACKEND")]
     pub after_backend: Option<String>,
+    /// The live cluster as input (--kubeconfig, --context).
+    #[command(flatten)]
+    pub live: crate::live::LiveArgs,
+    /// --color auto|always|never.
+    #[command(flatten)]
+    pub color: crate::color::ColorArgs,
 }
 
 /// The diff of one family.
@@ -155,7 +163,7 @@ pub fn family_diffs(
 pub fn diff_states(args: &DiffArgs, before: &Inventory, after: &Inventory) -> Result<Output> {
     let (backend, families, warnings) = family_diffs(args, before, after)?;
     let stdout = match args.output {
-        DiffFormat::Text => text(backend, &families),
+        DiffFormat::Text => crate::color::paint(text(backend, &families), args.color.when),
         DiffFormat::Json => {
             let mut s = serde_json::to_string_pretty(&to_json(backend, &families))?;
             s.push('\n');
@@ -167,8 +175,8 @@ pub fn diff_states(args: &DiffArgs, before: &Inventory, after: &Inventory) -> Re
 
 /// Runs `kproxy diff` from its arguments.
 pub fn run(args: &DiffArgs) -> Result<Output> {
-    let before = load(&args.before)?;
-    let after = load(&args.after)?;
+    let (before, after) =
+        crate::live::load_sides(&args.live, &args.node, &args.before, &args.after)?;
     diff_states(args, &before, &after)
 }
 

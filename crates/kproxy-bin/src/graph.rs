@@ -13,7 +13,7 @@ use kproxy_core::convert::Inventory;
 use kproxy_core::graph::{Graph, NodeKind};
 use kproxy_core::owners::parse_service;
 
-use crate::compile::{Output, ir_rulesets, load};
+use crate::compile::{Output, ir_rulesets};
 use crate::settings::NodeArgs;
 
 /// Output formats of `kproxy graph`.
@@ -46,8 +46,11 @@ pub struct GraphArgs {
     #[arg(long = "rules", value_name = "FILE")]
     pub rules: Vec<PathBuf>,
     /// Manifests: files, directories or `-` for stdin (as `kproxy compile`).
-    #[arg(required_unless_present = "rules", value_name = "PATH")]
+    #[arg(required_unless_present_any = ["rules", "kubeconfig", "context"], value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// The live cluster as input (--kubeconfig, --context).
+    #[command(flatten)]
+    pub live: crate::live::LiveArgs,
 }
 
 /// The graph of an already loaded inventory.
@@ -98,7 +101,7 @@ pub fn graph(args: &GraphArgs, inv: &Inventory) -> Result<Output> {
 
 /// Runs `kproxy graph` from its arguments.
 pub fn run(args: &GraphArgs) -> Result<Output> {
-    let inv = load(&args.paths)?;
+    let inv = crate::live::load_input(&args.live, &args.node, &args.paths)?;
     graph(args, &inv)
 }
 

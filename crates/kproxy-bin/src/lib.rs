@@ -5,9 +5,13 @@
 pub mod agent;
 pub mod check;
 pub mod cli;
+pub mod color;
 pub mod compile;
 pub mod diff;
 pub mod graph;
+pub mod live;
 pub mod settings;
+pub mod shell;
 pub mod sources;
 pub mod trace;
+pub mod version;

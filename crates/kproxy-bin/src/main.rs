@@ -1,11 +1,10 @@
 use std::io::Write;
 use std::process::ExitCode;
+use kproxy_bin::cli::Command;
 
-use clap::Parser;
-use kproxy_bin::cli::{Cli, Command, kube_proxy_args};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(kube_proxy_args(std::env::args_os()));
+    let cli = kproxy_bin::shell::parse();
     // --v / --vmodule (kube-proxy's) win over KPROXY_LOG; warn by default.
     let flags = match &cli.command {
         Command::Run(args) => args.kube_proxy.log_filter(),
@@ -14,11 +13,12 @@ fn main() -> ExitCode {
     let filter = flags
         .map(tracing_subscriber::EnvFilter::new)
         .or_else(|| tracing_subscriber::EnvFilter::try_from_env("KPROXY_LOG").ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(kproxy_bin::live::DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    kproxy_bin::color::detect_terminal();
     let mut drift = false;
     let result = match &cli.command {
         Command::Compile(args) => kproxy_bin::compile::run(args),
@@ -26,6 +26,8 @@ fn main() -> ExitCode {
         Command::Graph(args) => kproxy_bin::graph::run(args),
         Command::Diff(args) => kproxy_bin::diff::run(args),
         Command::Cleanup(args) => kproxy_bin::agent::cleanup::run(args),
+        Command::Completions(args) => kproxy_bin::shell::completions(args),
+        Command::Man(args) => kproxy_bin::shell::man(args),
         Command::Run(args) => kproxy_bin::agent::run_command(args),
         Command::Check(args) => kproxy_bin::check::run(args).map(|c| {
             drift = c.drift;

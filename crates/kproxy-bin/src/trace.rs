@@ -14,7 +14,7 @@ use kproxy_core::model::{IpFamily, Protocol};
 use kproxy_core::trace::{Outcome, OutcomeKind, Packet, PacketOrigin, Trace, TraceEnv, Tracer};
 use serde_json::json;
 
-use crate::compile::{Backend, Layout, Output, ir_rulesets, load};
+use crate::compile::{Backend, Layout, Output, ir_rulesets};
 use crate::settings::NodeArgs;
 
 /// Arguments of `kproxy trace`.
@@ -55,8 +55,14 @@ pub struct TraceArgs {
     #[arg(long = "rules", value_name = "FILE")]
     pub rules: Vec<PathBuf>,
     /// Manifests: files, directories or `-` for stdin (as for `kproxy compile`).
-    #[arg(required_unless_present = "rules", value_name = "PATH")]
+    #[arg(required_unless_present_any = ["rules", "kubeconfig", "context"], value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// The live cluster as input (--kubeconfig, --context).
+    #[command(flatten)]
+    pub live: crate::live::LiveArgs,
+    /// --color auto|always|never.
+    #[command(flatten)]
+    pub color: crate::color::ColorArgs,
 }
 
 /// A trace and what it was traced against.
@@ -358,7 +364,7 @@ pub fn trace(args: &TraceArgs, inv: &Inventory) -> Result<Output> {
         s.push('\n');
         s
     } else {
-        render_text(&report)
+        crate::color::paint(render_text(&report), args.color.when)
     };
     Ok(Output {
         stdout,
@@ -370,6 +376,6 @@ pub fn trace(args: &TraceArgs, inv: &Inventory) -> Result<Output> {
 pub fn run(args: &TraceArgs) -> Result<Output> {
     // Bad packet arguments are reported before the inputs are read.
     packet(args)?;
-    let inv = load(&args.paths)?;
+    let inv = crate::live::load_input(&args.live, &args.node, &args.paths)?;
     trace(args, &inv)
 }

@@ -61,6 +61,7 @@
 //! assert_eq!(inv.warnings.len(), 1);
 //! ```
 
+mod configmap;
 mod documents;
 mod error;
 mod fastyaml;
@@ -71,6 +72,7 @@ mod slice;
 pub mod sloppy;
 mod store;
 
+pub use configmap::{CONFIGMAP_CONFIG_KEY, configmap_proxy_config};
 pub use documents::{Object, parse_documents, parse_documents_lenient};
 pub use error::{InputError, ObjectError, Warning};
 pub use inventory::{Inventory, inventory, inventory_with};

@@ -202,6 +202,8 @@ fn read_value(
             }
             typed(doc).map(Object::ServiceCidr)
         }
+        // kube-proxy's ConfigMap counts as its configuration.
+        ("v1", "ConfigMap") => super::configmap::object(doc, name.clone()),
         (config::V1ALPHA1 | config::V1ALPHA2, "KubeProxyConfiguration") => {
             typed(doc).map(Object::ProxyConfig)
         }
