@@ -219,9 +219,18 @@ impl Proxier {
     /// next sync is partial.
     pub fn assume_applied(&mut self, desired: &[Desired]) {
         for d in desired {
+            self.last_node.insert(d.node.family, d.node.clone());
             let state = self.families.entry(d.node.family).or_default();
             state.last = Some(Arc::clone(&d.ruleset));
             state.udp = d.udp.clone();
+            match self.mode {
+                Mode::Iptables => {
+                    state.record_written(&d.ruleset, is_iptables_service_chain);
+                    state.ensure = apply::ensure_rules(&d.ruleset, iptables_print_opts(&d.node))
+                        .unwrap_or_default();
+                }
+                Mode::Nftables => state.record_written(&d.ruleset, is_nft_service_chain),
+            }
         }
         self.force_full = false;
         self.last_full = Some(Instant::now());
