@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1 as corev1;
 
 use super::error::{Ctx, ObjectError, Warning};
-use super::{ConvertOptions, Outcome, namespaced, port_number, protocol, sloppy};
+use super::{ConvertOptions, Outcome, namespaced, port_number, protocol, sloppy, validate};
 use crate::model::{self, IpFamily, IpMode, LoadBalancerIngress, ServiceType, TrafficPolicy};
 
 /// The API server's default ClientIP affinity timeout (3 hours).
@@ -58,7 +58,10 @@ pub fn service_with(
     svc: &corev1::Service,
     opts: &ConvertOptions,
 ) -> Result<Outcome<model::Service>, ObjectError> {
-    let (id, ctx) = namespaced("Service", &svc.metadata)?;
+    // A DNS-1123 label: upstream requires a DNS-1035 one (no leading digit)
+    // unless the RelaxedServiceNameValidation gate is on; both are safe to
+    // write, and a cluster with the gate serves the relaxed ones.
+    let (id, ctx) = namespaced("Service", &svc.metadata, validate::dns1123_label)?;
     let no_labels = std::collections::BTreeMap::new();
     let labels = svc.metadata.labels.as_ref().unwrap_or(&no_labels);
     if let Some(reason) = opts.proxy_name_skip(labels) {
@@ -322,17 +325,6 @@ fn cluster_ips(
     Ok((ips, false))
 }
 
-/// Whether `s` is a DNS-1123 label (what the API requires of port names).
-fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
 fn ports(
     ctx: &Ctx,
     spec: &corev1::ServiceSpec,
@@ -362,14 +354,12 @@ fn ports(
                 ));
             }
         } else {
-            if !is_dns1123_label(&name) {
+            validate::field(ctx, f("name"), &name, validate::dns1123_label)?;
+            if !names.insert(name.clone()) {
                 return Err(ctx.err(
                     f("name"),
-                    format!("{name:?} must be a DNS-1123 label (lower-case alphanumerics and '-', at most 63)"),
+                    format!("duplicate value {}", validate::quoted(&name)),
                 ));
-            }
-            if !names.insert(name.clone()) {
-                return Err(ctx.err(f("name"), format!("duplicate value {name:?}")));
             }
         }
         let proto = protocol(ctx, &f("protocol"), p.protocol.as_deref())?;
