@@ -523,9 +523,17 @@ fn names_the_api_server_refuses_skip_the_object() {
                 "{case}: {}",
                 warnings[0]
             );
-            assert!(run.stdout.contains("10.1.0.5"), "{case} {backend}: the good Service");
-            for bad_text in ["sh\"op", "lb$1", "a\nb", "http\"x", "10.0.0.7", "10.0.0.8", "10.0.0.9", "10.1.0.6"] {
-                assert!(!run.stdout.contains(bad_text), "{case} {backend}: {bad_text:?} written");
+            assert!(
+                run.stdout.contains("10.1.0.5"),
+                "{case} {backend}: the good Service"
+            );
+            for bad_text in [
+                "sh\"op", "lb$1", "a\nb", "http\"x", "10.0.0.7", "10.0.0.8", "10.0.0.9", "10.1.0.6",
+            ] {
+                assert!(
+                    !run.stdout.contains(bad_text),
+                    "{case} {backend}: {bad_text:?} written"
+                );
             }
             assert!(!run.stdout.contains(&long_ns));
         }
@@ -538,19 +546,35 @@ fn names_the_api_server_refuses_skip_the_object() {
 #[test]
 fn reader_limits_and_rules_are_explained() {
     let dir = scratch("reader");
-    let deep: String = (0..300).map(|i| format!("{}a{i}:\n", "  ".repeat(i))).collect();
+    let deep: String = (0..300)
+        .map(|i| format!("{}a{i}:\n", "  ".repeat(i)))
+        .collect();
     let aliases = {
         let mut t = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 0..12 {
-            let prev = if i == 0 { "a".to_string() } else { format!("l{}", i - 1) };
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("l{}", i - 1)
+            };
             let refs = vec![format!("*{prev}"); 10].join(", ");
             t.push_str(&format!("l{i}: &l{i} [{refs}]\n"));
         }
         t
     };
     let cases: [(&str, String, &[&str], &[&str]); 4] = [
-        ("deep", deep, &["line 257", "nested too deeply"], &["Depth", "budget"]),
-        ("aliases", aliases, &["line 6", "alias"], &["budget", "{", "Options"]),
+        (
+            "deep",
+            deep,
+            &["line 257", "nested too deeply"],
+            &["Depth", "budget"],
+        ),
+        (
+            "aliases",
+            aliases,
+            &["line 6", "alias"],
+            &["budget", "{", "Options"],
+        ),
         (
             "dup",
             "apiVersion: v1\nkind: Service\nmetadata: {name: web, name: other}\n".into(),
@@ -559,7 +583,10 @@ fn reader_limits_and_rules_are_explained() {
         ),
         (
             "huge",
-            service("web", "{clusterIP: 10.0.0.3, ports: [{name: http, port: 1e999}]}"),
+            service(
+                "web",
+                "{clusterIP: 10.0.0.3, ports: [{name: http, port: 1e999}]}",
+            ),
             &["Service shop/web", "spec.ports[0].port", "too large"],
             &["non-finite float"],
         ),
@@ -568,7 +595,10 @@ fn reader_limits_and_rules_are_explained() {
         let f = write(&dir, &format!("{case}.yaml"), &text);
         let run = kproxy(&["compile", "--hostname-override=n1", f.to_str().unwrap()]);
         let line = error_line(&run);
-        assert!(line.starts_with(&format!("{}: ", f.display())), "{case}: {line}");
+        assert!(
+            line.starts_with(&format!("{}: ", f.display())),
+            "{case}: {line}"
+        );
         for w in want {
             assert!(line.contains(w), "{case}: {line:?} lacks {w:?}");
         }
@@ -584,5 +614,9 @@ fn reader_limits_and_rules_are_explained() {
     );
     let run = kproxy(&["compile", "--hostname-override=n1", f.to_str().unwrap()]);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
-    assert!(run.stderr.contains(r"Ser\nvice") && run.stderr.contains(r"x\ny"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(r"Ser\nvice") && run.stderr.contains(r"x\ny"),
+        "{}",
+        run.stderr
+    );
 }

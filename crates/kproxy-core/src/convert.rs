@@ -220,7 +220,12 @@ fn namespaced(
     if name.is_empty() {
         return Err(ctx.err("metadata.name", "required"));
     }
-    validate::field(&ctx, "metadata.namespace", namespace, validate::dns1123_label)?;
+    validate::field(
+        &ctx,
+        "metadata.namespace",
+        namespace,
+        validate::dns1123_label,
+    )?;
     validate::field(&ctx, "metadata.name", name, check_name)?;
     if let Some(labels) = &meta.labels {
         validate::labels(&ctx, labels)?;

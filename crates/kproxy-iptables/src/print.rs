@@ -529,10 +529,13 @@ mod tests {
         assert_eq!(quote(r"a\b c").unwrap(), r#""a\\b c""#);
         assert_eq!(quote("it's").unwrap(), r#""it's""#);
         assert_eq!(quote("$x").unwrap(), "$x");
-        let parsed = crate::parse::parse(&format!(
-            "*nat\n:C - [0:0]\n-A C -m comment --comment {} -j RETURN\nCOMMIT\n",
-            quote(r#"q"uote \ back"#).unwrap()
-        ), None)
+        let parsed = crate::parse::parse(
+            &format!(
+                "*nat\n:C - [0:0]\n-A C -m comment --comment {} -j RETURN\nCOMMIT\n",
+                quote(r#"q"uote \ back"#).unwrap()
+            ),
+            None,
+        )
         .unwrap();
         assert!(
             format!("{parsed:?}").contains(r#"q\"uote \\ back"#),

@@ -83,6 +83,8 @@ struct Inner {
     healthz: BTreeMap<u16, u64>,
     livez: BTreeMap<u16, u64>,
     conntrack_cleanup_failures: u64,
+    skipped_services: usize,
+    skipped_services_total: u64,
     // Health.
     last_updated: BTreeMap<IpFamily, SystemTime>,
     oldest_pending: BTreeMap<IpFamily, Instant>,
@@ -125,6 +127,8 @@ impl Metrics {
                 healthz: BTreeMap::new(),
                 livez: BTreeMap::new(),
                 conntrack_cleanup_failures: 0,
+                skipped_services: 0,
+                skipped_services_total: 0,
                 last_updated: BTreeMap::new(),
                 oldest_pending: BTreeMap::new(),
             }),
@@ -205,6 +209,14 @@ impl Metrics {
     /// Objects in the nftables table by kind.
     pub fn nftables_objects(&self, counts: BTreeMap<String, usize>) {
         self.lock().nftables_objects = counts;
+    }
+
+    /// `now` Services are left out of the rules (see
+    /// [`super::isolate`]), `newly` of them since the last call.
+    pub fn skipped_services(&self, now: usize, newly: usize) {
+        let mut m = self.lock();
+        m.skipped_services = now;
+        m.skipped_services_total += newly as u64;
     }
 
     /// A `conntrack -D` failed.
@@ -382,6 +394,20 @@ impl Metrics {
             "Cumulative conntrack -D failures (kproxy's own metric)",
             "counter",
             m.conntrack_cleanup_failures.to_string(),
+        );
+        gauge(
+            &mut out,
+            "kproxy_sync_proxy_rules_skipped_services",
+            "Services left out of the rules because the kernel tool rejected them, until they change (kproxy's own metric; kube-proxy has none)",
+            "gauge",
+            m.skipped_services.to_string(),
+        );
+        gauge(
+            &mut out,
+            "kproxy_sync_proxy_rules_skipped_services_total",
+            "Cumulative Services left out of the rules because the kernel tool rejected them (kproxy's own metric; kube-proxy has none)",
+            "counter",
+            m.skipped_services_total.to_string(),
         );
         out
     }

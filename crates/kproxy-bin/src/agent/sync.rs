@@ -23,6 +23,7 @@ use super::apply::{
 use super::conntrack::{UdpState, cleanup_commands, nothing_deleted, udp_state};
 use super::exec::{self, ToolError, error_line, payload_line, saved_chains};
 use super::incremental::{Compiled, Partial};
+use super::isolate::{Rejected, rejected};
 use super::metrics::Metrics;
 use crate::compile::{Layout, layout_plan};
 
@@ -98,6 +99,8 @@ pub struct SyncReport {
     pub errors: Vec<String>,
     /// How long it took.
     pub duration: Duration,
+    /// The input lines the tools rejected (see [`super::isolate`]).
+    pub rejected: Vec<Rejected>,
 }
 
 /// The stateful applier.
@@ -119,6 +122,8 @@ pub struct Proxier {
     /// in `iptables-restore` inputs of at most this many rules (see
     /// [`split_restore`]); 0: in one.
     pub fresh_batch_rules: usize,
+    /// The input lines the tools rejected in this sync.
+    rejected: Vec<Rejected>,
 }
 
 fn iptables_print_opts(node: &NodeConfig) -> kproxy_iptables::PrintOptions {
@@ -155,6 +160,7 @@ impl Proxier {
             nfacct: Default::default(),
             minimal_partial_syncs: false,
             fresh_batch_rules: 5000,
+            rejected: Vec::new(),
         }
     }
 
@@ -316,6 +322,7 @@ impl Proxier {
             full,
             errors,
             duration: start.elapsed(),
+            rejected: std::mem::take(&mut self.rejected),
         };
         metrics.observe_sync(report.duration, full);
         if report.errors.is_empty() {
@@ -353,6 +360,7 @@ impl Proxier {
             )
         {
             metrics.iptables_restore_failed(true);
+            self.rejected.extend(rejected(&e.message, &plan.restore));
             return Err(describe_failure(&e, &plan.restore));
         }
         info!(
@@ -389,6 +397,8 @@ impl Proxier {
         {
             metrics.nftables_failed(false);
             state.stale.clear();
+            self.rejected
+                .extend(rejected(&e.message, &sync.transaction));
             return Err(describe_failure(&e, &sync.transaction));
         }
         let now = Instant::now();
@@ -509,6 +519,7 @@ impl Proxier {
                 Some(input),
             ) {
                 metrics.iptables_restore_failed(!full);
+                self.rejected.extend(rejected(&e.message, input));
                 return Err(describe_failure(&e, input));
             }
         }
@@ -566,6 +577,7 @@ impl Proxier {
         {
             metrics.nftables_failed(false);
             state.stale.clear();
+            self.rejected.extend(rejected(&e.message, &tx));
             return Err(describe_failure(&e, &tx));
         }
         let now = Instant::now();

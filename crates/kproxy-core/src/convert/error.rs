@@ -103,7 +103,8 @@ pub(crate) fn yaml_message(e: &serde_saphyr::Error) -> String {
         E::AliasReplayLimitExceeded { .. }
         | E::AliasExpansionLimitExceeded { .. }
         | E::AliasReplayStackDepthExceeded { .. } => {
-            "too many alias (*name) expansions: the document is too large once aliases are expanded".into()
+            "too many alias (*name) expansions: the document is too large once aliases are expanded"
+                .into()
         }
         _ => return one_line(&e.render_with_formatter(&serde_saphyr::UserMessageFormatter)),
     };

@@ -189,7 +189,9 @@ mod tests {
             assert!(dns1123_label(ok).is_ok(), "{ok}");
             assert!(dns1123_subdomain(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", "a-", "A", "a_b", "a.b", "a\"b", "a$b", "a\nb", "ä"] {
+        for bad in [
+            "", "-a", "a-", "A", "a_b", "a.b", "a\"b", "a$b", "a\nb", "ä",
+        ] {
             assert!(dns1123_label(bad).is_err(), "{bad:?}");
         }
         assert!(dns1123_subdomain("a.b-c.d").is_ok());
