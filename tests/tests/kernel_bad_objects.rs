@@ -128,6 +128,108 @@ fn bad_names_are_skipped_and_the_rest_loads() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The longest names the API server accepts (63-character namespace,
+/// Service and port names; an IPv6 endpoint) in every rule kproxy writes
+/// for them: the printers accept them (comments at most 255 bytes for
+/// iptables, nft names at most 255) and the tools load them, in every
+/// layout.
+#[test]
+fn longest_valid_names_load() {
+    let test = "longest_valid_names_load";
+    let ns = format!("n{}", "s".repeat(62));
+    let name = format!("s{}", "v".repeat(62));
+    let port = format!("p{}", "o".repeat(62));
+    let text = |family: &str, cluster_ip: &str, lb: &str, src: &str, ep: &str| {
+        format!(
+            "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  type: LoadBalancer
+  clusterIP: {cluster_ip}
+  ipFamilies: [{family}]
+  externalTrafficPolicy: Local
+  healthCheckNodePort: 30999
+  sessionAffinity: ClientIP
+  externalIPs: [{lb}]
+  loadBalancerSourceRanges: [{src}]
+  ports: [{{name: {port}, port: 80, protocol: TCP, nodePort: 30090}}]
+status: {{loadBalancer: {{ingress: [{{ip: {lb}}}]}}}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: {family}
+ports: [{{name: {port}, port: 8080, protocol: TCP}}]
+endpoints: [{{addresses: [{ep}], nodeName: n1}}, {{addresses: [{ep}0], nodeName: n2}}]
+"
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("kproxy-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let cases = [
+        (
+            Family::V4,
+            text(
+                "IPv4",
+                "10.0.0.9",
+                "192.0.2.9",
+                "203.0.113.0/24",
+                "10.1.0.9",
+            ),
+        ),
+        (
+            Family::V6,
+            text(
+                "IPv6",
+                "fd00:10:96::9",
+                "2001:db8::9",
+                "2001:db8:1::/48",
+                "fd00:1111:2222:3333:4444:5555:6666:777",
+            ),
+        ),
+    ];
+    for (family, manifest) in cases {
+        let input = dir.join(format!("{family:?}.yaml"));
+        std::fs::write(&input, manifest).expect("write");
+        let fam = match family {
+            Family::V4 => "--ip-family=ipv4",
+            Family::V6 => "--ip-family=ipv6",
+        };
+        for (loader, extra) in [
+            (Loader::Iptables, None),
+            (Loader::Iptables, Some("--kube-proxy-version=1.5")),
+            (Loader::NftText, None),
+            (Loader::NftJson, None),
+        ] {
+            if !gate_loader(test, loader) {
+                return;
+            }
+            let mut args: Vec<String> = ["--hostname-override=n1", "--standalone", fam]
+                .iter()
+                .chain(loader.compile_args())
+                .chain(extra.as_slice())
+                .map(|s| s.to_string())
+                .collect();
+            if family == Family::V6 {
+                args.push("--cluster-cidr=fd00:1::/64".into());
+            }
+            let (rules, warnings) = kproxy_tests::compile(&args, &[&input])
+                .unwrap_or_else(|e| panic!("{family:?} {loader:?} {extra:?}: {e}"));
+            assert!(warnings.is_empty(), "{warnings:#?}");
+            assert!(rules.contains(&name), "{loader:?}: the Service");
+            let nss = Namespaces::new();
+            let netns = nss.create("long").unwrap_or_else(|e| panic!("{test}: {e}"));
+            loader
+                .load(&netns, family, &rules, true)
+                .and_then(|()| loader.load(&netns, family, &rules, false))
+                .unwrap_or_else(|e| panic!("{family:?} {loader:?} {extra:?}: rejected: {e}"));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ---------------------------------------------------------------------------
 // `kproxy run` with a Service the tool rejects.
 

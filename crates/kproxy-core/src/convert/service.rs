@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1 as corev1;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::error::{Ctx, ObjectError, Warning};
 use super::{ConvertOptions, Outcome, namespaced, port_number, protocol, sloppy, validate};
@@ -362,6 +363,16 @@ fn ports(
                 ));
             }
         }
+        // Not used by the proxy, but the API server refuses a bad one.
+        match &p.target_port {
+            Some(IntOrString::Int(n)) if *n != 0 => {
+                port_number(ctx, &f("targetPort"), *n)?;
+            }
+            Some(IntOrString::String(s)) => {
+                validate::field(ctx, f("targetPort"), s, validate::port_name)?;
+            }
+            _ => {}
+        }
         let proto = protocol(ctx, &f("protocol"), p.protocol.as_deref())?;
         let port = port_number(ctx, &f("port"), p.port)?;
         if !seen.insert((port, proto)) {
@@ -551,6 +562,34 @@ status:
     }
 
     #[test]
+    fn names_are_validated() {
+        let e = |meta: &str| {
+            err(&format!(
+                "metadata: {meta}\nspec: {{clusterIP: 10.0.0.1, ports: [{{port: 80}}]}}\n"
+            ))
+        };
+        assert_eq!(
+            e(r#"{name: web, namespace: 'a"b'}"#),
+            r#"Service a\"b/web: metadata.namespace: "a\"b": must be a lowercase RFC 1123 label: lower case alphanumeric characters or '-', starting and ending with an alphanumeric character"#
+        );
+        assert!(e("{name: 'lb$1'}").contains("metadata.name: \"lb$1\""));
+        assert!(e("{name: Web}").contains("metadata.name"));
+        assert!(
+            e(&format!("{{name: {}}}", "a".repeat(64)))
+                .ends_with("must be no more than 63 characters")
+        );
+        assert!(e("{name: web, labels: {'a b': x}}").contains("metadata.labels: \"a b\""));
+        assert!(e("{name: web, labels: {app: 'x y'}}").contains("metadata.labels[app]: \"x y\""));
+        // Relaxed service names (a leading digit) are accepted.
+        assert!(
+            service(&svc(
+                "metadata: {name: 9web}\nspec: {clusterIP: 10.0.0.1, ports: [{port: 80}]}\n"
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn validation_errors() {
         let base = |ports: &str| {
             format!("{META}spec:\n  type: NodePort\n  clusterIP: 10.0.0.1\n  ports: {ports}\n")
@@ -573,6 +612,20 @@ status:
         );
         assert!(err(&base("[{name: A_1, port: 80}]")).contains("spec.ports[0].name: \"A_1\""));
         assert!(err(&base("[{port: 80, protocol: ICMP}]")).contains("spec.ports[0].protocol"));
+        assert!(
+            err(&base("[{port: 80, targetPort: 70000}]"))
+                .contains("spec.ports[0].targetPort: 70000 is out of range")
+        );
+        assert!(
+            err(&base("[{port: 80, targetPort: 'a\"b'}]"))
+                .contains(r#"spec.ports[0].targetPort: "a\"b": must contain only"#)
+        );
+        for ok in ["8080", "http", "0"] {
+            assert!(
+                service(&svc(&base(&format!("[{{port: 80, targetPort: {ok}}}]")))).is_ok(),
+                "{ok}"
+            );
+        }
         assert!(err(&base("[{port: 80, nodePort: 99999}]")).contains("spec.ports[0].nodePort"));
         assert!(err(&base("[]")).contains("spec.ports: required"));
         assert!(

@@ -72,6 +72,42 @@ pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a named port (`IsValidPortName`, an IANA_SVC_NAME, as a
+/// Service's `targetPort`): 1 to 15 lower-case alphanumerics or `-`, at
+/// least one letter, no `--`, not starting or ending with `-`.
+///
+/// ```
+/// use kproxy_core::convert::validate::port_name;
+/// assert!(port_name("http-alt").is_ok());
+/// assert!(port_name("8080").is_err());
+/// assert!(port_name("a--b").is_err());
+/// assert!(port_name("sixteen-chars-xx").is_err());
+/// ```
+pub fn port_name(s: &str) -> Result<(), String> {
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > 15 {
+        return Err("must be 1 to 15 characters".into());
+    }
+    if !b
+        .iter()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    {
+        return Err(
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".into(),
+        );
+    }
+    if !b.iter().any(u8::is_ascii_lowercase) {
+        return Err("must contain at least one letter (a-z)".into());
+    }
+    if s.contains("--") {
+        return Err("must not contain consecutive hyphens".into());
+    }
+    if b[0] == b'-' || b[b.len() - 1] == b'-' {
+        return Err("must not begin or end with a hyphen".into());
+    }
+    Ok(())
+}
+
 fn is_label_value_bytes(b: &[u8]) -> bool {
     let alnum = |c: &u8| c.is_ascii_alphanumeric();
     b.is_empty()
