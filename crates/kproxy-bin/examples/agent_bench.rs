@@ -76,6 +76,7 @@ fn main() {
                 full: true,
                 errors: vec![],
                 duration: t.elapsed(),
+                ..Default::default()
             }
         } else {
             proxier.sync(&d, &metrics)
