@@ -3,7 +3,8 @@
 //! and either side of `diff`.
 //!
 //! One read of the API server gives what the file readers give: Services
-//! and EndpointSlices (with kube-proxy's informer label selector), the
+//! and EndpointSlices (with kube-proxy's informer label selector,
+//! [`crate::agent::kube::service_selector`]), the
 //! node's Node (`--hostname-override`, else the configuration's
 //! `hostnameOverride`, else every Node, the only one being the node),
 //! ServiceCIDRs, and kube-proxy's configuration from the
@@ -25,9 +26,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kproxy_core::config::parse_go_duration;
-use kproxy_core::convert::{
-    Inventory, LABEL_HEADLESS, LABEL_SERVICE_PROXY_NAME, Object, configmap_proxy_config, inventory,
-};
+use kproxy_core::convert::{Inventory, Object, configmap_proxy_config, inventory};
 use kube::api::ListParams;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -178,23 +177,6 @@ pub fn load_sides(
     let before = read(&b)?;
     let after = if a == b { before.clone() } else { read(&a)? };
     Ok((before, after))
-}
-
-/// kube-proxy's informer label selector: Services and EndpointSlices
-/// without the service-proxy-name label (or with kproxy's
-/// `serviceProxyName`), and no slices of headless Services.
-///
-/// ```
-/// assert_eq!(
-///     kproxy_bin::live::label_selector(None),
-///     "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless"
-/// );
-/// ```
-pub fn label_selector(service_proxy_name: Option<&str>) -> String {
-    match service_proxy_name {
-        Some(n) => format!("{LABEL_SERVICE_PROXY_NAME}={n},!{LABEL_HEADLESS}"),
-        None => format!("!{LABEL_SERVICE_PROXY_NAME},!{LABEL_HEADLESS}"),
-    }
 }
 
 /// `NS/NAME` of `--kube-proxy-configmap`.
@@ -414,7 +396,7 @@ pub fn read_cluster(live: &LiveArgs, node: &NodeArgs, context: Option<&str>) -> 
             .and_then(|c| c.service_proxy_name.as_deref())
             .map(str::trim)
             .filter(|s| !s.is_empty());
-        let selector = label_selector(proxy_name);
+        let selector = crate::agent::kube::service_selector(proxy_name);
         let node_name = node
             .hostname_override
             .as_deref()
@@ -529,9 +511,5 @@ mod tests {
         assert!(request_timeout(&live).is_err());
         live.request_timeout = "1m".into();
         assert_eq!(request_timeout(&live).unwrap(), Duration::from_secs(60));
-        assert_eq!(
-            label_selector(Some("mine")),
-            "service.kubernetes.io/service-proxy-name=mine,!service.kubernetes.io/headless"
-        );
     }
 }

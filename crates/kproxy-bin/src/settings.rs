@@ -144,16 +144,6 @@ fn parse_cidrs(flag: &str, list: &str) -> Result<Vec<IpNet>> {
         .collect()
 }
 
-fn parse_detect_local_mode(s: &str) -> DetectLocalMode {
-    match s {
-        "" | "ClusterCIDR" => DetectLocalMode::ClusterCidr,
-        "NodeCIDR" => DetectLocalMode::NodeCidr,
-        "BridgeInterface" => DetectLocalMode::BridgeInterface,
-        "InterfaceNamePrefix" => DetectLocalMode::InterfaceNamePrefix,
-        other => DetectLocalMode::Other(other.to_string()),
-    }
-}
-
 fn parse_mode(s: &str) -> Result<ProxyMode> {
     match s {
         "" | "iptables" => Ok(ProxyMode::Iptables),
@@ -177,7 +167,7 @@ fn settings_from_flags(args: &NodeArgs) -> Result<ProxySettings> {
         s.cluster_cidrs = parse_cidrs("--cluster-cidr", c)?;
     }
     if let Some(m) = &args.detect_local_mode {
-        s.detect_local_mode = parse_detect_local_mode(m);
+        s.detect_local_mode = DetectLocalMode::parse(m);
     }
     if let Some(b) = &args.pod_bridge_interface {
         s.bridge_interface = Some(b.clone());
@@ -867,13 +857,7 @@ pub fn v1alpha1_document(s: &ProxySettings) -> serde_json::Value {
         ProxyMode::Ipvs => "ipvs".to_string(),
         ProxyMode::Other(m) => m.clone(),
     };
-    let detect_local_mode = match &s.detect_local_mode {
-        DetectLocalMode::ClusterCidr => "ClusterCIDR".to_string(),
-        DetectLocalMode::NodeCidr => "NodeCIDR".to_string(),
-        DetectLocalMode::BridgeInterface => "BridgeInterface".to_string(),
-        DetectLocalMode::InterfaceNamePrefix => "InterfaceNamePrefix".to_string(),
-        DetectLocalMode::Other(m) => m.clone(),
-    };
+    let detect_local_mode = s.detect_local_mode.as_str();
     let node_port_addresses: Vec<String> = match &s.node_port_addresses {
         NodePortAddresses::All => Vec::new(),
         NodePortAddresses::Primary => vec!["primary".into()],

@@ -433,6 +433,37 @@ pub enum DetectLocalMode {
     Other(String),
 }
 
+impl DetectLocalMode {
+    /// The mode a `detectLocalMode` value (or `--detect-local-mode` flag)
+    /// names; empty is the default, `ClusterCIDR`.
+    ///
+    /// ```
+    /// use kproxy_core::config::DetectLocalMode;
+    /// assert_eq!(DetectLocalMode::parse(""), DetectLocalMode::ClusterCidr);
+    /// assert_eq!(DetectLocalMode::parse("NodeCIDR").as_str(), "NodeCIDR");
+    /// ```
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "" | "ClusterCIDR" => Self::ClusterCidr,
+            "NodeCIDR" => Self::NodeCidr,
+            "BridgeInterface" => Self::BridgeInterface,
+            "InterfaceNamePrefix" => Self::InterfaceNamePrefix,
+            other => Self::Other(other.to_string()),
+        }
+    }
+
+    /// The value as kube-proxy's configuration spells it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::ClusterCidr => "ClusterCIDR",
+            Self::NodeCidr => "NodeCIDR",
+            Self::BridgeInterface => "BridgeInterface",
+            Self::InterfaceNamePrefix => "InterfaceNamePrefix",
+            Self::Other(s) => s,
+        }
+    }
+}
+
 /// `nodePortAddresses`, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodePortAddresses {
@@ -836,13 +867,8 @@ impl KubeProxyConfiguration {
             None => format!("{metrics_host}:{METRICS_PORT}"),
         };
 
-        let detect_local_mode = match non_empty(&self.detect_local_mode) {
-            None | Some("ClusterCIDR") => DetectLocalMode::ClusterCidr,
-            Some("NodeCIDR") => DetectLocalMode::NodeCidr,
-            Some("BridgeInterface") => DetectLocalMode::BridgeInterface,
-            Some("InterfaceNamePrefix") => DetectLocalMode::InterfaceNamePrefix,
-            Some(other) => DetectLocalMode::Other(other.to_string()),
-        };
+        let detect_local_mode =
+            DetectLocalMode::parse(non_empty(&self.detect_local_mode).unwrap_or(""));
 
         let localhost_default = version == ConfigVersion::V1Alpha1;
         let ct = conntrack.unwrap_or_default();

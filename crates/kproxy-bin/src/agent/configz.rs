@@ -10,53 +10,9 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use kproxy_core::config::{DetectLocalMode, NodePortAddresses, ProxySettings};
+use kproxy_core::config::{NodePortAddresses, ProxySettings, format_go_duration};
 
 use super::sync::Mode;
-
-/// Go's `time.Duration.String()` (`0s`, `500ms`, `1.5s`, `15m0s`,
-/// `24h0m0s`).
-///
-/// ```
-/// use std::time::Duration;
-/// use kproxy_bin::agent::configz::go_duration;
-/// assert_eq!(go_duration(Duration::from_secs(900)), "15m0s");
-/// assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
-/// ```
-pub fn go_duration(d: Duration) -> String {
-    fn frac(whole: u128, part: u128, digits: usize) -> String {
-        let mut f = format!("{part:0digits$}");
-        while f.ends_with('0') {
-            f.pop();
-        }
-        if f.is_empty() {
-            whole.to_string()
-        } else {
-            format!("{whole}.{f}")
-        }
-    }
-    let ns = d.as_nanos();
-    if ns == 0 {
-        return "0s".into();
-    }
-    if ns < 1_000 {
-        return format!("{ns}ns");
-    }
-    if ns < 1_000_000 {
-        return format!("{}µs", frac(ns / 1_000, ns % 1_000, 3));
-    }
-    if ns < 1_000_000_000 {
-        return format!("{}ms", frac(ns / 1_000_000, ns % 1_000_000, 6));
-    }
-    let secs = ns / 1_000_000_000;
-    let s = frac(secs % 60, ns % 1_000_000_000, 9);
-    let (h, m) = (secs / 3600, (secs / 60) % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, m) => format!("{m}m{s}s"),
-        (h, m) => format!("{h}h{m}m{s}s"),
-    }
-}
 
 /// A JSON object written in field order, as Go writes a struct.
 struct Object(String);
@@ -76,7 +32,7 @@ impl Object {
         self.raw(name, &json_string(value))
     }
     fn duration(self, name: &str, d: Duration) -> Self {
-        self.str(name, &go_duration(d))
+        self.str(name, &format_go_duration(d))
     }
     fn end(mut self) -> String {
         self.0.push('}');
@@ -86,16 +42,6 @@ impl Object {
 
 fn json_string(s: &str) -> String {
     serde_json::Value::from(s).to_string()
-}
-
-fn detect_local_mode(m: &DetectLocalMode) -> &str {
-    match m {
-        DetectLocalMode::ClusterCidr => "ClusterCIDR",
-        DetectLocalMode::NodeCidr => "NodeCIDR",
-        DetectLocalMode::BridgeInterface => "BridgeInterface",
-        DetectLocalMode::InterfaceNamePrefix => "InterfaceNamePrefix",
-        DetectLocalMode::Other(s) => s,
-    }
 }
 
 /// The `/configz` body for `settings`, proxying in `mode`.
@@ -160,7 +106,7 @@ pub fn body(settings: &ProxySettings, mode: Mode) -> String {
         .str("Mode", mode.name())
         .raw("IPTables", &section(mode == Mode::Iptables, true))
         .raw("NFTables", &section(mode == Mode::Nftables, false))
-        .str("DetectLocalMode", detect_local_mode(&s.detect_local_mode))
+        .str("DetectLocalMode", s.detect_local_mode.as_str())
         .raw(
             "DetectLocal",
             &Object::new()
@@ -201,7 +147,7 @@ mod tests {
             (Duration::from_secs(86_400), "24h0m0s"),
             (Duration::from_millis(3_723_500), "1h2m3.5s"),
         ] {
-            assert_eq!(go_duration(d), want, "{d:?}");
+            assert_eq!(format_go_duration(d), want, "{d:?}");
         }
     }
 

@@ -49,11 +49,6 @@ enum Kind {
     ServiceCidr,
 }
 
-/// The label of Services meant for another service proxy.
-pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
-/// The label the EndpointSlice controller puts on a headless Service's slices.
-pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
-
 /// kube-proxy's label selector for Services, EndpointSlices and
 /// ServiceCIDRs, as its client sends it (requirements sorted by key):
 /// neither label set. `proxy_name`: kproxy's `serviceProxyName`, whose
@@ -67,11 +62,12 @@ pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 /// );
 /// ```
 pub fn service_selector(proxy_name: Option<&str>) -> String {
+    use kproxy_core::convert::{LABEL_HEADLESS, LABEL_SERVICE_PROXY_NAME};
     let proxy = match proxy_name {
-        Some(name) => format!("{SERVICE_PROXY_NAME_LABEL}={name}"),
-        None => format!("!{SERVICE_PROXY_NAME_LABEL}"),
+        Some(name) => format!("{LABEL_SERVICE_PROXY_NAME}={name}"),
+        None => format!("!{LABEL_SERVICE_PROXY_NAME}"),
     };
-    format!("!{HEADLESS_LABEL},{proxy}")
+    format!("!{LABEL_HEADLESS},{proxy}")
 }
 
 /// How to reach the API server, as kube-proxy does (`clientConnection`
