@@ -1966,3 +1966,59 @@ fn cleanup_removes_every_layout() {
         assert_eq!(nft_after, nft_before, "{what}");
     }
 }
+
+/// The drift check after the incremental compiler's partial syncs, which
+/// edit `KUBE-SERVICES` in place: a Service added or removed is no drift
+/// (the chain read back by its sample or dumped again), and a flush after
+/// that is seen.
+#[test]
+fn drift_after_partial_syncs_iptables() {
+    use kproxy_bin::agent::drift::Repair;
+    let test = "drift_after_partial_syncs_iptables";
+    if !gate_loader(test, Loader::Iptables) {
+        return;
+    }
+    let nss = Namespaces::new();
+    let ns = nss
+        .create("drift-partial")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let metrics = Metrics::new("iptables", Duration::from_secs(60));
+    let mut proxier = Proxier::new(Mode::Iptables);
+    proxier.sampled_chain_rules = 2;
+    let mut compiler = Compiler::new();
+    let targets = [(node_config(), layout_of(Mode::Iptables))];
+    let pool = cluster(12, 2);
+    let mut state = ClusterState {
+        services: pool.services[..8].to_vec(),
+        endpoint_slices: pool.endpoint_slices[..8].to_vec(),
+    };
+    let mut sync = |state: &ClusterState, proxier: &mut Proxier| {
+        let c = compiler
+            .compile(state, &targets, proxier.next_is_full())
+            .expect("compile");
+        let r = in_ns(&ns, || proxier.sync_compiled(&c, &metrics));
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+    };
+    sync(&state, &mut proxier);
+    let check = |proxier: &mut Proxier| in_ns(&ns, || proxier.repair_drift(&metrics));
+    assert_eq!(check(&mut proxier), [Repair::Nothing]);
+    for step in 0..6 {
+        if step % 2 == 0 {
+            state.services.push(pool.services[8 + step / 2].clone());
+            state
+                .endpoint_slices
+                .push(pool.endpoint_slices[8 + step / 2].clone());
+        } else {
+            state.services.remove(step);
+        }
+        sync(&state, &mut proxier);
+        assert_eq!(check(&mut proxier), [Repair::Nothing], "step {step}");
+    }
+    netns_exec(&ns, &["iptables", "-t", "nat", "-F", "KUBE-SERVICES"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        check(&mut proxier).as_slice(),
+        [Repair::Rewrite { chains, .. }] if chains.iter().any(|c| c.1 == "KUBE-SERVICES")
+    ));
+    assert_eq!(check(&mut proxier), [Repair::Nothing], "repaired");
+}

@@ -76,6 +76,8 @@ fn nfproto(family: Option<IpFamily>) -> u8 {
 struct Socket {
     fd: libc::c_int,
     seq: u32,
+    /// The receive buffer (a dump's messages come in up to 32 kB).
+    buf: Vec<u8>,
 }
 
 impl Drop for Socket {
@@ -157,7 +159,11 @@ impl Socket {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(Self { fd, seq: 0 })
+        Ok(Self {
+            fd,
+            seq: 0,
+            buf: vec![0u8; 64 * 1024],
+        })
     }
 
     /// Sends one request and calls `each(type, payload after nfgenmsg)`
@@ -188,7 +194,19 @@ impl Socket {
             return Err(io::Error::last_os_error());
         }
         let dump = flags & NLM_F_DUMP != 0;
-        let mut rbuf = vec![0u8; 256 * 1024];
+        let mut rbuf = std::mem::take(&mut self.buf);
+        let result = self.receive(&mut rbuf, dump, &mut each);
+        self.buf = rbuf;
+        result
+    }
+
+    /// Receives the answers to the last request (see [`Self::request`]).
+    fn receive(
+        &mut self,
+        rbuf: &mut [u8],
+        dump: bool,
+        each: &mut impl FnMut(u16, &[u8]),
+    ) -> io::Result<bool> {
         loop {
             // SAFETY: receiving into our buffer, within its length.
             let n = unsafe { libc::recv(self.fd, rbuf.as_mut_ptr().cast(), rbuf.len(), 0) };

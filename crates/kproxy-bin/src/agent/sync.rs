@@ -666,7 +666,12 @@ impl Proxier {
         metrics.iptables_rules(family, &state.counts, &plan.rules_written);
         for f in &p.fixed_changes {
             let key = (f.table.clone(), f.after.name.to_string());
-            state.samples.remove(&key);
+            // Edited in place, the sampled rules that stay keep their
+            // handles (a sampled rule deleted, or the chain written whole,
+            // makes the next check dump it again).
+            if let Some(sample) = state.samples.get_mut(&key) {
+                sample.1 = f.after.rules.len();
+            }
             state.fixed.insert(key, f.after.clone());
         }
         Ok(())
