@@ -1982,7 +1982,7 @@ fn drift_after_partial_syncs_iptables() {
     let ns = nss
         .create("drift-partial")
         .unwrap_or_else(|e| panic!("{e}"));
-    let metrics = Metrics::new("iptables", Duration::from_secs(60));
+    let metrics = Metrics::new(Mode::Iptables, Duration::from_secs(60));
     let mut proxier = Proxier::new(Mode::Iptables);
     proxier.sampled_chain_rules = 2;
     let mut compiler = Compiler::new();
