@@ -65,6 +65,7 @@ mod documents;
 mod error;
 mod fastyaml;
 mod inventory;
+mod json;
 mod node;
 mod service;
 mod slice;
