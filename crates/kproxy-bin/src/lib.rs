@@ -8,6 +8,7 @@ pub mod cli;
 pub mod compile;
 pub mod diff;
 pub mod graph;
+pub mod progress;
 pub mod settings;
 pub mod sources;
 pub mod trace;
