@@ -243,6 +243,7 @@ pub fn layout_plan(
 
 /// Runs `kproxy compile` on an already loaded inventory.
 pub fn compile(args: &CompileArgs, inv: &Inventory) -> Result<Output> {
+    let _stage = Stage::spinner(&format!("compiling {} Services", inv.state.services.len()));
     let resolved = resolve(&args.node, inv)?;
     let mut out = Output {
         warnings: inv.warnings.clone(),
