@@ -106,6 +106,7 @@ fn run_args(args: &[&str]) -> kproxy_bin::agent::RunArgs {
     match parse(&args) {
         Ok(Cli {
             command: Sub::Run(r),
+            ..
         }) => *r,
         Ok(other) => panic!("not run: {other:?}"),
         Err(e) => panic!("{args:?}: {e}"),

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 use kproxy_core::config::ProxyMode;
-use kproxy_core::convert::{Inventory, Object, inventory, parse_documents};
+use kproxy_core::convert::{Inventory, inventory};
 use kproxy_core::model::IpFamily;
 use kproxy_core::plan::plan_release;
 use kproxy_core::profile::{IptablesProfile, KubeProxyVersion, NftablesProfile};
 
+use crate::progress::Stage;
 use crate::settings::{NodeArgs, resolve};
-use crate::sources::read_sources;
+use crate::sources::parse_sources;
 
 /// Arguments of `kproxy compile`.
 #[derive(Args, Debug, Clone)]
@@ -49,11 +50,8 @@ pub struct Output {
 /// Reads and converts every PATH. Unparsable documents are errors; invalid
 /// objects are skipped with a warning, as kube-proxy skips them.
 pub fn load(paths: &[PathBuf]) -> Result<Inventory> {
-    let mut objects: Vec<(String, Object)> = Vec::new();
-    for src in read_sources(paths)? {
-        let docs = parse_documents(&src.text, &src.name)?;
-        objects.extend(docs.into_iter().map(|o| (src.name.clone(), o)));
-    }
+    let objects = parse_sources(paths)?;
+    let _stage = Stage::spinner("converting");
     Ok(inventory(objects))
 }
 
@@ -248,6 +246,7 @@ pub fn layout_plan(
 
 /// Runs `kproxy compile` on an already loaded inventory.
 pub fn compile(args: &CompileArgs, inv: &Inventory) -> Result<Output> {
+    let _stage = Stage::spinner(&format!("compiling {} Services", inv.state.services.len()));
     let resolved = resolve(&args.node, inv)?;
     let mut out = Output {
         warnings: inv.warnings.clone(),

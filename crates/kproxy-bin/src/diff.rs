@@ -161,6 +161,11 @@ pub fn family_diffs(
 
 /// Runs `kproxy diff` on two already loaded inventories.
 pub fn diff_states(args: &DiffArgs, before: &Inventory, after: &Inventory) -> Result<Output> {
+    let _stage = crate::progress::Stage::spinner(&format!(
+        "compiling and comparing {} and {} Services",
+        before.state.services.len(),
+        after.state.services.len()
+    ));
     let (backend, families, warnings) = family_diffs(args, before, after)?;
     let stdout = match args.output {
         DiffFormat::Text => crate::color::paint(text(backend, &families), args.color.when),

@@ -4,6 +4,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use kproxy_core::convert::{Object, parse_documents};
+
+use crate::progress::Stage;
 
 /// One input text and the name it is reported under.
 #[derive(Debug, Clone)]
@@ -73,4 +76,21 @@ pub fn read_sources(paths: &[PathBuf]) -> Result<Vec<Source>> {
         }
     }
     Ok(out)
+}
+
+/// Reads and parses every PATH (see [`read_sources`]) into its objects,
+/// each with the name of its source, showing the progress of the parse.
+/// The first unparsable document is an error.
+pub fn parse_sources(paths: &[PathBuf]) -> Result<Vec<(String, Object)>> {
+    let sources = read_sources(paths)?;
+    let total: usize = sources.iter().map(|s| s.text.len()).sum();
+    let stage = Stage::bytes("parsing", total as u64);
+    let mut objects = Vec::new();
+    for src in sources {
+        stage.set_message(&format!("parsing {}", src.name));
+        let docs = parse_documents(&src.text, &src.name)?;
+        stage.inc(src.text.len() as u64);
+        objects.extend(docs.into_iter().map(|o| (src.name.clone(), o)));
+    }
+    Ok(objects)
 }

@@ -66,6 +66,7 @@ mod documents;
 mod error;
 mod fastyaml;
 mod inventory;
+mod json;
 mod node;
 mod service;
 mod slice;

@@ -73,3 +73,139 @@ pub fn cluster(services: u32, endpoints: u32) -> ClusterState {
     }
     state
 }
+
+/// The manifests of [`cluster`]`(services, endpoints)` as one JSON `kind:
+/// List` (what `kubectl get svc,endpointslices -A -o json` prints, without
+/// the metadata kproxy does not read), for load tests of reading,
+/// compiling and diffing at a real node's scale. Reading it gives the
+/// cluster back.
+///
+/// ```
+/// use kproxy_core::convert::{inventory, parse_documents};
+/// let text = kproxy_core::synthetic::manifests(30, 2);
+/// let objects = parse_documents(&text, "list.json").unwrap();
+/// let inv = inventory(objects.into_iter().map(|o| ("list.json".to_string(), o)));
+/// assert_eq!(inv.state.services.len(), 30);
+/// assert!(inv.warnings.is_empty(), "{:?}", inv.warnings);
+/// ```
+pub fn manifests(services: u32, endpoints: u32) -> String {
+    use serde_json::{Value, json};
+    let state = cluster(services, endpoints);
+    let proto = |p: Protocol| match p {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+        Protocol::Sctp => "SCTP",
+    };
+    let policy = |p: TrafficPolicy| match p {
+        TrafficPolicy::Cluster => "Cluster",
+        TrafficPolicy::Local => "Local",
+    };
+    let mut items: Vec<Value> = Vec::with_capacity(state.services.len() * 2);
+    for (svc, slice) in state.services.iter().zip(&state.endpoint_slices) {
+        let ports: Vec<Value> = svc
+            .ports
+            .iter()
+            .map(|p| {
+                let mut v = json!({
+                    "name": p.name, "port": p.port, "protocol": proto(p.protocol),
+                    "targetPort": 8000 + p.port,
+                });
+                if let Some(np) = p.node_port {
+                    v["nodePort"] = json!(np);
+                }
+                v
+            })
+            .collect();
+        let service_type = match svc.service_type {
+            ServiceType::ClusterIp => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+            ServiceType::ExternalName => "ExternalName",
+        };
+        let ips: Vec<String> = svc.cluster_ips.iter().map(ToString::to_string).collect();
+        let mut spec = json!({
+            "clusterIP": ips.first(), "clusterIPs": ips, "ports": ports, "type": service_type,
+            "internalTrafficPolicy": policy(svc.internal_traffic_policy),
+            "selector": {"app": svc.id.name},
+            "sessionAffinity": if svc.session_affinity_timeout.is_some() { "ClientIP" } else { "None" },
+        });
+        if svc.service_type != ServiceType::ClusterIp {
+            spec["externalTrafficPolicy"] = json!(policy(svc.external_traffic_policy));
+        }
+        if let Some(t) = svc.session_affinity_timeout {
+            spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": t}});
+        }
+        if svc.health_check_node_port != 0 {
+            spec["healthCheckNodePort"] = json!(svc.health_check_node_port);
+        }
+        if !svc.load_balancer_source_ranges.is_empty() {
+            let ranges: Vec<String> = svc
+                .load_balancer_source_ranges
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            spec["loadBalancerSourceRanges"] = json!(ranges);
+        }
+        let ingress: Vec<Value> = svc
+            .load_balancer_ingress
+            .iter()
+            .map(|i| {
+                let mode = match i.ip_mode {
+                    IpMode::Vip => "VIP",
+                    IpMode::Proxy => "Proxy",
+                };
+                json!({"ip": i.ip.to_string(), "ipMode": mode})
+            })
+            .collect();
+        items.push(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": svc.id.name, "namespace": svc.id.namespace},
+            "spec": spec,
+            "status": {"loadBalancer": if ingress.is_empty() { json!({}) } else { json!({"ingress": ingress}) }},
+        }));
+        let eps: Vec<Value> = slice
+            .endpoints
+            .iter()
+            .map(|e| {
+                json!({
+                    "addresses": [e.address.to_string()],
+                    "conditions": {"ready": e.conditions.ready, "serving": e.conditions.serving,
+                                   "terminating": e.conditions.terminating},
+                    "nodeName": e.node_name,
+                })
+            })
+            .collect();
+        let slice_ports: Vec<Value> = slice
+            .ports
+            .iter()
+            .map(|p| json!({"name": p.name, "port": p.port, "protocol": proto(p.protocol)}))
+            .collect();
+        items.push(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": slice.id.name, "namespace": slice.id.namespace,
+                         "labels": {"kubernetes.io/service-name": slice.service_name}},
+            "addressType": "IPv4", "endpoints": eps, "ports": slice_ports,
+        }));
+    }
+    json!({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}})
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::{inventory, parse_documents};
+
+    #[test]
+    fn manifests_read_back_as_the_cluster() {
+        let text = manifests(300, 4);
+        let objects = parse_documents(&text, "l.json").expect("parses");
+        let inv = inventory(objects.into_iter().map(|o| ("l.json".to_string(), o)));
+        assert!(inv.warnings.is_empty(), "{:?}", inv.warnings);
+        let mut want = cluster(300, 4);
+        want.services.sort_by(|a, b| a.id.cmp(&b.id));
+        want.endpoint_slices.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(inv.state.services, want.services);
+        assert_eq!(inv.state.endpoint_slices, want.endpoint_slices);
+    }
+}

@@ -96,12 +96,33 @@ pub fn parse_documents(text: &str, source: &str) -> Result<Vec<Object>, InputErr
 /// Like [`parse_documents`], but a bad document only adds an error and the
 /// others are still returned. A YAML syntax error still loses the whole text.
 pub fn parse_documents_lenient(text: &str, source: &str) -> (Vec<Object>, Vec<InputError>) {
-    // The fast reader takes the plain YAML most manifests are; serde-saphyr
-    // (whose results it equals) the rest, and reports errors.
-    let parsed = match super::fastyaml::read(text) {
-        Some(docs) => Ok(docs),
-        None => serde_saphyr::from_multiple_with_options(text, yaml_options()),
-    };
+    if let Some(read) = super::json::read(text, source) {
+        return read;
+    }
+    // The fast reader takes the plain YAML most manifests are, document by
+    // document; serde-saphyr (whose results it equals) the rest, and
+    // reports errors (of the whole text, as their positions count from it).
+    let parsed = super::fastyaml::read(text)
+        .and_then(|docs| {
+            let mut out = Vec::with_capacity(docs.len());
+            for doc in docs {
+                match doc {
+                    super::fastyaml::Document::Read(v) => out.push(v),
+                    super::fastyaml::Document::Other(range) => out.extend(
+                        serde_saphyr::from_multiple_with_options::<Value>(
+                            &text[range],
+                            yaml_options(),
+                        )
+                        .ok()?,
+                    ),
+                }
+            }
+            Some(out)
+        })
+        .map_or_else(
+            || serde_saphyr::from_multiple_with_options(text, yaml_options()),
+            Ok,
+        );
     let docs: Vec<Value> = match parsed {
         Ok(d) => d,
         Err(e) => {
@@ -123,6 +144,19 @@ pub fn parse_documents_lenient(text: &str, source: &str) -> (Vec<Object>, Vec<In
     (objects, errors)
 }
 
+/// Gives a typed list's item (`ServiceList`'s) the `kind` and `apiVersion`
+/// the API leaves out of them.
+pub(super) fn fill_list_item(item: &mut Value, item_kind: &str, api_version: &str) {
+    if let Value::Object(map) = item
+        && !item_kind.is_empty()
+    {
+        map.entry("kind")
+            .or_insert_with(|| Value::String(item_kind.to_string()));
+        map.entry("apiVersion")
+            .or_insert_with(|| Value::String(api_version.to_string()));
+    }
+}
+
 fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
 }
@@ -137,7 +171,7 @@ fn object_name(v: &Value) -> Option<String> {
     Some(super::validate::show(&full))
 }
 
-fn read_value(
+pub(super) fn read_value(
     mut doc: Value,
     source: &str,
     location: &str,
@@ -171,15 +205,7 @@ fn read_value(
         if let Some(Value::Array(items)) = doc.get_mut("items").map(Value::take) {
             let item_kind = kind.strip_suffix("List").unwrap_or("");
             for (j, mut item) in items.into_iter().enumerate() {
-                // The API leaves apiVersion/kind out of typed list items.
-                if let Value::Object(map) = &mut item
-                    && !item_kind.is_empty()
-                {
-                    map.entry("kind")
-                        .or_insert_with(|| Value::String(item_kind.to_string()));
-                    map.entry("apiVersion")
-                        .or_insert_with(|| Value::String(api_version.clone()));
-                }
+                fill_list_item(&mut item, item_kind, &api_version);
                 let loc = format!("{location}, items[{j}]");
                 read_value(item, source, &loc, objects, errors);
             }

@@ -22,19 +22,30 @@ const MAX_KEY: usize = 1024;
 /// More documents are left to serde-saphyr (and its document budget).
 const MAX_DOCUMENTS: usize = 1_000_000;
 
-/// The documents of `text` (null and empty ones left out), or `None` when
-/// the text is not in the subset (see the module documentation).
-pub(super) fn read(text: &str) -> Option<Vec<Value>> {
+/// One document of a text, as [`read`] found it.
+#[derive(Debug, PartialEq)]
+pub(super) enum Document {
+    /// A document read (not null).
+    Read(Value),
+    /// The text of a document outside the subset (possibly several
+    /// documents to another reader: YAML's line breaks are not only `\n`).
+    Other(std::ops::Range<usize>),
+}
+
+/// The documents of `text` (null and empty ones left out), each read or
+/// left to another reader when not in the subset (see the module
+/// documentation); `None` when the text cannot be split into documents at
+/// its `---` lines (directives, `...`, content after `---`, line breaks
+/// other than `\n`).
+pub(super) fn read(text: &str) -> Option<Vec<Document>> {
     let b = text.as_bytes();
-    // Printable ASCII and line feeds only: no tabs, CRs, BOMs, or characters
-    // YAML forbids or reads as line breaks.
-    if !b.iter().all(|&c| c == b'\n' || (0x20..0x7f).contains(&c)) {
-        return None;
-    }
     let mut docs = Vec::new();
     let mut count = 0usize;
     let mut start = 0;
     let mut line = 0;
+    if b.contains(&b'\r') {
+        return None;
+    }
     while line < b.len() {
         let eol = b[line..]
             .iter()
@@ -45,7 +56,7 @@ pub(super) fn read(text: &str) -> Option<Vec<Value>> {
             if !l[3..].iter().all(|&c| c == b' ') {
                 return None;
             }
-            document(text, start, line, &mut docs)?;
+            document(text, start, line, &mut docs);
             count += 1;
             if count >= MAX_DOCUMENTS {
                 return None;
@@ -56,12 +67,30 @@ pub(super) fn read(text: &str) -> Option<Vec<Value>> {
         }
         line = eol + 1;
     }
-    document(text, start, b.len(), &mut docs)?;
+    document(text, start, b.len(), &mut docs);
     Some(docs)
 }
 
 /// Reads the document in `text[start..end]`, adding it to `docs` unless null.
-fn document(text: &str, start: usize, end: usize, docs: &mut Vec<Value>) -> Option<()> {
+fn document(text: &str, start: usize, end: usize, docs: &mut Vec<Document>) {
+    match read_document(text, start, end) {
+        Some(Some(v)) => docs.push(Document::Read(v)),
+        Some(None) => {}
+        None => docs.push(Document::Other(start..end)),
+    }
+}
+
+/// The document in `text[start..end]` (`Some(None)` when null), or `None`
+/// when it is not in the subset.
+fn read_document(text: &str, start: usize, end: usize) -> Option<Option<Value>> {
+    // Printable ASCII and line feeds only: no tabs, BOMs, or characters
+    // YAML forbids or reads as line breaks.
+    if !text.as_bytes()[start..end]
+        .iter()
+        .all(|&c| c == b'\n' || (0x20..0x7f).contains(&c))
+    {
+        return None;
+    }
     let mut p = Reader {
         text,
         b: text.as_bytes(),
@@ -70,17 +99,14 @@ fn document(text: &str, start: usize, end: usize, docs: &mut Vec<Value>) -> Opti
         depth: 0,
     };
     let Some(indent) = p.next_line() else {
-        return Some(());
+        return Some(None);
     };
     p.pos += indent;
     let v = p.block_node(indent, -1)?;
     if p.next_line().is_some() {
         return None;
     }
-    if !v.is_null() {
-        docs.push(v);
-    }
-    Some(())
+    Some((!v.is_null()).then_some(v))
 }
 
 struct Reader<'a> {
@@ -154,7 +180,12 @@ fn plain_value(s: &str) -> Option<Value> {
             };
         }
         // Only these characters make up integers (any radix, underscores)
-        // and floats; with any other, the scalar is a string.
+        // and floats; with any other, the scalar is a string. So is one
+        // with a `-` other than an exponent's (a UID, a date).
+        let b = s.as_bytes();
+        if (1..b.len()).any(|i| b[i] == b'-' && !matches!(b[i - 1], b'e' | b'E')) {
+            return Some(Value::String(s.to_string()));
+        }
         if s.bytes()
             .all(|c| c.is_ascii_hexdigit() || b"xXoO_.+-".contains(&c))
         {
@@ -173,11 +204,15 @@ fn plain_key(s: &str) -> bool {
     let Some(&first) = s.as_bytes().first() else {
         return false;
     };
+    if s == "." {
+        return true;
+    }
     s.len() <= MAX_KEY
         && !is_indicator(first)
         && !first.is_ascii_digit()
         && !matches!(first, b'+' | b'.' | b'~' | b'<' | b'=')
-        && !s.contains(':')
+        // `f:spec`, `k:{"port":80}` (managedFields); not `a:1` (sexagesimal?)
+        && (first.is_ascii_alphabetic() || !s.contains(':'))
         && !s.ends_with(' ')
         && !matches!(s, "null" | "Null" | "NULL")
 }
@@ -316,6 +351,7 @@ impl<'a> Reader<'a> {
     /// A value on the line of its key (mapping indented `parent`).
     fn inline_value(&mut self, parent: isize) -> Option<Value> {
         let v = match *self.peek()? {
+            b'|' => return self.literal(parent),
             b'[' | b'{' => self.flow_node(parent)?,
             b'"' | b'\'' => Value::String(self.quoted()?),
             _ => self.block_plain()?,
@@ -323,6 +359,66 @@ impl<'a> Reader<'a> {
         self.finish_line()?;
         self.after_scalar(parent)?;
         Some(v)
+    }
+
+    /// A literal block scalar (`|`, or `|-` to strip the last line break)
+    /// as the value of a key of a mapping indented `parent`, from its
+    /// header; ends at the start of the first line after it. Gives up on
+    /// indentation indicators, `+`, comments after the header, leading blank
+    /// lines, blank lines with more spaces than the content's indentation,
+    /// empty scalars, and a last line without a line break.
+    fn literal(&mut self, parent: isize) -> Option<Value> {
+        let b = &self.b[..self.end];
+        self.pos += 1;
+        let strip = self.peek() == Some(&b'-');
+        if strip {
+            self.pos += 1;
+        }
+        while self.peek() == Some(&b' ') {
+            self.pos += 1;
+        }
+        if self.peek() != Some(&b'\n') {
+            return None;
+        }
+        self.pos += 1;
+        let mut out = String::new();
+        let mut indent: Option<usize> = None;
+        let mut blank = 0;
+        while self.pos < self.end {
+            let start = self.pos;
+            let eol = self.eol(start);
+            let line = &b[start..eol];
+            let spaces = line.iter().take_while(|&&c| c == b' ').count();
+            if spaces == line.len() {
+                if indent.is_none_or(|n| spaces > n) || eol == self.end {
+                    return None;
+                }
+                blank += 1;
+                self.pos = eol + 1;
+                continue;
+            }
+            let n = *indent.get_or_insert(spaces);
+            if spaces < n {
+                break;
+            }
+            if n as isize <= parent || eol == self.end {
+                return None;
+            }
+            for _ in 0..blank {
+                out.push('\n');
+            }
+            blank = 0;
+            out.push_str(&self.text[start + n..eol]);
+            out.push('\n');
+            self.pos = eol + 1;
+        }
+        if out.is_empty() {
+            return None;
+        }
+        if strip {
+            out.pop();
+        }
+        Some(Value::String(out))
     }
 
     /// A plain scalar in block context, up to the end of the line or a
@@ -672,9 +768,37 @@ mod tests {
             .map_err(|e| e.to_string())
     }
 
+    /// Every document read, or `None`.
+    fn whole(text: &str) -> Option<Vec<Value>> {
+        read(text)?
+            .into_iter()
+            .map(|d| match d {
+                Document::Read(v) => Some(v),
+                Document::Other(_) => None,
+            })
+            .collect()
+    }
+
+    /// The documents read, and the others by serde-saphyr one by one (when
+    /// it reads them all), are what serde-saphyr reads of the whole text.
+    fn mixed_agrees(text: &str) {
+        let Some(docs) = read(text) else { return };
+        let mut out = Vec::new();
+        for d in docs {
+            match d {
+                Document::Read(v) => out.push(v),
+                Document::Other(r) => match saphyr(&text[r]) {
+                    Ok(v) => out.extend(v),
+                    Err(_) => return,
+                },
+            }
+        }
+        assert_eq!(Ok(out), saphyr(text), "{text:?}");
+    }
+
     /// The fast reader either gives up or agrees with serde-saphyr.
     fn check(text: &str) -> bool {
-        match read(text) {
+        match whole(text) {
             None => false,
             Some(fast) => {
                 assert_eq!(Ok(&fast), saphyr(text).as_ref(), "{text:?}");
@@ -705,6 +829,13 @@ mod tests {
             "a: {b: 1\n}\n",
             "kind: List\nitems:\n- kind: Service\n  metadata:\n    labels:\n      app: web\n",
             "a: fd00::1\nb: [fd00::1, 2001:db8::1, a:1]\nc: {d: 2001:db8::/64}\n",
+            // What kubectl prints: block scalars, managedFields, UIDs.
+            "metadata:\n  annotations:\n    kubectl.kubernetes.io/last-applied-configuration: |\n      \
+             {\"apiVersion\":\"v1\",\"kind\":\"Service\"}\n  managedFields:\n  - fieldsV1:\n      \
+             f:metadata:\n        .: {}\n        k:{\"port\":80,\"protocol\":\"TCP\"}:\n          \
+             f:port: {}\n    time: \"2024-05-29T07:42:43Z\"\n  \
+             uid: 17f43ff9-16fe-4507-a593-ede1a29a1255\n",
+            "a: |-\n  x\n\n  y\n\n\nb: |\n   two\n    three\n # c\nc: 1\n",
         ];
         let read: Vec<bool> = texts.iter().map(|t| check(t)).collect();
         // The last-but-two and last-but-one are valid YAML outside the subset.
@@ -712,9 +843,29 @@ mod tests {
             read,
             [
                 true, true, true, true, true, true, true, true, true, true, true, true, true,
-                false, false, true, true
+                false, false, true, true, true, true
             ]
         );
+    }
+
+    #[test]
+    fn gives_up_per_document() {
+        let text = "a: 1\n---\nb: &x 1\nc: *x\n---\n\n---\nd: [2]\n";
+        let docs = read(text).expect("split into documents");
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[0], Document::Read(serde_json::json!({"a": 1})));
+        assert_eq!(docs[1], Document::Other(9..23));
+        assert_eq!(&text[9..23], "b: &x 1\nc: *x\n");
+        assert_eq!(docs[2], Document::Read(serde_json::json!({"d": [2]})));
+        mixed_agrees(text);
+        // What cannot be split is left whole.
+        for text in [
+            "a: 1\r\n---\r\nb: 2\r\n",
+            "%YAML 1.2\n---\na: 1\n",
+            "a: 1\n--- b\n",
+        ] {
+            assert_eq!(read(text), None, "{text:?}");
+        }
     }
 
     #[test]
@@ -723,7 +874,10 @@ mod tests {
             "a: 1\na: 2\n",
             "a: &x 1\nb: *x\n",
             "a: !!str 1\n",
-            "a: |\n  x\n",
+            "a: >\n  x\n",
+            "a: |2\n  x\n",
+            "a: |\n\n  x\n",
+            "a: |\n  x",
             "a: b\n  c\n",
             "a: \"b\n  c\"\n",
             "a:\tb\n",
@@ -750,7 +904,7 @@ mod tests {
             "a: [b: c]\n",
             "a: [b # c\n]\n",
         ] {
-            assert_eq!(read(text), None, "{text:?}");
+            assert_eq!(whole(text), None, "{text:?}");
             // serde-saphyr decides (and reports errors).
             let _ = saphyr(text);
         }
@@ -776,6 +930,11 @@ mod tests {
             "a:b",
             "-a",
             "~",
+            "f:spec",
+            "k:{\"port\":80,\"protocol\":\"TCP\"}",
+            ".",
+            "..",
+            "f:a:1",
         ];
         const SCALARS: &[&str] = &[
             "x",
@@ -856,6 +1015,25 @@ mod tests {
             "[a\n  , b]",
             "{\"a\":1}",
             "{a:1}",
+            "17f43ff9-16fe-4507-a593-ede1a29a1255",
+            "00000001-0000-4000-8000-000000000000",
+            "2002-12-14",
+            "1e-5",
+            "1E-5",
+            "1-e5",
+            "0x1-2",
+            "1_0-0",
+            "12-",
+            "|\n  x\n",
+            "|-\n  x\n\n  y\n",
+            "|\n  {\"a\":1}\n",
+            "|\n   a\n  b\n",
+            "|\n\n  a\n",
+            "|2\n  a\n",
+            "|+\n  a\n\n",
+            "| # c\n  a\n",
+            "|\n  a\n   \n  b\n",
+            "|\n  # a\n",
         ];
         let mut rng = Rng(7);
         let mut accepted = 0;
@@ -889,6 +1067,7 @@ mod tests {
                     indent.truncate(1.max(indent.len() - 1));
                 }
             }
+            mixed_agrees(&text);
             if check(&text) {
                 accepted += 1;
             }
@@ -988,7 +1167,8 @@ metadata:
                     }
                 }
                 total += 1;
-                if let Some(fast) = read(&t) {
+                mixed_agrees(&t);
+                if let Some(fast) = whole(&t) {
                     accepted += 1;
                     assert_eq!(Ok(&fast), saphyr(&t).as_ref(), "{t:?}");
                 }
