@@ -164,7 +164,8 @@ fn kubectl_plugin_name() {
     let r = run_as(&plugin, &["--help"], &[]);
     assert_eq!(r.code, Some(0));
     assert!(
-        r.stdout.contains("Usage: kubectl kproxy <COMMAND>"),
+        r.stdout
+            .contains("Usage: kubectl kproxy [OPTIONS] <COMMAND>"),
         "{}",
         r.stdout
     );
@@ -178,7 +179,11 @@ fn kubectl_plugin_name() {
     assert_eq!(r.code, Some(2));
     assert!(r.stderr.contains("kubectl kproxy compile"), "{}", r.stderr);
     let r = kproxy(&["--help"], &[]);
-    assert!(r.stdout.contains("Usage: kproxy <COMMAND>"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("Usage: kproxy [OPTIONS] <COMMAND>"),
+        "{}",
+        r.stdout
+    );
     for sub in [
         "compile",
         "trace",

@@ -55,6 +55,7 @@ const MAX_PAGES: usize = 10_000;
 
 /// Options of the commands that can read the cluster from the API server.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Input: the live cluster")]
 pub struct LiveArgs {
     /// Read the cluster state from the API server of this kubeconfig (the
     /// PATHs are then left out; `kube:` as a PATH, or a `diff` side, names

@@ -22,6 +22,7 @@ use kproxy_core::model::{HostFeatures, IpFamily, LocalDetector, NodeConfig};
 
 /// The node-level options shared by every command that compiles rules.
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Node configuration (kube-proxy's flags)")]
 pub struct NodeArgs {
     /// A KubeProxyConfiguration file (kubeproxy.config.k8s.io v1alpha1 or
     /// v1alpha2). Like kube-proxy, it replaces the configuration flags below
@@ -65,14 +66,23 @@ pub struct NodeArgs {
     pub proxy_mode: Option<String>,
     /// A node interface address (repeatable); stands in for the addresses
     /// kube-proxy reads from the host (nodePortAddresses selects from them).
-    #[arg(long = "node-address", value_name = "IP[/PREFIX]")]
+    #[arg(
+        help_heading = "Host (what kube-proxy reads from the node)",
+        long = "node-address",
+        value_name = "IP[/PREFIX]"
+    )]
     pub node_addresses: Vec<String>,
     /// Host features kube-proxy probes at run time: comma-separated from
     /// `random-fully` (MASQUERADE --random-fully) and `nfacct`; empty for none.
-    #[arg(long, value_name = "LIST", default_value = "random-fully,nfacct")]
+    #[arg(
+        help_heading = "Host (what kube-proxy reads from the node)",
+        long,
+        value_name = "LIST",
+        default_value = "random-fully,nfacct"
+    )]
     pub host_features: String,
     /// The nf_conntrack_tcp_be_liberal sysctl is set on the node.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
+    #[arg(help_heading = "Host (what kube-proxy reads from the node)", long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = go_bool)]
     pub conntrack_tcp_be_liberal: Option<bool>,
     /// kube-proxy's --feature-gates: comma-separated NAME=BOOL (e.g.
     /// KubeProxyNFTablesLocalhostNodePorts=true).
@@ -85,13 +95,17 @@ pub struct NodeArgs {
     pub service_cidrs: Vec<String>,
     /// ipv4 | ipv6 | dual (both families, as kube-proxy's two proxiers).
     /// Default: the node's primary family.
-    #[arg(long, value_name = "FAMILY")]
+    #[arg(
+        help_heading = "Host (what kube-proxy reads from the node)",
+        long,
+        value_name = "FAMILY"
+    )]
     pub ip_family: Option<String>,
     /// The kube-proxy release whose rule layout is written: `current` (the
     /// default), `1.5`, `v1.5.2`, `1.35`, ... iptables: 1.5.x and 1.34+;
     /// nftables: 1.29-1.35 (pre-1.36 layout) and 1.36+. A flag only (not
     /// read from a configuration file).
-    #[arg(long, value_name = "X.Y")]
+    #[arg(help_heading = "Output", long, value_name = "X.Y")]
     pub kube_proxy_version: Option<String>,
 }
 
@@ -497,6 +511,7 @@ pub fn go_duration(s: &str) -> Result<std::time::Duration, String> {
 /// the flags of features kproxy does not have (accepted, with a warning
 /// when given). Booleans are Go's: `--flag`, `--flag=false`.
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "kube-proxy's other flags")]
 pub struct KubeProxyFlags {
     /// The kubeconfig to reach the API server with. Takes precedence over
     /// the configuration's `clientConnection.kubeconfig`; neither: the

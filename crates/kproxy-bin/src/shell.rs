@@ -137,14 +137,20 @@ mod tests {
     fn plugin_help_speaks_of_kubectl_kproxy() {
         let argv0 = OsStr::new("/usr/local/bin/kubectl-kproxy");
         let top = help(command(Some(argv0)), &["kubectl-kproxy", "--help"]);
-        assert!(top.contains("Usage: kubectl kproxy <COMMAND>"), "{top}");
+        assert!(
+            top.contains("Usage: kubectl kproxy [OPTIONS] <COMMAND>"),
+            "{top}"
+        );
         let sub = help(
             command(Some(argv0)),
             &["kubectl-kproxy", "compile", "--help"],
         );
         assert!(sub.contains("Usage: kubectl kproxy compile "), "{sub}");
         let plain = help(command(Some(OsStr::new("kproxy"))), &["kproxy", "--help"]);
-        assert!(plain.contains("Usage: kproxy <COMMAND>"), "{plain}");
+        assert!(
+            plain.contains("Usage: kproxy [OPTIONS] <COMMAND>"),
+            "{plain}"
+        );
     }
 
     #[test]

@@ -86,25 +86,35 @@ pub struct RunArgs {
     #[command(flatten)]
     pub kube_proxy: KubeProxyFlags,
     /// The backend: iptables or nftables. Default: the proxy mode.
-    #[arg(long, value_name = "BACKEND")]
+    #[arg(help_heading = "Agent", long, value_name = "BACKEND")]
     pub backend: Option<String>,
     /// Where the cluster state comes from: `kube` (the default), the API
     /// server (list+watch of Services, EndpointSlices, ServiceCIDRs and
     /// this node's Node); or `dir:PATH`, a directory of manifests (*.yaml,
     /// *.yml, *.json, recursively) watched for changes.
-    #[arg(long, value_name = "SOURCE")]
+    #[arg(help_heading = "Agent", long, value_name = "SOURCE")]
     pub source: Option<String>,
     /// syncPeriod (Go duration); overrides the configuration. Default 30s.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(help_heading = "Agent", long, value_name = "DURATION")]
     pub sync_period: Option<String>,
     /// minSyncPeriod (Go duration); overrides the configuration. Default 1s.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(help_heading = "Agent", long, value_name = "DURATION")]
     pub min_sync_period: Option<String>,
     /// How often the source is polled for changes.
-    #[arg(long, value_name = "DURATION", default_value = "100ms")]
+    #[arg(
+        help_heading = "Agent",
+        long,
+        value_name = "DURATION",
+        default_value = "100ms"
+    )]
     pub poll_interval: String,
     /// How long an nftables stale chain stays (flushed) before it is deleted.
-    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    #[arg(
+        help_heading = "Agent",
+        long,
+        value_name = "DURATION",
+        default_value = "1s"
+    )]
     pub stale_chain_delay: String,
 }
 
