@@ -180,10 +180,11 @@ fn live_cluster_equals_its_objects_from_files() {
         "masqueradeBit 15"
     );
 
-    // The reads: kube-proxy's label selector on Services and slices, the
+    // The reads: kube-proxy's label selector (sorted by key, as its client
+    // sends it) on Services and slices, the
     // node by name, pages followed.
     let requests = fx.api().requests.clone();
-    let sel = "labelSelector=%21service.kubernetes.io%2Fservice-proxy-name%2C%21service.kubernetes.io%2Fheadless";
+    let sel = "labelSelector=%21service.kubernetes.io%2Fheadless%2C%21service.kubernetes.io%2Fservice-proxy-name";
     for path in [SERVICES, SLICES] {
         assert!(
             requests
