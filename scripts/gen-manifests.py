@@ -10,7 +10,7 @@ node-0..node-19. FORMAT:
 * `dir` (the default): OUT is a directory of ClusterIP Services written 100
   Services to a file (`part000.yaml`, ...), for `kproxy run --source dir:`;
 * `json-list`: OUT is one file, a `kind: List` in JSON (on one line;
-  names, labels, specs and endpoints only: about 18 MB at 10k) of a mixed
+  names, labels, specs and endpoints only: about 21 MB at 10k) of a mixed
   cluster: every third Service a NodePort, every tenth a LoadBalancer (every
   other one with source ranges and eTP Local), every fifth with a UDP port
   too, every seventh with ClientIP affinity;
