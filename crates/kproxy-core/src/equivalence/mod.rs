@@ -322,7 +322,7 @@ fn witness(
             let a = &asked[i];
             if let Atom::Addr { .. } | Atom::Port(_) | Atom::Proto(_) | Atom::Local(_) = a.atom {
                 vals.extend(a.atom.witnesses(a.value, *f, env));
-                for alt in a.atom.alternatives(a.value) {
+                for alt in a.atom.alternatives(a.value, &prefix.pinned) {
                     vals.extend(a.atom.witnesses(alt, *f, env));
                 }
             } else {
@@ -507,8 +507,13 @@ pub fn compare_with(
             let mut prefix = Prefix::default();
             let mut found = Vec::new();
             for (j, a) in asked.iter().enumerate() {
-                if j >= p.at {
-                    for want in a.atom.alternatives(a.value) {
+                let free = a
+                    .atom
+                    .fields()
+                    .iter()
+                    .any(|f| prefix.pinned[f.slot()].is_none());
+                if j >= p.at && free {
+                    for want in a.atom.alternatives(a.value, &prefix.pinned) {
                         if let Some(q) =
                             witness(&asked[..j], &prefix, &a.atom, want, f, &generic, env)
                         {

@@ -201,7 +201,7 @@ impl<'a> Atom<'a> {
 
     /// Every other answer the question can have (for a lookup, only the
     /// elements whose constant parts the packet can still match).
-    pub(crate) fn alternatives(&self, v: Value) -> Vec<Value> {
+    pub(crate) fn alternatives(&self, v: Value, pinned: &[Option<FieldValue>; 4]) -> Vec<Value> {
         match (self, v) {
             (_, Value::Bool(b)) => vec![Value::Bool(!b)],
             (Atom::Dispatch(i), Value::Key(k)) => {
@@ -220,7 +220,14 @@ impl<'a> Atom<'a> {
                 }
                 out
             }
-            (Atom::Lookup { index, consts, .. }, Value::Elem(e)) => {
+            (
+                Atom::Lookup {
+                    index,
+                    consts,
+                    keys,
+                },
+                Value::Elem(e),
+            ) => {
                 let mut out: Vec<Value> = index
                     .keys
                     .iter()
@@ -228,8 +235,15 @@ impl<'a> Atom<'a> {
                     .filter(|(i, key)| {
                         Some(*i as u32) != e
                             && key.len() == consts.len()
-                            && key.iter().zip(consts).all(|(kv, c)| {
-                                c.as_ref().is_none_or(|c| super::index::key_matches(c, kv))
+                            && key.iter().zip(consts).zip(keys.iter()).all(|((kv, c), k)| {
+                                let fixed = c.clone().or_else(|| {
+                                    pinned[Field::of_key(*k).slot()].map(|p| match p {
+                                        FieldValue::Addr(a) => KeyValue::Ip(a),
+                                        FieldValue::Proto(x) => KeyValue::Proto(x),
+                                        FieldValue::Port(x) => KeyValue::Port(x),
+                                    })
+                                });
+                                fixed.is_none_or(|c| super::index::key_matches(&c, kv))
                             })
                     })
                     .map(|(i, _)| Value::Elem(Some(i as u32)))

@@ -2280,3 +2280,141 @@ mod tests {
         assert_eq!(env.external_interface, "uplink0");
     }
 }
+
+/// Hostile rulesets: each trace finishes or fails with a clear error,
+/// quickly and in bounded memory.
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    fn nat(chains: Vec<Chain>) -> Ruleset {
+        let mut t = Table::new("nat", TableFamily::Iptables(IpFamily::V4));
+        t.chains = chains;
+        Ruleset { tables: vec![t] }
+    }
+
+    fn packet() -> Packet {
+        Packet::new(
+            PacketOrigin::Pod,
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            Protocol::Tcp,
+            80,
+        )
+    }
+
+    /// `C0 .. C{n-1}`, each with `rules(i)`, entered from PREROUTING.
+    fn ladder(n: usize, rules: impl Fn(usize) -> Vec<Rule>) -> Ruleset {
+        let mut pre = Chain::builtin(Hook::Prerouting);
+        pre.push(Rule::new().verdict(Verdict::Jump(ChainName::new("C0"))));
+        let mut chains = vec![pre];
+        for i in 0..n {
+            let mut c = Chain::new(format!("C{i}").as_str());
+            c.rules = rules(i);
+            chains.push(c);
+        }
+        nat(chains)
+    }
+
+    fn next(i: usize) -> Verdict {
+        Verdict::Jump(ChainName::new(format!("C{}", i + 1).as_str()))
+    }
+
+    #[test]
+    fn probability_fan_out_stops_with_too_many_paths() {
+        // Each of 40 chains splits in two: 2^40 branches.
+        let rs = ladder(40, |i| {
+            if i == 39 {
+                return vec![Rule::new().verdict(Verdict::Accept)];
+            }
+            vec![
+                Rule::new()
+                    .with(Match::Probability { one_in: 2 })
+                    .verdict(next(i)),
+                Rule::new().verdict(next(i)),
+            ]
+        });
+        let err = trace(&rs, &TraceEnv::default(), &packet()).unwrap_err();
+        assert_eq!(err, TraceError::TooManyPaths { limit: MAX_PATHS });
+        assert!(err.to_string().starts_with("too many paths: "), "{err}");
+    }
+
+    #[test]
+    fn double_jumps_count_as_paths() {
+        // Each of 40 chains jumps twice to the next: 2^40 walks, no branch.
+        let rs = ladder(40, |i| {
+            if i == 39 {
+                return vec![];
+            }
+            vec![Rule::new().verdict(next(i)), Rule::new().verdict(next(i))]
+        });
+        let err = trace(&rs, &TraceEnv::default(), &packet()).unwrap_err();
+        assert!(matches!(err, TraceError::TooManyPaths { .. }), "{err}");
+        // A small ladder of the same shape is traced.
+        let rs = ladder(8, |i| {
+            if i == 7 {
+                return vec![];
+            }
+            vec![Rule::new().verdict(next(i)), Rule::new().verdict(next(i))]
+        });
+        let t = trace(&rs, &TraceEnv::default(), &packet()).unwrap();
+        assert_eq!(t.outcomes.len(), 1);
+        assert_eq!(t.outcomes[0].kind, OutcomeKind::Unchanged);
+    }
+
+    #[test]
+    fn long_comments_are_not_copied_per_step() {
+        let comment = "x".repeat(1 << 20);
+        let rs = ladder(1, |_| {
+            (0..50)
+                .map(|_| {
+                    Rule::new()
+                        .with(Match::Comment(comment.clone()))
+                        .verdict(Verdict::SetMark {
+                            op: MarkOp::Or,
+                            value: 1,
+                        })
+                })
+                .collect()
+        });
+        let env = TraceEnv::default();
+        let tracer = Tracer::new(&rs, &env).without_paths();
+        for _ in 0..100 {
+            let t = tracer.trace(&packet()).unwrap();
+            assert!(t.outcomes[0].path.is_empty());
+        }
+        // With paths, the one outcome's steps are spelled once each.
+        let t = trace(&rs, &TraceEnv::default(), &packet()).unwrap();
+        assert_eq!(t.outcomes[0].path.len(), 51);
+    }
+
+    #[test]
+    fn a_hundred_thousand_rules() {
+        // 100k rules naming other destinations, then the one that matches.
+        let mut rules: Vec<Rule> = (0..100_000u32)
+            .map(|i| {
+                Rule::new()
+                    .with(Match::Addr {
+                        dir: Direction::Dst,
+                        addr: AddrMatch::Ip(IpAddr::from((0x0b00_0000 + i).to_be_bytes())),
+                        negate: false,
+                    })
+                    .verdict(Verdict::Drop)
+            })
+            .collect();
+        rules.push(Rule::new().verdict(Verdict::Reject));
+        let rs = ladder(1, |_| rules.clone());
+        let env = TraceEnv::default();
+        let tracer = Tracer::new(&rs, &env);
+        for _ in 0..1000 {
+            let t = tracer.trace(&packet()).unwrap();
+            assert_eq!(t.outcomes[0].kind, OutcomeKind::Reject);
+        }
+        let mut p = packet();
+        p.dst = "11.0.0.7".parse().unwrap();
+        assert_eq!(
+            tracer.trace(&p).unwrap().outcomes[0].kind,
+            OutcomeKind::Drop
+        );
+    }
+}
