@@ -327,10 +327,13 @@ impl<'a> Atom<'a> {
         match (self, v) {
             (Atom::Proto(p), Value::Bool(true)) => vec![(Field::Proto, FieldValue::Proto(*p))],
             (Atom::Port(p), Value::Bool(true)) => vec![(Field::Port, FieldValue::Port(*p))],
-            (Atom::Addr { dir, addrs }, Value::Bool(true)) => match addrs {
-                [AddrMatch::Ip(ip)] => vec![(Field::of_dir(*dir), FieldValue::Addr(*ip))],
-                _ => Vec::new(),
-            },
+            (
+                Atom::Addr {
+                    dir,
+                    addrs: [AddrMatch::Ip(ip)],
+                },
+                Value::Bool(true),
+            ) => vec![(Field::of_dir(*dir), FieldValue::Addr(*ip))],
             (Atom::Dispatch(_), Value::Key(Some(IndexKey::Ip(ip)))) => {
                 vec![(Field::Dst, FieldValue::Addr(ip))]
             }
