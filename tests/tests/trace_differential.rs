@@ -493,3 +493,79 @@ fn known_differences_are_recognised() {
         .is_some_and(|d| d.starts_with("node port"))
     );
 }
+
+/// The explored equivalence ([`kproxy_core::equivalence::compare`]) finds
+/// exactly what the exhaustive product of candidate values finds: the same
+/// verdict, and a grid packet differs exactly when its class is one of the
+/// differing classes.
+fn same_as_exhaustive(
+    left: &Ruleset,
+    right: &Ruleset,
+    env: &TraceEnv,
+    family: kproxy_core::model::IpFamily,
+) -> Result<(), TestCaseError> {
+    use kproxy_core::equivalence::{
+        Classifier, Options, compare, compare_exhaustive, packet_classes,
+    };
+    let fail = |e: kproxy_core::trace::TraceError| TestCaseError::fail(e.to_string());
+    let new = compare(left, right, env, family, Options::default()).map_err(fail)?;
+    let old = compare_exhaustive(left, right, env, family, Options::default()).map_err(fail)?;
+    prop_assert!(new.complete && old.complete);
+    prop_assert_eq!(new.is_equivalent(), old.is_equivalent());
+    let classes = Classifier::new(left, right, env);
+    let mut differing = std::collections::HashMap::new();
+    for d in &new.differences {
+        differing.insert(classes.class_of(&d.packet).map_err(fail)?, d);
+    }
+    let old_differs: std::collections::HashSet<String> = old
+        .differences
+        .iter()
+        .map(|d| format!("{:?}", d.packet))
+        .collect();
+    for p in packet_classes(&[left, right], env, family) {
+        let class = classes.class_of(&p).map_err(fail)?;
+        let before = old_differs.contains(&format!("{p:?}"));
+        prop_assert_eq!(
+            differing.contains_key(&class),
+            before,
+            "{:?}: exhaustive says differs={}; explored: {:?}",
+            p,
+            before,
+            differing.get(&class)
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Both backends of a random state, and the iptables rules against
+    /// themselves with one rule removed (a real difference).
+    #[test]
+    fn explored_equivalence_matches_exhaustive(
+        node in node_spec(),
+        svcs in prop::collection::vec(svc_spec(), 1..3),
+        drop_rule in any::<prop::sample::Index>(),
+    ) {
+        let (state, cfg, _) = build(&node, &svcs);
+        let (_, ipt, nft) = rulesets(&state, &cfg);
+        let env = TraceEnv::from_node(&cfg);
+        same_as_exhaustive(&ipt, &nft, &env, cfg.family)?;
+        let mut cut = ipt.clone();
+        let rules: Vec<(usize, usize)> = cut.tables.iter().enumerate().flat_map(|(t, tb)| {
+            tb.chains.iter().enumerate().filter(|(_, c)| !c.rules.is_empty()).map(move |(c, _)| (t, c))
+        }).collect();
+        if !rules.is_empty() {
+            let (t, c) = rules[drop_rule.index(rules.len())];
+            let chain = &mut cut.tables[t].chains[c];
+            let r = drop_rule.index(chain.rules.len());
+            chain.rules.remove(r);
+        }
+        same_as_exhaustive(&ipt, &cut, &env, cfg.family)?;
+    }
+}

@@ -84,6 +84,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 
 use ipnet::IpNet;
 
@@ -93,6 +94,12 @@ use crate::ir::{
 };
 use crate::model::{IpFamily, LocalDetector, NodeConfig, Protocol};
 use crate::names::ChainName;
+
+pub(crate) mod atoms;
+mod index;
+
+use atoms::{Atom, Recorder, Value};
+use index::{ChainIndex, ElemIndex, IndexBy, IndexKey};
 
 /// Where a packet comes from, which decides the hooks it passes and the
 /// interface it arrives on.
@@ -485,17 +492,26 @@ pub enum TraceError {
         /// Destination.
         dst: IpAddr,
     },
-    /// The trace split into more branches than [`MAX_BRANCHES`].
-    #[error("the trace split into more than {MAX_BRANCHES} branches")]
-    TooManyBranches,
+    /// The trace walked more paths than its limit ([`MAX_PATHS`] by
+    /// default): every branch of a random choice and every chain entered
+    /// counts.
+    #[error(
+        "too many paths: more than {limit} (branches and chain entries); the rules fan out \
+         too much to follow every path"
+    )]
+    TooManyPaths {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// The deepest chain nesting followed (netfilter itself allows 16 for
 /// iptables user chains; nftables 16 jumps).
 pub const MAX_DEPTH: usize = 64;
 
-/// The most branches one trace may split into.
-pub const MAX_BRANCHES: usize = 100_000;
+/// The most paths one trace may walk: branches of random choices and
+/// chain entries (jumps, gotos, map verdicts), counted together.
+pub const MAX_PATHS: usize = 1_000_000;
 
 /// Spells a rule for [`Step::rule_text`].
 pub type RulePrinter<'a> = dyn Fn(&Table, &Chain, &Rule) -> String + 'a;
@@ -511,6 +527,14 @@ pub struct Tracer<'a> {
     env: &'a TraceEnv,
     printer: Option<&'a RulePrinter<'a>>,
     chains: HashMap<(usize, &'a str), &'a Chain>,
+    /// Base chains per family and hook, in priority order.
+    hooks: HashMap<(IpFamily, Hook), Vec<Entry<'a>>>,
+    /// Indexes of long chains, by the chain's address.
+    indexes: HashMap<usize, ChainIndex>,
+    /// Set (`false`) and map (`true`) elements per table.
+    lookups: HashMap<(usize, &'a str, bool), ElemIndex<'a>>,
+    keep_paths: bool,
+    max_paths: usize,
 }
 
 impl fmt::Debug for Tracer<'_> {
@@ -561,27 +585,52 @@ enum Flow {
     Accept,
     Drop,
     Reject,
-    /// A rule the tracer cannot evaluate (the branch's last step says which).
+    /// A rule the tracer cannot evaluate (the branch's last rule says which).
     Unknown,
 }
 
+/// One rule matched, linked to the ones before it: branches share the
+/// prefix of their paths instead of copying it.
+struct PathNode<'a> {
+    hook: Hook,
+    table: usize,
+    chain: &'a Chain,
+    rule: usize,
+    prev: Option<Rc<PathNode<'a>>>,
+}
+
+impl Drop for PathNode<'_> {
+    // Long paths are dropped in a loop, not by recursion.
+    fn drop(&mut self) {
+        let mut prev = self.prev.take();
+        while let Some(node) = prev {
+            match Rc::try_unwrap(node) {
+                Ok(mut n) => prev = n.prev.take(),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
 /// One branch of the packet's possible histories.
-#[derive(Debug, Clone)]
-struct Branch {
+#[derive(Clone)]
+struct Branch<'a> {
     src: IpAddr,
     dst: IpAddr,
     dport: u16,
     proto: Protocol,
-    iif: Option<String>,
+    origin: PacketOrigin,
     mark: u32,
     dnat: Option<SocketAddr>,
     masqueraded: bool,
     prob: Probability,
-    path: Vec<Step>,
+    /// The last rule matched (table, chain, index).
+    last: Option<(usize, &'a Chain, usize)>,
+    path: Option<Rc<PathNode<'a>>>,
     hook: Hook,
 }
 
-impl Branch {
+impl Branch<'_> {
     fn scaled(mut self, r: Ratio) -> Self {
         self.prob = self.prob.mul(r);
         self
@@ -594,40 +643,115 @@ impl Branch {
             Key::DstPort => KeyValue::Port(self.dport),
         }
     }
-}
-
-/// Whether a packet value matches an element value.
-fn key_matches(packet: &KeyValue, element: &KeyValue) -> bool {
-    match (packet, element) {
-        (KeyValue::Ip(ip), KeyValue::Net(n)) => n.contains(ip),
-        (a, b) => a == b,
+    /// Whether a key still holds the packet's own value (not DNAT's).
+    fn is_input(&self, k: Key) -> bool {
+        match k {
+            Key::SrcAddr | Key::L4Proto => true,
+            Key::DstAddr | Key::DstPort => self.dnat.is_none(),
+        }
     }
 }
 
-fn element_matches(values: &[KeyValue], key: &[KeyValue]) -> bool {
-    values.len() == key.len() && values.iter().zip(key).all(|(v, k)| key_matches(v, k))
+struct Cx<'a, 'r> {
+    table: usize,
+    notes: &'r mut BTreeSet<String>,
+    paths: &'r mut usize,
+    rec: Option<&'r mut Recorder<'a>>,
 }
 
-struct Cx<'a> {
-    table: usize,
-    notes: &'a mut BTreeSet<String>,
-    branches: &'a mut usize,
+impl<'a> Cx<'a, '_> {
+    fn record(&mut self, atom: impl FnOnce() -> Atom<'a>, value: Value) {
+        if let Some(r) = self.rec.as_deref_mut() {
+            r.record(atom(), value);
+        }
+    }
+}
+
+/// The outcomes found so far, identical ones merged.
+struct Outcomes<'t, 'a> {
+    tracer: &'t Tracer<'a>,
+    list: Vec<Outcome>,
+}
+
+impl Outcomes<'_, '_> {
+    fn push(&mut self, kind: OutcomeKind, b: Branch<'_>) {
+        if let Some(o) = self
+            .list
+            .iter_mut()
+            .find(|o| o.kind == kind && o.masqueraded == b.masqueraded)
+        {
+            o.probability = o.probability.add(b.prob);
+            o.branches += 1;
+        } else {
+            self.list.push(Outcome {
+                kind,
+                probability: b.prob,
+                masqueraded: b.masqueraded,
+                path: self.tracer.steps(b.path.as_ref()),
+                branches: 1,
+            });
+        }
+    }
+    /// Sorted by kind, then unmasqueraded first.
+    fn into_sorted(self) -> Vec<Outcome> {
+        let mut out = self.list;
+        out.sort_by(|a, b| (&a.kind, a.masqueraded).cmp(&(&b.kind, b.masqueraded)));
+        out
+    }
 }
 
 impl<'a> Tracer<'a> {
     /// A tracer of `ruleset` on the node described by `env`.
     pub fn new(ruleset: &'a Ruleset, env: &'a TraceEnv) -> Self {
         let mut chains = HashMap::new();
+        let mut hooks: HashMap<(IpFamily, Hook), Vec<Entry<'a>>> = HashMap::new();
+        let mut indexes = HashMap::new();
+        let mut lookups = HashMap::new();
         for (i, t) in ruleset.tables.iter().enumerate() {
             for c in &t.chains {
                 chains.entry((i, c.name.as_str())).or_insert(c);
+                let hook_priority = match c.kind {
+                    ChainKind::Builtin(h) => Some((h, iptables_priority(&t.name, h))),
+                    ChainKind::Base { hook, priority, .. } => Some((hook, priority)),
+                    ChainKind::Regular => None,
+                };
+                if let Some((hook, priority)) = hook_priority {
+                    hooks
+                        .entry((table_family(t), hook))
+                        .or_default()
+                        .push(Entry {
+                            table: i,
+                            chain: c,
+                            priority,
+                        });
+                }
+                if let Some(idx) = ChainIndex::of(c) {
+                    indexes.insert(std::ptr::from_ref(c) as usize, idx);
+                }
             }
+            for s in &t.sets {
+                let keys = s.elements.iter().map(|e| e.key.as_slice()).collect();
+                lookups.insert((i, s.name.as_str(), false), ElemIndex::new(keys));
+            }
+            for m in &t.maps {
+                let keys = m.elements.iter().map(|(e, _)| e.key.as_slice()).collect();
+                lookups.insert((i, m.name.as_str(), true), ElemIndex::new(keys));
+            }
+        }
+        for entries in hooks.values_mut() {
+            // Stable: ties keep table then chain order.
+            entries.sort_by_key(|e| e.priority);
         }
         Self {
             ruleset,
             env,
             printer: None,
             chains,
+            hooks,
+            indexes,
+            lookups,
+            keep_paths: true,
+            max_paths: MAX_PATHS,
         }
     }
 
@@ -638,34 +762,40 @@ impl<'a> Tracer<'a> {
         self
     }
 
-    /// The base chains of the tables of `family` at `hook`, in priority order.
-    fn entries(&self, family: IpFamily, hook: Hook) -> Vec<Entry<'a>> {
-        let mut out = Vec::new();
-        for (i, t) in self.ruleset.tables.iter().enumerate() {
-            if table_family(t) != family {
-                continue;
-            }
-            for c in &t.chains {
-                let priority = match c.kind {
-                    ChainKind::Builtin(h) if h == hook => iptables_priority(&t.name, hook),
-                    ChainKind::Base {
-                        hook: h, priority, ..
-                    } if h == hook => priority,
-                    _ => continue,
-                };
-                out.push(Entry {
-                    table: i,
-                    chain: c,
-                    priority,
-                });
-            }
-        }
-        out.sort_by_key(|e| e.priority);
-        out
+    /// Does not record the rules matched ([`Outcome::path`] stays empty):
+    /// faster, for callers that only compare outcomes.
+    pub fn without_paths(mut self) -> Self {
+        self.keep_paths = false;
+        self
+    }
+
+    /// Stops a trace with [`TraceError::TooManyPaths`] once it walked
+    /// more than `limit` paths (default [`MAX_PATHS`]).
+    pub fn with_max_paths(mut self, limit: usize) -> Self {
+        self.max_paths = limit;
+        self
     }
 
     /// Traces `packet`: every outcome with its probability and path.
     pub fn trace(&self, packet: &Packet) -> Result<Trace, TraceError> {
+        self.trace_with(packet, None)
+    }
+
+    /// [`Tracer::trace`], recording every question asked about the
+    /// packet's own fields.
+    pub(crate) fn trace_recorded(
+        &'a self,
+        packet: &Packet,
+        rec: &mut Recorder<'a>,
+    ) -> Result<Trace, TraceError> {
+        self.trace_with(packet, Some(rec))
+    }
+
+    fn trace_with(
+        &'a self,
+        packet: &Packet,
+        mut rec: Option<&mut Recorder<'a>>,
+    ) -> Result<Trace, TraceError> {
         let family = IpFamily::of(&packet.dst);
         if IpFamily::of(&packet.src) != family {
             return Err(TraceError::MixedFamilies {
@@ -673,97 +803,71 @@ impl<'a> Tracer<'a> {
                 dst: packet.dst,
             });
         }
-        let iif = match packet.origin {
-            PacketOrigin::Pod => Some(self.env.pod_interface.clone()),
-            PacketOrigin::External => Some(self.env.external_interface.clone()),
-            PacketOrigin::Node => None,
-        };
         let start = Branch {
             src: packet.src,
             dst: packet.dst,
             dport: packet.dst_port,
             proto: packet.protocol,
-            iif,
+            origin: packet.origin,
             mark: 0,
             dnat: None,
             masqueraded: false,
             prob: Probability::ONE,
-            path: Vec::new(),
+            last: None,
+            path: None,
             hook: Hook::Prerouting,
         };
         let mut notes = BTreeSet::new();
-        let mut branches = 1usize;
-        let mut finished: Vec<(OutcomeKind, Branch)> = Vec::new();
+        let mut paths = 1usize;
+        let mut finished = Outcomes {
+            tracer: self,
+            list: Vec::new(),
+        };
+        let mut run = |hook: Hook,
+                       live: Vec<Branch<'a>>,
+                       finished: &mut Outcomes<'_, 'a>,
+                       rec: &mut Option<&mut Recorder<'a>>| {
+            self.run_hook(
+                family,
+                hook,
+                live,
+                finished,
+                &mut notes,
+                &mut paths,
+                rec.as_deref_mut(),
+            )
+        };
 
         let first = match packet.origin {
             PacketOrigin::Node => Hook::Output,
             PacketOrigin::Pod | PacketOrigin::External => Hook::Prerouting,
         };
-        let mut live = self.run_hook(
-            family,
-            first,
-            vec![start],
-            &mut finished,
-            &mut notes,
-            &mut branches,
-        )?;
+        let live = run(first, vec![start], &mut finished, &mut rec)?;
         // Routing, on the (possibly DNATed) destination.
-        let (local, remote): (Vec<Branch>, Vec<Branch>) =
-            live.drain(..).partition(|b| self.env.is_local(&b.dst));
+        let (mut local, mut remote): (Vec<Branch>, Vec<Branch>) = (Vec::new(), Vec::new());
+        for b in live {
+            let is_local = self.env.is_local(&b.dst);
+            if let (None, Some(r)) = (b.dnat, rec.as_deref_mut()) {
+                r.record(Atom::Local(Direction::Dst), Value::Bool(is_local));
+            }
+            if is_local {
+                local.push(b);
+            } else {
+                remote.push(b);
+            }
+        }
         let mut done: Vec<Branch> = Vec::new();
         match packet.origin {
             PacketOrigin::Node => {
-                let local = self.run_hook(
-                    family,
-                    Hook::Postrouting,
-                    local,
-                    &mut finished,
-                    &mut notes,
-                    &mut branches,
-                )?;
-                let remote = self.run_hook(
-                    family,
-                    Hook::Postrouting,
-                    remote,
-                    &mut finished,
-                    &mut notes,
-                    &mut branches,
-                )?;
-                done.extend(self.run_hook(
-                    family,
-                    Hook::Input,
-                    local,
-                    &mut finished,
-                    &mut notes,
-                    &mut branches,
-                )?);
+                let local = run(Hook::Postrouting, local, &mut finished, &mut rec)?;
+                let remote = run(Hook::Postrouting, remote, &mut finished, &mut rec)?;
+                done.extend(run(Hook::Input, local, &mut finished, &mut rec)?);
                 done.extend(remote);
             }
             PacketOrigin::Pod | PacketOrigin::External => {
-                done.extend(self.run_hook(
-                    family,
-                    Hook::Input,
-                    local,
-                    &mut finished,
-                    &mut notes,
-                    &mut branches,
-                )?);
-                let fwd = self.run_hook(
-                    family,
-                    Hook::Forward,
-                    remote,
-                    &mut finished,
-                    &mut notes,
-                    &mut branches,
-                )?;
-                done.extend(self.run_hook(
-                    family,
-                    Hook::Postrouting,
-                    fwd,
-                    &mut finished,
-                    &mut notes,
-                    &mut branches,
-                )?);
+                done.extend(run(Hook::Input, local, &mut finished, &mut rec)?);
+                let fwd = run(Hook::Forward, remote, &mut finished, &mut rec)?;
+                done.extend(run(Hook::Postrouting, fwd, &mut finished, &mut rec)?);
             }
         }
         for b in done {
@@ -771,48 +875,54 @@ impl<'a> Tracer<'a> {
                 Some(a) => OutcomeKind::Endpoint(a),
                 None => OutcomeKind::Unchanged,
             };
-            finished.push((kind, b));
+            finished.push(kind, b);
         }
         Ok(Trace {
             packet: packet.clone(),
             to_local: self.env.is_local(&packet.dst),
-            outcomes: merge(finished),
+            outcomes: finished.into_sorted(),
             notes: notes.into_iter().collect(),
         })
     }
 
     /// Runs the base chains of `hook` over the live branches; returns the
     /// branches that got through, records the dropped and rejected ones.
+    #[allow(clippy::too_many_arguments)]
     fn run_hook(
-        &self,
+        &'a self,
         family: IpFamily,
         hook: Hook,
-        mut live: Vec<Branch>,
-        finished: &mut Vec<(OutcomeKind, Branch)>,
+        mut live: Vec<Branch<'a>>,
+        finished: &mut Outcomes<'_, 'a>,
         notes: &mut BTreeSet<String>,
-        branches: &mut usize,
-    ) -> Result<Vec<Branch>, TraceError> {
+        paths: &mut usize,
+        mut rec: Option<&mut Recorder<'a>>,
+    ) -> Result<Vec<Branch<'a>>, TraceError> {
         for b in &mut live {
             b.hook = hook;
         }
-        for entry in self.entries(family, hook) {
+        let Some(entries) = self.hooks.get(&(family, hook)) else {
+            return Ok(live);
+        };
+        for entry in entries {
             let mut next = Vec::new();
             for b in live {
                 let mut cx = Cx {
                     table: entry.table,
                     notes,
-                    branches,
+                    paths,
+                    rec: rec.as_deref_mut(),
                 };
                 for (flow, b) in self.run_chain(&mut cx, entry.chain, b, 0)? {
                     match flow {
-                        Flow::Drop => finished.push((OutcomeKind::Drop, b)),
-                        Flow::Reject => finished.push((OutcomeKind::Reject, b)),
+                        Flow::Drop => finished.push(OutcomeKind::Drop, b),
+                        Flow::Reject => finished.push(OutcomeKind::Reject, b),
                         Flow::Unknown => {
-                            let kind = match b.path.last() {
-                                Some(s) => OutcomeKind::Unknown {
-                                    table: s.table.clone(),
-                                    chain: s.chain.clone(),
-                                    rule: s.rule_index,
+                            let kind = match b.last {
+                                Some((t, c, r)) => OutcomeKind::Unknown {
+                                    table: self.table_name(t),
+                                    chain: c.name.to_string(),
+                                    rule: r,
                                 },
                                 None => OutcomeKind::Unknown {
                                     table: String::new(),
@@ -820,7 +930,7 @@ impl<'a> Tracer<'a> {
                                     rule: 0,
                                 },
                             };
-                            finished.push((kind, b));
+                            finished.push(kind, b);
                         }
                         // Accept ends this base chain; the policy of
                         // kube-proxy's base and built-in chains is accept.
@@ -851,15 +961,47 @@ impl<'a> Tracer<'a> {
             })
     }
 
+    /// The first rule at or after `from` the branch may match.
+    fn next_rule(
+        &'a self,
+        cx: &mut Cx<'a, '_>,
+        chain: &'a Chain,
+        from: usize,
+        br: &Branch<'a>,
+    ) -> Option<usize> {
+        let Some(idx) = self.indexes.get(&(std::ptr::from_ref(chain) as usize)) else {
+            return (from < chain.rules.len()).then_some(from);
+        };
+        let key = match idx.by {
+            IndexBy::Dst => IndexKey::Ip(br.dst),
+            IndexBy::Port => IndexKey::Port(br.dport),
+        };
+        if br.dnat.is_none() {
+            cx.record(|| Atom::Dispatch(idx), Value::Key(idx.bucket(key)));
+        }
+        idx.next(key, from)
+    }
+
+    /// Counts `n` more paths walked.
+    fn walk(&self, cx: &mut Cx<'_, '_>, n: usize) -> Result<(), TraceError> {
+        *cx.paths = cx.paths.saturating_add(n);
+        if *cx.paths > self.max_paths {
+            return Err(TraceError::TooManyPaths {
+                limit: self.max_paths,
+            });
+        }
+        Ok(())
+    }
+
     /// Runs `chain` from its first rule; every result is `Return` (fell off
     /// or returned), `Accept`, `Drop` or `Reject`.
     fn run_chain(
-        &self,
-        cx: &mut Cx<'_>,
+        &'a self,
+        cx: &mut Cx<'a, '_>,
         chain: &'a Chain,
-        br: Branch,
+        br: Branch<'a>,
         depth: usize,
-    ) -> Result<Vec<(Flow, Branch)>, TraceError> {
+    ) -> Result<Vec<(Flow, Branch<'a>)>, TraceError> {
         if depth > MAX_DEPTH {
             return Err(TraceError::TooDeep {
                 table: self.table_name(cx.table),
@@ -868,11 +1010,12 @@ impl<'a> Tracer<'a> {
         }
         let mut out = Vec::new();
         let mut pending = vec![(0usize, br)];
-        while let Some((i, br)) = pending.pop() {
-            let Some(rule) = chain.rules.get(i) else {
+        while let Some((from, br)) = pending.pop() {
+            let Some(i) = self.next_rule(cx, chain, from, &br) else {
                 out.push((Flow::Return, br));
                 continue;
             };
+            let rule = &chain.rules[i];
             let evaluated = self.eval_matches(cx, chain, i, rule, br)?;
             // Keep rule order for the first branches taken: push in reverse.
             let mut results = Vec::new();
@@ -883,13 +1026,13 @@ impl<'a> Tracer<'a> {
                         continue;
                     }
                     None => {
-                        br.path.push(self.step(cx.table, chain, i, rule, br.hook));
+                        self.mark_step(cx.table, chain, i, &mut br);
                         results.push((Flow::Unknown, br));
                         continue;
                     }
                     Some(true) => {}
                 }
-                br.path.push(self.step(cx.table, chain, i, rule, br.hook));
+                self.mark_step(cx.table, chain, i, &mut br);
                 results.extend(self.apply_verdict(cx, rule.verdict.as_ref(), br, depth)?);
             }
             for (flow, br) in results.into_iter().rev() {
@@ -900,6 +1043,38 @@ impl<'a> Tracer<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// Notes that the branch matched rule `i` of `chain`.
+    fn mark_step(&self, table: usize, chain: &'a Chain, i: usize, br: &mut Branch<'a>) {
+        br.last = Some((table, chain, i));
+        if self.keep_paths {
+            br.path = Some(Rc::new(PathNode {
+                hook: br.hook,
+                table,
+                chain,
+                rule: i,
+                prev: br.path.take(),
+            }));
+        }
+    }
+
+    /// The steps of a shared path, first rule first.
+    fn steps(&self, path: Option<&Rc<PathNode<'a>>>) -> Vec<Step> {
+        let mut nodes = Vec::new();
+        let mut at = path;
+        while let Some(n) = at {
+            nodes.push(n);
+            at = n.prev.as_ref();
+        }
+        nodes
+            .into_iter()
+            .rev()
+            .filter_map(|n| {
+                let rule = n.chain.rules.get(n.rule)?;
+                Some(self.step(n.table, n.chain, n.rule, rule, n.hook))
+            })
+            .collect()
     }
 
     fn step(&self, table: usize, chain: &Chain, i: usize, rule: &Rule, hook: Hook) -> Step {
@@ -917,25 +1092,17 @@ impl<'a> Tracer<'a> {
         }
     }
 
-    fn fork(&self, cx: &mut Cx<'_>, extra: usize) -> Result<(), TraceError> {
-        *cx.branches = cx.branches.saturating_add(extra);
-        if *cx.branches > MAX_BRANCHES {
-            return Err(TraceError::TooManyBranches);
-        }
-        Ok(())
-    }
-
     /// Evaluates the matches (and non-terminal statements) of a rule in
     /// order; random matches split the branch. `Some(hit)` per branch, or
     /// `None` when an opaque match decides (every other match held).
     fn eval_matches(
-        &self,
-        cx: &mut Cx<'_>,
-        chain: &Chain,
+        &'a self,
+        cx: &mut Cx<'a, '_>,
+        chain: &'a Chain,
         index: usize,
-        rule: &Rule,
-        br: Branch,
-    ) -> Result<Vec<(Option<bool>, Branch)>, TraceError> {
+        rule: &'a Rule,
+        br: Branch<'a>,
+    ) -> Result<Vec<(Option<bool>, Branch<'a>)>, TraceError> {
         // Each live branch carries whether an opaque match was passed: a
         // later known match that fails still decides "no match".
         let mut live = vec![(br, false)];
@@ -948,7 +1115,7 @@ impl<'a> Tracer<'a> {
                         0 => out.push((Some(false), b)),
                         1 => next.push((b, opaque)),
                         n => {
-                            self.fork(cx, 1)?;
+                            self.walk(cx, 1)?;
                             let n = u128::from(n);
                             let hit = Ratio::new(1, n).unwrap_or(Ratio::ONE);
                             let miss = Ratio::new(n - 1, n).unwrap_or(Ratio::ONE);
@@ -980,34 +1147,108 @@ impl<'a> Tracer<'a> {
         Ok(out)
     }
 
+    /// The interface a packet from `origin` arrives on.
+    fn iif(&self, origin: PacketOrigin) -> Option<&str> {
+        match origin {
+            PacketOrigin::Pod => Some(self.env.pod_interface.as_str()),
+            PacketOrigin::External => Some(self.env.external_interface.as_str()),
+            PacketOrigin::Node => None,
+        }
+    }
+
+    /// The first element of a table's set (or map) that the branch's
+    /// `keys` match, recorded as a question when the keys hold the
+    /// packet's own values.
+    fn lookup(
+        &'a self,
+        cx: &mut Cx<'a, '_>,
+        name: &str,
+        map: bool,
+        keys: &'a [Key],
+        b: &Branch<'a>,
+    ) -> Option<Option<usize>> {
+        let (table, idx) = {
+            let t = self.table(cx.table)?;
+            let name: &'a str = if map {
+                t.map(name)?.name.as_str()
+            } else {
+                t.set(name)?.name.as_str()
+            };
+            (cx.table, self.lookups.get(&(cx.table, name, map))?)
+        };
+        let _ = table;
+        let values: Vec<KeyValue> = keys.iter().map(|k| b.key(*k)).collect();
+        let hit = idx.first_match(&values);
+        if keys.iter().any(|k| b.is_input(*k)) {
+            cx.record(
+                || Atom::Lookup {
+                    index: idx,
+                    keys,
+                    consts: keys
+                        .iter()
+                        .map(|k| (!b.is_input(*k)).then(|| b.key(*k)))
+                        .collect(),
+                },
+                Value::Elem(hit.map(|i| i as u32)),
+            );
+        }
+        Some(hit)
+    }
+
     /// Whether a (deterministic) match holds for the branch.
     fn test(
-        &self,
-        cx: &mut Cx<'_>,
+        &'a self,
+        cx: &mut Cx<'a, '_>,
         chain: &Chain,
         index: usize,
-        m: &Match,
-        b: &Branch,
+        m: &'a Match,
+        b: &Branch<'a>,
     ) -> Result<bool, TraceError> {
         let addr = |dir: &Direction| match dir {
             Direction::Src => b.src,
             Direction::Dst => b.dst,
         };
+        let input = |dir: &Direction| match dir {
+            Direction::Src => true,
+            Direction::Dst => b.dnat.is_none(),
+        };
         Ok(match m {
             Match::Comment(_) | Match::Nfacct(_) => true,
-            Match::Protocol(p) => *p == b.proto,
+            Match::Protocol(p) => {
+                let hit = *p == b.proto;
+                cx.record(|| Atom::Proto(*p), Value::Bool(hit));
+                hit
+            }
             Match::Addr {
                 dir,
                 addr: a,
                 negate,
-            } => a.contains(&addr(dir)) != *negate,
-            Match::DstPort(p) => *p == b.dport,
+            } => {
+                let hit = a.contains(&addr(dir));
+                if input(dir) {
+                    cx.record(
+                        || Atom::Addr {
+                            dir: *dir,
+                            addrs: std::slice::from_ref(a),
+                        },
+                        Value::Bool(hit),
+                    );
+                }
+                hit != *negate
+            }
+            Match::DstPort(p) => {
+                let hit = *p == b.dport;
+                if b.dnat.is_none() {
+                    cx.record(|| Atom::Port(*p), Value::Bool(hit));
+                }
+                hit
+            }
             Match::InInterface {
                 name,
                 prefix,
                 negate,
             } => {
-                let hit = b.iif.as_deref().is_some_and(|i| {
+                let hit = self.iif(b.origin).is_some_and(|i| {
                     if *prefix {
                         i.starts_with(name.as_str())
                     } else {
@@ -1016,10 +1257,16 @@ impl<'a> Tracer<'a> {
                 });
                 hit != *negate
             }
-            Match::AddrTypeLocal { dir, negate } => self.env.is_local(&addr(dir)) != *negate,
+            Match::AddrTypeLocal { dir, negate } => {
+                let hit = self.env.is_local(&addr(dir));
+                if input(dir) {
+                    cx.record(|| Atom::Local(*dir), Value::Bool(hit));
+                }
+                hit != *negate
+            }
             // Pods reach the node through the pod bridge's ports.
             Match::PhysDevIsIn { negate } => {
-                (b.iif.as_deref() == Some(self.env.pod_interface.as_str())) != *negate
+                (self.iif(b.origin) == Some(self.env.pod_interface.as_str())) != *negate
             }
             Match::CtState { states, negate } => {
                 let hit = states.iter().any(|s| match s {
@@ -1051,14 +1298,11 @@ impl<'a> Tracer<'a> {
                 }
             },
             Match::InSet { keys, set, negate } => {
-                let table = self.table(cx.table);
-                let s = table
+                let dynamic = self
+                    .table(cx.table)
                     .and_then(|t| t.set(set))
-                    .ok_or_else(|| TraceError::UnknownSet {
-                        table: self.table_name(cx.table),
-                        set: set.clone(),
-                    })?;
-                if s.flags.iter().any(|f| f == "dynamic") {
+                    .map(|s| s.flags.iter().any(|f| f == "dynamic"));
+                if dynamic == Some(true) {
                     cx.notes.insert(format!(
                         "{}/{} rule {index}: set {set} is filled at run time (session affinity); \
                          assumed a new client (empty)",
@@ -1066,30 +1310,45 @@ impl<'a> Tracer<'a> {
                         chain.name
                     ));
                 }
-                let values: Vec<KeyValue> = keys.iter().map(|k| b.key(*k)).collect();
-                let hit = s.elements.iter().any(|e| element_matches(&values, &e.key));
-                hit != *negate
+                let hit =
+                    self.lookup(cx, set, false, keys, b)
+                        .ok_or_else(|| TraceError::UnknownSet {
+                            table: self.table_name(cx.table),
+                            set: set.clone(),
+                        })?;
+                hit.is_some() != *negate
             }
             Match::AddrSet { dir, addrs, negate } => {
                 let a = addr(dir);
-                addrs.iter().any(|m: &AddrMatch| m.contains(&a)) != *negate
+                let hit = addrs.iter().any(|m: &AddrMatch| m.contains(&a));
+                if input(dir) {
+                    cx.record(
+                        || Atom::Addr {
+                            dir: *dir,
+                            addrs: addrs.as_slice(),
+                        },
+                        Value::Bool(hit),
+                    );
+                }
+                hit != *negate
             }
         })
     }
 
     fn apply_verdict(
-        &self,
-        cx: &mut Cx<'_>,
+        &'a self,
+        cx: &mut Cx<'a, '_>,
         verdict: Option<&'a Verdict>,
-        mut br: Branch,
+        mut br: Branch<'a>,
         depth: usize,
-    ) -> Result<Vec<(Flow, Branch)>, TraceError> {
+    ) -> Result<Vec<(Flow, Branch<'a>)>, TraceError> {
         let Some(v) = verdict else {
             return Ok(vec![(Flow::Next, br)]);
         };
         Ok(match v {
             Verdict::Jump(c) => {
                 let chain = self.lookup_chain(cx.table, c)?;
+                self.walk(cx, 1)?;
                 self.run_chain(cx, chain, br, depth + 1)?
                     .into_iter()
                     .map(|(f, b)| (if f == Flow::Return { Flow::Next } else { f }, b))
@@ -1097,6 +1356,7 @@ impl<'a> Tracer<'a> {
             }
             Verdict::Goto(c) => {
                 let chain = self.lookup_chain(cx.table, c)?;
+                self.walk(cx, 1)?;
                 // The goto'd chain's return goes to our caller: our result is its result.
                 self.run_chain(cx, chain, br, depth + 1)?
             }
@@ -1118,19 +1378,14 @@ impl<'a> Tracer<'a> {
                 vec![(Flow::Next, br)]
             }
             Verdict::VerdictMap { keys, map } => {
-                let m = self
-                    .table(cx.table)
-                    .and_then(|t| t.map(map))
-                    .ok_or_else(|| TraceError::UnknownMap {
+                let hit = self.lookup(cx, map, true, keys, &br).ok_or_else(|| {
+                    TraceError::UnknownMap {
                         table: self.table_name(cx.table),
                         map: map.clone(),
-                    })?;
-                let values: Vec<KeyValue> = keys.iter().map(|k| br.key(*k)).collect();
-                match m
-                    .elements
-                    .iter()
-                    .find(|(e, _)| element_matches(&values, &e.key))
-                {
+                    }
+                })?;
+                let m = self.table(cx.table).and_then(|t| t.map(map));
+                match hit.and_then(|i| m?.elements.get(i)) {
                     // A miss continues with the next rule.
                     None => vec![(Flow::Next, br)],
                     Some((_, MapValue::Verdict(v))) => {
@@ -1143,7 +1398,7 @@ impl<'a> Tracer<'a> {
                 if n == 0 {
                     return Ok(vec![(Flow::Next, br)]);
                 }
-                self.fork(cx, n - 1)?;
+                self.walk(cx, n - 1)?;
                 let share = Ratio::new(1, n as u128).unwrap_or(Ratio::ONE);
                 to.iter()
                     .map(|a| {
@@ -1158,7 +1413,7 @@ impl<'a> Tracer<'a> {
                 if n == 0 {
                     return Ok(vec![(Flow::Next, br)]);
                 }
-                self.fork(cx, n - 1)?;
+                self.walk(cx, n)?;
                 let share = Ratio::new(1, n as u128).unwrap_or(Ratio::ONE);
                 let mut out = Vec::new();
                 for c in to {
@@ -1171,42 +1426,17 @@ impl<'a> Tracer<'a> {
     }
 }
 
-fn dnat(b: &mut Branch, to: SocketAddr) {
+fn dnat(b: &mut Branch<'_>, to: SocketAddr) {
     b.dst = to.ip();
     b.dport = to.port();
     b.dnat = Some(to);
 }
 
-fn apply_mark(b: &mut Branch, op: MarkOp, value: u32) {
+fn apply_mark(b: &mut Branch<'_>, op: MarkOp, value: u32) {
     match op {
         MarkOp::Or => b.mark |= value,
         MarkOp::Xor => b.mark ^= value,
     }
-}
-
-/// Merges outcomes of the same kind and masquerade decision, summing
-/// their probabilities; sorted by kind, then unmasqueraded first.
-fn merge(finished: Vec<(OutcomeKind, Branch)>) -> Vec<Outcome> {
-    let mut out: Vec<Outcome> = Vec::new();
-    for (kind, b) in finished {
-        if let Some(o) = out
-            .iter_mut()
-            .find(|o| o.kind == kind && o.masqueraded == b.masqueraded)
-        {
-            o.probability = o.probability.add(b.prob);
-            o.branches += 1;
-        } else {
-            out.push(Outcome {
-                kind,
-                probability: b.prob,
-                masqueraded: b.masqueraded,
-                path: b.path,
-                branches: 1,
-            });
-        }
-    }
-    out.sort_by(|a, b| (&a.kind, a.masqueraded).cmp(&(&b.kind, b.masqueraded)));
-    out
 }
 
 fn neg(negate: bool) -> &'static str {
@@ -2048,5 +2278,143 @@ mod tests {
         assert!(!env.is_local(&ip("192.168.0.3")));
         assert_eq!(env.pod_interface, "eth0");
         assert_eq!(env.external_interface, "uplink0");
+    }
+}
+
+/// Hostile rulesets: each trace finishes or fails with a clear error,
+/// quickly and in bounded memory.
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    fn nat(chains: Vec<Chain>) -> Ruleset {
+        let mut t = Table::new("nat", TableFamily::Iptables(IpFamily::V4));
+        t.chains = chains;
+        Ruleset { tables: vec![t] }
+    }
+
+    fn packet() -> Packet {
+        Packet::new(
+            PacketOrigin::Pod,
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            Protocol::Tcp,
+            80,
+        )
+    }
+
+    /// `C0 .. C{n-1}`, each with `rules(i)`, entered from PREROUTING.
+    fn ladder(n: usize, rules: impl Fn(usize) -> Vec<Rule>) -> Ruleset {
+        let mut pre = Chain::builtin(Hook::Prerouting);
+        pre.push(Rule::new().verdict(Verdict::Jump(ChainName::new("C0"))));
+        let mut chains = vec![pre];
+        for i in 0..n {
+            let mut c = Chain::new(format!("C{i}").as_str());
+            c.rules = rules(i);
+            chains.push(c);
+        }
+        nat(chains)
+    }
+
+    fn next(i: usize) -> Verdict {
+        Verdict::Jump(ChainName::new(format!("C{}", i + 1).as_str()))
+    }
+
+    #[test]
+    fn probability_fan_out_stops_with_too_many_paths() {
+        // Each of 40 chains splits in two: 2^40 branches.
+        let rs = ladder(40, |i| {
+            if i == 39 {
+                return vec![Rule::new().verdict(Verdict::Accept)];
+            }
+            vec![
+                Rule::new()
+                    .with(Match::Probability { one_in: 2 })
+                    .verdict(next(i)),
+                Rule::new().verdict(next(i)),
+            ]
+        });
+        let err = trace(&rs, &TraceEnv::default(), &packet()).unwrap_err();
+        assert_eq!(err, TraceError::TooManyPaths { limit: MAX_PATHS });
+        assert!(err.to_string().starts_with("too many paths: "), "{err}");
+    }
+
+    #[test]
+    fn double_jumps_count_as_paths() {
+        // Each of 40 chains jumps twice to the next: 2^40 walks, no branch.
+        let rs = ladder(40, |i| {
+            if i == 39 {
+                return vec![];
+            }
+            vec![Rule::new().verdict(next(i)), Rule::new().verdict(next(i))]
+        });
+        let err = trace(&rs, &TraceEnv::default(), &packet()).unwrap_err();
+        assert!(matches!(err, TraceError::TooManyPaths { .. }), "{err}");
+        // A small ladder of the same shape is traced.
+        let rs = ladder(8, |i| {
+            if i == 7 {
+                return vec![];
+            }
+            vec![Rule::new().verdict(next(i)), Rule::new().verdict(next(i))]
+        });
+        let t = trace(&rs, &TraceEnv::default(), &packet()).unwrap();
+        assert_eq!(t.outcomes.len(), 1);
+        assert_eq!(t.outcomes[0].kind, OutcomeKind::Unchanged);
+    }
+
+    #[test]
+    fn long_comments_are_not_copied_per_step() {
+        let comment = "x".repeat(1 << 20);
+        let rs = ladder(1, |_| {
+            (0..50)
+                .map(|_| {
+                    Rule::new()
+                        .with(Match::Comment(comment.clone()))
+                        .verdict(Verdict::SetMark {
+                            op: MarkOp::Or,
+                            value: 1,
+                        })
+                })
+                .collect()
+        });
+        let env = TraceEnv::default();
+        let tracer = Tracer::new(&rs, &env).without_paths();
+        for _ in 0..100 {
+            let t = tracer.trace(&packet()).unwrap();
+            assert!(t.outcomes[0].path.is_empty());
+        }
+        // With paths, the one outcome's steps are spelled once each.
+        let t = trace(&rs, &TraceEnv::default(), &packet()).unwrap();
+        assert_eq!(t.outcomes[0].path.len(), 51);
+    }
+
+    #[test]
+    fn a_hundred_thousand_rules() {
+        // 100k rules naming other destinations, then the one that matches.
+        let mut rules: Vec<Rule> = (0..100_000u32)
+            .map(|i| {
+                Rule::new()
+                    .with(Match::Addr {
+                        dir: Direction::Dst,
+                        addr: AddrMatch::Ip(IpAddr::from((0x0b00_0000 + i).to_be_bytes())),
+                        negate: false,
+                    })
+                    .verdict(Verdict::Drop)
+            })
+            .collect();
+        rules.push(Rule::new().verdict(Verdict::Reject));
+        let rs = ladder(1, |_| rules.clone());
+        let env = TraceEnv::default();
+        let tracer = Tracer::new(&rs, &env);
+        for _ in 0..1000 {
+            let t = tracer.trace(&packet()).unwrap();
+            assert_eq!(t.outcomes[0].kind, OutcomeKind::Reject);
+        }
+        let mut p = packet();
+        p.dst = "11.0.0.7".parse().unwrap();
+        assert_eq!(
+            tracer.trace(&p).unwrap().outcomes[0].kind,
+            OutcomeKind::Drop
+        );
     }
 }
