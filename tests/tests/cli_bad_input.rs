@@ -450,3 +450,173 @@ fn in_process_error_texts() {
         )]
     );
 }
+
+/// A Service manifest with `metadata` given as flow-mapping text.
+fn service_meta(meta: &str, spec: &str) -> String {
+    format!("apiVersion: v1\nkind: Service\nmetadata: {meta}\nspec: {spec}\n")
+}
+
+/// Names the API server refuses (issue 14: each of them once stopped every
+/// sync of a node): the object is skipped with one warning line naming the
+/// file, the object (escaped) and the field; the rest compiles, exit 0,
+/// for every backend (the payloads load: `kernel_bad_names.rs`).
+#[test]
+fn names_the_api_server_refuses_skip_the_object() {
+    let dir = scratch("badnames");
+    let long_ns = "n".repeat(1000);
+    let lb = "{type: LoadBalancer, clusterIP: 10.0.0.7, ports: [{name: http, port: 80, nodePort: 30080}]}";
+    let cip = "{clusterIP: 10.0.0.8, ports: [{name: http, port: 80}]}";
+    let cases: [(&str, String, &str, &str); 6] = [
+        (
+            "quote",
+            service_meta(r#"{name: web, namespace: 'sh"op'}"#, cip),
+            r#"Service sh\"op/web"#,
+            "metadata.namespace",
+        ),
+        (
+            "dollar",
+            service_meta("{name: 'lb$1', namespace: shop}", lb),
+            "Service shop/lb$1",
+            "metadata.name",
+        ),
+        (
+            "long",
+            service_meta(&format!("{{name: web, namespace: {long_ns}}}"), cip),
+            "(1004 bytes)",
+            "metadata.namespace: \"nnnn",
+        ),
+        (
+            "newline",
+            service_meta(r#"{name: "a\nb", namespace: shop}"#, cip),
+            r"Service shop/a\nb",
+            "metadata.name",
+        ),
+        (
+            "portname",
+            service("web", "{clusterIP: 10.0.0.9, ports: [{name: 'http\"x', port: 80}]}"),
+            "Service shop/web",
+            "spec.ports[0].name",
+        ),
+        (
+            "slicelabel",
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: good-2, namespace: shop, labels: {kubernetes.io/service-name: \"go od\"}}\naddressType: IPv4\nendpoints: [{addresses: [10.1.0.6]}]\n".to_string(),
+            "EndpointSlice shop/good-2",
+            "metadata.labels[kubernetes.io/service-name]",
+        ),
+    ];
+    for (case, bad, object, field) in cases {
+        let f = write(&dir, &format!("{case}.yaml"), &format!("{bad}---\n{GOOD}"));
+        for backend in ["iptables", "nftables", "nftables-json"] {
+            let run = kproxy(&[
+                "compile",
+                "--hostname-override=n1",
+                "--backend",
+                backend,
+                f.to_str().unwrap(),
+            ]);
+            assert_eq!(run.code, Some(0), "{case} {backend}: {}", run.stderr);
+            let warnings: Vec<&str> = run.stderr.lines().collect();
+            assert_eq!(warnings.len(), 1, "{case} {backend}: {warnings:?}");
+            names_all(warnings[0], &f, object, field);
+            assert!(
+                warnings[0].starts_with("kproxy: warning: ") && warnings[0].len() < 1000,
+                "{case}: {}",
+                warnings[0]
+            );
+            assert!(
+                run.stdout.contains("10.1.0.5"),
+                "{case} {backend}: the good Service"
+            );
+            for bad_text in [
+                "sh\"op", "lb$1", "a\nb", "http\"x", "10.0.0.7", "10.0.0.8", "10.0.0.9", "10.1.0.6",
+            ] {
+                assert!(
+                    !run.stdout.contains(bad_text),
+                    "{case} {backend}: {bad_text:?} written"
+                );
+            }
+            assert!(!run.stdout.contains(&long_ns));
+        }
+    }
+}
+
+/// The YAML reader's limits and rules, in words about the input (not the
+/// library's API), naming the position or the field; input text echoed
+/// escaped.
+#[test]
+fn reader_limits_and_rules_are_explained() {
+    let dir = scratch("reader");
+    let deep: String = (0..300)
+        .map(|i| format!("{}a{i}:\n", "  ".repeat(i)))
+        .collect();
+    let aliases = {
+        let mut t = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 0..12 {
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("l{}", i - 1)
+            };
+            let refs = vec![format!("*{prev}"); 10].join(", ");
+            t.push_str(&format!("l{i}: &l{i} [{refs}]\n"));
+        }
+        t
+    };
+    let cases: [(&str, String, &[&str], &[&str]); 4] = [
+        (
+            "deep",
+            deep,
+            &["line 257", "nested too deeply"],
+            &["Depth", "budget"],
+        ),
+        (
+            "aliases",
+            aliases,
+            &["line 6", "alias"],
+            &["budget", "{", "Options"],
+        ),
+        (
+            "dup",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web, name: other}\n".into(),
+            &["line 3", "duplicate key \"name\""],
+            &["DuplicateKeyPolicy", "Options"],
+        ),
+        (
+            "huge",
+            service(
+                "web",
+                "{clusterIP: 10.0.0.3, ports: [{name: http, port: 1e999}]}",
+            ),
+            &["Service shop/web", "spec.ports[0].port", "too large"],
+            &["non-finite float"],
+        ),
+    ];
+    for (case, text, want, never) in cases {
+        let f = write(&dir, &format!("{case}.yaml"), &text);
+        let run = kproxy(&["compile", "--hostname-override=n1", f.to_str().unwrap()]);
+        let line = error_line(&run);
+        assert!(
+            line.starts_with(&format!("{}: ", f.display())),
+            "{case}: {line}"
+        );
+        for w in want {
+            assert!(line.contains(w), "{case}: {line:?} lacks {w:?}");
+        }
+        for n in never {
+            assert!(!line.contains(n), "{case}: {line:?} has {n:?}");
+        }
+    }
+    // A kind with a newline, in an object that does not deserialise.
+    let f = write(
+        &dir,
+        "kind.yaml",
+        "apiVersion: v1\nkind: \"Ser\\nvice\"\nmetadata: {name: \"x\\ny\"}\n",
+    );
+    let run = kproxy(&["compile", "--hostname-override=n1", f.to_str().unwrap()]);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(r"Ser\nvice") && run.stderr.contains(r"x\ny"),
+        "{}",
+        run.stderr
+    );
+}

@@ -76,6 +76,7 @@ fn main() {
                 full: true,
                 errors: vec![],
                 duration: t.elapsed(),
+                ..Default::default()
             }
         } else {
             proxier.sync(&d, &metrics)
@@ -181,12 +182,24 @@ fn main() {
                 ms(r.duration),
             );
         }
-        // The drift check of every periodic sync (nothing to repair).
-        for _ in 0..5 {
+        // The drift check of each periodic sync (nothing to repair): the
+        // first after kproxy wrote reads every node-level chain whole; then,
+        // while nothing is committed, nothing; after someone else's commit,
+        // the long chains by their sample.
+        for round in 0..6 {
+            let what = match round {
+                0 => "first after kproxy's syncs: every chain dumped",
+                1 | 2 => "nothing committed since",
+                _ => {
+                    let t = format!("add table ip bench-other-{round}\n");
+                    kproxy_bin::agent::exec::run("nft", &["-f", "-"], Some(&t)).expect("nft");
+                    "after someone else's commit: long chains by sample"
+                }
+            };
             let t = Instant::now();
             let repairs = proxier.repair_drift(&metrics);
             println!(
-                "{}: drift check (periodic sync): {} ({repairs:?})",
+                "{}: drift check ({what}): {} ({repairs:?})",
                 mode.name(),
                 ms(t.elapsed()),
             );

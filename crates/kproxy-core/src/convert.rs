@@ -71,6 +71,7 @@ mod service;
 mod slice;
 pub mod sloppy;
 mod store;
+pub mod validate;
 
 pub use configmap::{CONFIGMAP_CONFIG_KEY, configmap_proxy_config};
 pub use documents::{Object, parse_documents, parse_documents_lenient};
@@ -203,10 +204,13 @@ impl<T> Outcome<T> {
 }
 
 /// `namespace/name` of a namespaced object (namespace defaults to `default`,
-/// as `kubectl apply` would), or an error when the name is missing.
+/// as `kubectl apply` would), or an error when the name is missing or
+/// either is not what the API server accepts (`namespace` a DNS-1123 label,
+/// `name` as `check_name` says), or a label is invalid.
 fn namespaced(
     kind: &'static str,
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    check_name: fn(&str) -> Result<(), String>,
 ) -> Result<(crate::model::NamespacedName, error::Ctx), ObjectError> {
     let namespace = meta
         .namespace
@@ -217,6 +221,16 @@ fn namespaced(
     let ctx = error::Ctx::new(kind, format!("{namespace}/{name}"));
     if name.is_empty() {
         return Err(ctx.err("metadata.name", "required"));
+    }
+    validate::field(
+        &ctx,
+        "metadata.namespace",
+        namespace,
+        validate::dns1123_label,
+    )?;
+    validate::field(&ctx, "metadata.name", name, check_name)?;
+    if let Some(labels) = &meta.labels {
+        validate::labels(&ctx, labels)?;
     }
     Ok((crate::model::NamespacedName::new(namespace, name), ctx))
 }

@@ -200,15 +200,47 @@ fn print_table(out: &mut String, table: &Table, opts: PrintOptions) -> Result<()
     Ok(())
 }
 
-/// Appends a comment text, quoted when it has more than one word.
-fn push_comment(out: &mut String, text: &str) {
-    if text.is_empty() || text.contains(char::is_whitespace) {
-        out.push('"');
+/// Longest comment the `comment` match takes (`XT_MAX_COMMENT_LEN`, 256
+/// with its NUL): iptables-legacy rejects longer ones, iptables-nft cuts them.
+pub const COMMENT_LENGTH_MAX: usize = 255;
+
+/// Appends a comment text, quoted when it has more than one word (as
+/// kube-proxy writes it) or holds a quote or backslash, which are then
+/// escaped with a backslash (iptables-restore reads `\"` and `\\` inside
+/// quotes). A comment iptables-restore cannot take (a control character:
+/// it reads lines; more than [`COMMENT_LENGTH_MAX`] bytes) is an error.
+/// kube-proxy's comments never are: they are built from API-validated names.
+fn push_comment(out: &mut String, text: &str) -> Result<(), String> {
+    if text.len() > COMMENT_LENGTH_MAX {
+        return Err(format!(
+            "a comment of {} bytes (at most {COMMENT_LENGTH_MAX}): {}",
+            text.len(),
+            kproxy_core::convert::validate::show(text)
+        ));
+    }
+    if text.contains(char::is_control) {
+        return Err(format!(
+            "a comment with a control character: {}",
+            kproxy_core::convert::validate::show(text)
+        ));
+    }
+    if !text.is_empty() && !text.contains(|c: char| c.is_whitespace() || "\"\\'".contains(c)) {
         out.push_str(text);
-        out.push('"');
+        return Ok(());
+    }
+    out.push('"');
+    if text.contains(['"', '\\']) {
+        for c in text.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
     } else {
         out.push_str(text);
     }
+    out.push('"');
+    Ok(())
 }
 
 /// Appends a decimal number without going through `fmt`.
@@ -275,7 +307,7 @@ fn print_match(out: &mut String, m: &Match, opts: PrintOptions) -> Result<(), St
     match m {
         Match::Comment(c) => {
             out.push_str(" -m comment --comment ");
-            push_comment(out, c);
+            push_comment(out, c)?;
         }
         Match::Protocol(p) => {
             out.push_str(" -m ");
@@ -476,13 +508,47 @@ mod tests {
     fn multi_word_comments_are_quoted() {
         let quote = |t: &str| {
             let mut s = String::new();
-            push_comment(&mut s, t);
-            s
+            push_comment(&mut s, t).map(|()| s)
         };
-        assert_eq!(quote("ns1/svc1:p80"), "ns1/svc1:p80");
+        assert_eq!(quote("ns1/svc1:p80").unwrap(), "ns1/svc1:p80");
         assert_eq!(
-            quote("ns1/svc1:p80 cluster IP"),
+            quote("ns1/svc1:p80 cluster IP").unwrap(),
             "\"ns1/svc1:p80 cluster IP\""
+        );
+        assert_eq!(quote("").unwrap(), "\"\"");
+    }
+
+    #[test]
+    fn comments_are_escaped_or_rejected() {
+        let quote = |t: &str| {
+            let mut s = String::new();
+            push_comment(&mut s, t).map(|()| s)
+        };
+        // What iptables-restore reads back as the same text.
+        assert_eq!(quote(r#"a"b"#).unwrap(), r#""a\"b""#);
+        assert_eq!(quote(r"a\b c").unwrap(), r#""a\\b c""#);
+        assert_eq!(quote("it's").unwrap(), r#""it's""#);
+        assert_eq!(quote("$x").unwrap(), "$x");
+        let parsed = crate::parse::parse(
+            &format!(
+                "*nat\n:C - [0:0]\n-A C -m comment --comment {} -j RETURN\nCOMMIT\n",
+                quote(r#"q"uote \ back"#).unwrap()
+            ),
+            None,
+        )
+        .unwrap();
+        assert!(
+            format!("{parsed:?}").contains(r#"q\"uote \\ back"#),
+            "{parsed:?}"
+        );
+        // What it cannot take.
+        assert!(quote("a\nb").unwrap_err().contains("a\\nb"));
+        assert!(quote("a\0b").is_err());
+        assert!(quote(&"x".repeat(255)).is_ok());
+        assert!(
+            quote(&"x".repeat(256))
+                .unwrap_err()
+                .starts_with("a comment of 256 bytes")
         );
     }
 }

@@ -55,6 +55,51 @@ pub fn quote(s: &str) -> String {
     out
 }
 
+/// [`quote`], or why nft cannot read the string back: its quoted strings
+/// end at the next `"`, with no escape (nft 1.0.6's `quotedstring`).
+fn quoted(s: &str) -> Result<String, String> {
+    if s.contains('"') {
+        return Err(format!(
+            "the string {}: nft has no way to write '\"' inside a quoted string",
+            shown(s)
+        ));
+    }
+    Ok(quote(s))
+}
+
+/// A name as nft's parser reads it unquoted (its `string` token: a letter,
+/// `_` or `.`, then letters, digits, `/`, `-`, `_` or `.`), at most 255
+/// bytes (the kernel's `NFT_NAME_MAXLEN` with its NUL); else why not.
+/// kube-proxy's names always are: they are built from API-validated
+/// names and fixed prefixes.
+///
+/// ```
+/// use kproxy_nft::print::name;
+/// assert!(name("service-ULMVA6XW-ns1/svc1/tcp/p80").is_ok());
+/// assert!(name("service-X-ns/a$b/tcp/").is_err());
+/// ```
+pub fn name(s: &str) -> Result<&str, String> {
+    let b = s.as_bytes();
+    let ok = b.len() < 256
+        && b.first()
+            .is_some_and(|c| c.is_ascii_alphabetic() || b"_.".contains(c))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"/-_.".contains(c));
+    if ok {
+        Ok(s)
+    } else {
+        Err(format!(
+            "the name {}: nft reads a letter, '_' or '.', then letters, digits, '/', '-', '_' or '.' (at most 255 bytes)",
+            shown(s)
+        ))
+    }
+}
+
+/// Input text in an error: escaped, and cut if long.
+fn shown(s: &str) -> String {
+    kproxy_core::convert::validate::show(s)
+}
+
 fn ip_word(f: IpFamily) -> &'static str {
     match f {
         IpFamily::V4 => "ip",
@@ -184,13 +229,13 @@ fn print_match(f: IpFamily, m: &Match, opts: PrintOptions) -> Result<Option<Stri
         Match::Probability { .. } => return Err("statistic probability".into()),
         Match::Recent { .. } => return Err("recent list".into()),
         Match::PhysDevIsIn { .. } => return Err("physdev match".into()),
-        Match::Nfacct(name) => format!("counter name {}", quote(name)),
+        Match::Nfacct(n) => format!("counter name {}", quoted(n)?),
         Match::InSet {
             keys: k,
             set,
             negate,
         } => {
-            format!("{} {}@{set}", keys(f, k), neq(*negate))
+            format!("{} {}@{}", keys(f, k), neq(*negate), name(set)?)
         }
         Match::AddrSet { dir, addrs, negate } => {
             // kube-proxy's spellings: Service CIDRs are one comma-joined token,
@@ -209,7 +254,9 @@ fn print_match(f: IpFamily, m: &Match, opts: PrintOptions) -> Result<Option<Stri
             )
         }
         Match::SetMark { op, value } => set_mark(*op, *value, opts),
-        Match::UpdateSet { keys: k, set } => format!("update @{set} {{ {} }}", keys(f, k)),
+        Match::UpdateSet { keys: k, set } => {
+            format!("update @{} {{ {} }}", name(set)?, keys(f, k))
+        }
         Match::Opaque(text) => return Err(format!("opaque statement {text}")),
     }))
 }
@@ -225,8 +272,8 @@ fn set_mark(op: MarkOp, value: u32, opts: PrintOptions) -> String {
 /// A verdict as nft spells it.
 pub fn print_verdict(f: IpFamily, v: &Verdict, opts: PrintOptions) -> Result<String, String> {
     Ok(match v {
-        Verdict::Jump(c) => format!("jump {c}"),
-        Verdict::Goto(c) => format!("goto {c}"),
+        Verdict::Jump(c) => format!("jump {}", name(c.as_str())?),
+        Verdict::Goto(c) => format!("goto {}", name(c.as_str())?),
         Verdict::Return => "return".into(),
         Verdict::Accept => "accept".into(),
         Verdict::Drop => "drop".into(),
@@ -240,7 +287,9 @@ pub fn print_verdict(f: IpFamily, v: &Verdict, opts: PrintOptions) -> Result<Str
             }
         }
         Verdict::SetMark { op, value } => set_mark(*op, *value, opts),
-        Verdict::VerdictMap { keys: k, map } => format!("{} vmap @{map}", keys(f, k)),
+        Verdict::VerdictMap { keys: k, map } => {
+            format!("{} vmap @{}", keys(f, k), name(map)?)
+        }
         Verdict::DnatRandom { to } => match to.as_slice() {
             [] => return Err("DNAT to no destination".into()),
             // IPv6 is always spelled as `proxier.go` writes it (`dnat to
@@ -275,11 +324,11 @@ pub fn print_verdict(f: IpFamily, v: &Verdict, opts: PrintOptions) -> Result<Str
             if to.is_empty() {
                 return Err("numgen verdict map without targets".into());
             }
-            let items: Vec<String> = to
+            let items = to
                 .iter()
                 .enumerate()
-                .map(|(i, c)| format!("{i} : goto {c}"))
-                .collect();
+                .map(|(i, c)| Ok(format!("{i} : goto {}", name(c.as_str())?)))
+                .collect::<Result<Vec<String>, String>>()?;
             format!(
                 "numgen random mod {} vmap {{ {} }}",
                 to.len(),
@@ -306,12 +355,12 @@ pub fn print_rule(f: IpFamily, rule: &Rule, opts: PrintOptions) -> Result<String
     }
     let mut out = words.join(" ");
     if let Some(c) = rule.comment() {
-        let _ = write!(out, " comment {}", quote(c));
+        let _ = write!(out, " comment {}", quoted(c)?);
     }
     Ok(out)
 }
 
-fn chain_def(c: &Chain) -> String {
+fn chain_def(c: &Chain) -> Result<String, String> {
     let mut body = String::new();
     if let ChainKind::Base {
         chain_type,
@@ -330,16 +379,16 @@ fn chain_def(c: &Chain) -> String {
         );
     }
     if let Some(cm) = &c.comment {
-        let _ = write!(body, " comment {} ;", quote(cm));
+        let _ = write!(body, " comment {} ;", quoted(cm)?);
     }
-    if body.is_empty() {
+    Ok(if body.is_empty() {
         String::new()
     } else {
         format!(" {{{body} }}")
-    }
+    })
 }
 
-fn set_def(s: &Set) -> String {
+fn set_def(s: &Set) -> Result<String, String> {
     let mut out = format!(" {{ type {} ;", s.type_spec);
     if !s.flags.is_empty() {
         let _ = write!(out, " flags {} ;", s.flags.join(","));
@@ -348,22 +397,22 @@ fn set_def(s: &Set) -> String {
         let _ = write!(out, " timeout {t}s ;");
     }
     if let Some(c) = &s.comment {
-        let _ = write!(out, " comment {} ;", quote(c));
+        let _ = write!(out, " comment {} ;", quoted(c)?);
     }
     out.push_str(" }");
-    out
+    Ok(out)
 }
 
-fn map_def(m: &Map) -> String {
+fn map_def(m: &Map) -> Result<String, String> {
     let mut out = format!(" {{ type {} : {} ;", m.type_spec, m.value_type);
     if !m.flags.is_empty() {
         let _ = write!(out, " flags {} ;", m.flags.join(","));
     }
     if let Some(c) = &m.comment {
-        let _ = write!(out, " comment {} ;", quote(c));
+        let _ = write!(out, " comment {} ;", quoted(c)?);
     }
     out.push_str(" }");
-    out
+    Ok(out)
 }
 
 fn element_text(
@@ -374,7 +423,7 @@ fn element_text(
 ) -> Result<String, String> {
     let mut out = format!("{{ {}", element_key(e));
     if let Some(c) = &e.comment {
-        let _ = write!(out, " comment {}", quote(c));
+        let _ = write!(out, " comment {}", quoted(c)?);
     }
     if let Some(MapValue::Verdict(v)) = value {
         let _ = write!(out, " : {}", print_verdict(f, v, opts)?);
@@ -385,37 +434,47 @@ fn element_text(
 
 /// One command as a line of `nft -f` input (without the newline).
 pub fn print_op(tx: &Transaction, op: &Op, opts: PrintOptions) -> Result<String, NftError> {
+    print_op_text(tx, op, opts).map_err(|what| NftError::Unsupported { what })
+}
+
+fn print_op_text(tx: &Transaction, op: &Op, opts: PrintOptions) -> Result<String, String> {
     let f = tx.family;
     let fam = family_word(f);
-    let t = &tx.table;
-    let err = |what: String| NftError::Unsupported { what };
+    let t = name(&tx.table)?;
     Ok(match op {
         Op::AddTable { comment } => match comment {
-            Some(c) => format!("add table {fam} {t} {{ comment {} ; }}", quote(c)),
+            Some(c) => format!("add table {fam} {t} {{ comment {} ; }}", quoted(c)?),
             None => format!("add table {fam} {t}"),
         },
-        Op::AddChain(c) => format!("add chain {fam} {t} {}{}", c.name, chain_def(c)),
-        Op::FlushChain(c) => format!("flush chain {fam} {t} {c}"),
-        Op::DeleteChain(c) => format!("delete chain {fam} {t} {c}"),
-        Op::AddRule(c, r) => format!(
-            "add rule {fam} {t} {c} {}",
-            print_rule(f, r, opts).map_err(|w| err(format!("chain {c}: {w}")))?
+        Op::AddChain(c) => format!(
+            "add chain {fam} {t} {}{}",
+            name(c.name.as_str())?,
+            chain_def(c)?
         ),
-        Op::AddSet(s) => format!("add set {fam} {t} {}{}", s.name, set_def(s)),
-        Op::FlushSet(s) => format!("flush set {fam} {t} {s}"),
-        Op::DeleteSet(s) => format!("delete set {fam} {t} {s}"),
-        Op::AddMap(m) => format!("add map {fam} {t} {}{}", m.name, map_def(m)),
-        Op::DeleteMap(m) => format!("delete map {fam} {t} {m}"),
+        Op::FlushChain(c) => format!("flush chain {fam} {t} {}", name(c.as_str())?),
+        Op::DeleteChain(c) => format!("delete chain {fam} {t} {}", name(c.as_str())?),
+        Op::AddRule(c, r) => format!(
+            "add rule {fam} {t} {} {}",
+            name(c.as_str())?,
+            print_rule(f, r, opts).map_err(|w| format!("chain {}: {w}", shown(c.as_str())))?
+        ),
+        Op::AddSet(s) => format!("add set {fam} {t} {}{}", name(&s.name)?, set_def(s)?),
+        Op::FlushSet(s) => format!("flush set {fam} {t} {}", name(s)?),
+        Op::DeleteSet(s) => format!("delete set {fam} {t} {}", name(s)?),
+        Op::AddMap(m) => format!("add map {fam} {t} {}{}", name(&m.name)?, map_def(m)?),
+        Op::DeleteMap(m) => format!("delete map {fam} {t} {}", name(m)?),
         Op::AddSetElement(s, e) => format!(
-            "add element {fam} {t} {s} {}",
-            element_text(f, e, None, opts).map_err(err)?
+            "add element {fam} {t} {} {}",
+            name(s)?,
+            element_text(f, e, None, opts)?
         ),
         Op::AddMapElement(m, e, v) => format!(
-            "add element {fam} {t} {m} {}",
-            element_text(f, e, Some(v), opts).map_err(err)?
+            "add element {fam} {t} {} {}",
+            name(m)?,
+            element_text(f, e, Some(v), opts)?
         ),
-        Op::AddCounter(c) => format!("add counter {fam} {t} {}", c.name),
-        Op::DeleteCounter(c) => format!("delete counter {fam} {t} {c}"),
+        Op::AddCounter(c) => format!("add counter {fam} {t} {}", name(&c.name)?),
+        Op::DeleteCounter(c) => format!("delete counter {fam} {t} {}", name(c)?),
     })
 }
 

@@ -166,7 +166,7 @@ pub fn iptables_full(
 
 /// The jumps from the built-in chains of `next`, in the order to insert
 /// them (each at the top).
-fn ensure_rules(
+pub fn ensure_rules(
     next: &Ruleset,
     opts: kproxy_iptables::PrintOptions,
 ) -> Result<Vec<EnsureRule>, IptablesError> {

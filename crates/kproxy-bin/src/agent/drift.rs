@@ -236,6 +236,7 @@ mod tests {
         Some(ChainSeen {
             rules,
             targets: targets.iter().map(|s| s.to_string()).collect(),
+            handles: Vec::new(),
         })
     }
 

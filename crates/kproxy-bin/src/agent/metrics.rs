@@ -205,6 +205,8 @@ pub struct Metrics {
     iptables: Option<IptablesMetrics>,
     nftables: Option<NftablesMetrics>,
     conntrack_cleanup_failures: IntCounter,
+    skipped_services: IntGauge,
+    skipped_services_total: IntCounter,
     health: Mutex<Health>,
     health_timeout: Duration,
 }
@@ -342,6 +344,16 @@ impl Metrics {
                 "Cumulative conntrack -D failures (kproxy's own metric)",
             )
             .unwrap_or_else(|e| panic!("kproxy_conntrack_cleanup_failures_total: {e}")),
+            skipped_services: IntGauge::new(
+                "kproxy_sync_proxy_rules_skipped_services",
+                "Services left out of the rules because the kernel tool rejected them, until they change (kproxy's own metric; kube-proxy has none)",
+            )
+            .unwrap_or_else(|e| panic!("kproxy_sync_proxy_rules_skipped_services: {e}")),
+            skipped_services_total: IntCounter::new(
+                "kproxy_sync_proxy_rules_skipped_services_total",
+                "Cumulative Services left out of the rules because the kernel tool rejected them (kproxy's own metric; kube-proxy has none)",
+            )
+            .unwrap_or_else(|e| panic!("kproxy_sync_proxy_rules_skipped_services_total: {e}")),
             health: Mutex::new(Health::default()),
             health_timeout,
             registry,
@@ -365,6 +377,8 @@ impl Metrics {
             Box::new(self.network_programming.clone()),
             Box::new(self.no_local_endpoints.clone()),
             Box::new(self.conntrack_cleanup_failures.clone()),
+            Box::new(self.skipped_services.clone()),
+            Box::new(self.skipped_services_total.clone()),
         ];
         if let Some(i) = &self.iptables {
             all.push(Box::new(NfacctCollector::new(
@@ -535,6 +549,15 @@ impl Metrics {
                     .set(i64::try_from(*c).unwrap_or(i64::MAX));
             }
         }
+    }
+
+    /// `now` Services are left out of the rules (see
+    /// [`super::isolate`]), `newly` of them since the last call.
+    pub fn skipped_services(&self, now: usize, newly: usize) {
+        self.skipped_services
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
+        self.skipped_services_total
+            .inc_by(u64::try_from(newly).unwrap_or(u64::MAX));
     }
 
     /// A `conntrack -D` failed.

@@ -25,6 +25,8 @@
 //!   files' ages); a file with such a slice is timed by the annotations only.
 //! * [`hostaddr`]: the host's interface addresses, read before every sync
 //!   for `nodePortAddresses` when no `--node-address` is given.
+//! * [`isolate`]: a Service whose rules the kernel tool rejects is left
+//!   out (and reported) so that the others keep syncing.
 //! * [`host`]: the host set-up kube-proxy does at start (conntrack sysctls,
 //!   `route_localnet`, the OOM score).
 //!
@@ -48,6 +50,7 @@ pub mod host;
 pub mod hostaddr;
 pub mod http;
 pub mod incremental;
+pub mod isolate;
 pub mod kube;
 pub mod latency;
 pub mod metrics;
@@ -483,6 +486,7 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
     let mut families: Vec<IpFamily> = Vec::new();
     let mut waiting_logged = false;
     let mut was_ready = false;
+    let mut isolation = isolate::Isolation::default();
     while !STOP.load(Ordering::SeqCst) {
         // Read before polling: when the source turns ready, the poll below
         // sees every initial list.
@@ -494,6 +498,10 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
                 info!("source changed");
                 observe_changes(&mut triggers, &source, &polled, &metrics);
                 source.log_warnings(&mut logged);
+                for s in isolation.changed(polled.services.as_ref()) {
+                    info!(service = %s, "a skipped Service changed: trying its rules again");
+                }
+                metrics.skipped_services(isolation.skipped().len(), 0);
                 hint = match (hint, polled.services) {
                     (Some(mut a), Some(b)) => {
                         a.extend(b);
@@ -545,7 +553,7 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
             &mut compiler,
             &node_args,
             backend_name,
-            source.inventory(),
+            &isolation.inventory(source.inventory()),
             proxier.next_is_full(),
             hint.as_ref(),
         );
@@ -569,7 +577,15 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
             metrics.no_local_endpoints(*f, internal, external);
         }
         let report = proxier.sync_compiled(&wanted, &metrics);
+        // A sync the tool rejected on a Service's rules: that Service is
+        // left out and the others synced again at once.
+        let skipped = isolate_rejected(&mut isolation, &report, &wanted, &metrics);
+        let retry = !skipped.is_empty();
+        if let Some(h) = hint.as_mut() {
+            h.extend(skipped);
+        }
         if report.errors.is_empty() {
+            isolation.synced();
             let now = SystemTime::now();
             let untagged = families
                 .iter()
@@ -590,8 +606,8 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
             );
         }
         // A failure is retried at the next change or after syncPeriod, as
-        // a full sync.
-        dirty = false;
+        // a full sync (at once when a Service was left out).
+        dirty = retry;
         if let Some(primary) = families.first() {
             let ports = health_check_ports(compiler.service_ports(*primary));
             for (port, e) in health_checks.sync(&ports) {
@@ -601,6 +617,45 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
     }
     info!("kproxy run stopping (rules stay in place)");
     Ok(())
+}
+
+/// Skips the Services whose rules the tools rejected in `report` (see
+/// [`isolate`]), reported in the log, as an event-like warning and in the
+/// metrics; returns them.
+fn isolate_rejected(
+    isolation: &mut isolate::Isolation,
+    report: &sync::SyncReport,
+    compiled: &[incremental::Compiled],
+    metrics: &metrics::Metrics,
+) -> Vec<NamespacedName> {
+    if report.rejected.is_empty() {
+        return Vec::new();
+    }
+    let rulesets: Vec<&kproxy_core::ir::Ruleset> = compiled
+        .iter()
+        .map(|c| match c {
+            incremental::Compiled::Full(d) => d.ruleset.as_ref(),
+            incremental::Compiled::Partial(p) => &p.after,
+        })
+        .collect();
+    let newly = isolation.skip(&report.rejected, &rulesets);
+    for s in &newly {
+        let line = isolation.skipped().get(s).map(String::as_str).unwrap_or("");
+        warn!(
+            event = "Warning",
+            reason = "RulesRejected",
+            object = %format!("Service {s}"),
+            "the kernel tool rejected Service {s}'s rules (input line: {line}); it is left out of the rules until it changes, and the other Services are synced without it"
+        );
+    }
+    if newly.is_empty() {
+        warn!(
+            "the tool's failure names no Service that can be left out (or {} were already, without a sync): the next sync is full",
+            isolate::MAX_SKIPS_WITHOUT_SYNC
+        );
+    }
+    metrics.skipped_services(isolation.skipped().len(), newly.len());
+    newly
 }
 
 /// Runs `kproxy run` from its arguments (an error is fatal at start-up only).

@@ -25,6 +25,7 @@ use super::conntrack::{UdpState, cleanup_commands, nothing_deleted, udp_state};
 use super::drift::{self, ChainRef, Repair, Written};
 use super::exec::{self, ToolError, error_line, payload_line, saved_chains};
 use super::incremental::{Compiled, Partial};
+use super::isolate::{Rejected, rejected};
 use super::metrics::Metrics;
 use super::nfnl::{self, ChainSeen};
 use crate::compile::{Layout, layout_plan};
@@ -131,6 +132,8 @@ pub struct SyncReport {
     pub errors: Vec<String>,
     /// How long it took.
     pub duration: Duration,
+    /// The input lines the tools rejected (see [`super::isolate`]).
+    pub rejected: Vec<Rejected>,
 }
 
 /// The stateful applier.
@@ -166,6 +169,8 @@ pub struct Proxier {
     /// found the node holding what kproxy wrote: while it stays, the check
     /// reads nothing more ([`nfnl::generation`]).
     verified: Option<u32>,
+    /// The input lines the tools rejected in this sync.
+    rejected: Vec<Rejected>,
 }
 
 fn iptables_print_opts(node: &NodeConfig) -> kproxy_iptables::PrintOptions {
@@ -206,6 +211,7 @@ impl Proxier {
             iptables_nft: None,
             last_node: BTreeMap::new(),
             verified: None,
+            rejected: Vec::new(),
         }
     }
 
@@ -219,9 +225,18 @@ impl Proxier {
     /// next sync is partial.
     pub fn assume_applied(&mut self, desired: &[Desired]) {
         for d in desired {
+            self.last_node.insert(d.node.family, d.node.clone());
             let state = self.families.entry(d.node.family).or_default();
             state.last = Some(Arc::clone(&d.ruleset));
             state.udp = d.udp.clone();
+            match self.mode {
+                Mode::Iptables => {
+                    state.record_written(&d.ruleset, is_iptables_service_chain);
+                    state.ensure = apply::ensure_rules(&d.ruleset, iptables_print_opts(&d.node))
+                        .unwrap_or_default();
+                }
+                Mode::Nftables => state.record_written(&d.ruleset, is_nft_service_chain),
+            }
         }
         self.force_full = false;
         self.last_full = Some(Instant::now());
@@ -590,6 +605,7 @@ impl Proxier {
             full,
             errors,
             duration: start.elapsed(),
+            rejected: std::mem::take(&mut self.rejected),
         };
         for t in timed {
             metrics.observe_sync(t.family, t.duration, t.full);
@@ -631,6 +647,7 @@ impl Proxier {
             )
         {
             metrics.iptables_restore_failed(family, true);
+            self.rejected.extend(rejected(&e.message, &plan.restore));
             return Err(describe_failure(&e, &plan.restore));
         }
         info!(
@@ -672,6 +689,8 @@ impl Proxier {
         {
             metrics.nftables_failed(family, false);
             state.stale.clear();
+            self.rejected
+                .extend(rejected(&e.message, &sync.transaction));
             return Err(describe_failure(&e, &sync.transaction));
         }
         let now = Instant::now();
@@ -792,6 +811,7 @@ impl Proxier {
                 Some(input),
             ) {
                 metrics.iptables_restore_failed(family, !full);
+                self.rejected.extend(rejected(&e.message, input));
                 return Err(describe_failure(&e, input));
             }
         }
@@ -845,6 +865,7 @@ impl Proxier {
         {
             metrics.nftables_failed(family, false);
             state.stale.clear();
+            self.rejected.extend(rejected(&e.message, &tx));
             return Err(describe_failure(&e, &tx));
         }
         let now = Instant::now();

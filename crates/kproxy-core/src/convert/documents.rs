@@ -5,7 +5,7 @@ use k8s_openapi::api::discovery::v1 as discoveryv1;
 use k8s_openapi::api::networking::v1 as networkingv1;
 use serde_json::Value;
 
-use super::error::{InputError, one_line};
+use super::error::{InputError, one_line, yaml_message};
 use crate::config::{self, KubeProxyConfiguration};
 
 /// One Kubernetes object read from text.
@@ -61,6 +61,9 @@ pub(super) fn yaml_options() -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
     options.with_snippet = false;
+    // `1e999` reads as the string ".inf": the field's type then rejects it
+    // by name (the reader alone cannot say which field it was).
+    options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::AsString;
     options
 }
 
@@ -106,7 +109,7 @@ pub fn parse_documents_lenient(text: &str, source: &str) -> (Vec<Object>, Vec<In
                 Vec::new(),
                 vec![InputError::Syntax {
                     file: source.to_string(),
-                    message: one_line(&e.to_string()),
+                    message: yaml_message(&e),
                 }],
             );
         }
@@ -127,10 +130,11 @@ fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 fn object_name(v: &Value) -> Option<String> {
     let meta = v.get("metadata")?;
     let name = str_field(meta, "name")?;
-    Some(match str_field(meta, "namespace") {
+    let full = match str_field(meta, "namespace") {
         Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
         _ => name.to_string(),
-    })
+    };
+    Some(super::validate::show(&full))
 }
 
 fn read_value(
@@ -215,7 +219,11 @@ fn read_value(
     };
     match result {
         Ok(o) => objects.push(o),
-        Err(message) => errors.push(doc_error((!kind.is_empty()).then_some(kind), name, message)),
+        Err(message) => errors.push(doc_error(
+            (!kind.is_empty()).then(|| super::validate::show(&kind)),
+            name,
+            message,
+        )),
     }
 }
 
@@ -229,14 +237,27 @@ fn typed<T: serde::de::DeserializeOwned>(doc: Value) -> Result<Box<T>, String> {
     serde_path_to_error::deserialize(doc)
         .map(Box::new)
         .map_err(|e| {
-            let path = e.path().to_string();
-            let inner = one_line(&e.into_inner().to_string());
+            // Keys in the path are input text: shown escaped.
+            let path = super::validate::show(&e.path().to_string());
+            let inner = non_finite_hint(one_line(&e.into_inner().to_string()));
             if path == "." || path.is_empty() {
                 inner
             } else {
                 format!("{path}: {inner}")
             }
         })
+}
+
+/// A number too large for a float reads as `.inf` (see [`yaml_options`]):
+/// says so where a type error shows it.
+fn non_finite_hint(message: String) -> String {
+    for v in [".inf", "-.inf", ".nan"] {
+        let spelled = format!("invalid type: string \"{v}\"");
+        if let Some(rest) = message.strip_prefix(&spelled) {
+            return format!("invalid type: {v} (a number too large, or .inf/.nan){rest}");
+        }
+    }
+    message
 }
 
 #[cfg(test)]

@@ -77,6 +77,86 @@ fn describe(kind: &Option<String>, object: &Option<String>) -> String {
     }
 }
 
+/// A YAML reader error as one line for people: where it is, and the limit
+/// or rule it broke in the input's terms (not the library's).
+pub(crate) fn yaml_message(e: &serde_saphyr::Error) -> String {
+    use serde_saphyr::Error as E;
+    let mut inner = e;
+    while let E::WithSnippet { error, .. } | E::AliasError { error, .. } = inner {
+        inner = error;
+    }
+    let what = match inner {
+        E::Budget { breach, .. } => budget_text(breach),
+        E::DuplicateMappingKey { key: Some(k), .. } => {
+            format!(
+                "duplicate key {} (a key may appear once per mapping)",
+                super::validate::quoted(k)
+            )
+        }
+        E::DuplicateMappingKey { key: None, .. } => {
+            "duplicate key (a key may appear once per mapping)".into()
+        }
+        E::NonFiniteFloat { value, .. } => format!(
+            "{} is not a finite number (too large, or .inf/.nan)",
+            super::validate::quoted(value)
+        ),
+        E::AliasReplayLimitExceeded { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. } => {
+            "too many alias (*name) expansions: the document is too large once aliases are expanded"
+                .into()
+        }
+        _ => return one_line(&e.render_with_formatter(&serde_saphyr::UserMessageFormatter)),
+    };
+    match e.location() {
+        Some(l) if l.line() > 0 => format!("line {} column {}: {what}", l.line(), l.column()),
+        _ => what,
+    }
+}
+
+/// A YAML size or shape limit, in words.
+fn budget_text(b: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    match b {
+        B::Depth { depth } => format!(
+            "nested too deeply (more than {} levels of mappings and lists)",
+            depth.saturating_sub(1)
+        ),
+        B::Aliases { aliases } => format!("too many aliases (*name): {aliases}"),
+        B::Anchors { anchors } => format!("too many anchors (&name): {anchors}"),
+        B::AliasAnchorRatio { aliases, anchors } => {
+            format!("too many aliases ({aliases}) for its anchors ({anchors})")
+        }
+        B::Documents { documents } => format!("too many documents: {documents}"),
+        B::Nodes { nodes } => format!("too many values: {nodes}"),
+        B::Events { events } => format!("too large: {events} parser events"),
+        B::ScalarBytes { total_scalar_bytes } => {
+            format!("too much text: {total_scalar_bytes} bytes of values")
+        }
+        B::InputBytes { input_bytes } => format!("too large: {input_bytes} bytes"),
+        B::MergeKeys { merge_keys } => format!("too many merge keys (<<): {merge_keys}"),
+        B::SequenceUnbalanced => "a list or mapping ends that never started".into(),
+        B::RecordedAnchorEvents {
+            recorded_anchor_events,
+        } => format!(
+            "too many alias (*name) expansions: {recorded_anchor_events} values copied from anchors"
+        ),
+        B::RecordedAnchorBytes {
+            recorded_anchor_bytes,
+        } => format!(
+            "too many alias (*name) expansions: {recorded_anchor_bytes} bytes copied from anchors"
+        ),
+        B::InclusionDepth { depth } => format!("includes nested too deeply: {depth}"),
+        B::PropertyExpansionDepth { depth, .. } => {
+            format!("properties nested too deeply: {depth}")
+        }
+        B::PropertyInterpolationWork { work, .. } => {
+            format!("too much property interpolation: {work}")
+        }
+        _ => "too large or too complex".into(),
+    }
+}
+
 /// Collapses a possibly multi-line message onto one line.
 pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -90,8 +170,12 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// `object` is input text: it is shown escaped (see [`super::validate::show`]).
     pub fn new(kind: &'static str, object: String) -> Self {
-        Self { kind, object }
+        Self {
+            kind,
+            object: super::validate::show(&object),
+        }
     }
     pub fn err(&self, field: impl Into<String>, problem: impl Into<String>) -> ObjectError {
         ObjectError {

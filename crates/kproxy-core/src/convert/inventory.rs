@@ -156,9 +156,9 @@ pub(super) fn inventory_of<'a>(
             Object::ProxyConfig(c) => inv.proxy_configs.push(c.as_ref().clone()),
             Object::Other { kind, name, .. } => {
                 let kind = if kind.is_empty() {
-                    "object without kind"
+                    "object without kind".to_string()
                 } else {
-                    kind
+                    super::validate::show(kind)
                 };
                 if name.is_empty() {
                     w.push(format!("{source}: ignoring {kind}"));
@@ -207,11 +207,11 @@ fn namespace(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) 
 }
 
 fn display_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    format!(
+    super::validate::show(&format!(
         "{}/{}",
         namespace(meta),
         meta.name.as_deref().unwrap_or_default()
-    )
+    ))
 }
 
 #[cfg(test)]

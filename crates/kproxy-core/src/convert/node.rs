@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::networking::v1 as networkingv1;
 
 use super::error::{Ctx, ObjectError};
-use super::{LABEL_ZONE, sloppy};
+use super::{LABEL_ZONE, sloppy, validate};
 use crate::model::IpFamily;
 
 /// One IP address of a Node (`status.addresses[]` whose value is an IP).
@@ -91,6 +91,7 @@ pub fn node(n: &corev1::Node) -> Result<NodeFacts, ObjectError> {
     if name.is_empty() {
         return Err(ctx.err("metadata.name", "required"));
     }
+    validate::field(&ctx, "metadata.name", &name, validate::dns1123_subdomain)?;
     let addresses = n
         .status
         .as_ref()

@@ -4,9 +4,10 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1 as corev1;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::error::{Ctx, ObjectError, Warning};
-use super::{ConvertOptions, Outcome, namespaced, port_number, protocol, sloppy};
+use super::{ConvertOptions, Outcome, namespaced, port_number, protocol, sloppy, validate};
 use crate::model::{self, IpFamily, IpMode, LoadBalancerIngress, ServiceType, TrafficPolicy};
 
 /// The API server's default ClientIP affinity timeout (3 hours).
@@ -58,7 +59,10 @@ pub fn service_with(
     svc: &corev1::Service,
     opts: &ConvertOptions,
 ) -> Result<Outcome<model::Service>, ObjectError> {
-    let (id, ctx) = namespaced("Service", &svc.metadata)?;
+    // A DNS-1123 label: upstream requires a DNS-1035 one (no leading digit)
+    // unless the RelaxedServiceNameValidation gate is on; both are safe to
+    // write, and a cluster with the gate serves the relaxed ones.
+    let (id, ctx) = namespaced("Service", &svc.metadata, validate::dns1123_label)?;
     let no_labels = std::collections::BTreeMap::new();
     let labels = svc.metadata.labels.as_ref().unwrap_or(&no_labels);
     if let Some(reason) = opts.proxy_name_skip(labels) {
@@ -322,17 +326,6 @@ fn cluster_ips(
     Ok((ips, false))
 }
 
-/// Whether `s` is a DNS-1123 label (what the API requires of port names).
-fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
 fn ports(
     ctx: &Ctx,
     spec: &corev1::ServiceSpec,
@@ -362,15 +355,23 @@ fn ports(
                 ));
             }
         } else {
-            if !is_dns1123_label(&name) {
+            validate::field(ctx, f("name"), &name, validate::dns1123_label)?;
+            if !names.insert(name.clone()) {
                 return Err(ctx.err(
                     f("name"),
-                    format!("{name:?} must be a DNS-1123 label (lower-case alphanumerics and '-', at most 63)"),
+                    format!("duplicate value {}", validate::quoted(&name)),
                 ));
             }
-            if !names.insert(name.clone()) {
-                return Err(ctx.err(f("name"), format!("duplicate value {name:?}")));
+        }
+        // Not used by the proxy, but the API server refuses a bad one.
+        match &p.target_port {
+            Some(IntOrString::Int(n)) if *n != 0 => {
+                port_number(ctx, &f("targetPort"), *n)?;
             }
+            Some(IntOrString::String(s)) => {
+                validate::field(ctx, f("targetPort"), s, validate::port_name)?;
+            }
+            _ => {}
         }
         let proto = protocol(ctx, &f("protocol"), p.protocol.as_deref())?;
         let port = port_number(ctx, &f("port"), p.port)?;
@@ -561,6 +562,34 @@ status:
     }
 
     #[test]
+    fn names_are_validated() {
+        let e = |meta: &str| {
+            err(&format!(
+                "metadata: {meta}\nspec: {{clusterIP: 10.0.0.1, ports: [{{port: 80}}]}}\n"
+            ))
+        };
+        assert_eq!(
+            e(r#"{name: web, namespace: 'a"b'}"#),
+            r#"Service a\"b/web: metadata.namespace: "a\"b": must be a lowercase RFC 1123 label: lower case alphanumeric characters or '-', starting and ending with an alphanumeric character"#
+        );
+        assert!(e("{name: 'lb$1'}").contains("metadata.name: \"lb$1\""));
+        assert!(e("{name: Web}").contains("metadata.name"));
+        assert!(
+            e(&format!("{{name: {}}}", "a".repeat(64)))
+                .ends_with("must be no more than 63 characters")
+        );
+        assert!(e("{name: web, labels: {'a b': x}}").contains("metadata.labels: \"a b\""));
+        assert!(e("{name: web, labels: {app: 'x y'}}").contains("metadata.labels[app]: \"x y\""));
+        // Relaxed service names (a leading digit) are accepted.
+        assert!(
+            service(&svc(
+                "metadata: {name: 9web}\nspec: {clusterIP: 10.0.0.1, ports: [{port: 80}]}\n"
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn validation_errors() {
         let base = |ports: &str| {
             format!("{META}spec:\n  type: NodePort\n  clusterIP: 10.0.0.1\n  ports: {ports}\n")
@@ -583,6 +612,20 @@ status:
         );
         assert!(err(&base("[{name: A_1, port: 80}]")).contains("spec.ports[0].name: \"A_1\""));
         assert!(err(&base("[{port: 80, protocol: ICMP}]")).contains("spec.ports[0].protocol"));
+        assert!(
+            err(&base("[{port: 80, targetPort: 70000}]"))
+                .contains("spec.ports[0].targetPort: 70000 is out of range")
+        );
+        assert!(
+            err(&base("[{port: 80, targetPort: 'a\"b'}]"))
+                .contains(r#"spec.ports[0].targetPort: "a\"b": must contain only"#)
+        );
+        for ok in ["8080", "http", "0"] {
+            assert!(
+                service(&svc(&base(&format!("[{{port: 80, targetPort: {ok}}}]")))).is_ok(),
+                "{ok}"
+            );
+        }
         assert!(err(&base("[{port: 80, nodePort: 99999}]")).contains("spec.ports[0].nodePort"));
         assert!(err(&base("[]")).contains("spec.ports: required"));
         assert!(

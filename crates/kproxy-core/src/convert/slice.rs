@@ -10,6 +10,7 @@ use super::error::{ObjectError, Warning};
 use super::{
     ANNOTATION_LAST_CHANGE_TRIGGER_TIME, ANNOTATION_LEADER, ConvertOptions, LABEL_HEADLESS,
     LABEL_SERVICE_NAME, LABEL_SKIP_MIRROR, Outcome, SkipReason, namespaced, protocol, sloppy,
+    validate,
 };
 use crate::model::{
     self, AddressType, Endpoint, EndpointConditions, EndpointPort, IpFamily, Timestamp,
@@ -83,7 +84,7 @@ pub fn endpoint_slice_with(
     es: &discoveryv1::EndpointSlice,
     opts: &ConvertOptions,
 ) -> Result<Outcome<model::EndpointSlice>, ObjectError> {
-    let (id, ctx) = namespaced("EndpointSlice", &es.metadata)?;
+    let (id, ctx) = namespaced("EndpointSlice", &es.metadata, validate::dns1123_subdomain)?;
     let empty = BTreeMap::new();
     let labels = es.metadata.labels.as_ref().unwrap_or(&empty);
     if let Some(r) = opts.proxy_name_skip(labels) {
@@ -120,6 +121,7 @@ pub fn endpoint_slice_with(
     let mut ports = Vec::new();
     let mut warnings = Vec::new();
     let trigger_time = trigger_time(&ctx, &es.metadata, &mut warnings);
+    let mut port_names = BTreeSet::new();
     for (i, p) in es.ports.iter().flatten().enumerate() {
         let f = |sub: &str| format!("ports[{i}].{sub}");
         let port = match p.port {
@@ -129,6 +131,17 @@ pub fn endpoint_slice_with(
                 Err(_) => return Err(ctx.err(f("port"), format!("{n} is out of range 0-65535"))),
             },
         };
+        if let Some(name) = p.name.as_deref() {
+            if !name.is_empty() {
+                validate::field(&ctx, f("name"), name, validate::dns1123_label)?;
+            }
+            if !port_names.insert(name) {
+                return Err(ctx.err(
+                    f("name"),
+                    format!("duplicate value {}", validate::quoted(name)),
+                ));
+            }
+        }
         if p.name.is_none() {
             warnings.push(ctx.warn(
                 f("name"),
@@ -168,6 +181,14 @@ pub fn endpoint_slice_with(
                     format!("{text:?} is not an {family} address (addressType {family}); endpoint ignored"),
                 ));
                 continue;
+            }
+            if let Some(node) = ep.node_name.as_deref() {
+                validate::field(
+                    &ctx,
+                    format!("endpoints[{i}].nodeName"),
+                    node,
+                    validate::dns1123_subdomain,
+                )?;
             }
             let c = ep.conditions.as_ref();
             let conditions = EndpointConditions {
@@ -255,7 +276,7 @@ pub fn endpoints_to_slices_with(
     ep: &corev1::Endpoints,
     opts: &ConvertOptions,
 ) -> Result<Outcome<Vec<model::EndpointSlice>>, ObjectError> {
-    let (id, ctx) = namespaced("Endpoints", &ep.metadata)?;
+    let (id, ctx) = namespaced("Endpoints", &ep.metadata, validate::dns1123_subdomain)?;
     let empty = BTreeMap::new();
     let labels = ep.metadata.labels.as_ref().unwrap_or(&empty);
     if labels.get(LABEL_SKIP_MIRROR).is_some_and(|v| v == "true") {
@@ -288,6 +309,9 @@ pub fn endpoints_to_slices_with(
         let mut ports = Vec::new();
         for (j, p) in subset.ports.iter().flatten().enumerate() {
             let f = |sub: &str| format!("subsets[{s}].ports[{j}].{sub}");
+            if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                validate::field(&ctx, f("name"), name, validate::dns1123_label)?;
+            }
             ports.push(EndpointPort {
                 name: Some(p.name.clone().unwrap_or_default()),
                 port: Some(super::port_number(&ctx, &f("port"), p.port)?),
@@ -330,6 +354,14 @@ pub fn endpoints_to_slices_with(
                 if added >= MAX_MIRRORED_ENDPOINTS {
                     over += 1;
                     continue;
+                }
+                if let Some(node) = a.node_name.as_deref() {
+                    validate::field(
+                        &ctx,
+                        format!("subsets[{s}].{list_name}[{j}].nodeName"),
+                        node,
+                        validate::dns1123_subdomain,
+                    )?;
                 }
                 let Some(address) = sloppy::parse_ip(&a.ip) else {
                     warnings.push(ctx.warn(
