@@ -1525,7 +1525,7 @@ fn drift_repaired(test: &str, mode: Mode, loader: Loader) {
     let ns = nss.create("drift").unwrap_or_else(|e| panic!("{e}"));
     let fresh = nss.create("drift-fresh").unwrap_or_else(|e| panic!("{e}"));
     let node = node_config();
-    let metrics = Metrics::new(mode.name(), Duration::from_secs(60));
+    let metrics = Metrics::new(mode, Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
     // Chains of two rules or more are read by their sample once dumped.
     proxier.sampled_chain_rules = 2;
