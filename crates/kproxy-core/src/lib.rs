@@ -26,7 +26,7 @@
 //! assert_eq!(plan.service_ports.len(), 1);
 //! assert_eq!(plan.service_ports[0].cluster_endpoints[0].to_string(), "10.244.0.5:8080");
 //! ```
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod canon;
 pub mod check;

@@ -24,7 +24,7 @@
 //! ));
 //! assert!(text.contains("-j DNAT --to-destination 10.180.0.1:80"));
 //! ```
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod layout;
 pub mod layout_v1_5;

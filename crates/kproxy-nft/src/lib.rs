@@ -32,7 +32,7 @@
 //!     "add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip addr . port to 10.180.0.1 . 80"
 //! ));
 //! ```
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod json;
 pub mod layout;

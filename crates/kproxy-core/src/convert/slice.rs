@@ -19,6 +19,20 @@ use crate::model::{
 /// The mirroring controller's limit of endpoints per Endpoints subset (and slice).
 pub const MAX_MIRRORED_ENDPOINTS: usize = 1000;
 
+// The slice's `endpoints`: optional from Kubernetes 1.36 on, a plain list
+// before. The application picks k8s-openapi's Kubernetes version, so both
+// shapes must build (k8s-openapi's conditional-compilation macros).
+k8s_openapi::k8s_if_ge_1_36! {
+    fn listed_endpoints(es: &discoveryv1::EndpointSlice) -> &[discoveryv1::Endpoint] {
+        es.endpoints.as_deref().unwrap_or_default()
+    }
+}
+k8s_openapi::k8s_if_le_1_35! {
+    fn listed_endpoints(es: &discoveryv1::EndpointSlice) -> &[discoveryv1::Endpoint] {
+        &es.endpoints
+    }
+}
+
 /// Converts an EndpointSlice with kube-proxy's default options. See
 /// [`endpoint_slice_with`].
 ///
@@ -159,7 +173,7 @@ pub fn endpoint_slice_with(
 
     let mut endpoints = Vec::new();
     if let AddressType::Ip(family) = address_type {
-        for (i, ep) in es.endpoints.iter().flatten().enumerate() {
+        for (i, ep) in listed_endpoints(es).iter().enumerate() {
             let Some(text) = ep.addresses.first() else {
                 warnings.push(ctx.warn(
                     format!("endpoints[{i}].addresses"),
