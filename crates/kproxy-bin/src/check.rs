@@ -29,17 +29,27 @@ pub struct CheckArgs {
     /// The node's rules: `iptables-save` / `ip6tables-save` output or `nft
     /// -j list ruleset` output (the format is detected). Repeatable: give
     /// both to find leftovers of the other proxy mode.
-    #[arg(long = "rules", value_name = "FILE", required = true)]
+    #[arg(
+        help_heading = "Input",
+        long = "rules",
+        value_name = "FILE",
+        required = true
+    )]
     pub rules: Vec<PathBuf>,
     /// Whose rules to expect: iptables or nftables. Default: nftables when
     /// only nft dumps are given, else the proxy mode.
-    #[arg(long, value_name = "BACKEND")]
+    #[arg(help_heading = "Output", long, value_name = "BACKEND")]
     pub backend: Option<String>,
     /// text or json.
-    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    #[arg(
+        help_heading = "Output",
+        long,
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
     pub output: String,
     /// Manifests: files, directories or `-` for stdin (as for `kproxy compile`).
-    #[arg(required_unless_present_any = ["kubeconfig", "context"], value_name = "PATH")]
+    #[arg(help_heading = "Input", required_unless_present_any = ["kubeconfig", "context"], value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// The live cluster as input (--kubeconfig, --context).
     #[command(flatten)]

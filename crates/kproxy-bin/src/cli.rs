@@ -26,24 +26,49 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Print the rules kube-proxy would write for the given cluster state.
+    #[command(
+        after_help = "Examples:\n  kproxy compile examples/seed-article/4-loadbalancer\n  kproxy compile --backend nftables --hostname-override node-7 cluster.yaml\n  kproxy compile --kubeconfig ~/.kube/config --hostname-override node-7"
+    )]
     Compile(CompileArgs),
     /// Follow one packet through the rules and print every outcome.
+    #[command(
+        after_help = "Examples:\n  kproxy trace --from external --src 203.0.113.9 --dst 104.199.232.159:80 examples/seed-article/4-loadbalancer\n  kproxy trace --from pod --src 10.76.0.5 --dst 10.79.250.127:80 --rules node.save examples/seed-article/4-loadbalancer\n  kproxy trace --kubeconfig ~/.kube/config --hostname-override node-7 --from node --src 10.0.0.7 --dst 10.96.0.10:53 --proto udp"
+    )]
     Trace(crate::trace::TraceArgs),
     /// Draw the chain graph of the rules (Graphviz DOT or SVG).
+    #[command(
+        after_help = "Examples:\n  kproxy graph examples/seed-article/4-loadbalancer | dot -Tsvg > rules.svg\n  kproxy graph --format svg --service default/hostnames examples/seed-article/4-loadbalancer > hostnames.svg"
+    )]
     Graph(crate::graph::GraphArgs),
     /// Show what changes on the node between two cluster states.
+    #[command(
+        after_help = "Examples:\n  kproxy diff --before examples/seed-article/3-nodeport --after examples/seed-article/4-loadbalancer\n  kproxy diff --before cluster.yaml --after kube: --hostname-override node-7\n  kproxy diff --before-backend iptables --after-backend nftables --before cluster.yaml --after cluster.yaml"
+    )]
     Diff(crate::diff::DiffArgs),
     /// Compare a node's rules (iptables-save / nft -j list ruleset) with
     /// what kube-proxy should have written; exit status 1 on drift.
+    #[command(
+        after_help = "Examples:\n  iptables-save > node.save; kproxy check --rules node.save cluster.yaml\n  nft -j list ruleset > node.json; kproxy check --rules node.json --hostname-override node-7 cluster.yaml\n  kproxy check --kubeconfig ~/.kube/config --hostname-override node-7 --rules node-7.save"
+    )]
     Check(crate::check::CheckArgs),
     /// Run as a node agent: keep the node's rules in sync with a source.
+    #[command(
+        after_help = "Examples:\n  kproxy run --config=/var/lib/kube-proxy/config.conf --hostname-override=$(NODE_NAME)\n  kproxy run --source dir:/etc/kproxy/cluster --hostname-override node-7 --proxy-mode nftables\n  kproxy run --config=/var/lib/kube-proxy/config.conf --write-config-to=/tmp/effective.yaml"
+    )]
     Run(Box<crate::agent::RunArgs>),
     /// Remove what kproxy or kube-proxy (iptables or nftables mode) set up on the node.
+    #[command(after_help = "Examples:\n  kproxy cleanup\n  kproxy cleanup --mode iptables")]
     Cleanup(crate::agent::cleanup::CleanupArgs),
     /// Print the shell completion script (bash, zsh, fish, powershell, elvish).
+    #[command(
+        after_help = "Examples:\n  source <(kproxy completions bash)\n  kproxy completions zsh > \"${fpath[1]}/_kproxy\""
+    )]
     Completions(crate::shell::CompletionsArgs),
     /// Print the man page (roff; `kproxy man SUBCOMMAND` for a
     /// subcommand's, `--dir DIR` writes them all).
+    #[command(
+        after_help = "Examples:\n  kproxy man | man -l -\n  kproxy man --dir /usr/local/share/man/man1"
+    )]
     Man(crate::shell::ManArgs),
 }
 

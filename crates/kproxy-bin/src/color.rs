@@ -32,7 +32,7 @@ pub enum ColorWhen {
 pub struct ColorArgs {
     /// Colour the text output (added green, removed red, headings bold):
     /// auto (on a terminal, unless NO_COLOR is set), always or never.
-    #[arg(long = "color", value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
+    #[arg(help_heading = "Output", long = "color", value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
     pub when: ColorWhen,
 }
 

@@ -23,15 +23,15 @@ pub struct CompileArgs {
     /// Also print what kube-proxy sets up outside its restore payload (the
     /// jumps from the built-in chains, the canary chains), so that the output
     /// loads into an empty network namespace with plain `iptables-restore`.
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub standalone: bool,
     /// The backend: iptables, nftables (`nft -f` text) or nftables-json
     /// (`nft -j -f` batch). Default: the proxy mode.
-    #[arg(long, value_name = "BACKEND")]
+    #[arg(help_heading = "Output", long, value_name = "BACKEND")]
     pub backend: Option<String>,
     /// Manifests: files, directories (*.yaml, *.yml, *.json, recursively) or
     /// `-` for stdin. Multi-document YAML, JSON and `kind: List` are read.
-    #[arg(required_unless_present_any = ["kubeconfig", "context"], value_name = "PATH")]
+    #[arg(help_heading = "Input", required_unless_present_any = ["kubeconfig", "context"], value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// The live cluster as input (--kubeconfig, --context).
     #[command(flatten)]

@@ -41,35 +41,35 @@ pub struct DiffArgs {
     #[command(flatten)]
     pub node: NodeArgs,
     /// The backend: iptables or nftables. Default: the proxy mode.
-    #[arg(long, value_name = "BACKEND")]
+    #[arg(help_heading = "Output", long, value_name = "BACKEND")]
     pub backend: Option<String>,
     /// Include the built-in chains' jump rules (iptables).
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub standalone: bool,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+    #[arg(help_heading = "Output", long, value_enum, default_value_t = DiffFormat::Text)]
     pub output: DiffFormat,
     /// The old cluster state: files, directories or `-`; `kube:` (or
     /// `kube:CONTEXT`) for the live cluster.
-    #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
+    #[arg(help_heading = "Input", long, required = true, num_args = 1.., value_name = "PATH")]
     pub before: Vec<PathBuf>,
     /// The new cluster state: files, directories or `-`; `kube:` (or
     /// `kube:CONTEXT`) for the live cluster.
-    #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
+    #[arg(help_heading = "Input", long, required = true, num_args = 1.., value_name = "PATH")]
     pub after: Vec<PathBuf>,
     /// The kube-proxy release of the old state (default:
     /// --kube-proxy-version): what changes when kube-proxy is upgraded.
-    #[arg(long, value_name = "X.Y")]
+    #[arg(help_heading = "Output", long, value_name = "X.Y")]
     pub before_version: Option<String>,
     /// The kube-proxy release of the new state (default: --kube-proxy-version).
-    #[arg(long, value_name = "X.Y")]
+    #[arg(help_heading = "Output", long, value_name = "X.Y")]
     pub after_version: Option<String>,
     /// The backend of the old state (default: --backend): what changes
     /// when kube-proxy switches from iptables to nftables.
-    #[arg(long, value_name = "BACKEND")]
+    #[arg(help_heading = "Output", long, value_name = "BACKEND")]
     pub before_backend: Option<String>,
     /// The backend of the new state (default: --backend).
-    #[arg(long, value_name = "BACKEND")]
+    #[arg(help_heading = "Output", long, value_name = "BACKEND")]
     pub after_backend: Option<String>,
     /// The live cluster as input (--kubeconfig, --context).
     #[command(flatten)]

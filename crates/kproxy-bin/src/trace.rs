@@ -24,38 +24,48 @@ pub struct TraceArgs {
     #[command(flatten)]
     pub node: NodeArgs,
     /// Whose rules to trace: iptables or nftables. Default: the proxy mode.
-    #[arg(long, value_name = "BACKEND")]
+    #[arg(help_heading = "Output", long, value_name = "BACKEND")]
     pub backend: Option<String>,
     /// Where the packet comes from: pod (a pod on this node), node (the
     /// node itself) or external (from outside the node).
-    #[arg(long, value_name = "ORIGIN")]
+    #[arg(help_heading = "Packet", long, value_name = "ORIGIN")]
     pub from: String,
     /// The packet's source address.
-    #[arg(long, value_name = "IP")]
+    #[arg(help_heading = "Packet", long, value_name = "IP")]
     pub src: String,
     /// The packet's destination (`IP:PORT`, `[IPv6]:PORT`).
-    #[arg(long, value_name = "IP:PORT")]
+    #[arg(help_heading = "Packet", long, value_name = "IP:PORT")]
     pub dst: String,
     /// tcp, udp or sctp.
-    #[arg(long, value_name = "PROTO", default_value = "tcp")]
+    #[arg(
+        help_heading = "Packet",
+        long,
+        value_name = "PROTO",
+        default_value = "tcp"
+    )]
     pub proto: String,
     /// The interface pod traffic arrives on. Default: the local detector's
     /// bridge (or `<prefix>0`), else cni0.
-    #[arg(long, value_name = "NAME")]
+    #[arg(help_heading = "Packet", long, value_name = "NAME")]
     pub pod_interface: Option<String>,
     /// The interface external traffic arrives on. Default: eth0.
-    #[arg(long, value_name = "NAME")]
+    #[arg(help_heading = "Packet", long, value_name = "NAME")]
     pub external_interface: Option<String>,
     /// text (for people) or json (for programs).
-    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    #[arg(
+        help_heading = "Output",
+        long,
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
     pub output: String,
     /// Trace a node's rules instead of compiled ones: `iptables-save` or
     /// `nft -j list ruleset` output (detected; repeatable). The node options
     /// still describe the node (its addresses, interfaces).
-    #[arg(long = "rules", value_name = "FILE")]
+    #[arg(help_heading = "Input", long = "rules", value_name = "FILE")]
     pub rules: Vec<PathBuf>,
     /// Manifests: files, directories or `-` for stdin (as for `kproxy compile`).
-    #[arg(required_unless_present_any = ["rules", "kubeconfig", "context"], value_name = "PATH")]
+    #[arg(help_heading = "Input", required_unless_present_any = ["rules", "kubeconfig", "context"], value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// The live cluster as input (--kubeconfig, --context).
     #[command(flatten)]

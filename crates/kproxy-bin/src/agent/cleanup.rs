@@ -30,7 +30,12 @@ use crate::compile::Output;
 #[derive(Args, Debug, Clone)]
 pub struct CleanupArgs {
     /// What to remove: iptables, nftables or all.
-    #[arg(long, value_name = "MODE", default_value = "all")]
+    #[arg(
+        help_heading = "Output",
+        long,
+        value_name = "MODE",
+        default_value = "all"
+    )]
     pub mode: String,
 }
 
