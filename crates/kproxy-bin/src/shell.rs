@@ -23,7 +23,7 @@ pub struct CompletionsArgs {
     /// bash, zsh, fish, powershell or elvish. E.g. `source <(kproxy
     /// completions bash)`, or write it to
     /// /etc/bash_completion.d/kproxy.
-    #[arg(value_enum, value_name = "SHELL")]
+    #[arg(help_heading = "Input", value_enum, value_name = "SHELL")]
     pub shell: Shell,
 }
 
@@ -31,11 +31,11 @@ pub struct CompletionsArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ManArgs {
     /// A subcommand's page (`kproxy man compile`) instead of the top page.
-    #[arg(value_name = "SUBCOMMAND")]
+    #[arg(help_heading = "Input", value_name = "SUBCOMMAND")]
     pub command: Option<String>,
     /// Write every page (kproxy.1, kproxy-compile.1, ...) into this
     /// directory instead of printing one.
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Output", long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
 
@@ -163,6 +163,29 @@ mod tests {
                 "{} not in {about:?}",
                 sub.get_name()
             );
+        }
+    }
+
+    #[test]
+    fn every_option_has_a_heading_and_every_subcommand_examples() {
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands() {
+            let name = sub.get_name();
+            let examples = sub.get_after_help().map(|h| h.to_string());
+            assert!(
+                examples.is_some_and(|e| e.starts_with("Examples:\n  ")),
+                "{name}: no examples"
+            );
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if ["help", "quiet", "version"].contains(&id) || arg.is_hide_set() {
+                    continue;
+                }
+                assert!(
+                    arg.get_help_heading().is_some(),
+                    "{name} --{id}: no help heading"
+                );
+            }
         }
     }
 
