@@ -1,7 +1,6 @@
+use kproxy_bin::cli::Command;
 use std::io::Write;
 use std::process::ExitCode;
-use kproxy_bin::cli::Command;
-
 
 fn main() -> ExitCode {
     let cli = kproxy_bin::shell::parse();
@@ -13,7 +12,9 @@ fn main() -> ExitCode {
     let filter = flags
         .map(tracing_subscriber::EnvFilter::new)
         .or_else(|| tracing_subscriber::EnvFilter::try_from_env("KPROXY_LOG").ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(kproxy_bin::live::DEFAULT_LOG_FILTER));
+        .unwrap_or_else(|| {
+            tracing_subscriber::EnvFilter::new(kproxy_bin::live::DEFAULT_LOG_FILTER)
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
