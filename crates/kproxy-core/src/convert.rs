@@ -81,6 +81,26 @@ pub use slice::{
 };
 pub use store::Store;
 
+/// The two YAML readers side by side, for the differential fuzz target
+/// (`fuzz/`, replayed by `kproxy-fuzz`): not part of the API.
+#[doc(hidden)]
+pub mod yaml_readers {
+    use serde_json::Value;
+
+    /// The fast reader: `None` when the text is outside its subset.
+    pub fn fast(text: &str) -> Option<Vec<Value>> {
+        super::fastyaml::read(text)
+    }
+
+    /// serde-saphyr with kproxy's budget (null documents left out, as the
+    /// fast reader leaves them out).
+    pub fn full(text: &str) -> Result<Vec<Value>, String> {
+        serde_saphyr::from_multiple_with_options::<Value>(text, super::documents::yaml_options())
+            .map(|docs| docs.into_iter().filter(|d| !d.is_null()).collect())
+            .map_err(|e| e.to_string())
+    }
+}
+
 use std::collections::BTreeMap;
 use std::fmt;
 
