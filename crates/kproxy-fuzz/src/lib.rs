@@ -289,8 +289,15 @@ fn scalar(s: &str) {
         assert_eq!(sloppy::parse_cidr(&net.to_string()), Some(net), "{s:?}");
         let _ = net.trunc();
     }
-    if let Ok(strict) = s.parse::<IpNet>()
-        && strict.addr().to_canonical() == strict.addr()
+    // The standard library's address parser, not ipnet's: ipnet's accepts
+    // `::` standing for no group at all, which Go and the standard library
+    // reject. A `+` before the prefix length is Rust's, not Go's.
+    if let Some((a, len)) = s.split_once('/')
+        && let Ok(ip) = a.parse::<IpAddr>()
+        && ip.to_canonical() == ip
+        && !len.starts_with('+')
+        && let Ok(len) = len.parse::<u8>()
+        && let Ok(strict) = IpNet::new(ip, len)
     {
         assert_eq!(net, Some(strict), "{s:?}");
     }
