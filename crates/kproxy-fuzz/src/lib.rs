@@ -17,6 +17,8 @@
 //! (target.run)(b"1m30s");
 //! ```
 
+#![warn(missing_docs)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 use std::time::Duration;
