@@ -197,7 +197,9 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, DurationError> {
             if frac_scale == 0 {
                 break;
             }
-            value += u128::from(d - b'0') * frac_scale;
+            value = value
+                .checked_add(u128::from(d - b'0') * frac_scale)
+                .ok_or_else(|| err("overflow"))?;
         }
         total = total.checked_add(value).ok_or_else(|| err("overflow"))?;
         s = rest;
@@ -986,6 +988,24 @@ mod tests {
             parse_go_duration("5").unwrap_err().to_string(),
             "invalid duration \"5\": missing unit"
         );
+    }
+
+    /// A fraction added to an integer part just below `u128::MAX`
+    /// nanoseconds overflowed: a panic in debug builds, a wrapped (and
+    /// accepted) value in release ones. Replayed by the fuzz corpus test
+    /// from `fuzz/regressions/scalars/`.
+    #[test]
+    fn duration_fraction_overflow_is_an_error() {
+        for s in [
+            "340282366920938463463374607431.9s",
+            "94522879700260684295381835.9h",
+            "340282366920938463463374607431768211.9us",
+        ] {
+            assert_eq!(
+                parse_go_duration(s).map_err(|e| e.to_string()),
+                Err(format!("invalid duration {s:?}: overflow")),
+            );
+        }
     }
 
     #[test]

@@ -85,6 +85,38 @@ pub use slice::{
 };
 pub use store::Store;
 
+/// The two YAML readers side by side, for the differential fuzz target
+/// (`fuzz/`, replayed by `kproxy-fuzz`): not part of the API.
+#[doc(hidden)]
+pub mod yaml_readers {
+    use serde_json::Value;
+
+    /// The fast reader as the manifest reader uses it: the documents it
+    /// reads itself, and the others (outside its subset) read one by one by
+    /// serde-saphyr; `None` when it cannot split the text, or one of the
+    /// others does not read alone (the manifest reader then reads the whole
+    /// text with serde-saphyr).
+    pub fn fast(text: &str) -> Option<Vec<Value>> {
+        use super::fastyaml::Document;
+        let mut out = Vec::new();
+        for d in super::fastyaml::read(text)? {
+            match d {
+                Document::Read(v) => out.push(v),
+                Document::Other(r) => out.extend(full(text.get(r)?).ok()?),
+            }
+        }
+        Some(out)
+    }
+
+    /// serde-saphyr with kproxy's budget (null documents left out, as the
+    /// fast reader leaves them out).
+    pub fn full(text: &str) -> Result<Vec<Value>, String> {
+        serde_saphyr::from_multiple_with_options::<Value>(text, super::documents::yaml_options())
+            .map(|docs| docs.into_iter().filter(|d| !d.is_null()).collect())
+            .map_err(|e| e.to_string())
+    }
+}
+
 use std::collections::BTreeMap;
 use std::fmt;
 
