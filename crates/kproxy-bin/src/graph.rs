@@ -173,12 +173,12 @@ pub fn graph(args: &GraphArgs, inv: &Inventory) -> Result<Output> {
     let g = match fixed {
         Some(detail) => g.at(detail),
         None => {
+            let size = g.size();
             let (small, detail) = g.within(budget);
             if detail != Detail::Full {
                 out.warnings.push(format!(
-                    "the graph ({} nodes and edges) is bigger than the layout's budget ({budget}): {}; \
+                    "the graph ({size} nodes and edges) is bigger than the layout's budget ({budget}): {}; \
                      --detail full draws everything",
-                    g.size(),
                     small.note.as_deref().unwrap_or("summarised"),
                 ));
             }
