@@ -63,6 +63,15 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("graph", services), &rs, |b, rs| {
             b.iter(|| Graph::from_rulesets(std::slice::from_ref(rs)).to_dot())
         });
+        // What `kproxy graph` prints by default: summarised for `dot`.
+        g.bench_with_input(BenchmarkId::new("graph_summary", services), &rs, |b, rs| {
+            b.iter(|| {
+                Graph::from_rulesets(std::slice::from_ref(rs))
+                    .within(kproxy_bin::graph::DOT_BUDGET)
+                    .0
+                    .to_dot()
+            })
+        });
     }
     g.finish();
 }

@@ -97,6 +97,23 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     /// Edges, in rule order.
     pub edges: Vec<Edge>,
+    /// A note drawn with the graph (what a summary left out).
+    pub note: Option<String>,
+}
+
+/// How much of a graph is drawn: big graphs are summarised, as a layout
+/// engine's time grows much faster than the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Detail {
+    /// Every chain, rule and endpoint.
+    Full,
+    /// Each Service's endpoint chains and endpoints folded into one node
+    /// with a count ([`Graph::fold_endpoints`]).
+    FoldedEndpoints,
+    /// Every Service's chains folded into one node per table and their
+    /// endpoints into one node; the node-level chains stay
+    /// ([`Graph::node_level`]).
+    NodeLevel,
 }
 
 fn family_word(f: TableFamily) -> (&'static str, &'static str, IpFamily) {
@@ -207,28 +224,25 @@ impl Graph {
         self.retain(|i, _| used[i]);
     }
 
-    /// Keeps the nodes `keep(index, node)` accepts and the edges between them.
+    /// Keeps the nodes `keep(index, node)` accepts and the edges between them
+    /// (moved, not copied: a 10k-Service graph is hundreds of MiB).
     fn retain(&mut self, keep: impl Fn(usize, &Node) -> bool) {
-        let mut map = vec![None; self.nodes.len()];
-        let mut nodes = Vec::new();
-        for (i, n) in self.nodes.iter().enumerate() {
-            if keep(i, n) {
-                map[i] = Some(nodes.len());
-                nodes.push(n.clone());
+        let old = std::mem::take(&mut self.nodes);
+        let mut map = vec![None; old.len()];
+        for (i, n) in old.into_iter().enumerate() {
+            if keep(i, &n) {
+                map[i] = Some(self.nodes.len());
+                self.nodes.push(n);
             }
         }
-        self.edges = self
-            .edges
-            .iter()
-            .filter_map(|e| {
-                Some(Edge {
-                    from: map[e.from]?,
-                    to: map[e.to]?,
-                    ..e.clone()
-                })
+        self.edges = std::mem::take(&mut self.edges)
+            .into_iter()
+            .filter_map(|mut e| {
+                e.from = map[e.from]?;
+                e.to = map[e.to]?;
+                Some(e)
             })
             .collect();
-        self.nodes = nodes;
     }
 
     /// The subgraph of one Service: its own nodes, what they lead to, and
@@ -267,6 +281,7 @@ impl Graph {
         let mut g = Graph {
             nodes: self.nodes.clone(),
             edges: self.edges.iter().filter(|e| ok(e)).cloned().collect(),
+            note: self.note.clone(),
         };
         g.retain(|i, _| fwd[i] || back[i]);
         g
@@ -280,11 +295,221 @@ impl Graph {
             .collect()
     }
 
-    /// Graphviz DOT, left to right, one cluster per table.
+    /// The size a layout engine has to place: nodes plus edges.
+    pub fn size(&self) -> usize {
+        self.nodes.len() + self.edges.len()
+    }
+
+    /// The most detailed view of the graph whose [`size`](Self::size) is at
+    /// most `budget` (the [`Detail::NodeLevel`] view when none is), with a
+    /// [`note`](Self::note) saying what was folded.
+    ///
+    /// ```
+    /// use kproxy_core::graph::{Detail, Graph};
+    /// let g = Graph::default();
+    /// assert_eq!(g.within(10).1, Detail::Full);
+    /// ```
+    pub fn within(self, budget: usize) -> (Graph, Detail) {
+        if self.size() <= budget {
+            return (self, Detail::Full);
+        }
+        let folded = self.fold_endpoints();
+        if folded.size() <= budget {
+            return (folded, Detail::FoldedEndpoints);
+        }
+        (self.node_level(), Detail::NodeLevel)
+    }
+
+    /// The graph at `detail`.
+    pub fn at(self, detail: Detail) -> Graph {
+        match detail {
+            Detail::Full => self,
+            Detail::FoldedEndpoints => self.fold_endpoints(),
+            Detail::NodeLevel => self.node_level(),
+        }
+    }
+
+    /// Each Service's endpoint chains (those the Service's own chains alone
+    /// lead to and that lead to an endpoint) and its endpoints folded into
+    /// one node `NS/NAME: N endpoints`; parallel edges merged.
+    pub fn fold_endpoints(&self) -> Graph {
+        let n = self.nodes.len();
+        let mut pred: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut to_endpoint = vec![false; n];
+        for e in &self.edges {
+            pred[e.to].push(e.from);
+            if self.nodes[e.to].kind == NodeKind::Endpoint {
+                to_endpoint[e.from] = true;
+            }
+        }
+        let owner = |i: usize| self.nodes[i].service.as_ref();
+        let only_from = |i: usize, ok: &dyn Fn(usize) -> bool| pred[i].iter().all(|&p| ok(p));
+        // Endpoint chains first, then the endpoints they (or their
+        // Service's chains) alone lead to.
+        let folded: Vec<bool> = (0..n)
+            .map(|i| {
+                let kind = self.nodes[i].kind;
+                owner(i).is_some()
+                    && (kind == NodeKind::Endpoint || kind == NodeKind::Chain && to_endpoint[i])
+                    && only_from(i, &|p| owner(p) == owner(i))
+            })
+            .collect();
+        let mut endpoints: HashMap<&NamespacedName, usize> = HashMap::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if folded[i]
+                && node.kind == NodeKind::Endpoint
+                && let Some(s) = &node.service
+            {
+                *endpoints.entry(s).or_default() += 1;
+            }
+        }
+        let group = |i: usize| -> Option<(String, String)> {
+            if !folded[i] {
+                return None;
+            }
+            let s = owner(i)?;
+            let count = endpoints.get(s).copied().unwrap_or(0);
+            Some((
+                format!("endpoints/{s}"),
+                format!("{s}: {}", plural(count, "endpoint")),
+            ))
+        };
+        let note = "each Service's endpoint chains and endpoints are folded into one node \
+             (--service NS/NAME draws one Service in full)";
+        self.fold(group, note)
+    }
+
+    /// Every Service's own chains, maps and verdicts folded into one node
+    /// per table (`N Services`) and the endpoints into one node
+    /// (`N endpoints`); the node-level chains (hooks, dispatch chains,
+    /// masquerading) stay; parallel edges merged.
+    pub fn node_level(&self) -> Graph {
+        let mut services: HashMap<Option<&str>, BTreeSet<&NamespacedName>> = HashMap::new();
+        let mut endpoints = 0;
+        for node in &self.nodes {
+            if node.kind == NodeKind::Endpoint {
+                endpoints += 1;
+            } else if let Some(s) = &node.service {
+                services.entry(node.group.as_deref()).or_default().insert(s);
+            }
+        }
+        let group = |i: usize| -> Option<(String, String)> {
+            let node = &self.nodes[i];
+            if node.kind == NodeKind::Endpoint {
+                return Some(("endpoints".into(), plural(endpoints, "endpoint")));
+            }
+            node.service.as_ref()?;
+            let g = node.group.as_deref();
+            let count = services.get(&g).map_or(0, BTreeSet::len);
+            Some((
+                format!("services/{}", g.unwrap_or_default()),
+                format!("{} (their chains)", plural(count, "Service")),
+            ))
+        };
+        let note = "the Services' chains and endpoints are folded into one node per table \
+             (--service NS/NAME draws one Service in full)";
+        self.fold(group, note)
+    }
+
+    /// Replaces every node `group` names (`(id, label)`) by one node per
+    /// id, drops the edges inside a group and merges parallel edges (one
+    /// label when they share it, else `N rules`).
+    fn fold(&self, group: impl Fn(usize) -> Option<(String, String)>, note: &str) -> Graph {
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        let mut map = Vec::with_capacity(self.nodes.len());
+        for (i, node) in self.nodes.iter().enumerate() {
+            let Some((id, label)) = group(i) else {
+                map.push((nodes.len(), false));
+                nodes.push(node.clone());
+                continue;
+            };
+            let j = *ids.entry(id.clone()).or_insert_with(|| {
+                nodes.push(Node {
+                    id,
+                    label,
+                    kind: node.kind,
+                    group: node.group.clone(),
+                    service: node.service.clone(),
+                });
+                nodes.len() - 1
+            });
+            if nodes[j].service != node.service {
+                nodes[j].service = None;
+            }
+            if nodes[j].group != node.group {
+                nodes[j].group = None;
+            }
+            if nodes[j].kind != node.kind {
+                nodes[j].kind = NodeKind::Chain;
+            }
+            map.push((j, true));
+        }
+        // (from, to) -> (edge index, label or None when they differ, count)
+        let mut merged: HashMap<(usize, usize), usize> = HashMap::new();
+        let mut edges: Vec<(Edge, bool, usize)> = Vec::new();
+        for e in &self.edges {
+            let ((from, f), (to, t)) = (map[e.from], map[e.to]);
+            if from == to && f && t {
+                continue;
+            }
+            match merged.get(&(from, to)) {
+                Some(&k) => {
+                    let (edge, same, count) = &mut edges[k];
+                    *same &= edge.label == e.label;
+                    *count += 1;
+                    if edge.service != e.service {
+                        edge.service = None;
+                    }
+                }
+                None => {
+                    merged.insert((from, to), edges.len());
+                    edges.push((
+                        Edge {
+                            from,
+                            to,
+                            ..e.clone()
+                        },
+                        true,
+                        1,
+                    ));
+                }
+            }
+        }
+        let edges = edges
+            .into_iter()
+            .map(|(mut e, same, count)| {
+                if !same {
+                    e.label = plural(count, "rule");
+                }
+                e
+            })
+            .collect();
+        let note = match &self.note {
+            Some(old) => format!("{old}; {note}"),
+            None => note.to_string(),
+        };
+        Graph {
+            nodes,
+            edges,
+            note: Some(note),
+        }
+    }
+
+    /// Graphviz DOT, left to right, one cluster per table; a
+    /// [`note`](Self::note) is a comment and the graph's label.
     pub fn to_dot(&self) -> String {
         let mut out = String::from(
             "digraph kproxy {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n  edge [fontname=\"monospace\", fontsize=9];\n",
         );
+        if let Some(note) = &self.note {
+            let _ = writeln!(out, "  // {}", note.replace('\n', " "));
+            let _ = writeln!(
+                out,
+                "  label={};\n  labelloc=t;\n  fontname=\"monospace\";",
+                quote(note)
+            );
+        }
         let mut groups: Vec<&str> = Vec::new();
         for n in &self.nodes {
             if let Some(g) = &n.group
@@ -318,6 +543,15 @@ impl Graph {
         }
         out.push_str("}\n");
         out
+    }
+}
+
+/// `1 endpoint`, `3 endpoints`.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
     }
 }
 
@@ -765,6 +999,127 @@ mod tests {
             ]
         );
         assert_eq!(sub.edges.len(), 5);
+    }
+
+    /// Two Services, `ns/a` with two endpoint chains, `ns/b` with one.
+    fn two_services() -> Graph {
+        let mut t = nat();
+        let mut pre = Chain::builtin(Hook::Prerouting);
+        pre.push(Rule::new().verdict(Verdict::Jump("KUBE-SERVICES".into())));
+        let mut services = Chain::new("KUBE-SERVICES");
+        let mut chains = Vec::new();
+        for (svc, eps) in [
+            ("a", &["10.0.0.1:80", "10.0.0.2:80"][..]),
+            ("b", &["10.0.0.3:80"][..]),
+        ] {
+            let svc_chain = format!("KUBE-SVC-{svc}");
+            services.push(
+                Rule::new()
+                    .with(Match::Comment(format!("ns/{svc} cluster IP")))
+                    .verdict(Verdict::Jump(svc_chain.as_str().into())),
+            );
+            let mut c = Chain::new(svc_chain);
+            for (k, ep) in eps.iter().enumerate() {
+                let sep = format!("KUBE-SEP-{svc}{k}");
+                c.push(
+                    Rule::new()
+                        .with(Match::Comment(format!("ns/{svc} -> {ep}")))
+                        .with(Match::Probability {
+                            one_in: (eps.len() - k) as u32,
+                        })
+                        .verdict(Verdict::Jump(sep.as_str().into())),
+                );
+                let mut s = Chain::new(sep);
+                s.push(
+                    Rule::new()
+                        .with(Match::Comment(format!("ns/{svc}")))
+                        .verdict(Verdict::Jump("KUBE-MARK-MASQ".into())),
+                );
+                s.push(
+                    Rule::new()
+                        .with(Match::Comment(format!("ns/{svc}")))
+                        .verdict(Verdict::Dnat(ep.parse().unwrap())),
+                );
+                chains.push(s);
+            }
+            chains.insert(0, c);
+        }
+        let mut masq = Chain::new("KUBE-MARK-MASQ");
+        masq.push(Rule::new().verdict(Verdict::SetMark {
+            op: MarkOp::Or,
+            value: 0x4000,
+        }));
+        t.chains = vec![pre, services, masq];
+        t.chains.extend(chains);
+        Graph::from_rulesets(&[Ruleset { tables: vec![t] }])
+    }
+
+    fn labels(g: &Graph) -> Vec<&str> {
+        let mut l: Vec<&str> = g.nodes.iter().map(|n| n.label.as_str()).collect();
+        l.sort_unstable();
+        l
+    }
+
+    #[test]
+    fn endpoint_chains_fold_into_one_node_per_service() {
+        let g = two_services();
+        assert_eq!(g.note, None);
+        assert!(
+            g.services().contains(&NamespacedName::new("ns", "a")),
+            "{g:?}"
+        );
+        let f = g.fold_endpoints();
+        assert_eq!(
+            labels(&f),
+            [
+                "KUBE-MARK-MASQ",
+                "KUBE-SERVICES",
+                "KUBE-SVC-a",
+                "KUBE-SVC-b",
+                "MARK or 0x4000",
+                "nat PREROUTING",
+                "ns/a: 2 endpoints",
+                "ns/b: 1 endpoint"
+            ]
+        );
+        let dot = f.to_dot();
+        // Parallel edges merged: one label when they share it, else a count.
+        assert!(
+            dot.contains("\"ip4/nat/KUBE-SVC-a\" -> \"endpoints/ns/a\" [label=\"2 rules\"]"),
+            "{dot}"
+        );
+        assert!(
+            dot.contains("\"ip4/nat/KUBE-SVC-b\" -> \"endpoints/ns/b\" [label=\"p=1\"];"),
+            "{dot}"
+        );
+        assert!(
+            dot.contains("\"endpoints/ns/a\" -> \"ip4/nat/KUBE-MARK-MASQ\";"),
+            "{dot}"
+        );
+        assert!(dot.contains("  // each Service's endpoint chains"), "{dot}");
+        assert!(f.size() < g.size());
+        // Small enough: nothing folded.
+        assert_eq!(g.clone().within(g.size()), (g.clone(), Detail::Full));
+        assert_eq!(g.within(f.size()), (f, Detail::FoldedEndpoints));
+    }
+
+    #[test]
+    fn node_level_keeps_the_node_chains_only() {
+        let g = two_services();
+        let n = g.node_level();
+        assert_eq!(
+            labels(&n),
+            [
+                "2 Services (their chains)",
+                "3 endpoints",
+                "KUBE-MARK-MASQ",
+                "KUBE-SERVICES",
+                "MARK or 0x4000",
+                "nat PREROUTING"
+            ]
+        );
+        assert_eq!(n.edges.len(), 5, "{}", n.to_dot());
+        assert_eq!(g.within(1), (n, Detail::NodeLevel));
     }
 
     #[test]
