@@ -77,18 +77,18 @@ pub struct GraphArgs {
     #[command(flatten)]
     pub node: NodeArgs,
     /// The backend: iptables or nftables. Default: the proxy mode.
-    #[arg(long, value_name = "BACKEND")]
+    #[arg(help_heading = "Output", long, value_name = "BACKEND")]
     pub backend: Option<String>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+    #[arg(help_heading = "Output", long, value_enum, default_value_t = GraphFormat::Dot)]
     pub format: GraphFormat,
     /// Who lays out --format svg: `dot` (Graphviz), `embedded` (in-process,
     /// slower) or `auto` (dot when on PATH).
-    #[arg(long, value_enum, default_value_t = Layout::Auto)]
+    #[arg(help_heading = "Output", long, value_enum, default_value_t = Layout::Auto)]
     pub layout: Layout,
     /// Only this Service's chains (`namespace/name`) and the paths to them,
     /// in full.
-    #[arg(long, value_name = "NS/NAME")]
+    #[arg(help_heading = "Output", long, value_name = "NS/NAME")]
     pub service: Option<String>,
     /// How much to draw: `full` (every chain and endpoint, however big),
     /// `endpoints-folded` (each Service's endpoint chains and endpoints
@@ -99,14 +99,14 @@ pub struct GraphArgs {
     /// dot, 600 for the embedded layout; 30 Services of 10 endpoints are
     /// about 2100), then the first summary that fits, with a note
     /// (--service always draws in full).
-    #[arg(long, value_enum, default_value_t = DetailArg::Auto)]
+    #[arg(help_heading = "Output", long, value_enum, default_value_t = DetailArg::Auto)]
     pub detail: DetailArg,
     /// Draw a node's rules instead of compiled ones: `iptables-save` or
     /// `nft -j list ruleset` output (detected; repeatable).
-    #[arg(long = "rules", value_name = "FILE")]
+    #[arg(help_heading = "Input", long = "rules", value_name = "FILE")]
     pub rules: Vec<PathBuf>,
     /// Manifests: files, directories or `-` for stdin (as `kproxy compile`).
-    #[arg(required_unless_present_any = ["rules", "kubeconfig", "context"], value_name = "PATH")]
+    #[arg(help_heading = "Input", required_unless_present_any = ["rules", "kubeconfig", "context"], value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// The live cluster as input (--kubeconfig, --context).
     #[command(flatten)]
