@@ -620,3 +620,81 @@ fn reader_limits_and_rules_are_explained() {
         run.stderr
     );
 }
+
+/// An iptables dump whose chains `C0..C{levels}` each go on to the next
+/// twice: by a `--probability 0.5` rule and, with `double`, once more
+/// unconditionally (2^levels or 4^levels walks).
+fn fan_out_dump(levels: usize, double: bool) -> String {
+    let mut s = String::from("*nat\n:PREROUTING ACCEPT [0:0]\n");
+    for i in 0..=levels {
+        s.push_str(&format!(":C{i} - [0:0]\n"));
+    }
+    s.push_str("-A PREROUTING -j C0\n");
+    for i in 0..levels {
+        let next = i + 1;
+        s.push_str(&format!(
+            "-A C{i} -m statistic --mode random --probability 0.50000000000 -j C{next}\n"
+        ));
+        if double {
+            s.push_str(&format!("-A C{i} -j C{next}\n"));
+        }
+    }
+    s.push_str(&format!(
+        "-A C{levels} -p tcp -j DNAT --to-destination 10.0.0.1:80\nCOMMIT\n"
+    ));
+    s
+}
+
+/// The campaign's fan-out dumps: every walk is counted (plain jumps too),
+/// so `trace` and `check` finish, or stop with one "too many paths" line,
+/// instead of exhausting memory (40 probability splits aborted `trace` on
+/// a failed allocation; four double jumps made `check` take seconds).
+#[test]
+fn fan_out_dumps_are_bounded() {
+    let dir = scratch("fan-out");
+    let node = ["--hostname-override", "n1", "--node-address", "192.168.0.3"];
+    let manifests = "../examples/seed-article/4-loadbalancer";
+
+    let packet = [
+        "--from",
+        "external",
+        "--src",
+        "203.0.113.9",
+        "--dst",
+        "10.0.0.9:80",
+    ];
+    // 40 splits: 2^40 walks with one outcome each way, followed exactly.
+    let splits = write(&dir, "splits.save", &fan_out_dump(40, false));
+    let mut args = vec!["trace", "--rules", splits.to_str().unwrap()];
+    args.extend(node);
+    args.extend(packet);
+    let run = kproxy(&args);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("(1/1099511627776) to endpoint 10.0.0.1:80"),
+        "{}",
+        run.stdout
+    );
+    // 40 double splits: 4^40 walks, stopped.
+    let doubles = write(&dir, "double40.save", &fan_out_dump(40, true));
+    let mut args = vec!["trace", "--rules", doubles.to_str().unwrap()];
+    args.extend(node);
+    args.extend(packet);
+    let line = error_line(&kproxy(&args)).to_string();
+    assert!(line.contains("too many paths"), "{line}");
+
+    let small = write(&dir, "double4.save", &fan_out_dump(4, true));
+    let mut args = vec!["check", "--rules", small.to_str().unwrap()];
+    args.extend(node);
+    args.push(manifests);
+    let run = kproxy(&args);
+    assert_eq!(run.code, Some(1), "drift, found: {}", run.stderr);
+
+    let big = write(&dir, "double8.save", &fan_out_dump(8, true));
+    let mut args = vec!["check", "--rules", big.to_str().unwrap()];
+    args.extend(node);
+    args.push(manifests);
+    let line = error_line(&kproxy(&args)).to_string();
+    assert!(line.contains("too many paths"), "{line}");
+}
