@@ -146,29 +146,11 @@ impl CheckReport {
     }
 }
 
-/// The fixed iptables chains of kube-proxy (any mode, any release).
-const IPTABLES_CHAINS: [&str; 12] = [
-    "KUBE-SERVICES",
-    "KUBE-EXTERNAL-SERVICES",
-    "KUBE-FORWARD",
-    "KUBE-NODEPORTS",
-    "KUBE-PROXY-FIREWALL",
-    "KUBE-FIREWALL",
-    "KUBE-POSTROUTING",
-    "KUBE-MARK-MASQ",
-    "KUBE-MARK-DROP",
-    "KUBE-PROXY-CANARY",
-    "KUBE-LOAD-BALANCER",
-    "KUBE-NODE-PORT",
-];
-
-/// Whether an iptables chain name is kube-proxy's.
-pub fn is_kube_proxy_iptables_chain(name: &str) -> bool {
-    IPTABLES_CHAINS.contains(&name) || crate::owners::is_iptables_service_chain(name)
-}
+/// Whether an iptables chain name is kube-proxy's (fixed or per service).
+pub use crate::names::iptables::is_kube_proxy_chain as is_kube_proxy_iptables_chain;
 
 /// The nftables table kube-proxy owns.
-pub const NFT_TABLE: &str = "kube-proxy";
+pub use crate::names::nft::TABLE as NFT_TABLE;
 
 fn family_of(t: &Table) -> IpFamily {
     match t.family {

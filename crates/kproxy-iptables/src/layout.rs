@@ -21,24 +21,11 @@ use kproxy_core::plan::{
 };
 use kproxy_core::profile::IptablesProfile;
 
-/// `KUBE-SERVICES`
-pub const KUBE_SERVICES: &str = "KUBE-SERVICES";
-/// `KUBE-EXTERNAL-SERVICES`
-pub const KUBE_EXTERNAL_SERVICES: &str = "KUBE-EXTERNAL-SERVICES";
-/// `KUBE-FORWARD`
-pub const KUBE_FORWARD: &str = "KUBE-FORWARD";
-/// `KUBE-NODEPORTS`
-pub const KUBE_NODEPORTS: &str = "KUBE-NODEPORTS";
-/// `KUBE-PROXY-FIREWALL`
-pub const KUBE_PROXY_FIREWALL: &str = "KUBE-PROXY-FIREWALL";
-/// `KUBE-FIREWALL` (kubelet's historical chain, duplicated by kube-proxy)
-pub const KUBE_FIREWALL: &str = "KUBE-FIREWALL";
-/// `KUBE-POSTROUTING`
-pub const KUBE_POSTROUTING: &str = "KUBE-POSTROUTING";
-/// `KUBE-MARK-MASQ`
-pub const KUBE_MARK_MASQ: &str = "KUBE-MARK-MASQ";
-/// `KUBE-PROXY-CANARY`
-pub const KUBE_PROXY_CANARY: &str = "KUBE-PROXY-CANARY";
+use crate::names::{
+    KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS,
+    KUBE_POSTROUTING, KUBE_PROXY_CANARY, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
+};
+
 /// The nfacct counter of the packets KUBE-FORWARD drops as conntrack
 /// INVALID (kube-proxy exports it as
 /// `kubeproxy_iptables_ct_state_invalid_dropped_packets_total`).

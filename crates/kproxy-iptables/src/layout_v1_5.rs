@@ -40,12 +40,12 @@ use kproxy_core::names::{ChainName, V1_5ServiceChains, iptables_endpoint_chain_v
 use kproxy_core::plan::{ClusterIpMasquerade, NodePlan, Plan, ServicePortPlan};
 
 use crate::layout::{
-    KUBE_FIREWALL, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_SERVICES, LayoutOptions,
-    Sink, TableId, affinity_check, endpoint_chain_rules, endpoint_jump,
+    LayoutOptions, Sink, TableId, affinity_check, endpoint_chain_rules, endpoint_jump,
+};
+use crate::names::{
+    KUBE_FIREWALL, KUBE_MARK_DROP, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_SERVICES,
 };
 
-/// `KUBE-MARK-DROP` (the kubelet's chain; kube-proxy 1.5 jumps to it).
-pub const KUBE_MARK_DROP: &str = "KUBE-MARK-DROP";
 /// The kubelet's drop mark bit (`--iptables-drop-bit`, default 15).
 pub const KUBELET_DROP_BIT: u8 = 15;
 

@@ -28,6 +28,7 @@
 
 pub mod layout;
 pub mod layout_v1_5;
+pub mod names;
 pub mod parse;
 pub mod print;
 

@@ -20,45 +20,8 @@ use kproxy_core::plan::{
 };
 use kproxy_core::profile::NftablesProfile;
 
-use crate::names::{ServiceChains, endpoint_names, truncate_comment};
+use crate::names::*;
 use crate::tx::{Op, Transaction};
-
-/// The table.
-pub const TABLE: &str = "kube-proxy";
-/// `services`
-pub const SERVICES: &str = "services";
-/// `service-ips`
-pub const SERVICE_IPS: &str = "service-ips";
-/// `service-nodeports`
-pub const SERVICE_NODEPORTS: &str = "service-nodeports";
-/// `nodeport-ips`
-pub const NODEPORT_IPS: &str = "nodeport-ips";
-/// `cluster-ips`
-pub const CLUSTER_IPS: &str = "cluster-ips";
-/// `service-endpoints-check`
-pub const SERVICE_ENDPOINTS_CHECK: &str = "service-endpoints-check";
-/// `nodeport-endpoints-check`
-pub const NODEPORT_ENDPOINTS_CHECK: &str = "nodeport-endpoints-check";
-/// `no-endpoint-services`
-pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
-/// `no-endpoint-nodeports`
-pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
-/// `reject-chain`
-pub const REJECT_CHAIN: &str = "reject-chain";
-/// `cluster-ips-check`
-pub const CLUSTER_IPS_CHECK: &str = "cluster-ips-check";
-/// `firewall-ips`
-pub const FIREWALL_IPS: &str = "firewall-ips";
-/// `firewall-check`
-pub const FIREWALL_CHECK: &str = "firewall-check";
-/// `masquerading`
-pub const MASQUERADING: &str = "masquerading";
-/// `mark-for-masquerade` (the pre-1.36 layout)
-pub const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
-/// `hairpin-connections`
-pub const HAIRPIN_CONNECTIONS: &str = "hairpin-connections";
-/// `localhost-nodeport-reject-ports`
-pub const LOCALHOST_REJECT_PORTS: &str = "localhost-nodeport-reject-ports";
 
 /// The base chains: name, type, hook, priority (knftables writes numbers).
 pub const BASE_CHAINS: [(&str, BaseChainType, Hook, i32); 8] = [

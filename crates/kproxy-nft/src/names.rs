@@ -21,6 +21,10 @@ use std::net::IpAddr;
 
 use kproxy_core::names::{ChainName, ServicePortName, hash_base32};
 
+/// The fixed names and the per-service prefixes, owned by core (its check
+/// and owners need them too, and core depends on no backend).
+pub use kproxy_core::names::nft::*;
+
 /// Longest base name (knftables `NameLengthMax` 256 minus the longest prefix, 16).
 pub const BASE_LENGTH_MAX: usize = 256 - 16;
 
@@ -90,10 +94,10 @@ impl ServiceChains {
     pub fn new(spn: &ServicePortName) -> Self {
         let base = service_base(spn);
         Self {
-            cluster: ChainName::new(format!("service-{base}")),
-            local: ChainName::new(format!("local-{base}")),
-            external: ChainName::new(format!("external-{base}")),
-            firewall: ChainName::new(format!("firewall-{base}")),
+            cluster: ChainName::new(format!("{SERVICE_PREFIX}{base}")),
+            local: ChainName::new(format!("{LOCAL_PREFIX}{base}")),
+            external: ChainName::new(format!("{EXTERNAL_PREFIX}{base}")),
+            firewall: ChainName::new(format!("{FIREWALL_PREFIX}{base}")),
         }
     }
 }
@@ -102,8 +106,8 @@ impl ServiceChains {
 pub fn endpoint_names(spn: &ServicePortName, ip: IpAddr, port: u16) -> (ChainName, String) {
     let base = endpoint_base(spn, ip, port);
     (
-        ChainName::new(format!("endpoint-{base}")),
-        format!("affinity-{base}"),
+        ChainName::new(format!("{ENDPOINT_PREFIX}{base}")),
+        format!("{AFFINITY_PREFIX}{base}"),
     )
 }
 
