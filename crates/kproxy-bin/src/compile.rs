@@ -8,7 +8,7 @@ use kproxy_core::config::ProxyMode;
 use kproxy_core::convert::{Inventory, inventory};
 use kproxy_core::model::IpFamily;
 use kproxy_core::plan::plan_release;
-use kproxy_core::profile::{IptablesProfile, KubeProxyVersion, NftablesProfile};
+use kproxy_core::profile::{KubeProxyVersion, NftablesProfile};
 
 use crate::progress::Stage;
 use crate::settings::{NodeArgs, resolve};
@@ -90,46 +90,9 @@ pub fn backend_named(name: Option<&str>, mode: &ProxyMode) -> Result<Backend> {
     }
 }
 
-/// The node configuration as nftables mode reads it: `iptables.localhostNodePorts`
-/// is an iptables-only setting (nftables mode has its own feature gate).
-fn nft_node(node: &kproxy_core::model::NodeConfig) -> kproxy_core::model::NodeConfig {
-    let mut n = node.clone();
-    n.localhost_node_ports = false;
-    n
-}
-
-/// A backend's rule layout: which release's rules it writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// iptables.
-    Iptables(IptablesProfile),
-    /// nftables (text or JSON).
-    Nftables(NftablesProfile),
-}
-
-impl Layout {
-    /// `iptables 1.5.x`, `nftables 1.36 and later`, ...
-    pub fn describe(self) -> String {
-        match self {
-            Layout::Iptables(p) => format!("iptables ({})", p.covers()),
-            Layout::Nftables(p) => format!("nftables ({})", p.covers()),
-        }
-    }
-    /// The release whose decisions the layout needs from the planner.
-    pub fn release(self) -> kproxy_core::plan::Release {
-        match self {
-            Layout::Iptables(p) => p.release(),
-            Layout::Nftables(p) => p.release(),
-        }
-    }
-    /// The iptables profile (the current one for nftables).
-    pub fn iptables(self) -> IptablesProfile {
-        match self {
-            Layout::Iptables(p) => p,
-            Layout::Nftables(_) => IptablesProfile::Current,
-        }
-    }
-}
+/// A backend's rule layout: which release's rules it writes (core owns it,
+/// with the node configuration each mode reads).
+pub use kproxy_core::profile::Layout;
 
 /// The layout `--kube-proxy-version` selects for `backend`, and notes for
 /// stderr. Errors name the supported releases.
@@ -215,10 +178,7 @@ pub fn family_targets(
     let targets = resolved
         .nodes
         .iter()
-        .map(|node| match layout {
-            Layout::Iptables(_) => (node.clone(), layout),
-            Layout::Nftables(_) => (nft_node(node), layout),
-        })
+        .map(|node| (layout.node_config(node).into_owned(), layout))
         .collect();
     let mut warnings = resolved.warnings;
     warnings.extend(notes);
@@ -265,7 +225,7 @@ pub fn compile(args: &CompileArgs, inv: &Inventory) -> Result<Output> {
         let plans: Vec<_> = resolved
             .nodes
             .iter()
-            .map(|n| plan_release(&inv.state, &nft_node(n), nft_profile.release()))
+            .map(|n| Layout::Nftables(nft_profile).plan(&inv.state, n))
             .collect();
         out.stdout = kproxy_nft::render_json_profile(&plans, nft_profile)?;
         out.stdout.push('\n');
@@ -283,7 +243,7 @@ pub fn compile(args: &CompileArgs, inv: &Inventory) -> Result<Output> {
             )?,
             Backend::Nftables | Backend::NftablesJson => kproxy_nft::compile(
                 &inv.state,
-                &nft_node(node),
+                node,
                 kproxy_nft::Options {
                     profile: nft_profile,
                     ..kproxy_nft::Options::default()

@@ -16,8 +16,8 @@ use kproxy_core::names::{
     ChainName, IptablesServiceChains, ServicePortName, iptables_endpoint_chain,
 };
 use kproxy_core::plan::{
-    ClusterIpMasquerade, Disposition, NodePlan, NodePortDestinations, Plan, PlannedEndpoint,
-    ServicePortPlan,
+    ClusterIpMasquerade, Disposition, ExternalMasquerade, LbSourceFilter, NodePlan,
+    NodePortDestinations, Plan, PlannedEndpoint, ServicePortPlan,
 };
 use kproxy_core::profile::IptablesProfile;
 
@@ -93,6 +93,11 @@ use TableId::{Filter, Mangle, Nat};
 /// Lowers `plan` to kube-proxy's iptables layout, writing into `out`:
 /// tables `filter` then `nat` (and `mangle` for the canary when standalone).
 pub fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
+    debug_assert_eq!(
+        plan.release,
+        opts.profile.release(),
+        "a plan laid out in another release's layout (see crate::check_release)"
+    );
     if opts.profile == IptablesProfile::V1_5 {
         return crate::layout_v1_5::emit(plan, opts, out);
     }
@@ -491,12 +496,24 @@ fn proto_dst(proto: Protocol, ip: IpAddr, port: u16) -> [Match; 3] {
 }
 
 /// The filter rule for traffic with nowhere to go.
-fn no_endpoint_rule(sp: &ServicePortPlan, disposition: Disposition) -> Option<(String, Verdict)> {
+/// The policy whose chain forwarded traffic jumps to, or the comment and
+/// verdict of the rule that blocks traffic with nowhere to go.
+fn no_endpoint_rule(
+    sp: &ServicePortPlan,
+    disposition: Disposition,
+) -> Result<TrafficPolicy, (String, Verdict)> {
     match disposition {
-        Disposition::Forward(_) => None,
-        Disposition::Reject => Some((format!("{} has no endpoints", sp.name), Verdict::Reject)),
-        Disposition::Drop => Some((format!("{} has no local endpoints", sp.name), Verdict::Drop)),
+        Disposition::Forward(policy) => Ok(policy),
+        Disposition::Reject => Err((format!("{} has no endpoints", sp.name), Verdict::Reject)),
+        Disposition::Drop => Err((format!("{} has no local endpoints", sp.name), Verdict::Drop)),
     }
+}
+
+/// Whether the layout writes the `KUBE-FW-…` chain: the source filter is
+/// reached through the load balancer IP's rule, which exists only with
+/// endpoints (without, `KUBE-EXTERNAL-SERVICES` rejects first).
+fn uses_firewall_chain(sp: &ServicePortPlan) -> bool {
+    sp.has_endpoints && sp.lb_source_filter.filters()
 }
 
 fn policy_chain(chains: &IptablesServiceChains, policy: TrafficPolicy) -> &str {
@@ -514,15 +531,15 @@ fn service_port<S: Sink>(out: &mut S, ctx: &Ctx<'_>, sp: &ServicePortPlan) {
 
     // 1. Cluster IP.
     match no_endpoint_rule(sp, sp.internal) {
-        None => out.push(
+        Ok(policy) => out.push(
             Nat,
             KUBE_SERVICES,
             Rule::new()
                 .with(comment(format!("{spn} cluster IP")))
                 .with_all(proto_dst(proto, sp.cluster_ip, sp.port))
-                .verdict(jump(policy_chain(&chains, sp.internal_policy))),
+                .verdict(jump(policy_chain(&chains, policy))),
         ),
-        Some((text, verdict)) => out.push(
+        Err((text, verdict)) => out.push(
             Filter,
             KUBE_SERVICES,
             Rule::new()
@@ -531,7 +548,7 @@ fn service_port<S: Sink>(out: &mut S, ctx: &Ctx<'_>, sp: &ServicePortPlan) {
                 .verdict(verdict),
         ),
     }
-    let external_block = no_endpoint_rule(sp, sp.external);
+    let external_block = no_endpoint_rule(sp, sp.external).err();
     let block = |out: &mut S, matches: Vec<Match>| {
         if let Some((text, verdict)) = &external_block {
             out.push(
@@ -561,7 +578,8 @@ fn service_port<S: Sink>(out: &mut S, ctx: &Ctx<'_>, sp: &ServicePortPlan) {
     }
 
     // 3. Load balancer IPs.
-    let lb_target = if sp.firewall { chains.fw.as_str() } else { ext };
+    let firewall = uses_firewall_chain(sp);
+    let lb_target = if firewall { chains.fw.as_str() } else { ext };
     for ip in &sp.load_balancer_ips {
         if sp.has_endpoints {
             out.push(
@@ -573,7 +591,7 @@ fn service_port<S: Sink>(out: &mut S, ctx: &Ctx<'_>, sp: &ServicePortPlan) {
                     .verdict(jump(lb_target)),
             );
         }
-        if sp.firewall {
+        if firewall {
             out.push(
                 Filter,
                 KUBE_PROXY_FIREWALL,
@@ -665,7 +683,7 @@ fn service_chains<S: Sink>(
     // The service's chains, declared before their rules.
     for (used, chain) in [
         (sp.uses_external_chain(), &chains.ext),
-        (sp.firewall, &chains.fw),
+        (uses_firewall_chain(sp), &chains.fw),
         (sp.uses_cluster_chain(), &chains.svc),
         (sp.uses_local_chain(), &chains.svl),
     ] {
@@ -675,7 +693,7 @@ fn service_chains<S: Sink>(
     }
 
     // 7. Masquerade off-node traffic to the cluster IP.
-    if sp.internal.forwards() {
+    if let Disposition::Forward(internal_policy) = sp.internal {
         let not_local = match &ctx.node.cluster_ip_masquerade {
             ClusterIpMasquerade::All => Some(Vec::new()),
             ClusterIpMasquerade::IfNotLocal(det) => Some(local_traffic_matches(det, false)),
@@ -684,7 +702,7 @@ fn service_chains<S: Sink>(
         if let Some(extra) = not_local {
             out.push(
                 Nat,
-                policy_chain(chains, sp.internal_policy),
+                policy_chain(chains, internal_policy),
                 Rule::new()
                     .with(comment(format!("{spn} cluster IP")))
                     .with_all(proto_dst(proto, sp.cluster_ip, sp.port))
@@ -697,7 +715,7 @@ fn service_chains<S: Sink>(
     // 8. External traffic.
     if sp.uses_external_chain() {
         let ext = chains.ext.as_str();
-        if sp.masquerades_external() {
+        if sp.external_masquerade == ExternalMasquerade::All {
             out.push(
                 Nat,
                 ext,
@@ -707,7 +725,7 @@ fn service_chains<S: Sink>(
                     )))
                     .verdict(jump(KUBE_MARK_MASQ)),
             );
-        } else if sp.short_circuits_local_external() {
+        } else {
             let local = local_traffic_matches(&ctx.node.local_detector, true);
             if !local.is_empty() {
                 out.push(
@@ -746,20 +764,27 @@ fn service_chains<S: Sink>(
                     .verdict(jump(svc)),
             );
         }
-        if sp.external.forwards() {
+        if let Disposition::Forward(policy) = sp.external {
             out.push(
                 Nat,
                 ext,
-                Rule::new().verdict(jump(policy_chain(chains, sp.external_policy))),
+                Rule::new().verdict(jump(policy_chain(chains, policy))),
             );
         }
     }
 
     // 9. Load balancer source ranges.
-    if sp.firewall {
+    if let (
+        true,
+        LbSourceFilter::Ranges {
+            ranges,
+            admits_lb_ips,
+        },
+    ) = (sp.has_endpoints, &sp.lb_source_filter)
+    {
         let fw = chains.fw.as_str();
         let text = format!("{spn} loadbalancer IP");
-        for net in &sp.source_ranges {
+        for net in ranges {
             out.push(
                 Nat,
                 fw,
@@ -773,7 +798,7 @@ fn service_chains<S: Sink>(
                     .verdict(jump(chains.ext.as_str())),
             );
         }
-        if sp.firewall_allows_lb_ips {
+        if *admits_lb_ips {
             for ip in &sp.load_balancer_ips {
                 out.push(
                     Nat,

@@ -35,9 +35,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use kproxy_core::ir::{AddrMatch, Direction, Hook, MarkOp, Match, Rule, Verdict};
-use kproxy_core::model::{LocalDetector, Protocol, TrafficPolicy};
+use kproxy_core::model::{LocalDetector, Protocol};
 use kproxy_core::names::{ChainName, V1_5ServiceChains, iptables_endpoint_chain_v1_5};
-use kproxy_core::plan::{ClusterIpMasquerade, NodePlan, Plan, ServicePortPlan};
+use kproxy_core::plan::{
+    ClusterIpMasquerade, ExternalMasquerade, LbSourceFilter, NodePlan, Plan, ServicePortPlan,
+};
 
 use crate::layout::{
     LayoutOptions, Sink, TableId, affinity_check, endpoint_chain_rules, endpoint_jump,
@@ -188,7 +190,7 @@ fn service_port<S: Sink>(out: &mut S, node: &NodePlan, sp: &ServicePortPlan) {
     let proto = sp.name.protocol;
     let svc = chains.svc.as_str();
     let xlb = chains.xlb.as_str();
-    let only_local = sp.external_policy == TrafficPolicy::Local;
+    let only_local = sp.external_masquerade == ExternalMasquerade::PreserveSource;
 
     out.declare(Nat, svc);
     if only_local {
@@ -279,18 +281,22 @@ fn service_port<S: Sink>(out: &mut S, node: &NodePlan, sp: &ServicePortPlan) {
             addr,
             negate: false,
         };
-        if sp.source_ranges.is_empty() {
-            out.push(Nat, fw, base().verdict(jump(chosen)));
-        } else {
-            for net in &sp.source_ranges {
-                out.push(
-                    Nat,
-                    fw,
-                    base().with(src(AddrMatch::Net(*net))).verdict(jump(chosen)),
-                );
-            }
-            if sp.firewall_allows_lb_ips {
-                out.push(Nat, fw, base().with(src(host(*ip))).verdict(jump(chosen)));
+        match &sp.lb_source_filter {
+            LbSourceFilter::Open => out.push(Nat, fw, base().verdict(jump(chosen))),
+            LbSourceFilter::Ranges {
+                ranges,
+                admits_lb_ips,
+            } => {
+                for net in ranges {
+                    out.push(
+                        Nat,
+                        fw,
+                        base().with(src(AddrMatch::Net(*net))).verdict(jump(chosen)),
+                    );
+                }
+                if *admits_lb_ips {
+                    out.push(Nat, fw, base().with(src(host(*ip))).verdict(jump(chosen)));
+                }
             }
         }
         out.push(Nat, fw, base().verdict(jump(KUBE_MARK_DROP)));

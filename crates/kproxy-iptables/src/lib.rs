@@ -33,8 +33,8 @@ pub mod parse;
 pub mod print;
 
 use kproxy_core::model::{ClusterState, NodeConfig};
-use kproxy_core::plan::{Plan, plan_release};
-use kproxy_core::profile::IptablesProfile;
+use kproxy_core::plan::{Plan, Release};
+use kproxy_core::profile::{IptablesProfile, Layout};
 
 pub use layout::{LayoutOptions, build};
 pub use print::PrintOptions;
@@ -49,6 +49,18 @@ pub enum IptablesError {
         chain: String,
         /// What could not be printed.
         what: String,
+    },
+    /// The plan was planned for another release than the layout's.
+    #[error(
+        "the plan holds kube-proxy {plan:?}'s decisions; the {layout:?} layout needs {needs:?}'s"
+    )]
+    ReleaseMismatch {
+        /// The plan's release.
+        plan: Release,
+        /// The layout asked for.
+        layout: IptablesProfile,
+        /// The release that layout needs.
+        needs: Release,
     },
 }
 
@@ -87,12 +99,39 @@ pub fn compile(
     node: &NodeConfig,
     opts: Options,
 ) -> Result<String, IptablesError> {
-    render(&plan_release(state, node, opts.profile.release()), opts)
+    render(&Layout::Iptables(opts.profile).plan(state, node), opts)
+}
+
+/// Checks that `plan` holds the decisions `profile`'s layout was written
+/// for (the release is chosen once, when planning).
+///
+/// ```
+/// use kproxy_core::model::*;
+/// use kproxy_core::plan::plan;
+/// use kproxy_core::profile::IptablesProfile;
+/// let p = plan(&ClusterState::default(), &NodeConfig::new(IpFamily::V4, "node-1"));
+/// assert!(kproxy_iptables::check_release(&p, IptablesProfile::Current).is_ok());
+/// assert_eq!(
+///     kproxy_iptables::check_release(&p, IptablesProfile::V1_5).unwrap_err().to_string(),
+///     "the plan holds kube-proxy Current's decisions; the V1_5 layout needs V1_5's"
+/// );
+/// ```
+pub fn check_release(plan: &Plan, profile: IptablesProfile) -> Result<(), IptablesError> {
+    if plan.release == profile.release() {
+        Ok(())
+    } else {
+        Err(IptablesError::ReleaseMismatch {
+            plan: plan.release,
+            layout: profile,
+            needs: profile.release(),
+        })
+    }
 }
 
 /// Lowers and prints an existing plan (planned with the release of
 /// `opts.profile`).
 pub fn render(plan: &Plan, opts: Options) -> Result<String, IptablesError> {
+    check_release(plan, opts.profile)?;
     print::stream(
         plan,
         LayoutOptions {

@@ -16,7 +16,8 @@ use kproxy_core::ir::{
 use kproxy_core::model::{IpFamily, Protocol, TrafficPolicy};
 use kproxy_core::names::ChainName;
 use kproxy_core::plan::{
-    ClusterIpMasquerade, Disposition, NodePlan, NodePortDestinations, Plan, ServicePortPlan,
+    ClusterIpMasquerade, Disposition, ExternalMasquerade, LbSourceFilter, NodePlan,
+    NodePortDestinations, Plan, ServicePortPlan,
 };
 use kproxy_core::profile::NftablesProfile;
 
@@ -110,6 +111,11 @@ pub fn localhost_reject_counter(p: Protocol) -> String {
 
 /// Lowers `plan` to the transaction of kube-proxy's first full sync.
 pub fn build(plan: &Plan, opts: LayoutOptions) -> Transaction {
+    debug_assert_eq!(
+        plan.release,
+        opts.profile.release(),
+        "a plan laid out in another release's layout (see crate::check_release)"
+    );
     let mut b = Builder::new(plan.node.family);
     b.legacy = opts.profile == NftablesProfile::Pre1_36;
     setup(&mut b, &plan.node, opts);
@@ -709,7 +715,7 @@ fn service_port(b: &mut Builder, node: &NodePlan, sp: &ServicePortPlan) {
     }
 
     // Load balancer IPs.
-    let firewall = sp.filters_lb_sources;
+    let firewall = sp.lb_source_filter.filters();
     if firewall {
         b.ensure_chain(chains.firewall.as_str());
     }
@@ -765,9 +771,10 @@ fn service_port(b: &mut Builder, node: &NodePlan, sp: &ServicePortPlan) {
     // External chain.
     let ext = chains.external.as_str();
     if uses_external {
-        if sp.masquerades_external() && legacy {
+        let masquerade_all = sp.external_masquerade == ExternalMasquerade::All;
+        if masquerade_all && legacy {
             b.rule(ext, Rule::new().verdict(mark_jump()));
-        } else if sp.masquerades_external() {
+        } else if masquerade_all {
             b.rule(
                 ext,
                 Rule::new()
@@ -813,13 +820,13 @@ fn service_port(b: &mut Builder, node: &NodePlan, sp: &ServicePortPlan) {
     }
 
     // Firewall chain.
-    if firewall {
-        let mut allowed: Vec<AddrMatch> = sp
-            .source_ranges
-            .iter()
-            .map(|n| AddrMatch::Net(*n))
-            .collect();
-        if sp.firewall_allows_lb_ips {
+    if let LbSourceFilter::Ranges {
+        ranges,
+        admits_lb_ips,
+    } = &sp.lb_source_filter
+    {
+        let mut allowed: Vec<AddrMatch> = ranges.iter().map(|n| AddrMatch::Net(*n)).collect();
+        if *admits_lb_ips {
             allowed.extend(sp.load_balancer_ips.iter().map(|ip| AddrMatch::Ip(*ip)));
         }
         b.rule(

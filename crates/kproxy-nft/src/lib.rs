@@ -43,8 +43,8 @@ pub mod tx;
 
 use kproxy_core::ir::Ruleset;
 use kproxy_core::model::{ClusterState, NodeConfig};
-use kproxy_core::plan::{Plan, plan_release};
-use kproxy_core::profile::NftablesProfile;
+use kproxy_core::plan::{Plan, Release};
+use kproxy_core::profile::{Layout, NftablesProfile};
 
 pub use layout::{LayoutOptions, build};
 pub use print::{PrintOptions, SingleDnat};
@@ -65,6 +65,44 @@ pub enum NftError {
     /// The JSON batch could not be serialised.
     #[error("JSON: {0}")]
     Json(String),
+    /// The plan was planned for another release than the layout's.
+    #[error(
+        "the plan holds kube-proxy {plan:?}'s decisions; the {layout:?} layout needs {needs:?}'s"
+    )]
+    ReleaseMismatch {
+        /// The plan's release.
+        plan: Release,
+        /// The layout asked for.
+        layout: NftablesProfile,
+        /// The release that layout needs.
+        needs: Release,
+    },
+}
+
+/// Checks that `plan` holds the decisions `profile`'s layout was written
+/// for (the release is chosen once, when planning).
+///
+/// ```
+/// use kproxy_core::model::*;
+/// use kproxy_core::plan::plan;
+/// use kproxy_core::profile::NftablesProfile;
+/// let p = plan(&ClusterState::default(), &NodeConfig::new(IpFamily::V4, "node-1"));
+/// assert!(kproxy_nft::check_release(&p, NftablesProfile::Current).is_ok());
+/// assert_eq!(
+///     kproxy_nft::check_release(&p, NftablesProfile::Pre1_36).unwrap_err().to_string(),
+///     "the plan holds kube-proxy Current's decisions; the Pre1_36 layout needs V1_35's"
+/// );
+/// ```
+pub fn check_release(plan: &Plan, profile: NftablesProfile) -> Result<(), NftError> {
+    if plan.release == profile.release() {
+        Ok(())
+    } else {
+        Err(NftError::ReleaseMismatch {
+            plan: plan.release,
+            layout: profile,
+            needs: profile.release(),
+        })
+    }
 }
 
 /// Options of [`compile`] and [`render`].
@@ -100,12 +138,13 @@ pub struct Options {
 /// assert!(text.contains("add rule ip kube-proxy mark-for-masquerade mark set mark or 0x00004000"));
 /// ```
 pub fn compile(state: &ClusterState, node: &NodeConfig, opts: Options) -> Result<String, NftError> {
-    render(&plan_release(state, node, opts.profile.release()), opts)
+    render(&Layout::Nftables(opts.profile).plan(state, node), opts)
 }
 
 /// Lowers and prints an existing plan (planned with the release of
 /// `opts.profile`) as the `nft -f -` transaction of a first full sync.
 pub fn render(plan: &Plan, opts: Options) -> Result<String, NftError> {
+    check_release(plan, opts.profile)?;
     let tx = build(
         plan,
         LayoutOptions {
@@ -130,6 +169,9 @@ pub fn render_json(plans: &[Plan]) -> Result<String, NftError> {
 
 /// [`render_json`] in `profile`'s layout (the plans planned with its release).
 pub fn render_json_profile(plans: &[Plan], profile: NftablesProfile) -> Result<String, NftError> {
+    for plan in plans {
+        check_release(plan, profile)?;
+    }
     let opts = LayoutOptions {
         profile,
         ..LayoutOptions::default()
@@ -156,6 +198,7 @@ pub fn ruleset(plan: &Plan) -> Result<Ruleset, NftError> {
 /// assert!(rs.tables[0].chain("mark-for-masquerade").is_some());
 /// ```
 pub fn ruleset_profile(plan: &Plan, profile: NftablesProfile) -> Result<Ruleset, NftError> {
+    check_release(plan, profile)?;
     let tx = build(
         plan,
         LayoutOptions {

@@ -78,9 +78,7 @@ pub const SERVICE_PREFIXES: [&str; 6] = [
 /// The readable part of a per-service chain or set name
 /// (`HASH-ns/name/proto/port[__ip/port]`), if `name` is one.
 pub fn service_object_base(name: &str) -> Option<&str> {
-    let rest = SERVICE_PREFIXES
-        .iter()
-        .find_map(|p| name.strip_prefix(p))?;
+    let rest = SERVICE_PREFIXES.iter().find_map(|p| name.strip_prefix(p))?;
     // Every per-service base holds the `ns/name` slash; no fixed name does.
     rest.contains('/').then_some(rest)
 }
