@@ -27,7 +27,6 @@
 #![deny(missing_docs)]
 
 pub mod layout;
-pub mod layout_v1_5;
 pub mod names;
 pub mod parse;
 pub mod print;

@@ -34,16 +34,15 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use kproxy_core::ir::{AddrMatch, Direction, Hook, MarkOp, Match, Rule, Verdict};
+use kproxy_core::ir::{AddrMatch, Direction, Hook, Match, Rule, Verdict};
 use kproxy_core::model::{LocalDetector, Protocol};
 use kproxy_core::names::{ChainName, V1_5ServiceChains, iptables_endpoint_chain_v1_5};
 use kproxy_core::plan::{
     ClusterIpMasquerade, ExternalMasquerade, LbSourceFilter, NodePlan, Plan, ServicePortPlan,
 };
 
-use crate::layout::{
-    LayoutOptions, Sink, TableId, affinity_check, endpoint_chain_rules, endpoint_jump,
-};
+use super::rules::{affinity_check, comment, endpoint_chain_rules, endpoint_jump, jump, mark_or};
+use super::{LayoutOptions, Sink, TableId};
 use crate::names::{
     KUBE_FIREWALL, KUBE_MARK_DROP, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_SERVICES,
 };
@@ -52,14 +51,6 @@ use crate::names::{
 pub const KUBELET_DROP_BIT: u8 = 15;
 
 use TableId::{Filter, Nat};
-
-fn comment(text: impl Into<String>) -> Match {
-    Match::Comment(text.into())
-}
-
-fn jump(chain: &str) -> Verdict {
-    Verdict::Jump(ChainName::new(chain))
-}
 
 /// 1.5 wrote every host address with `/32` (`/128`).
 fn host(ip: IpAddr) -> AddrMatch {
@@ -79,16 +70,9 @@ fn proto_dst(proto: Protocol, ip: IpAddr, port: u16) -> [Match; 3] {
     [Match::Protocol(proto), dst_host(ip), Match::DstPort(port)]
 }
 
-fn mark_or(value: u32) -> Verdict {
-    Verdict::SetMark {
-        op: MarkOp::Or,
-        value,
-    }
-}
-
 /// Lowers `plan` (planned with [`kproxy_core::plan::Release::V1_5`]) to
 /// kube-proxy 1.5's layout, writing into `out`.
-pub fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
+pub(super) fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
     let node = &plan.node;
     if opts.standalone {
         builtin_jumps(out);
@@ -395,12 +379,7 @@ fn service_port<S: Sink>(out: &mut S, node: &NodePlan, sp: &ServicePortPlan) {
     }
     let n = local.len();
     for (i, sep) in local.into_iter().enumerate() {
-        let mut r = Rule::new().with(comment(format!("Balancing rule {i} for {spn}")));
-        if i + 1 < n {
-            r = r.with(Match::Probability {
-                one_in: u32::try_from(n - i).unwrap_or(u32::MAX),
-            });
-        }
-        out.push(Nat, xlb, r.verdict(Verdict::Jump(sep.clone())));
+        let comments = [comment(format!("Balancing rule {i} for {spn}"))];
+        out.push(Nat, xlb, endpoint_jump(comments, i, n, sep.clone()));
     }
 }
