@@ -1,57 +1,27 @@
-//! kube-proxy's nftables layout (v1.36+): plan -> transaction.
-//!
-//! The commands are those of kube-proxy's first full sync
-//! (`setupNFTables` + `syncProxyRules` in `pkg/proxy/nftables/proxier.go`),
-//! in its order. Every function lowers facts the planner decided; none
-//! looks at the model or re-decides Kubernetes semantics.
+//! The builders every nftables release layout shares: the transaction
+//! under construction, node-level set-up and each service port's front
+//! ends, calling the release ([`Release`]) where layouts differ.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 use kproxy_core::ir::{
-    AddrMatch, BaseChainType, Chain, ChainKind, Counter, CtState, Direction, Element, Hook, Key,
-    KeyValue, Map, MapValue, MarkOp, Match, Rule, Set, Verdict, local_traffic_matches,
+    AddrMatch, Chain, ChainKind, CtState, Direction, Element, Key, KeyValue, Map, MapValue, MarkOp,
+    Match, Rule, Set, Verdict, local_traffic_matches,
 };
 use kproxy_core::model::{IpFamily, Protocol, TrafficPolicy};
 use kproxy_core::names::ChainName;
 use kproxy_core::plan::{
-    ClusterIpMasquerade, Disposition, ExternalMasquerade, LbSourceFilter, NodePlan,
-    NodePortDestinations, Plan, ServicePortPlan,
+    Disposition, ExternalMasquerade, LbSourceFilter, NodePlan, NodePortDestinations,
+    PlannedEndpoint, ServicePortPlan,
 };
-use kproxy_core::profile::NftablesProfile;
 
 use crate::names::*;
 use crate::tx::{Op, Transaction};
 
-/// The base chains: name, type, hook, priority (knftables writes numbers).
-pub const BASE_CHAINS: [(&str, BaseChainType, Hook, i32); 8] = [
-    (
-        "filter-prerouting-pre-dnat",
-        BaseChainType::Filter,
-        Hook::Prerouting,
-        -110,
-    ),
-    (
-        "filter-output-pre-dnat",
-        BaseChainType::Filter,
-        Hook::Output,
-        -110,
-    ),
-    ("filter-input", BaseChainType::Filter, Hook::Input, 0),
-    ("filter-forward", BaseChainType::Filter, Hook::Forward, 0),
-    ("filter-output", BaseChainType::Filter, Hook::Output, 0),
-    ("nat-prerouting", BaseChainType::Nat, Hook::Prerouting, -100),
-    ("nat-output", BaseChainType::Nat, Hook::Output, -100),
-    (
-        "nat-postrouting",
-        BaseChainType::Nat,
-        Hook::Postrouting,
-        100,
-    ),
-];
+use super::{BASE_CHAINS, LayoutOptions, Release, localhost_reject_chain};
 
-/// The jumps from base chains to top-level chains: (to, from, `ct state new`).
 const JUMP_CHAINS: [(&str, &str, bool); 11] = [
     (NODEPORT_ENDPOINTS_CHECK, "filter-input", true),
     (SERVICE_ENDPOINTS_CHECK, "filter-input", true),
@@ -66,65 +36,6 @@ const JUMP_CHAINS: [(&str, &str, bool); 11] = [
     (CLUSTER_IPS_CHECK, "filter-output", true),
 ];
 
-/// Every protocol kube-proxy may reject localhost NodePorts for, in its order.
-const REJECTABLE: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
-
-/// What to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LayoutOptions {
-    /// The first sync of a kube-proxy process: base chains are added and
-    /// deleted once before being re-created (so changed hooks/priorities apply).
-    pub first_sync: bool,
-    /// The release's layout (the plan must be planned with the profile's
-    /// [`NftablesProfile::release`]). [`NftablesProfile::Pre1_36`] differs
-    /// from the current layout in: a `mark-for-masquerade` chain that every
-    /// marking rule jumps to; `masquerading` as three rules (`mark and M == 0
-    /// return`, `mark set mark xor M`, `masquerade fully-random`); no
-    /// `hairpin-connections` set (each endpoint chain marks its own hairpin
-    /// traffic); cluster IP masquerading in the service's chain
-    /// (`ip daddr CIP ip saddr != PODS jump mark-for-masquerade`) instead of
-    /// one `services` rule; one `endpoint-…` chain per endpoint
-    /// (`ip saddr EP jump mark-for-masquerade`, the affinity update, `dnat
-    /// to EP:PORT`), selected by `numgen random mod N vmap` even for one
-    /// endpoint; no localhost NodePort rejects.
-    pub profile: NftablesProfile,
-}
-
-impl Default for LayoutOptions {
-    fn default() -> Self {
-        Self {
-            first_sync: true,
-            profile: NftablesProfile::Current,
-        }
-    }
-}
-
-/// `localhost-nodeport-reject-<proto>`
-pub fn localhost_reject_chain(p: Protocol) -> String {
-    format!("localhost-nodeport-reject-{}", p.as_lower())
-}
-
-/// `localhost-nodeport-rejected-<proto>` (kube-proxy's metrics counter name).
-pub fn localhost_reject_counter(p: Protocol) -> String {
-    format!("localhost-nodeport-rejected-{}", p.as_lower())
-}
-
-/// Lowers `plan` to the transaction of kube-proxy's first full sync.
-pub fn build(plan: &Plan, opts: LayoutOptions) -> Transaction {
-    debug_assert_eq!(
-        plan.release,
-        opts.profile.release(),
-        "a plan laid out in another release's layout (see crate::check_release)"
-    );
-    let mut b = Builder::new(plan.node.family);
-    b.legacy = opts.profile == NftablesProfile::Pre1_36;
-    setup(&mut b, &plan.node, opts);
-    for sp in &plan.service_ports {
-        service_port(&mut b, &plan.node, sp);
-    }
-    b.finish()
-}
-
 /// A transaction under construction, with knftables-style bookkeeping:
 /// chains are added+flushed once, elements are written once per key
 /// (a later value replaces an earlier one, as kube-proxy's element storage
@@ -132,10 +43,8 @@ pub fn build(plan: &Plan, opts: LayoutOptions) -> Transaction {
 /// two Services writing one key with different values (e.g. the same node
 /// port, which the API server forbids) leave only the later element,
 /// written where the later one came, after the chain its verdict names.
-struct Builder {
-    /// The pre-1.36 layout.
-    legacy: bool,
-    tx: Transaction,
+pub(super) struct Builder {
+    pub(super) tx: Transaction,
     chains: BTreeSet<String>,
     elements: HashMap<(String, Vec<KeyValue>), usize>,
     /// Positions of elements a later one replaced: left out by `finish`.
@@ -143,33 +52,32 @@ struct Builder {
 }
 
 impl Builder {
-    fn new(family: IpFamily) -> Self {
+    pub(super) fn new(family: IpFamily) -> Self {
         Self {
-            legacy: false,
             tx: Transaction::new(family, TABLE),
             chains: BTreeSet::new(),
             elements: HashMap::new(),
             replaced: BTreeSet::new(),
         }
     }
-    fn family(&self) -> IpFamily {
+    pub(super) fn family(&self) -> IpFamily {
         self.tx.family
     }
-    fn op(&mut self, op: Op) {
+    pub(super) fn op(&mut self, op: Op) {
         self.tx.push(op);
     }
     /// kube-proxy's `ensureChain`: `add chain` + `flush chain`, once.
-    fn ensure_chain(&mut self, name: &str) {
+    pub(super) fn ensure_chain(&mut self, name: &str) {
         if self.chains.insert(name.to_string()) {
             self.op(Op::AddChain(Chain::new(name)));
             self.op(Op::FlushChain(ChainName::new(name)));
         }
     }
-    fn rule(&mut self, chain: &str, rule: Rule) {
+    pub(super) fn rule(&mut self, chain: &str, rule: Rule) {
         self.op(Op::AddRule(ChainName::new(chain), rule));
     }
     /// kube-proxy's `ensureElem` (on a first sync).
-    fn element(
+    pub(super) fn element(
         &mut self,
         container: &str,
         key: Vec<KeyValue>,
@@ -196,7 +104,7 @@ impl Builder {
             }
         }
     }
-    fn finish(mut self) -> Transaction {
+    pub(super) fn finish(mut self) -> Transaction {
         if !self.replaced.is_empty() {
             let ops = std::mem::take(&mut self.tx.ops);
             self.tx.ops = ops
@@ -210,14 +118,14 @@ impl Builder {
     }
 }
 
-fn addr_type(f: IpFamily) -> &'static str {
+pub(super) fn addr_type(f: IpFamily) -> &'static str {
     match f {
         IpFamily::V4 => "ipv4_addr",
         IpFamily::V6 => "ipv6_addr",
     }
 }
 
-fn set(name: &str, type_spec: String, comment: Option<&str>) -> Set {
+pub(super) fn set(name: &str, type_spec: String, comment: Option<&str>) -> Set {
     Set {
         name: name.into(),
         type_spec,
@@ -228,7 +136,7 @@ fn set(name: &str, type_spec: String, comment: Option<&str>) -> Set {
     }
 }
 
-fn vmap(name: &str, type_spec: String, comment: &str) -> Map {
+pub(super) fn vmap(name: &str, type_spec: String, comment: &str) -> Map {
     Map {
         name: name.into(),
         type_spec,
@@ -239,23 +147,23 @@ fn vmap(name: &str, type_spec: String, comment: &str) -> Map {
     }
 }
 
-fn ct_new() -> Match {
+pub(super) fn ct_new() -> Match {
     Match::CtState {
         states: vec![CtState::New],
         negate: false,
     }
 }
 
-fn comment(text: &str) -> Match {
+pub(super) fn comment(text: &str) -> Match {
     Match::Comment(text.into())
 }
 
-fn goto(chain: &str) -> Verdict {
+pub(super) fn goto(chain: &str) -> Verdict {
     Verdict::Goto(ChainName::new(chain))
 }
 
 /// A network as kube-proxy spells it: a host prefix is a plain address.
-fn net_match(net: IpNet) -> AddrMatch {
+pub(super) fn net_match(net: IpNet) -> AddrMatch {
     if net.prefix_len() == net.max_prefix_len() {
         AddrMatch::Ip(net.addr())
     } else {
@@ -263,7 +171,7 @@ fn net_match(net: IpNet) -> AddrMatch {
     }
 }
 
-fn dst_addr(addr: AddrMatch, negate: bool) -> Match {
+pub(super) fn dst_addr(addr: AddrMatch, negate: bool) -> Match {
     Match::Addr {
         dir: Direction::Dst,
         addr,
@@ -272,11 +180,11 @@ fn dst_addr(addr: AddrMatch, negate: bool) -> Match {
 }
 
 /// `ip daddr . meta l4proto . th dport`
-const DST_TUPLE: [Key; 3] = [Key::DstAddr, Key::L4Proto, Key::DstPort];
+pub(super) const DST_TUPLE: [Key; 3] = [Key::DstAddr, Key::L4Proto, Key::DstPort];
 /// `meta l4proto . th dport`
-const PROTO_PORT: [Key; 2] = [Key::L4Proto, Key::DstPort];
+pub(super) const PROTO_PORT: [Key; 2] = [Key::L4Proto, Key::DstPort];
 
-fn in_set(keys: &[Key], set: &str) -> Match {
+pub(super) fn in_set(keys: &[Key], set: &str) -> Match {
     Match::InSet {
         keys: keys.to_vec(),
         set: set.into(),
@@ -284,19 +192,14 @@ fn in_set(keys: &[Key], set: &str) -> Match {
     }
 }
 
-fn vmap_verdict(keys: &[Key], map: &str) -> Verdict {
+pub(super) fn vmap_verdict(keys: &[Key], map: &str) -> Verdict {
     Verdict::VerdictMap {
         keys: keys.to_vec(),
         map: map.into(),
     }
 }
 
-/// `jump mark-for-masquerade` (the pre-1.36 layout's way to mark).
-fn mark_jump() -> Verdict {
-    Verdict::Jump(ChainName::new(MARK_FOR_MASQUERADE))
-}
-
-fn mark_or(node: &NodePlan) -> Verdict {
+pub(super) fn mark_or(node: &NodePlan) -> Verdict {
     Verdict::SetMark {
         op: MarkOp::Or,
         value: node.mark.value(),
@@ -304,11 +207,11 @@ fn mark_or(node: &NodePlan) -> Verdict {
 }
 
 /// The loopback destination of the family (`127.0.0.0/8`, `::1`).
-fn loopback(f: IpFamily) -> AddrMatch {
+pub(super) fn loopback(f: IpFamily) -> AddrMatch {
     net_match(f.loopback_net())
 }
 
-fn setup(b: &mut Builder, node: &NodePlan, opts: LayoutOptions) {
+pub(super) fn setup(b: &mut Builder, node: &NodePlan, opts: LayoutOptions, r: &dyn Release) {
     b.op(Op::AddTable {
         comment: Some("rules for kube-proxy".into()),
     });
@@ -341,79 +244,11 @@ fn setup(b: &mut Builder, node: &NodePlan, opts: LayoutOptions) {
     }
 
     // Masquerading.
-    let mark = node.mark.value();
-    if b.legacy {
-        b.ensure_chain(MARK_FOR_MASQUERADE);
-        b.rule(MARK_FOR_MASQUERADE, Rule::new().verdict(mark_or(node)));
-        b.rule(
-            MASQUERADING,
-            Rule::new()
-                .with(Match::Mark {
-                    value: 0,
-                    mask: mark,
-                    negate: false,
-                })
-                .verdict(Verdict::Return),
-        );
-        b.rule(
-            MASQUERADING,
-            Rule::new().verdict(Verdict::SetMark {
-                op: MarkOp::Xor,
-                value: mark,
-            }),
-        );
-        b.rule(
-            MASQUERADING,
-            Rule::new().verdict(Verdict::Masquerade { random_fully: true }),
-        );
-    } else {
-        masquerading(b, node);
-    }
-    setup_rest(b, node);
+    r.masquerading(b, node);
+    setup_rest(b, node, r);
 }
 
-/// The current layout's masquerading: one rule for marked packets, one for
-/// hairpin connections.
-fn masquerading(b: &mut Builder, node: &NodePlan) {
-    let mark = node.mark.value();
-    b.op(Op::AddSet(set(
-        HAIRPIN_CONNECTIONS,
-        format!(
-            "{a} . {a} . inet_proto . inet_service",
-            a = addr_type(b.family())
-        ),
-        Some("service hairpin connections"),
-    )));
-    b.rule(
-        MASQUERADING,
-        Rule::new()
-            .with(Match::Mark {
-                value: 0,
-                mask: mark,
-                negate: true,
-            })
-            .with(Match::SetMark {
-                op: MarkOp::Xor,
-                value: mark,
-            })
-            .verdict(Verdict::Masquerade { random_fully: true }),
-    );
-    b.rule(
-        MASQUERADING,
-        Rule::new()
-            .with(Match::CtState {
-                states: vec![CtState::Dnat],
-                negate: false,
-            })
-            .with(in_set(
-                &[Key::SrcAddr, Key::DstAddr, Key::L4Proto, Key::DstPort],
-                HAIRPIN_CONNECTIONS,
-            ))
-            .verdict(Verdict::Masquerade { random_fully: true }),
-    );
-}
-
-fn setup_rest(b: &mut Builder, node: &NodePlan) {
+pub(super) fn setup_rest(b: &mut Builder, node: &NodePlan, r: &dyn Release) {
     let f = b.family();
     let addr = addr_type(f);
 
@@ -497,58 +332,11 @@ fn setup_rest(b: &mut Builder, node: &NodePlan) {
         nodeport_dst(Rule::new()).verdict(vmap_verdict(&PROTO_PORT, NO_ENDPOINT_NODEPORTS)),
     );
 
-    // Localhost node ports (not in the pre-1.36 layout).
-    if !b.legacy {
-        localhost_node_ports(b, node);
-    }
-    setup_dispatch(b, node, match_all);
+    r.node_extras(b, node);
+    setup_dispatch(b, node, match_all, r);
 }
 
-fn localhost_node_ports(b: &mut Builder, node: &NodePlan) {
-    let f = b.family();
-    b.op(Op::AddMap(vmap(
-        LOCALHOST_REJECT_PORTS,
-        "inet_proto . inet_service".into(),
-        "localhost NodePorts rejected by kube-proxy",
-    )));
-    let rejects = &node.localhost_node_port_rejects;
-    if rejects.is_empty() {
-        b.op(Op::DeleteMap(LOCALHOST_REJECT_PORTS.into()));
-    } else {
-        for p in rejects {
-            let counter = localhost_reject_counter(*p);
-            b.op(Op::AddCounter(Counter {
-                name: counter.clone(),
-            }));
-            let chain = localhost_reject_chain(*p);
-            b.ensure_chain(&chain);
-            b.rule(
-                &chain,
-                Rule::new()
-                    .with(Match::Nfacct(counter))
-                    .verdict(Verdict::Reject),
-            );
-        }
-        b.rule(
-            NODEPORT_ENDPOINTS_CHECK,
-            Rule::new()
-                .with(dst_addr(loopback(f), false))
-                .verdict(vmap_verdict(&PROTO_PORT, LOCALHOST_REJECT_PORTS)),
-        );
-    }
-    for p in REJECTABLE.iter().filter(|p| !rejects.contains(p)) {
-        let chain = localhost_reject_chain(*p);
-        b.op(Op::AddChain(Chain::new(chain.as_str())));
-        b.op(Op::DeleteChain(ChainName::new(chain)));
-        let counter = localhost_reject_counter(*p);
-        b.op(Op::AddCounter(Counter {
-            name: counter.clone(),
-        }));
-        b.op(Op::DeleteCounter(counter));
-    }
-}
-
-fn setup_dispatch(b: &mut Builder, node: &NodePlan, match_all: bool) {
+pub(super) fn setup_dispatch(b: &mut Builder, node: &NodePlan, match_all: bool, r: &dyn Release) {
     let f = b.family();
     let addr = addr_type(f);
 
@@ -575,26 +363,7 @@ fn setup_dispatch(b: &mut Builder, node: &NodePlan, match_all: bool) {
         "inet_proto . inet_service".into(),
         "NodePort traffic",
     )));
-    match &node.cluster_ip_masquerade {
-        // The pre-1.36 layout masquerades in each service's chain.
-        _ if b.legacy => {}
-        ClusterIpMasquerade::All => b.rule(
-            SERVICES,
-            Rule::new()
-                .with(in_set(&[Key::DstAddr], CLUSTER_IPS))
-                .with(comment("masquerade all clusterIP traffic"))
-                .verdict(mark_or(node)),
-        ),
-        ClusterIpMasquerade::IfNotLocal(det) => b.rule(
-            SERVICES,
-            Rule::new()
-                .with(in_set(&[Key::DstAddr], CLUSTER_IPS))
-                .with_all(local_traffic_matches(det, false))
-                .with(comment("masquerade clusterIP traffic from outside cluster"))
-                .verdict(mark_or(node)),
-        ),
-        ClusterIpMasquerade::Never => {}
-    }
+    r.services_masquerade(b, node);
     b.rule(
         SERVICES,
         Rule::new().verdict(vmap_verdict(&DST_TUPLE, SERVICE_IPS)),
@@ -616,7 +385,7 @@ fn setup_dispatch(b: &mut Builder, node: &NodePlan, match_all: bool) {
 }
 
 /// The filter verdict for traffic with nowhere to go.
-fn no_endpoint_verdict(d: Disposition) -> Option<Verdict> {
+pub(super) fn no_endpoint_verdict(d: Disposition) -> Option<Verdict> {
     match d {
         Disposition::Forward(_) => None,
         Disposition::Reject => Some(goto(REJECT_CHAIN)),
@@ -624,14 +393,14 @@ fn no_endpoint_verdict(d: Disposition) -> Option<Verdict> {
     }
 }
 
-fn policy_chain(chains: &ServiceChains, policy: TrafficPolicy) -> &ChainName {
+pub(super) fn policy_chain(chains: &ServiceChains, policy: TrafficPolicy) -> &ChainName {
     match policy {
         TrafficPolicy::Cluster => &chains.cluster,
         TrafficPolicy::Local => &chains.local,
     }
 }
 
-fn dst_key(ip: IpAddr, proto: Protocol, port: u16) -> Vec<KeyValue> {
+pub(super) fn dst_key(ip: IpAddr, proto: Protocol, port: u16) -> Vec<KeyValue> {
     vec![
         KeyValue::Ip(ip),
         KeyValue::Proto(proto),
@@ -639,31 +408,19 @@ fn dst_key(ip: IpAddr, proto: Protocol, port: u16) -> Vec<KeyValue> {
     ]
 }
 
-fn service_port(b: &mut Builder, node: &NodePlan, sp: &ServicePortPlan) {
+pub(super) fn service_port(
+    b: &mut Builder,
+    node: &NodePlan,
+    sp: &ServicePortPlan,
+    r: &dyn Release,
+) {
     let chains = ServiceChains::new(&sp.name);
     let proto = sp.name.protocol;
     let affinity = sp.affinity_timeout;
     let spn_comment = truncate_comment(&sp.name.to_string());
 
-    let legacy = b.legacy;
     for ep in &sp.reachable_endpoints {
-        if affinity.is_some() || legacy {
-            let (chain, _) = endpoint_names(&sp.name, ep.ip, ep.port);
-            b.ensure_chain(chain.as_str());
-        }
-        if ep.is_local && !legacy {
-            b.element(
-                HAIRPIN_CONNECTIONS,
-                vec![
-                    KeyValue::Ip(ep.ip),
-                    KeyValue::Ip(ep.ip),
-                    KeyValue::Proto(proto),
-                    KeyValue::Port(ep.port),
-                ],
-                None,
-                None,
-            );
-        }
+        r.endpoint_objects(b, sp, ep);
     }
     if sp.uses_cluster_chain() {
         b.ensure_chain(chains.cluster.as_str());
@@ -772,15 +529,8 @@ fn service_port(b: &mut Builder, node: &NodePlan, sp: &ServicePortPlan) {
     let ext = chains.external.as_str();
     if uses_external {
         let masquerade_all = sp.external_masquerade == ExternalMasquerade::All;
-        if masquerade_all && legacy {
-            b.rule(ext, Rule::new().verdict(mark_jump()));
-        } else if masquerade_all {
-            b.rule(
-                ext,
-                Rule::new()
-                    .with(comment("masquerade"))
-                    .verdict(mark_or(node)),
-            );
+        if masquerade_all {
+            b.rule(ext, r.masquerade_external(node));
         } else {
             let local = local_traffic_matches(&node.local_detector, true);
             if !local.is_empty() {
@@ -801,7 +551,7 @@ fn service_port(b: &mut Builder, node: &NodePlan, sp: &ServicePortPlan) {
                 Rule::new()
                     .with(src_local.clone())
                     .with(comment("masquerade local traffic"))
-                    .verdict(if legacy { mark_jump() } else { mark_or(node) }),
+                    .verdict(r.mark(node)),
             );
             b.rule(
                 ext,
@@ -861,134 +611,67 @@ fn service_port(b: &mut Builder, node: &NodePlan, sp: &ServicePortPlan) {
         ),
         (sp.uses_local_chain(), &chains.local, &sp.local_endpoints),
     ];
-    // The pre-1.36 layout masquerades off-cluster traffic to the cluster IP
-    // in the internal policy's chain.
-    if let (true, Disposition::Forward(policy)) = (legacy, sp.internal) {
-        let not_local = match &node.cluster_ip_masquerade {
-            ClusterIpMasquerade::All => Some(Vec::new()),
-            ClusterIpMasquerade::IfNotLocal(det) => Some(local_traffic_matches(det, false)),
-            ClusterIpMasquerade::Never => None,
-        };
-        if let Some(extra) = not_local {
-            b.rule(
-                policy_chain(&chains, policy).as_str(),
-                Rule::new()
-                    .with(dst_addr(AddrMatch::Ip(sp.cluster_ip), false))
-                    .with_all(extra)
-                    .verdict(mark_jump()),
-            );
-        }
-    }
+    r.service_masquerade(b, node, sp, &chains);
     for (used, chain, eps) in selections {
-        if !used {
-            continue;
-        }
-        if affinity.is_none() && !legacy {
-            let to: Vec<SocketAddr> = eps.iter().map(|e| SocketAddr::new(e.ip, e.port)).collect();
-            b.rule(
-                chain.as_str(),
-                Rule::new()
-                    .with(Match::Protocol(proto))
-                    .verdict(Verdict::DnatRandom { to }),
-            );
-        } else {
-            let mut to = Vec::new();
-            for ep in eps.iter() {
-                let (ep_chain, set_name) = endpoint_names(&sp.name, ep.ip, ep.port);
-                if affinity.is_some() {
-                    b.rule(
-                        chain.as_str(),
-                        Rule::new()
-                            .with(in_set(&[Key::SrcAddr], &set_name))
-                            .verdict(Verdict::Goto(ep_chain.clone())),
-                    );
-                }
-                to.push(ep_chain);
-            }
-            b.rule(
-                chain.as_str(),
-                Rule::new().verdict(Verdict::RandomVerdictMap { to }),
-            );
+        if used {
+            r.select(b, sp, chain, eps);
         }
     }
-    if affinity.is_some() || legacy {
-        for ep in &sp.reachable_endpoints {
-            let (ep_chain, set_name) = endpoint_names(&sp.name, ep.ip, ep.port);
-            if legacy {
-                b.rule(
-                    ep_chain.as_str(),
-                    Rule::new()
-                        .with(Match::Addr {
-                            dir: Direction::Src,
-                            addr: AddrMatch::Ip(ep.ip),
-                            negate: false,
-                        })
-                        .verdict(mark_jump()),
-                );
-            }
-            if affinity.is_some() {
-                b.rule(
-                    ep_chain.as_str(),
-                    Rule::new().with(Match::UpdateSet {
-                        keys: vec![Key::SrcAddr],
-                        set: set_name,
-                    }),
-                );
-            }
-            b.rule(
-                ep_chain.as_str(),
-                Rule::new()
-                    .with(Match::Protocol(proto))
-                    .verdict(Verdict::Dnat(SocketAddr::new(ep.ip, ep.port))),
-            );
-        }
-    }
+    r.endpoint_chains(b, sp);
 }
 
-#[cfg(test)]
-mod tests {
-    use kproxy_core::model::{ClusterState, Endpoint, EndpointPort, EndpointSlice, NodeConfig};
-    use kproxy_core::model::{Service, ServicePort, ServiceType};
-    use kproxy_core::plan::plan;
-
-    use super::*;
-
-    /// Two Services with one node port (the API server forbids it, a
-    /// directory of manifests may not): one element, the later Service's,
-    /// written after the chain it jumps to, so `nft -f` accepts it.
-    #[test]
-    fn a_shared_key_keeps_the_later_element_after_its_chain() {
-        let mut state = ClusterState::default();
-        for (name, ip, ep) in [
-            ("a", "10.96.0.1", "10.1.0.1"),
-            ("b", "10.96.0.2", "10.1.0.2"),
-        ] {
-            let mut svc = Service::cluster_ip("ns", name, ip.parse().expect("ip"))
-                .with_port(ServicePort::new("p", Protocol::Tcp, 80).with_node_port(30000));
-            svc.service_type = ServiceType::NodePort;
-            state.services.push(svc);
-            state.endpoint_slices.push(
-                EndpointSlice::new("ns", &format!("{name}-1"), name, IpFamily::V4)
-                    .with_port(EndpointPort::new("p", Protocol::Tcp, 8080))
-                    .with_endpoint(Endpoint::ready(ep.parse().expect("ip"))),
+/// The `numgen random mod N vmap` selection of `eps` in `chain`, after a
+/// `goto` to the endpoint chain of a source with ClientIP affinity.
+pub(super) fn endpoint_vmap(
+    b: &mut Builder,
+    sp: &ServicePortPlan,
+    chain: &ChainName,
+    eps: &[PlannedEndpoint],
+) {
+    let mut to = Vec::new();
+    for ep in eps {
+        let (ep_chain, set_name) = endpoint_names(&sp.name, ep.ip, ep.port);
+        if sp.affinity_timeout.is_some() {
+            b.rule(
+                chain.as_str(),
+                Rule::new()
+                    .with(in_set(&[Key::SrcAddr], &set_name))
+                    .verdict(Verdict::Goto(ep_chain.clone())),
             );
         }
-        let p = plan(&state, &NodeConfig::new(IpFamily::V4, "node-1"));
-        let tx = build(&p, LayoutOptions::default());
-        let is_np = |op: &Op| matches!(op, Op::AddMapElement(m, _, _) if m == "service-nodeports");
-        let elements: Vec<usize> = (0..tx.ops.len()).filter(|&i| is_np(&tx.ops[i])).collect();
-        assert_eq!(elements.len(), 1);
-        let Op::AddMapElement(_, _, MapValue::Verdict(Verdict::Goto(target))) =
-            &tx.ops[elements[0]]
-        else {
-            panic!("not a goto element: {:?}", tx.ops[elements[0]]);
-        };
-        assert!(target.as_str().contains("ns/b/"), "{target}");
-        let chain_at = tx
-            .ops
-            .iter()
-            .position(|op| matches!(op, Op::AddChain(c) if c.name == *target))
-            .expect("the chain");
-        assert!(chain_at < elements[0]);
+        to.push(ep_chain);
     }
+    b.rule(
+        chain.as_str(),
+        Rule::new().verdict(Verdict::RandomVerdictMap { to }),
+    );
+}
+
+/// An endpoint chain: `hairpin` first (the release's own), the ClientIP
+/// affinity update, then the DNAT.
+pub(super) fn endpoint_chain(
+    b: &mut Builder,
+    sp: &ServicePortPlan,
+    ep: &PlannedEndpoint,
+    hairpin: Option<Rule>,
+) {
+    let (ep_chain, set_name) = endpoint_names(&sp.name, ep.ip, ep.port);
+    if let Some(rule) = hairpin {
+        b.rule(ep_chain.as_str(), rule);
+    }
+    if sp.affinity_timeout.is_some() {
+        b.rule(
+            ep_chain.as_str(),
+            Rule::new().with(Match::UpdateSet {
+                keys: vec![Key::SrcAddr],
+                set: set_name,
+            }),
+        );
+    }
+    b.rule(
+        ep_chain.as_str(),
+        Rule::new()
+            .with(Match::Protocol(sp.name.protocol))
+            .verdict(Verdict::Dnat(SocketAddr::new(ep.ip, ep.port))),
+    );
 }
