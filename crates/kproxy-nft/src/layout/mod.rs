@@ -151,10 +151,10 @@ pub fn build(plan: &Plan, opts: LayoutOptions) -> Transaction {
 
 #[cfg(test)]
 mod tests {
-    use kproxy_core::model::{ClusterState, Endpoint, EndpointPort, EndpointSlice, NodeConfig};
-    use kproxy_core::model::{Service, ServicePort, ServiceType};
     use kproxy_core::ir::MapValue;
+    use kproxy_core::model::{ClusterState, Endpoint, EndpointPort, EndpointSlice, NodeConfig};
     use kproxy_core::model::{IpFamily, Protocol};
+    use kproxy_core::model::{Service, ServicePort, ServiceType};
     use kproxy_core::plan::plan;
 
     use super::*;
