@@ -110,6 +110,7 @@ pub struct ForeignRule {
 
 /// What [`check`] found.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct CheckReport {
     /// Differences of kube-proxy's own objects, compile ("before") to node
     /// ("after").

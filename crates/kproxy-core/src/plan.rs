@@ -38,6 +38,7 @@ pub const LARGE_CLUSTER_ENDPOINTS_THRESHOLD: usize = 1000;
 
 /// The plan of one family on one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Plan {
     /// Node-level facts.
     pub node: NodePlan,
@@ -103,6 +104,7 @@ pub enum ClusterIpMasquerade {
 
 /// Node-level facts of a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NodePlan {
     /// The family.
     pub family: IpFamily,
@@ -248,6 +250,7 @@ impl LbSourceFilter {
 
 /// Every decision about one service port (one `spec.ports[]` entry, one family).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServicePortPlan {
     /// `namespace/name:port` + protocol.
     pub name: ServicePortName,
@@ -342,6 +345,7 @@ impl ServicePortPlan {
 /// assert_eq!(p.service_ports[0].internal, Disposition::Drop);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Release {
     /// Today's kube-proxy (iptables 1.34+, nftables 1.36+).
     #[default]

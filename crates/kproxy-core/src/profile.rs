@@ -59,6 +59,7 @@ pub enum KubeProxyVersion {
 
 /// Errors of version parsing and profile selection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProfileError {
     /// Not a version.
     #[error("{input:?} is not a kube-proxy version (examples: 1.5, v1.5.2, 1.35, current)")]

@@ -40,6 +40,7 @@ pub use print::PrintOptions;
 
 /// Errors of the iptables backend.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IptablesError {
     /// The IR holds something iptables cannot express.
     #[error("chain {chain}: iptables cannot express {what}")]

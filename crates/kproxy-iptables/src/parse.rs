@@ -59,6 +59,7 @@ use kproxy_core::names::ChainName;
 
 /// Why a dump could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ParseError {
     /// A line of the dump is malformed.
     #[error("line {line}: {message}")]

@@ -52,6 +52,7 @@ pub use tx::{Op, Transaction};
 
 /// Errors of the nftables backend.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NftError {
     /// The IR holds something nft (or this printer) cannot express.
     #[error("nftables cannot express {what}")]

@@ -19,7 +19,7 @@
 //! partial sync needs.
 //!
 //! By job: this module holds the change model ([`RulesetDiff`] and its
-//! parts); [`changes`] is the borrowed table comparison everything is built
+//! parts); [`changes()`] is the borrowed table comparison everything is built
 //! on; the edit scripts are Myers' (a private module); [`Update`] is the
 //! update planner's output.
 //!
@@ -79,6 +79,7 @@ pub enum Status {
 
 /// The difference between two rulesets of one family.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct RulesetDiff {
     /// Tables with a difference, in the new ruleset's order (removed tables last).
     pub tables: Vec<TableDiff>,
@@ -86,6 +87,7 @@ pub struct RulesetDiff {
 
 /// The difference within one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TableDiff {
     /// The table's name.
     pub table: String,
@@ -106,6 +108,7 @@ pub struct TableDiff {
 
 /// The difference of one chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ChainDiff {
     /// The chain.
     pub chain: ChainName,
@@ -130,6 +133,7 @@ pub enum EditOp {
 
 /// One step of a chain's edit script.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RuleEdit {
     /// Delete or insert.
     pub op: EditOp,
@@ -153,6 +157,7 @@ pub enum ContainerKind {
 
 /// The difference of one set or map.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ContainerDiff {
     /// Its name.
     pub name: String,
@@ -179,6 +184,7 @@ pub enum ElementOp {
 
 /// One element change.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ElementEdit {
     /// Add, remove or change.
     pub op: ElementOp,

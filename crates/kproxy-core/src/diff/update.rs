@@ -79,6 +79,7 @@ impl TableDiff {
 
 /// The operations of a partial sync, per table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Update {
     /// One entry per table with a difference.
     pub tables: Vec<TableUpdate>,
@@ -93,6 +94,7 @@ pub struct Update {
 /// A chain whose declaration changed is both in `delete_chains` and in
 /// `create_chains`: delete it first (after flushing what jumps to it).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TableUpdate {
     /// The table.
     pub table: String,
@@ -145,6 +147,7 @@ impl TableUpdate {
 
 /// An element to add or remove.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ElementUpdate {
     /// The set or map.
     pub container: String,
