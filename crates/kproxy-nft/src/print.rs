@@ -482,10 +482,18 @@ fn print_op_text(tx: &Transaction, op: &Op, opts: PrintOptions) -> Result<String
             checked_name(c.as_str())?,
             rule_text(f, r, opts).map_err(|w| format!("chain {}: {w}", shown(c.as_str())))?
         ),
-        Op::AddSet(s) => format!("add set {fam} {t} {}{}", checked_name(&s.name)?, set_def(s)?),
+        Op::AddSet(s) => format!(
+            "add set {fam} {t} {}{}",
+            checked_name(&s.name)?,
+            set_def(s)?
+        ),
         Op::FlushSet(s) => format!("flush set {fam} {t} {}", checked_name(s)?),
         Op::DeleteSet(s) => format!("delete set {fam} {t} {}", checked_name(s)?),
-        Op::AddMap(m) => format!("add map {fam} {t} {}{}", checked_name(&m.name)?, map_def(m)?),
+        Op::AddMap(m) => format!(
+            "add map {fam} {t} {}{}",
+            checked_name(&m.name)?,
+            map_def(m)?
+        ),
         Op::DeleteMap(m) => format!("delete map {fam} {t} {}", checked_name(m)?),
         Op::AddSetElement(s, e) => format!(
             "add element {fam} {t} {} {}",
