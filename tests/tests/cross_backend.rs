@@ -323,8 +323,8 @@ fn nft_view(table: &Table) -> View {
     view
 }
 
-/// Both backends' views of one family (nftables mode never accepts
-/// localhost node ports, as `kproxy compile` configures it).
+/// Both backends' views of one family (each mode reading the node
+/// configuration as core's `Layout::node_config` says).
 fn views(state: &ClusterState, node: &NodeConfig) -> (View, View) {
     let ipt = kproxy_iptables::build(
         &plan(state, node),
@@ -333,10 +333,9 @@ fn views(state: &ClusterState, node: &NodeConfig) -> (View, View) {
             ..Default::default()
         },
     );
-    let mut nft_node = node.clone();
-    nft_node.localhost_node_ports = false;
+    let layout = kproxy_core::profile::Layout::Nftables(Default::default());
     let tx = kproxy_nft::build(
-        &plan(state, &nft_node),
+        &layout.plan(state, node),
         kproxy_nft::LayoutOptions::default(),
     );
     let table = tx.apply().expect("nft transaction applies");

@@ -5,7 +5,7 @@
 //! * [`model`]: the input (Services, EndpointSlices, node configuration), as
 //!   plain values; [`convert`] builds them from Kubernetes objects (YAML/JSON
 //!   text or `k8s-openapi` types) and names the object and field of bad input.
-//! * [`plan`]: every decision kube-proxy takes per service port (which
+//! * [`mod@plan`]: every decision kube-proxy takes per service port (which
 //!   endpoints serve cluster and local traffic, which front ends exist, when to
 //!   masquerade, reject or drop), taken once for all backends.
 //! * [`ir`]: the rule IR the backends produce (tables, chains, typed matches

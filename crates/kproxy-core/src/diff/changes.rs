@@ -122,7 +122,7 @@ impl<'a> ContainerChange<'a> {
 }
 
 /// What differs between two versions of a table, borrowed from them: the
-/// one comparison both [`diff`] (with edit scripts and owners on top) and
+/// one comparison both [`diff`](super::diff()) (with edit scripts and owners on top) and
 /// a node agent's partial syncs are built on. One pass of equality checks
 /// through hash indexes; unchanged chains cost one comparison each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
