@@ -20,14 +20,16 @@ use std::time::{Duration, Instant};
 mod bench;
 use bench::ms;
 
-use kproxy_bin::agent::apply::{iptables_partial, nft_partial};
 use kproxy_bin::agent::incremental::{Compiled, Compiler};
 use kproxy_bin::agent::metrics::Metrics;
-use kproxy_bin::agent::sync::{Desired, Mode, Proxier, nft_print_opts};
+use kproxy_bin::agent::sync::{Desired, Mode, Proxier};
 use kproxy_bin::compile::Layout;
 use kproxy_core::model::{ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig};
 use kproxy_core::profile::{IptablesProfile, NftablesProfile};
 use kproxy_core::synthetic::cluster;
+use kproxy_iptables::sync::payload::iptables_partial;
+use kproxy_nft::sync::payload::nft_partial;
+use kproxy_nft::sync::print_options as nft_print_opts;
 
 fn desired(mode: Mode, state: &ClusterState, node: &NodeConfig) -> Vec<Desired> {
     let layout = match mode {
@@ -126,7 +128,7 @@ fn main() {
                 )
                 .ok()
                 .flatten()
-                .map(|s| s.transaction.len())
+                .map(|s| s.transaction.text.len())
                 .unwrap_or(0),
             };
             let planning = t.elapsed();

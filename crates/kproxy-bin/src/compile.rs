@@ -131,6 +131,52 @@ impl Layout {
     }
 }
 
+impl kproxy_core::sync::Layouter for Layout {
+    type Error = kproxy_nft::NftError;
+
+    fn release(&self) -> kproxy_core::plan::Release {
+        Layout::release(*self)
+    }
+
+    fn layout(
+        &self,
+        plan: &kproxy_core::plan::Plan,
+    ) -> Result<kproxy_core::ir::Ruleset, Self::Error> {
+        match *self {
+            Layout::Iptables(p) => kproxy_iptables::sync::Layout(p)
+                .layout(plan)
+                .map_err(|e| match e {}),
+            Layout::Nftables(p) => kproxy_nft::sync::Layout(p).layout(plan),
+        }
+    }
+
+    fn layout_by_owner(
+        &self,
+        plan: &kproxy_core::plan::Plan,
+        fixed: &kproxy_core::sync::compiler::FixedChains,
+    ) -> Result<
+        (
+            kproxy_core::ir::Ruleset,
+            Option<kproxy_core::sync::compiler::SharesByChain>,
+        ),
+        Self::Error,
+    > {
+        match *self {
+            Layout::Iptables(p) => kproxy_iptables::sync::Layout(p)
+                .layout_by_owner(plan, fixed)
+                .map_err(|e| match e {}),
+            Layout::Nftables(p) => kproxy_nft::sync::Layout(p).layout_by_owner(plan, fixed),
+        }
+    }
+
+    fn replaces_containers(&self) -> bool {
+        match *self {
+            Layout::Iptables(p) => kproxy_iptables::sync::Layout(p).replaces_containers(),
+            Layout::Nftables(p) => kproxy_nft::sync::Layout(p).replaces_containers(),
+        }
+    }
+}
+
 /// The layout `--kube-proxy-version` selects for `backend`, and notes for
 /// stderr. Errors name the supported releases.
 pub fn layout(node_args: &NodeArgs, backend: Backend) -> Result<(Layout, Vec<String>)> {

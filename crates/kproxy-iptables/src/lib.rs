@@ -30,6 +30,7 @@ pub mod layout;
 pub mod layout_v1_5;
 pub mod parse;
 pub mod print;
+pub mod sync;
 
 use kproxy_core::model::{ClusterState, NodeConfig};
 use kproxy_core::plan::{Plan, plan_release};

@@ -72,6 +72,39 @@ fn endpoint_base_text(spn: &ServicePortName, ip: &str, port: u16) -> String {
     ))
 }
 
+/// The prefixes of the chains kube-proxy's nftables mode creates per
+/// service port (`service-`, `local-`, `external-`, `firewall-`) and per
+/// endpoint (`endpoint-`), each followed by a hashed base
+/// ([`service_base`], [`endpoint_base`]).
+pub const SERVICE_CHAIN_PREFIXES: [&str; 5] =
+    ["service-", "local-", "external-", "firewall-", "endpoint-"];
+
+/// Whether `name` is a chain of one service port or endpoint (one of
+/// [`SERVICE_CHAIN_PREFIXES`] and a hashed base); the others of the
+/// `kube-proxy` table are the node's.
+///
+/// ```
+/// use kproxy_core::model::Protocol;
+/// use kproxy_core::names::ServicePortName;
+/// use kproxy_nft::names::{ServiceChains, is_service_chain};
+/// let spn = ServicePortName::new("ns", "web", "http", Protocol::Tcp);
+/// assert!(is_service_chain(ServiceChains::new(&spn).external.as_str()));
+/// assert!(!is_service_chain("firewall-check"));
+/// assert!(!is_service_chain("services"));
+/// ```
+pub fn is_service_chain(name: &str) -> bool {
+    SERVICE_CHAIN_PREFIXES.iter().any(|p| {
+        name.strip_prefix(p).is_some_and(|rest| {
+            let b = rest.as_bytes();
+            b.len() > 9
+                && b[8] == b'-'
+                && b[..8]
+                    .iter()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        })
+    })
+}
+
 /// A service port's chains.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceChains {
@@ -90,10 +123,10 @@ impl ServiceChains {
     pub fn new(spn: &ServicePortName) -> Self {
         let base = service_base(spn);
         Self {
-            cluster: ChainName::new(format!("service-{base}")),
-            local: ChainName::new(format!("local-{base}")),
-            external: ChainName::new(format!("external-{base}")),
-            firewall: ChainName::new(format!("firewall-{base}")),
+            cluster: ChainName::new(format!("{}{base}", SERVICE_CHAIN_PREFIXES[0])),
+            local: ChainName::new(format!("{}{base}", SERVICE_CHAIN_PREFIXES[1])),
+            external: ChainName::new(format!("{}{base}", SERVICE_CHAIN_PREFIXES[2])),
+            firewall: ChainName::new(format!("{}{base}", SERVICE_CHAIN_PREFIXES[3])),
         }
     }
 }
@@ -102,7 +135,7 @@ impl ServiceChains {
 pub fn endpoint_names(spn: &ServicePortName, ip: IpAddr, port: u16) -> (ChainName, String) {
     let base = endpoint_base(spn, ip, port);
     (
-        ChainName::new(format!("endpoint-{base}")),
+        ChainName::new(format!("{}{base}", SERVICE_CHAIN_PREFIXES[4])),
         format!("affinity-{base}"),
     )
 }

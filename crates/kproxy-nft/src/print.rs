@@ -451,6 +451,7 @@ fn print_op_text(tx: &Transaction, op: &Op, opts: PrintOptions) -> Result<String
             name(c.name.as_str())?,
             chain_def(c)?
         ),
+        Op::DeleteTable => format!("delete table {fam} {t}"),
         Op::FlushChain(c) => format!("flush chain {fam} {t} {}", name(c.as_str())?),
         Op::DeleteChain(c) => format!("delete chain {fam} {t} {}", name(c.as_str())?),
         Op::AddRule(c, r) => format!(
@@ -473,6 +474,13 @@ fn print_op_text(tx: &Transaction, op: &Op, opts: PrintOptions) -> Result<String
             name(m)?,
             element_text(f, e, Some(v), opts)?
         ),
+        Op::DeleteElement(s, e) => {
+            format!(
+                "delete element {fam} {t} {} {{ {} }}",
+                name(s)?,
+                element_key(e)
+            )
+        }
         Op::AddCounter(c) => format!("add counter {fam} {t} {}", name(&c.name)?),
         Op::DeleteCounter(c) => format!("delete counter {fam} {t} {}", name(c)?),
     })

@@ -33,6 +33,8 @@ pub enum Op {
     },
     /// `add chain …` (the chain's rules are ignored; see [`Op::AddRule`]).
     AddChain(Chain),
+    /// `delete table …` (with everything in it).
+    DeleteTable,
     /// `flush chain …`
     FlushChain(ChainName),
     /// `delete chain …`
@@ -53,6 +55,8 @@ pub enum Op {
     AddSetElement(String, Element),
     /// `add element … MAP { KEY : VALUE }`
     AddMapElement(String, Element, MapValue),
+    /// `delete element … SET_OR_MAP { KEY }`
+    DeleteElement(String, Element),
     /// `add counter …`
     AddCounter(Counter),
     /// `delete counter …`
@@ -95,6 +99,12 @@ impl Transaction {
     pub fn apply(&self) -> Result<Table, NftError> {
         let mut state: Option<State> = None;
         for op in &self.ops {
+            if let Op::DeleteTable = op {
+                if state.take().is_none() {
+                    return Err(missing("table", &self.table));
+                }
+                continue;
+            }
             if let Op::AddTable { comment } = op {
                 if state.is_none() {
                     let mut t = Table::new(self.table.clone(), TableFamily::Nft(self.family));
@@ -171,7 +181,7 @@ impl State {
     fn apply(&mut self, op: &Op) -> Result<(), NftError> {
         let t = &mut self.table;
         match op {
-            Op::AddTable { .. } => {}
+            Op::AddTable { .. } | Op::DeleteTable => {}
             Op::AddChain(c) => {
                 if !self.chains.contains_key(c.name.as_str()) {
                     let mut c = c.clone();
@@ -245,6 +255,25 @@ impl State {
                     .insert(e.key.clone())
                 {
                     self.table.maps[i].elements.push((e.clone(), v.clone()));
+                }
+            }
+            Op::DeleteElement(name, e) => {
+                let found = if let Some(&i) = self.sets.get(name) {
+                    let keys = self.set_keys.entry(name.clone()).or_default();
+                    keys.remove(&e.key) && {
+                        self.table.sets[i].elements.retain(|x| x.key != e.key);
+                        true
+                    }
+                } else {
+                    let i = self.map_index(name)?;
+                    let keys = self.map_keys.entry(name.clone()).or_default();
+                    keys.remove(&e.key) && {
+                        self.table.maps[i].elements.retain(|(x, _)| x.key != e.key);
+                        true
+                    }
+                };
+                if !found {
+                    return Err(missing("element", name));
                 }
             }
             Op::AddCounter(c) => {

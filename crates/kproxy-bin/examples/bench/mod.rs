@@ -9,13 +9,13 @@ use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kproxy_bin::agent::apply::iptables_full;
 use kproxy_bin::agent::incremental::{Compiled, Compiler};
 use kproxy_bin::agent::metrics::Metrics;
 use kproxy_bin::agent::sync::{Desired, Mode, Proxier, SyncReport};
 use kproxy_bin::compile::Layout;
 use kproxy_core::model::{ClusterState, IpFamily, LocalDetector, NamespacedName, NodeConfig};
 use kproxy_core::profile::{IptablesProfile, NftablesProfile};
+use kproxy_iptables::sync::payload::iptables_full;
 
 /// `d` in milliseconds, one decimal.
 pub fn ms(d: Duration) -> String {

@@ -22,9 +22,9 @@ use kproxy_core::owners::is_iptables_service_chain;
 use kproxy_core::plan::plan_release;
 use kproxy_core::profile::IptablesProfile;
 
-use super::apply::CANARY;
 use super::exec;
 use crate::compile::Output;
+use kproxy_iptables::sync::CANARY;
 
 /// Arguments of `kproxy cleanup`.
 #[derive(Args, Debug, Clone)]

@@ -174,15 +174,6 @@ pub fn payload_line(payload: &str, n: usize) -> Option<&str> {
     n.checked_sub(1).and_then(|i| payload.lines().nth(i))
 }
 
-/// Chain names in `iptables-save` output (`:NAME POLICY [x:y]` lines).
-pub fn saved_chains(save: &str) -> Vec<String> {
-    save.lines()
-        .filter_map(|l| l.strip_prefix(':'))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,9 +195,5 @@ mod tests {
         );
         assert_eq!(error_line("nothing here"), None);
         assert_eq!(payload_line("a\nb\nc\n", 2), Some("b"));
-        assert_eq!(
-            saved_chains("*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SVC-X - [0:0]\n-A X\n"),
-            vec!["PREROUTING", "KUBE-SVC-X"]
-        );
     }
 }

@@ -25,8 +25,8 @@ use kproxy_core::ir::Ruleset;
 use kproxy_core::model::NamespacedName;
 use kproxy_core::owners::{Owners, service_in_comment, service_in_nft_name};
 
-use super::apply::split_args;
 use super::exec::{error_line, payload_line};
+use kproxy_iptables::sync::payload::split_args;
 
 /// At most this many Services are skipped between two successful syncs.
 pub const MAX_SKIPS_WITHOUT_SYNC: usize = 3;

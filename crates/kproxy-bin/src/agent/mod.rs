@@ -8,10 +8,10 @@
 //! * [`incremental`]: the [`incremental::Compiler`]: per family a plan cache
 //!   that re-plans only the named Services, and the layout of only those,
 //!   before and after (full results for full syncs).
-//! * [`apply`]: what one sync writes, as pure functions (full and partial
-//!   syncs, both backends; partial ones from the compiler's before/after).
-//! * [`sync`]: the [`sync::Proxier`] that keeps what each family holds and
-//!   runs the tools.
+//! * [`sync`]: the [`sync::Proxier`], the shell around the backends' sync
+//!   engines ([`kproxy_iptables::sync`], [`kproxy_nft::sync`]): it runs the
+//!   commands they ask for with the node's tools; every sync decision is
+//!   theirs.
 //! * [`http`], [`metrics`] and [`configz`]: kube-proxy's healthz server
 //!   (`/healthz`, `/livez`), metrics server (`/metrics`, `/healthz`,
 //!   `/proxyMode`, `/configz`) and healthCheckNodePort responders, on hyper;
@@ -40,7 +40,6 @@
 //! applied at most `minSyncPeriod` after the previous sync started, and
 //! a sync runs at least every `syncPeriod`.
 
-pub mod apply;
 pub mod cleanup;
 pub mod configz;
 pub mod conntrack;
@@ -175,7 +174,7 @@ pub fn compile_incrementally(
     for w in warnings {
         warn!("{w}");
     }
-    compiler.compile_hinted(&inv.state, &targets, full, hint)
+    Ok(compiler.compile_hinted(&inv.state, &targets, full, hint)?)
 }
 
 /// The service ports whose Local traffic policy drops their traffic for
