@@ -300,3 +300,63 @@ fn index<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<String, usize> {
 fn missing(kind: &str, name: &str) -> NftError {
     NftError::Transaction(format!("{kind} {name} does not exist"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kproxy_core::ir::KeyValue;
+
+    fn set() -> Set {
+        Set {
+            name: "cluster-ips".into(),
+            type_spec: "ipv4_addr".into(),
+            flags: Vec::new(),
+            timeout: None,
+            comment: None,
+            elements: Vec::new(),
+        }
+    }
+
+    fn element(ip: &str) -> Element {
+        Element {
+            key: vec![KeyValue::Ip(ip.parse().expect("ip"))],
+            comment: None,
+        }
+    }
+
+    #[test]
+    fn delete_element_and_table() {
+        let mut tx = Transaction::new(IpFamily::V4, "kube-proxy");
+        tx.push(Op::AddTable { comment: None });
+        tx.push(Op::AddSet(set()));
+        tx.push(Op::AddSetElement("cluster-ips".into(), element("10.0.0.1")));
+        tx.push(Op::AddSetElement("cluster-ips".into(), element("10.0.0.2")));
+        tx.push(Op::DeleteElement("cluster-ips".into(), element("10.0.0.1")));
+        let t = tx.apply().expect("applies");
+        assert_eq!(t.sets[0].elements, [element("10.0.0.2")]);
+        assert_eq!(
+            crate::print::print(&tx, Default::default())
+                .expect("print")
+                .lines()
+                .nth(4),
+            Some("delete element ip kube-proxy cluster-ips { 10.0.0.1 }")
+        );
+        // Deleting what is not there fails, as nft does.
+        tx.push(Op::DeleteElement("cluster-ips".into(), element("10.0.0.1")));
+        assert!(tx.apply().is_err());
+        // A table deleted and added again is empty.
+        let mut tx = Transaction::new(IpFamily::V4, "kube-proxy");
+        tx.push(Op::AddTable { comment: None });
+        tx.push(Op::AddSet(set()));
+        tx.push(Op::DeleteTable);
+        tx.push(Op::AddTable { comment: None });
+        assert!(tx.apply().expect("applies").sets.is_empty());
+        assert_eq!(
+            crate::print::print(&tx, Default::default())
+                .expect("print")
+                .lines()
+                .nth(2),
+            Some("delete table ip kube-proxy")
+        );
+    }
+}

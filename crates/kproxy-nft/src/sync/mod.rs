@@ -800,3 +800,6 @@ fn stale_transaction(family: IpFamily, chains: &[String], node: Option<&NodeConf
     };
     nft_delete_stale(family, TABLE, chains, opts).unwrap_or_else(|_| empty())
 }
+
+#[cfg(test)]
+mod tests;
