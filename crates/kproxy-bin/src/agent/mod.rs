@@ -488,8 +488,8 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
     observe_changes(&mut triggers, &source, &first, &metrics);
     // The Services changed since the last compile (`None`: any may have).
     let mut hint: Option<BTreeSet<NamespacedName>> = first.services;
-    let mut dirty = true;
-    let mut last_sync: Option<Instant> = None;
+    // kube-proxy's BoundedFrequencyRunner: the first sync at once.
+    let mut timers = kproxy_core::sync::Timers::new(min_sync_period, sync_period);
     let mut last_drift_check = Instant::now();
     let mut last_poll = Instant::now();
     let mut families: Vec<IpFamily> = Vec::new();
@@ -518,7 +518,7 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
                     }
                     _ => None,
                 };
-                dirty = true;
+                timers.changed();
                 metrics.queued(&families);
             }
             if let Source::Kube(k) = &source {
@@ -534,15 +534,11 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
             std::thread::sleep(Duration::from_millis(10).min(poll));
             continue;
         }
-        let due = match last_sync {
-            None => true,
-            Some(t) => (dirty && t.elapsed() >= min_sync_period) || t.elapsed() >= sync_period,
-        };
-        if !due {
+        if !timers.due(Instant::now()) {
             std::thread::sleep(Duration::from_millis(10).min(poll));
             continue;
         }
-        if !dirty || last_drift_check.elapsed() >= sync_period {
+        if !timers.is_dirty() || last_drift_check.elapsed() >= sync_period {
             // A periodic sync (or changes kept every sync busy for a
             // syncPeriod): the drift check first.
             last_drift_check = Instant::now();
@@ -550,7 +546,7 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
             let repairs = proxier.repair_drift(&metrics);
             tracing::debug!(took = ?started.elapsed(), ?repairs, "drift check");
         }
-        last_sync = Some(Instant::now());
+        timers.sync_started(Instant::now());
         // The changes this sync applies, timed (kube-proxy takes them at
         // the start of a sync; a failed sync loses them).
         let (triggered, untagged) = triggers.take();
@@ -576,7 +572,6 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
                 // The plan caches may be ahead of the node: start over, full.
                 compiler.reset();
                 proxier.force_full_sync();
-                dirty = false;
                 continue;
             }
         };
@@ -616,7 +611,9 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
         }
         // A failure is retried at the next change or after syncPeriod, as
         // a full sync (at once when a Service was left out).
-        dirty = retry;
+        if retry {
+            timers.changed();
+        }
         if let Some(primary) = families.first() {
             let ports = health_check_ports(compiler.service_ports(*primary));
             for (port, e) in health_checks.sync(&ports) {

@@ -13,6 +13,8 @@
 //!   before and after, the fixed chains kept by owner;
 //! * [`conntrack`]: the UDP conntrack entries a rule change leaves stale;
 //! * [`drift`]: whether the node still holds what was written;
+//! * [`latency`]: network programming latency (from the EndpointSlices'
+//!   trigger times, passed in) and kube-proxy's change counts;
 //! * [`Timers`]: kube-proxy's BoundedFrequencyRunner (minSyncPeriod,
 //!   syncPeriod) and the hourly full sync;
 //! * [`SyncReport`]: what one sync did, per family, for the embedder's logs
@@ -36,6 +38,7 @@
 pub mod compiler;
 pub mod conntrack;
 pub mod drift;
+pub mod latency;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
