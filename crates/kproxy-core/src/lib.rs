@@ -42,6 +42,7 @@ pub mod names;
 pub mod owners;
 pub mod plan;
 pub mod profile;
+pub mod resolve;
 pub mod sync;
 pub mod synthetic;
 pub mod trace;

@@ -490,7 +490,7 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
     let mut hint: Option<BTreeSet<NamespacedName>> = first.services;
     // kube-proxy's BoundedFrequencyRunner: the first sync at once.
     let mut timers = kproxy_core::sync::Timers::new(min_sync_period, sync_period);
-    let mut last_drift_check = Instant::now();
+    let started_at = Instant::now();
     let mut last_poll = Instant::now();
     let mut families: Vec<IpFamily> = Vec::new();
     let mut waiting_logged = false;
@@ -538,10 +538,10 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
             std::thread::sleep(Duration::from_millis(10).min(poll));
             continue;
         }
-        if !timers.is_dirty() || last_drift_check.elapsed() >= sync_period {
+        if timers.drift_check_due(Instant::now(), started_at) {
             // A periodic sync (or changes kept every sync busy for a
             // syncPeriod): the drift check first.
-            last_drift_check = Instant::now();
+            timers.drift_checked(Instant::now());
             let started = Instant::now();
             let repairs = proxier.repair_drift(&metrics);
             tracing::debug!(took = ?started.elapsed(), ?repairs, "drift check");

@@ -33,6 +33,9 @@
 //! assert_eq!(t.poll_timeout(), Some(start + Duration::from_secs(1)));
 //! assert!(!t.due(start + Duration::from_millis(500)));
 //! assert!(t.due(start + Duration::from_secs(1)));
+//! // A sync with changes checks for drift once a syncPeriod passed.
+//! assert!(!t.drift_check_due(start + Duration::from_secs(1), start));
+//! assert!(t.drift_check_due(start + Duration::from_secs(30), start));
 //! ```
 
 pub mod compiler;
@@ -77,6 +80,7 @@ pub struct Timers {
     pub sync_period: Duration,
     last_sync: Option<Instant>,
     dirty: bool,
+    last_drift_check: Option<Instant>,
 }
 
 impl Timers {
@@ -87,6 +91,7 @@ impl Timers {
             sync_period,
             last_sync: None,
             dirty: true,
+            last_drift_check: None,
         }
     }
 
@@ -125,6 +130,21 @@ impl Timers {
     /// When the last sync started.
     pub fn last_sync(&self) -> Option<Instant> {
         self.last_sync
+    }
+
+    /// Whether the sync due at `now` checks the node for drift first: a
+    /// periodic one (nothing changed), or one after changes kept every sync
+    /// busy for a `sync_period` since the last check (the first check is
+    /// due a `sync_period` after `start`, the first sync being no periodic
+    /// one).
+    pub fn drift_check_due(&self, now: Instant, start: Instant) -> bool {
+        let last = self.last_drift_check.unwrap_or(start);
+        !self.dirty || now.saturating_duration_since(last) >= self.sync_period
+    }
+
+    /// The drift check ran at `now`.
+    pub fn drift_checked(&mut self, now: Instant) {
+        self.last_drift_check = Some(now);
     }
 }
 
