@@ -20,10 +20,11 @@ use tracing::{error, info, warn};
 
 pub use kproxy_core::sync::{Desired, FULL_SYNC_PERIOD};
 
-use super::exec::{self, error_line, payload_line};
+use super::exec;
 use super::isolate::{Rejected, rejected};
 use super::metrics::Metrics;
 use super::nfnl;
+use kproxy_core::sync::tool::{error_line, payload_line, split_args};
 use kproxy_iptables::sync as ipt;
 use kproxy_nft::sync as nft;
 
@@ -533,7 +534,7 @@ fn listed_chain(text: &str) -> ChainSeen {
     let mut seen = ChainSeen::default();
     for line in text.lines().filter(|l| l.starts_with("-A ")) {
         seen.rules += 1;
-        let args = ipt::payload::split_args(line);
+        let args = split_args(line);
         if let Some(t) = args
             .iter()
             .position(|a| a == "-j" || a == "-g")

@@ -13,6 +13,8 @@
 //!   before and after, the fixed chains kept by owner;
 //! * [`conntrack`]: the UDP conntrack entries a rule change leaves stale;
 //! * [`drift`]: whether the node still holds what was written;
+//! * [`isolate`]: a Service whose rules the tool rejects is left out, so
+//!   that the others keep syncing; [`tool`] reads the tools' errors;
 //! * [`latency`]: network programming latency (from the EndpointSlices'
 //!   trigger times, passed in) and kube-proxy's change counts;
 //! * [`Timers`]: kube-proxy's BoundedFrequencyRunner (minSyncPeriod,
@@ -41,7 +43,9 @@
 pub mod compiler;
 pub mod conntrack;
 pub mod drift;
+pub mod isolate;
 pub mod latency;
+pub mod tool;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

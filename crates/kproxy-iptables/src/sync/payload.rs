@@ -20,6 +20,7 @@ use kproxy_core::ir::{Chain, ChainKind, Ruleset, Table};
 use kproxy_core::names::ChainName;
 use kproxy_core::owners::is_iptables_service_chain;
 use kproxy_core::sync::FixedChange;
+use kproxy_core::sync::tool::split_args;
 
 use crate::IptablesError;
 use crate::layout::{
@@ -79,40 +80,6 @@ fn push_chain_rules(
         out.push('\n');
     }
     Ok(chain.rules.len())
-}
-
-/// Splits a printed rule into arguments (double quotes group words, as the
-/// printer writes multi-word comments).
-pub fn split_args(text: &str) -> Vec<String> {
-    let mut args = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut any = false;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                any = true;
-            }
-            '\\' if quoted => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-            }
-            c if c.is_whitespace() && !quoted => {
-                if any || !cur.is_empty() {
-                    args.push(std::mem::take(&mut cur));
-                }
-                any = false;
-            }
-            c => cur.push(c),
-        }
-    }
-    if any || !cur.is_empty() {
-        args.push(cur);
-    }
-    args
 }
 
 /// The names of `table`'s chains (a lookup per chain of a large table
@@ -561,25 +528,6 @@ mod tests {
         assert_eq!(
             out,
             "-D KUBE-SERVICES 2\n-I KUBE-SERVICES 2 -j X\n-I KUBE-SERVICES 5 -j Y\n"
-        );
-    }
-
-    #[test]
-    fn splits_quoted_words() {
-        assert_eq!(
-            split_args(" -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"),
-            vec![
-                "-m",
-                "comment",
-                "--comment",
-                "kubernetes service portals",
-                "-j",
-                "KUBE-SERVICES"
-            ]
-        );
-        assert_eq!(
-            split_args("--comment \"\" -j X"),
-            vec!["--comment", "", "-j", "X"]
         );
     }
 }
