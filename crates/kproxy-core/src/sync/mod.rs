@@ -73,6 +73,76 @@ impl Outcome {
     }
 }
 
+/// When a sync must be full: the first one, the one after a failed sync
+/// (or a lost canary, a failed drift repair), and one at least every
+/// [`FULL_SYNC_PERIOD`].
+///
+/// ```
+/// use std::time::Instant;
+/// use kproxy_core::sync::{FULL_SYNC_PERIOD, FullSyncs, SyncReport};
+///
+/// let now = Instant::now();
+/// let mut f = FullSyncs::new();
+/// assert!(f.next_is_full(now));
+/// f.synced(&SyncReport { full: true, ..Default::default() }, now);
+/// assert!(!f.next_is_full(now));
+/// assert!(f.next_is_full(now + FULL_SYNC_PERIOD));
+/// f.force();
+/// assert!(f.next_is_full(now));
+/// ```
+#[derive(Debug, Clone)]
+pub struct FullSyncs {
+    forced: bool,
+    last_full: Option<Instant>,
+}
+
+impl Default for FullSyncs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FullSyncs {
+    /// Nothing synced yet: the next sync is full.
+    pub fn new() -> Self {
+        Self {
+            forced: true,
+            last_full: None,
+        }
+    }
+
+    /// Whether the sync at `now` is full.
+    pub fn next_is_full(&self, now: Instant) -> bool {
+        self.forced
+            || self
+                .last_full
+                .is_none_or(|t| now.saturating_duration_since(t) >= FULL_SYNC_PERIOD)
+    }
+
+    /// Makes the next sync full.
+    pub fn force(&mut self) {
+        self.forced = true;
+    }
+
+    /// The node holds the whole rules as of `now` (written by other means).
+    pub fn assume_full(&mut self, now: Instant) {
+        self.forced = false;
+        self.last_full = Some(now);
+    }
+
+    /// A sync ended at `now`: a failure makes the next one full.
+    pub fn synced(&mut self, report: &SyncReport, now: Instant) {
+        if report.ok() {
+            if report.full {
+                self.last_full = Some(now);
+            }
+            self.forced = false;
+        } else {
+            self.forced = true;
+        }
+    }
+}
+
 /// When syncs are due: kube-proxy's BoundedFrequencyRunner (a change is
 /// applied at most `min_sync_period` after the previous sync started, and
 /// a sync runs at least every `sync_period`).

@@ -64,7 +64,7 @@ use kproxy_core::sync::compiler::{FixedChains, Shares, SharesByChain, is_fixed};
 use kproxy_core::sync::conntrack::{UdpState, cleanup_commands, nothing_deleted};
 use kproxy_core::sync::drift::{self, ChainRef};
 use kproxy_core::sync::{
-    Compiled, Desired, FULL_SYNC_PERIOD, FailureKind, FamilyReport, Layouter, Outcome, Partial,
+    Compiled, Desired, FailureKind, FamilyReport, FullSyncs, Layouter, Outcome, Partial,
     SyncReport, adjust_counts,
 };
 
@@ -433,8 +433,7 @@ struct Batch {
 #[derive(Debug)]
 pub struct Engine {
     families: BTreeMap<IpFamily, FamilyState>,
-    force_full: bool,
-    last_full: Option<Instant>,
+    full_syncs: FullSyncs,
     /// Partial syncs write only the chains that changed (see
     /// [`payload::iptables_partial`]); default: kube-proxy's partial syncs.
     pub minimal_partial_syncs: bool,
@@ -481,8 +480,7 @@ impl Engine {
     pub fn new() -> Self {
         Self {
             families: BTreeMap::new(),
-            force_full: true,
-            last_full: None,
+            full_syncs: FullSyncs::new(),
             minimal_partial_syncs: false,
             fresh_batch_rules: 5000,
             nfacct: BTreeSet::new(),
@@ -495,15 +493,12 @@ impl Engine {
     /// Whether the next sync at `now` is full (the first one, one after a
     /// failure or a lost canary, or an hour after the last full one).
     pub fn next_is_full(&self, now: Instant) -> bool {
-        self.force_full
-            || self
-                .last_full
-                .is_none_or(|t| now.saturating_duration_since(t) >= FULL_SYNC_PERIOD)
+        self.full_syncs.next_is_full(now)
     }
 
     /// Makes the next sync full.
     pub fn force_full_sync(&mut self) {
-        self.force_full = true;
+        self.full_syncs.force();
     }
 
     /// The whole rules last applied for `family` (none after a partial
@@ -535,8 +530,7 @@ impl Engine {
             state.record_written(&d.ruleset);
             state.ensure = ensure_rules(&d.ruleset, print_options(&d.node)).unwrap_or_default();
         }
-        self.force_full = false;
-        self.last_full = Some(now);
+        self.full_syncs.assume_full(now);
     }
 
     /// Starts a sync of whole rulesets (one per family): full when
@@ -665,7 +659,15 @@ impl Engine {
         let partial = !job.report.full;
         match (step, outcome) {
             (Step::Save, Outcome::Done(text)) => job.saved = Some(text),
-            (Step::Save, Outcome::Failed(_)) => job.saved = Some(String::new()),
+            (Step::Save, Outcome::Failed(m)) => {
+                // Written as on a node without kproxy's rules.
+                job.report.warnings.push(kproxy_core::sync::Failure {
+                    kind: FailureKind::Other,
+                    message: format!("cannot list the node's rules: {m}"),
+                    input: None,
+                });
+                job.saved = Some(String::new());
+            }
             (Step::ListCounters(names), Outcome::Done(list)) => {
                 let mut adds: Vec<Step> = Vec::new();
                 for name in names {
@@ -756,7 +758,7 @@ impl Engine {
                 };
                 match (&batch.kind, &job.work) {
                     (BatchKind::Canary, _) => batch.present &= job.found,
-                    (BatchKind::Repair, _) if !job.report.ok() => self.force_full = true,
+                    (BatchKind::Repair, _) if !job.report.ok() => self.full_syncs.force(),
                     _ => {}
                 }
                 batch.done.push(job.report);
@@ -775,19 +777,12 @@ impl Engine {
                     duration: now.saturating_duration_since(batch.started.unwrap_or(now)),
                     families: batch.done,
                 };
-                if report.ok() {
-                    if full {
-                        self.last_full = Some(now);
-                    }
-                    self.force_full = false;
-                } else {
-                    self.force_full = true;
-                }
+                self.full_syncs.synced(&report, now);
                 Report::Sync(report)
             }
             BatchKind::Canary => {
                 if !batch.present {
-                    self.force_full = true;
+                    self.full_syncs.force();
                 }
                 Report::Canary {
                     present: batch.present,
@@ -869,7 +864,15 @@ fn plan_job(
                     let held = if fresh || saved.is_empty() {
                         None
                     } else {
-                        crate::parse::parse(saved, Some(job.family)).ok()
+                        crate::parse::parse(saved, Some(job.family))
+                            .map_err(|e| {
+                                job.report.warnings.push(kproxy_core::sync::Failure {
+                                    kind: FailureKind::Other,
+                                    message: format!("cannot read the node's rules: {e}"),
+                                    input: None,
+                                })
+                            })
+                            .ok()
                     };
                     match held {
                         Some(node) => iptables_full_against(&desired.ruleset, &node, opts),

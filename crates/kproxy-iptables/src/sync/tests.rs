@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use kproxy_core::model::{ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig};
 use kproxy_core::profile::IptablesProfile;
-use kproxy_core::sync::{Compiled, Compiler, FailureKind, Outcome};
+use kproxy_core::sync::{Compiled, Compiler, FULL_SYNC_PERIOD, FailureKind, Outcome};
 use kproxy_core::synthetic::cluster;
 
 use super::*;
@@ -374,4 +374,22 @@ fn nfacct_counters_once() {
     s.compile(&state);
     let (cmds, _) = drive(&mut s.engine, s.now, |_| Outcome::Done(String::new()));
     assert!(cmds.iter().all(|c| c.program() != "nfacct"), "{cmds:?}");
+}
+
+#[test]
+fn an_unreadable_node_is_written_whole_with_a_warning() {
+    let mut s = Setup::new(IptablesProfile::Current);
+    s.compile(&cluster(3, 1));
+    let (cmds, r) = drive(&mut s.engine, s.now, |c| match c {
+        Command::Save { .. } => Outcome::Failed("iptables-save: not found".into()),
+        other => empty_node(other),
+    });
+    assert_eq!(kinds(&cmds)[..2], ["save", "restore"]);
+    assert!(r.ok());
+    let w = &r.families[0].warnings;
+    assert_eq!(w.len(), 1);
+    assert!(
+        w[0].message.starts_with("cannot list the node's rules"),
+        "{w:?}"
+    );
 }

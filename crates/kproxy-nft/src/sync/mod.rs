@@ -53,8 +53,8 @@ use kproxy_core::profile::NftablesProfile;
 use kproxy_core::sync::conntrack::{UdpState, cleanup_commands, nothing_deleted};
 use kproxy_core::sync::drift::{self, ChainRef};
 use kproxy_core::sync::{
-    Compiled, Desired, FULL_SYNC_PERIOD, Failure, FailureKind, FamilyReport, Layouter, Outcome,
-    Partial, SyncReport, adjust_counts,
+    Compiled, Desired, Failure, FailureKind, FamilyReport, FullSyncs, Layouter, Outcome, Partial,
+    SyncReport, adjust_counts,
 };
 
 use crate::NftError;
@@ -259,8 +259,7 @@ struct Batch {
 #[derive(Debug)]
 pub struct Engine {
     families: BTreeMap<IpFamily, FamilyState>,
-    force_full: bool,
-    last_full: Option<Instant>,
+    full_syncs: FullSyncs,
     /// How long a stale chain stays (flushed) before a sync deletes it
     /// (kube-proxy: 1 s).
     pub stale_chain_delay: Duration,
@@ -295,8 +294,7 @@ impl Engine {
     pub fn new() -> Self {
         Self {
             families: BTreeMap::new(),
-            force_full: true,
-            last_full: None,
+            full_syncs: FullSyncs::new(),
             stale_chain_delay: Duration::from_secs(1),
             batches: VecDeque::new(),
             waiting: None,
@@ -306,15 +304,12 @@ impl Engine {
 
     /// Whether the next sync at `now` is full.
     pub fn next_is_full(&self, now: Instant) -> bool {
-        self.force_full
-            || self
-                .last_full
-                .is_none_or(|t| now.saturating_duration_since(t) >= FULL_SYNC_PERIOD)
+        self.full_syncs.next_is_full(now)
     }
 
     /// Makes the next sync full.
     pub fn force_full_sync(&mut self) {
-        self.force_full = true;
+        self.full_syncs.force();
     }
 
     /// The whole rules last applied for `family`.
@@ -360,8 +355,7 @@ impl Engine {
             state.udp = d.udp.clone();
             state.record_written(&d.ruleset);
         }
-        self.force_full = false;
-        self.last_full = Some(now);
+        self.full_syncs.assume_full(now);
     }
 
     /// Starts a sync of whole rulesets (one per family).
@@ -586,7 +580,7 @@ impl Engine {
                 };
                 match &batch.kind {
                     BatchKind::Canary => batch.present &= job.found,
-                    BatchKind::Repair if !job.report.ok() => self.force_full = true,
+                    BatchKind::Repair if !job.report.ok() => self.full_syncs.force(),
                     _ => {}
                 }
                 batch.done.push(job.report);
@@ -605,19 +599,12 @@ impl Engine {
                     duration: now.saturating_duration_since(batch.started.unwrap_or(now)),
                     families: batch.done,
                 };
-                if report.ok() {
-                    if full {
-                        self.last_full = Some(now);
-                    }
-                    self.force_full = false;
-                } else {
-                    self.force_full = true;
-                }
+                self.full_syncs.synced(&report, now);
                 Report::Sync(report)
             }
             BatchKind::Canary => {
                 if !batch.present {
-                    self.force_full = true;
+                    self.full_syncs.force();
                 }
                 Report::Canary {
                     present: batch.present,
