@@ -209,8 +209,9 @@ pub enum Command {
     Restore {
         /// The family.
         family: IpFamily,
-        /// The `iptables-restore` input.
-        input: String,
+        /// The `iptables-restore` input (shared: the engine keeps it to
+        /// report the line a failure names).
+        input: Arc<str>,
     },
     /// Whether a built-in chain holds a jump: `iptables -w 5 -t TABLE -C
     /// CHAIN ARGS` (a failure means it does not).
@@ -303,7 +304,7 @@ impl Command {
     /// Its standard input.
     pub fn stdin(&self) -> Option<&str> {
         match self {
-            Command::Restore { input, .. } => Some(input),
+            Command::Restore { input, .. } => Some(input.as_ref()),
             _ => None,
         }
     }
@@ -384,7 +385,7 @@ enum Step {
     Save,
     ListCounters(Vec<String>),
     AddCounter(String),
-    Restore(String),
+    Restore(Arc<str>),
     Check(EnsureRule),
     Insert(EnsureRule),
     ListCanary,
@@ -689,7 +690,7 @@ impl Engine {
                     Work::Partial(_) => FailureKind::Write { partial: true },
                     _ => FailureKind::Write { partial },
                 };
-                fail(job, kind, m, Some(input))
+                fail(job, kind, m, Some(input.to_string()))
             }
             (Step::Check(rule), Outcome::Failed(_)) => job.steps.push_front(Step::Insert(rule)),
             (Step::Insert(_), Outcome::Failed(m)) => fail(job, FailureKind::Other, m, None),
@@ -818,7 +819,7 @@ fn command(family: IpFamily, step: &Step) -> Command {
         Step::AddCounter(name) => Command::AddCounter { name: name.clone() },
         Step::Restore(input) => Command::Restore {
             family,
-            input: input.clone(),
+            input: Arc::clone(input),
         },
         Step::Check(rule) => Command::Check {
             family,
@@ -933,7 +934,7 @@ fn plan_job(
             return;
         }
     };
-    let (plan, fresh) = match planned {
+    let (mut plan, fresh) = match planned {
         Ok(p) => p,
         Err(e) => {
             job.report.error = Some(kproxy_core::sync::Failure {
@@ -953,12 +954,14 @@ fn plan_job(
         job.steps.push_back(Step::ListCounters(unknown));
     }
     let total: usize = plan.rules_written.values().sum();
+    job.report.bytes = plan.restore.len();
+    let restore = std::mem::take(&mut plan.restore);
     if fresh && fresh_batch_rules > 0 && total > fresh_batch_rules {
-        for input in split_restore(&plan.restore, fresh_batch_rules) {
-            job.steps.push_back(Step::Restore(input));
+        for input in split_restore(&restore, fresh_batch_rules) {
+            job.steps.push_back(Step::Restore(input.into()));
         }
-    } else if !plan.restore.is_empty() || matches!(job.work, Work::Write { .. }) {
-        job.steps.push_back(Step::Restore(plan.restore.clone()));
+    } else if !restore.is_empty() || matches!(job.work, Work::Write { .. }) {
+        job.steps.push_back(Step::Restore(restore.into()));
     }
     let ensure = match &job.work {
         Work::Write { full: true, .. } | Work::Repair { .. } => plan.ensure.clone(),
@@ -967,7 +970,6 @@ fn plan_job(
     for rule in ensure {
         job.steps.push_back(Step::Check(rule));
     }
-    job.report.bytes = plan.restore.len();
     job.report.rules_written = plan.rules_written.clone();
     job.plan = Some(plan);
 }

@@ -64,7 +64,7 @@ fn kinds(cmds: &[Command]) -> Vec<&'static str> {
 fn restores(cmds: &[Command]) -> Vec<&str> {
     cmds.iter()
         .filter_map(|c| match c {
-            Command::Restore { input, .. } => Some(input.as_str()),
+            Command::Restore { input, .. } => Some(input.as_ref()),
             _ => None,
         })
         .collect()

@@ -91,8 +91,9 @@ pub enum Command {
         family: IpFamily,
         /// What it is for.
         purpose: Purpose,
-        /// The operations and their text.
-        transaction: Printed,
+        /// The operations and their text (shared: the engine keeps them to
+        /// report the line a failure names).
+        transaction: Arc<Printed>,
     },
     /// The tables of a family: `nft list tables ip|ip6`.
     ListTables {
@@ -210,8 +211,8 @@ enum Work {
 
 #[derive(Debug)]
 enum Step {
-    Stale(Vec<String>, Printed),
-    Write(Printed, Purpose),
+    Stale(Vec<String>, Arc<Printed>),
+    Write(Arc<Printed>, Purpose),
     ListTables,
     Conntrack(Vec<String>),
 }
@@ -551,7 +552,7 @@ impl Engine {
                     .collect();
                 if cleans && !due.is_empty() {
                     let tx = stale_transaction(job.family, &due, state.node.as_ref());
-                    job.steps.push_back(Step::Stale(due, tx));
+                    job.steps.push_back(Step::Stale(due, Arc::new(tx)));
                 }
             }
             Phase::Plan => {
@@ -638,12 +639,12 @@ fn command(family: IpFamily, step: &Step) -> Command {
         Step::Stale(_, tx) => Command::Transaction {
             family,
             purpose: Purpose::StaleCleanup,
-            transaction: tx.clone(),
+            transaction: Arc::clone(tx),
         },
         Step::Write(tx, purpose) => Command::Transaction {
             family,
             purpose: *purpose,
-            transaction: tx.clone(),
+            transaction: Arc::clone(tx),
         },
         Step::ListTables => Command::ListTables { family },
         Step::Conntrack(args) => Command::Conntrack { args: args.clone() },
@@ -669,17 +670,18 @@ fn plan_job(job: &mut Job, state: &mut FamilyState) -> Result<(), NftError> {
             } else {
                 state.last.as_ref().and_then(|l| l.tables.first())
             };
-            let partial = match last_table {
+            let mut partial = match last_table {
                 Some(last) => nft_partial(last, next, opts)?,
                 None => None,
             };
-            let tx = match &partial {
-                Some(p) => p.transaction.clone(),
+            let tx = match partial.as_mut() {
+                Some(p) => std::mem::replace(&mut p.transaction, empty(family)),
                 None => nft_full(next, opts)?,
             };
             if !tx.is_empty() {
                 job.report.bytes = tx.text.len();
-                job.steps.push_back(Step::Write(tx, Purpose::Sync));
+                job.steps
+                    .push_back(Step::Write(Arc::new(tx), Purpose::Sync));
             }
             job.planned = Some(partial);
         }
@@ -691,11 +693,12 @@ fn plan_job(job: &mut Job, state: &mut FamilyState) -> Result<(), NftError> {
                     what: "a ruleset without a table".into(),
                 });
             };
-            let sync = nft_changes(&changes(before, after), before, after, opts)?;
-            if !sync.transaction.is_empty() {
-                job.report.bytes = sync.transaction.text.len();
+            let mut sync = nft_changes(&changes(before, after), before, after, opts)?;
+            let tx = std::mem::replace(&mut sync.transaction, empty(family));
+            if !tx.is_empty() {
+                job.report.bytes = tx.text.len();
                 job.steps
-                    .push_back(Step::Write(sync.transaction.clone(), Purpose::Sync));
+                    .push_back(Step::Write(Arc::new(tx), Purpose::Sync));
             }
             job.planned = Some(Some(sync));
         }
@@ -711,7 +714,8 @@ fn plan_job(job: &mut Job, state: &mut FamilyState) -> Result<(), NftError> {
             if let Some((table, _)) = write.first() {
                 let chains: Vec<&Chain> = write.iter().map(|(_, c)| *c).collect();
                 let tx = nft_rewrite(family, table, &chains, print_options(&node))?;
-                job.steps.push_back(Step::Write(tx, Purpose::Repair));
+                job.steps
+                    .push_back(Step::Write(Arc::new(tx), Purpose::Repair));
             }
         }
         Work::Canary => job.steps.push_back(Step::ListTables),
@@ -781,11 +785,15 @@ fn written(job: &mut Job, state: &mut FamilyState, now: Instant) {
 /// deleted, the chain stays flushed).
 fn stale_transaction(family: IpFamily, chains: &[String], node: Option<&NodeConfig>) -> Printed {
     let opts = node.map(print_options).unwrap_or_default();
-    let empty = || Printed {
+    nft_delete_stale(family, TABLE, chains, opts).unwrap_or_else(|_| empty(family))
+}
+
+/// No operation on kube-proxy's table.
+fn empty(family: IpFamily) -> Printed {
+    Printed {
         transaction: crate::Transaction::new(family, TABLE),
         text: String::new(),
-    };
-    nft_delete_stale(family, TABLE, chains, opts).unwrap_or_else(|_| empty())
+    }
 }
 
 #[cfg(test)]
