@@ -58,6 +58,7 @@ use kproxy_core::sync::{
 };
 
 use crate::NftError;
+use crate::layout::TABLE;
 use crate::names::is_service_chain;
 pub use payload::{NftSync, Printed};
 use payload::{
@@ -512,7 +513,7 @@ impl Engine {
             }
             (Step::ListTables, Outcome::Done(out)) => {
                 let fam = family_word(job.family);
-                let want = format!("table {fam} kube-proxy");
+                let want = format!("table {fam} {TABLE}");
                 job.found = out.lines().any(|l| l.trim() == want);
             }
             (Step::ListTables, Outcome::Failed(_)) => job.found = false,
@@ -650,9 +651,6 @@ fn command(family: IpFamily, step: &Step) -> Command {
         Step::Conntrack(args) => Command::Conntrack { args: args.clone() },
     }
 }
-
-/// kube-proxy's table.
-const TABLE: &str = "kube-proxy";
 
 /// Plans the job's transaction and queues it.
 fn plan_job(job: &mut Job, state: &mut FamilyState) -> Result<(), NftError> {
