@@ -94,6 +94,58 @@ pub fn backend_named(name: Option<&str>, mode: &ProxyMode) -> Result<Backend> {
 /// with the node configuration each mode reads).
 pub use kproxy_core::profile::Layout;
 
+/// A [`Layout`] as the agent's incremental compiler lays it out, by the
+/// backend's own layouter (either backend, as `--proxy-mode` and
+/// `--kube-proxy-version` choose).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentLayout(pub Layout);
+
+impl kproxy_core::sync::Layouter for AgentLayout {
+    type Error = kproxy_nft::NftError;
+
+    fn release(&self) -> kproxy_core::plan::Release {
+        self.0.release()
+    }
+
+    fn layout(
+        &self,
+        plan: &kproxy_core::plan::Plan,
+    ) -> Result<kproxy_core::ir::Ruleset, Self::Error> {
+        match self.0 {
+            Layout::Iptables(p) => kproxy_iptables::sync::Layout(p)
+                .layout(plan)
+                .map_err(|e| match e {}),
+            Layout::Nftables(p) => kproxy_nft::sync::Layout(p).layout(plan),
+        }
+    }
+
+    fn layout_by_owner(
+        &self,
+        plan: &kproxy_core::plan::Plan,
+        fixed: &kproxy_core::sync::compiler::FixedChains,
+    ) -> Result<
+        (
+            kproxy_core::ir::Ruleset,
+            Option<kproxy_core::sync::compiler::SharesByChain>,
+        ),
+        Self::Error,
+    > {
+        match self.0 {
+            Layout::Iptables(p) => kproxy_iptables::sync::Layout(p)
+                .layout_by_owner(plan, fixed)
+                .map_err(|e| match e {}),
+            Layout::Nftables(p) => kproxy_nft::sync::Layout(p).layout_by_owner(plan, fixed),
+        }
+    }
+
+    fn replaces_containers(&self) -> bool {
+        match self.0 {
+            Layout::Iptables(p) => kproxy_iptables::sync::Layout(p).replaces_containers(),
+            Layout::Nftables(p) => kproxy_nft::sync::Layout(p).replaces_containers(),
+        }
+    }
+}
+
 /// The layout `--kube-proxy-version` selects for `backend`, and notes for
 /// stderr. Errors name the supported releases.
 pub fn layout(node_args: &NodeArgs, backend: Backend) -> Result<(Layout, Vec<String>)> {

@@ -42,6 +42,8 @@ pub mod names;
 pub mod owners;
 pub mod plan;
 pub mod profile;
+pub mod resolve;
+pub mod sync;
 /// Synthetic clusters for tests and benches: not part of the API.
 #[doc(hidden)]
 pub mod synthetic;

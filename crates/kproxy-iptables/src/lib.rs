@@ -55,6 +55,7 @@ pub mod layout;
 pub mod names;
 pub mod parse;
 pub mod print;
+pub mod sync;
 
 use kproxy_core::model::{ClusterState, NodeConfig};
 use kproxy_core::plan::{Plan, Release};

@@ -799,6 +799,22 @@ fn parse_rule(
     Ok(rule)
 }
 
+/// Chain names in `iptables-save` output (`:NAME POLICY [x:y]` lines).
+///
+/// ```
+/// use kproxy_iptables::parse::saved_chain_names;
+/// assert_eq!(
+///     saved_chain_names("*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SVC-X - [0:0]\n-A X\n"),
+///     vec!["PREROUTING", "KUBE-SVC-X"]
+/// );
+/// ```
+pub fn saved_chain_names(save: &str) -> Vec<&str> {
+    save.lines()
+        .filter_map(|l| l.strip_prefix(':'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

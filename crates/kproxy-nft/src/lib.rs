@@ -43,6 +43,7 @@ pub mod layout;
 pub mod names;
 pub mod parse;
 pub mod print;
+pub mod sync;
 pub mod tx;
 
 use kproxy_core::ir::Ruleset;

@@ -76,6 +76,23 @@ fn endpoint_base_text(spn: &ServicePortName, ip: &str, port: u16) -> String {
     ))
 }
 
+/// Whether `name` is a chain of one service port or endpoint (`service-`,
+/// `local-`, `external-`, `firewall-`, `endpoint-` and a hashed base); the
+/// others of the `kube-proxy` table are the node's.
+///
+/// ```
+/// use kproxy_core::model::Protocol;
+/// use kproxy_core::names::ServicePortName;
+/// use kproxy_nft::names::{ServiceChains, is_service_chain};
+/// let spn = ServicePortName::new("ns", "web", "http", Protocol::Tcp);
+/// assert!(is_service_chain(ServiceChains::new(&spn).external.as_str()));
+/// assert!(!is_service_chain("firewall-check"));
+/// assert!(!is_service_chain("services"));
+/// ```
+pub fn is_service_chain(name: &str) -> bool {
+    is_service_object(name) && !name.starts_with(AFFINITY_PREFIX)
+}
+
 /// A service port's chains.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceChains {

@@ -475,6 +475,7 @@ fn print_op_text(tx: &Transaction, op: &Op, opts: PrintOptions) -> Result<String
             checked_name(c.name.as_str())?,
             chain_def(c)?
         ),
+        Op::DeleteTable => format!("delete table {fam} {t}"),
         Op::FlushChain(c) => format!("flush chain {fam} {t} {}", checked_name(c.as_str())?),
         Op::DeleteChain(c) => format!("delete chain {fam} {t} {}", checked_name(c.as_str())?),
         Op::AddRule(c, r) => format!(
@@ -504,6 +505,11 @@ fn print_op_text(tx: &Transaction, op: &Op, opts: PrintOptions) -> Result<String
             "add element {fam} {t} {} {}",
             checked_name(m)?,
             element_text(f, e, Some(v), opts)?
+        ),
+        Op::DeleteElement(s, e) => format!(
+            "delete element {fam} {t} {} {{ {} }}",
+            checked_name(s)?,
+            element_key(e)
         ),
         Op::AddCounter(c) => format!("add counter {fam} {t} {}", checked_name(&c.name)?),
         Op::DeleteCounter(c) => format!("delete counter {fam} {t} {}", checked_name(c)?),
