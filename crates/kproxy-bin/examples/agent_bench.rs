@@ -23,7 +23,7 @@ use bench::ms;
 use kproxy_bin::agent::incremental::{Compiled, Compiler};
 use kproxy_bin::agent::metrics::Metrics;
 use kproxy_bin::agent::sync::{Desired, Mode, Proxier};
-use kproxy_bin::compile::Layout;
+use kproxy_bin::compile::{AgentLayout, Layout};
 use kproxy_core::model::{ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig};
 use kproxy_core::profile::{IptablesProfile, NftablesProfile};
 use kproxy_core::synthetic::cluster;
@@ -36,7 +36,7 @@ fn desired(mode: Mode, state: &ClusterState, node: &NodeConfig) -> Vec<Desired> 
         Mode::Iptables => Layout::Iptables(IptablesProfile::Current),
         Mode::Nftables => Layout::Nftables(NftablesProfile::Current),
     };
-    vec![Desired::compile(state, node, layout).expect("rules")]
+    vec![Desired::compile(state, node, AgentLayout(layout)).expect("rules")]
 }
 
 fn main() {
@@ -150,7 +150,7 @@ fn main() {
             Mode::Iptables => Layout::Iptables(IptablesProfile::Current),
             Mode::Nftables => Layout::Nftables(NftablesProfile::Current),
         };
-        let targets = [(node.clone(), layout)];
+        let targets = [(node.clone(), AgentLayout(layout))];
         let mut compiler = Compiler::new();
         let t = Instant::now();
         let first = compiler.compile(&state, &targets, true).expect("compile");

@@ -21,6 +21,10 @@ use std::net::IpAddr;
 
 use kproxy_core::names::{ChainName, ServicePortName, hash_base32};
 
+/// The fixed names and the per-service prefixes, owned by core (its check
+/// and owners need them too, and core depends on no backend).
+pub use kproxy_core::names::nft::*;
+
 /// Longest base name (knftables `NameLengthMax` 256 minus the longest prefix, 16).
 pub const BASE_LENGTH_MAX: usize = 256 - 16;
 
@@ -72,16 +76,9 @@ fn endpoint_base_text(spn: &ServicePortName, ip: &str, port: u16) -> String {
     ))
 }
 
-/// The prefixes of the chains kube-proxy's nftables mode creates per
-/// service port (`service-`, `local-`, `external-`, `firewall-`) and per
-/// endpoint (`endpoint-`), each followed by a hashed base
-/// ([`service_base`], [`endpoint_base`]).
-pub const SERVICE_CHAIN_PREFIXES: [&str; 5] =
-    ["service-", "local-", "external-", "firewall-", "endpoint-"];
-
-/// Whether `name` is a chain of one service port or endpoint (one of
-/// [`SERVICE_CHAIN_PREFIXES`] and a hashed base); the others of the
-/// `kube-proxy` table are the node's.
+/// Whether `name` is a chain of one service port or endpoint (`service-`,
+/// `local-`, `external-`, `firewall-`, `endpoint-` and a hashed base); the
+/// others of the `kube-proxy` table are the node's.
 ///
 /// ```
 /// use kproxy_core::model::Protocol;
@@ -93,16 +90,7 @@ pub const SERVICE_CHAIN_PREFIXES: [&str; 5] =
 /// assert!(!is_service_chain("services"));
 /// ```
 pub fn is_service_chain(name: &str) -> bool {
-    SERVICE_CHAIN_PREFIXES.iter().any(|p| {
-        name.strip_prefix(p).is_some_and(|rest| {
-            let b = rest.as_bytes();
-            b.len() > 9
-                && b[8] == b'-'
-                && b[..8]
-                    .iter()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-        })
-    })
+    is_service_object(name) && !name.starts_with(AFFINITY_PREFIX)
 }
 
 /// A service port's chains.
@@ -123,10 +111,10 @@ impl ServiceChains {
     pub fn new(spn: &ServicePortName) -> Self {
         let base = service_base(spn);
         Self {
-            cluster: ChainName::new(format!("{}{base}", SERVICE_CHAIN_PREFIXES[0])),
-            local: ChainName::new(format!("{}{base}", SERVICE_CHAIN_PREFIXES[1])),
-            external: ChainName::new(format!("{}{base}", SERVICE_CHAIN_PREFIXES[2])),
-            firewall: ChainName::new(format!("{}{base}", SERVICE_CHAIN_PREFIXES[3])),
+            cluster: ChainName::new(format!("{SERVICE_PREFIX}{base}")),
+            local: ChainName::new(format!("{LOCAL_PREFIX}{base}")),
+            external: ChainName::new(format!("{EXTERNAL_PREFIX}{base}")),
+            firewall: ChainName::new(format!("{FIREWALL_PREFIX}{base}")),
         }
     }
 }
@@ -135,8 +123,8 @@ impl ServiceChains {
 pub fn endpoint_names(spn: &ServicePortName, ip: IpAddr, port: u16) -> (ChainName, String) {
     let base = endpoint_base(spn, ip, port);
     (
-        ChainName::new(format!("{}{base}", SERVICE_CHAIN_PREFIXES[4])),
-        format!("affinity-{base}"),
+        ChainName::new(format!("{ENDPOINT_PREFIX}{base}")),
+        format!("{AFFINITY_PREFIX}{base}"),
     )
 }
 

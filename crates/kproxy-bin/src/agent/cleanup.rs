@@ -224,7 +224,7 @@ fn cleanup_iptables(family: IpFamily, notes: &mut Vec<String>) -> Result<()> {
 fn nft_cleanup_transaction() -> Result<String> {
     let mut text = String::new();
     for family in [IpFamily::V4, IpFamily::V6] {
-        let mut tx = kproxy_nft::Transaction::new(family, kproxy_nft::layout::TABLE);
+        let mut tx = kproxy_nft::Transaction::new(family, kproxy_nft::names::TABLE);
         tx.push(kproxy_nft::Op::AddTable { comment: None });
         tx.push(kproxy_nft::Op::DeleteTable);
         text.push_str(&kproxy_nft::print::print(&tx, Default::default())?);

@@ -4,15 +4,15 @@
 
 pub use kproxy_core::sync::compiler::{Compiled, FixedChange, Partial};
 
-use crate::compile::Layout;
+use crate::compile::AgentLayout;
 
 /// The incremental compiler of every family, for either backend.
-pub type Compiler = kproxy_core::sync::Compiler<Layout>;
+pub type Compiler = kproxy_core::sync::Compiler<AgentLayout>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::Layout;
+    use crate::compile::{AgentLayout, Layout};
     use kproxy_core::ir::Chain;
     use kproxy_core::model::{ClusterState, IpFamily, NodeConfig};
     use kproxy_core::model::{Endpoint, LocalDetector};
@@ -31,8 +31,8 @@ mod tests {
     #[test]
     fn first_full_then_partial() {
         for layout in [
-            Layout::Iptables(IptablesProfile::Current),
-            Layout::Nftables(NftablesProfile::Current),
+            AgentLayout(Layout::Iptables(IptablesProfile::Current)),
+            AgentLayout(Layout::Nftables(NftablesProfile::Current)),
         ] {
             let mut c = Compiler::new();
             let mut state = cluster(40, 3);
@@ -62,7 +62,7 @@ mod tests {
 
     #[test]
     fn iptables_fixed_chain_changes_come_with_both_contents() {
-        let layout = Layout::Iptables(IptablesProfile::Current);
+        let layout = AgentLayout(Layout::Iptables(IptablesProfile::Current));
         let mut c = Compiler::new();
         let mut state = cluster(20, 2);
         let targets = [(node(), layout)];
@@ -85,7 +85,7 @@ mod tests {
     /// The fixed chains of the full layout of `state`.
     fn full_fixed(
         state: &ClusterState,
-        layout: Layout,
+        layout: AgentLayout,
         fixed: &kproxy_core::sync::compiler::FixedChains,
     ) -> BTreeMap<(String, String), Chain> {
         let rules = Desired::compile(state, &node(), layout).expect("compile");
@@ -102,7 +102,7 @@ mod tests {
     #[test]
     fn iptables_fixed_chains_patched_by_share_equal_the_full_layout() {
         for profile in [IptablesProfile::Current, IptablesProfile::V1_5] {
-            let layout = Layout::Iptables(profile);
+            let layout = AgentLayout(Layout::Iptables(profile));
             let pool = cluster(30, 2);
             // Two ClusterIP Services: the node port chains start empty.
             let mut state = ClusterState {

@@ -174,6 +174,10 @@ pub fn compile_incrementally(
     for w in warnings {
         warn!("{w}");
     }
+    let targets: Vec<_> = targets
+        .into_iter()
+        .map(|(node, layout)| (node, crate::compile::AgentLayout(layout)))
+        .collect();
     Ok(compiler.compile_hinted(&inv.state, &targets, full, hint)?)
 }
 

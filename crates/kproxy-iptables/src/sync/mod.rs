@@ -859,7 +859,7 @@ fn plan_job(
                     fresh = !saved.is_empty()
                         && !existing
                             .iter()
-                            .any(|c| *c == crate::layout::KUBE_SERVICES || *c == CANARY);
+                            .any(|c| *c == crate::names::KUBE_SERVICES || *c == CANARY);
                     // After a restart the node holds most rules already:
                     // write only the chains that differ.
                     let held = if fresh || saved.is_empty() {

@@ -23,7 +23,7 @@ use kproxy_core::sync::FixedChange;
 use kproxy_core::sync::tool::split_args;
 
 use crate::IptablesError;
-use crate::layout::{
+use crate::names::{
     KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_PROXY_CANARY, KUBE_SERVICES,
 };
 use crate::print::PrintOptions;

@@ -58,7 +58,7 @@ use kproxy_core::sync::{
 };
 
 use crate::NftError;
-use crate::layout::TABLE;
+use crate::names::TABLE;
 use crate::names::is_service_chain;
 pub use payload::{NftSync, Printed};
 use payload::{
