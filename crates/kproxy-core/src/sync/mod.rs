@@ -13,6 +13,7 @@
 //!   before and after, the fixed chains kept by owner;
 //! * [`conntrack`]: the UDP conntrack entries a rule change leaves stale;
 //! * [`drift`]: whether the node still holds what was written;
+//! * [`host`]: the sysctls kube-proxy sets at start;
 //! * [`isolate`]: a Service whose rules the tool rejects is left out, so
 //!   that the others keep syncing; [`tool`] reads the tools' errors;
 //! * [`latency`]: network programming latency (from the EndpointSlices'
@@ -43,6 +44,7 @@
 pub mod compiler;
 pub mod conntrack;
 pub mod drift;
+pub mod host;
 pub mod isolate;
 pub mod latency;
 pub mod tool;

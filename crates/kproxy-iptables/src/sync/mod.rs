@@ -41,8 +41,11 @@
 //!     };
 //!     engine.handle_outcome(now, outcome);
 //! }
-//! assert_eq!(&programs[..2], ["iptables-save", "iptables-restore"]);
-//! assert!(programs[2..].iter().all(|p| *p == "iptables"));
+//! // Read the node, create the nfacct counters, write, ensure the jumps.
+//! assert_eq!(programs[0], "iptables-save");
+//! let restore = programs.iter().position(|p| *p == "iptables-restore").unwrap();
+//! assert_eq!(programs[1..restore], ["nfacct", "nfacct"]);
+//! assert!(programs[restore + 1..].iter().all(|p| *p == "iptables"));
 //! let report = engine.poll_report().unwrap();
 //! assert!(report.sync().unwrap().ok());
 //! assert!(!engine.next_is_full(now));
