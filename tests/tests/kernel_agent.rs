@@ -221,7 +221,7 @@ fn differences(want: &Ruleset, got: &Ruleset) -> String {
     out
 }
 
-/// Loads `d` with a new proxier, in one part, into the empty namespace
+/// Loads `d` with a new proxier into the empty namespace
 /// `fresh`, and asserts that `ns` holds the same rules (`after` says what
 /// `ns` went through).
 fn assert_same_as_fresh(
@@ -233,7 +233,6 @@ fn assert_same_as_fresh(
     after: &str,
 ) {
     let mut full = Proxier::new(mode);
-    full.fresh_batch_rules = 0;
     let report = in_ns(fresh, || full.sync(d, metrics));
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let (got, want) = (dump(mode, ns), dump(mode, fresh));
@@ -307,10 +306,6 @@ fn incremental_equals_full(test: &str, mode: Mode, loader: Loader, via: Via) {
     let metrics = Metrics::new(mode, Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
     proxier.stale_chain_delay = Duration::ZERO;
-    if via != Via::Rulesets {
-        // The first sync on the fresh namespace, in many small parts.
-        proxier.fresh_batch_rules = 7;
-    }
     let mut last_state = ClusterState::default();
     let mut compiler = Compiler::new();
     let targets = [(node.clone(), layout_of(mode))];

@@ -53,6 +53,7 @@
 
 pub mod layout;
 pub mod names;
+pub mod noflush;
 pub mod parse;
 pub mod print;
 pub mod sync;

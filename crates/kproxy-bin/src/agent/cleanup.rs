@@ -24,6 +24,7 @@ use kproxy_core::profile::IptablesProfile;
 
 use super::exec;
 use crate::compile::Output;
+use kproxy_iptables::noflush::{saved_rules, with_table_listing};
 use kproxy_iptables::sync::CANARY;
 
 /// Arguments of `kproxy cleanup`.
@@ -177,15 +178,26 @@ fn cleanup_iptables(family: IpFamily, notes: &mut Vec<String>) -> Result<()> {
         return Ok(());
     }
     let mut failed = Vec::new();
+    let nf_tables = exec::iptables_is_nft();
     for table in ["filter", "nat", "mangle"] {
         let Ok(text) = exec::run(save, &["-t", table], None) else {
             continue;
         };
         let plan = iptables_table_cleanup(table, &text);
+        // iptables-nft: list the table first where that is cheaper than
+        // its per-command chain list (a 10k-Service node's cleanup).
+        let held: usize = saved_rules(&text).iter().map(|(_, n)| n).sum();
         let restore_input = |input: &str| {
             if input.is_empty() {
                 return Ok(());
             }
+            let listed;
+            let input = if nf_tables {
+                listed = with_table_listing(input, |_| held);
+                listed.as_str()
+            } else {
+                input
+            };
             exec::run(restore, &["--noflush", "-w", "5"], Some(input)).map(|_| ())
         };
         if let Err(e) = restore_input(&plan.unlink) {

@@ -33,6 +33,12 @@ fn running() -> std::sync::MutexGuard<'static, Running> {
     RUNNING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Whether `iptables` is iptables-nft (`iptables --version` says
+/// `nf_tables`).
+pub fn iptables_is_nft() -> bool {
+    run("iptables", &["--version"], None).is_ok_and(|v| v.contains("nf_tables"))
+}
+
 /// Kills every tool running now (their whole process groups) and makes
 /// every later [`run`] fail at once: the agent is stopping.
 pub fn stop_all() {

@@ -84,9 +84,6 @@ pub struct Proxier {
     /// iptables partial syncs write only the chains that changed; default:
     /// kube-proxy's partial syncs.
     pub minimal_partial_syncs: bool,
-    /// iptables: a full sync on a node without kproxy's chains is written
-    /// in `iptables-restore` inputs of at most this many rules; 0: in one.
-    pub fresh_batch_rules: usize,
     /// The drift check reads node-level chains of at least this many rules
     /// by a sample of their rules while kproxy has not written them since
     /// it last dumped them (default [`drift::SAMPLED_CHAIN_RULES`]).
@@ -132,7 +129,6 @@ impl Proxier {
             engine,
             stale_chain_delay: Duration::from_secs(1),
             minimal_partial_syncs: false,
-            fresh_batch_rules: 5000,
             sampled_chain_rules: drift::SAMPLED_CHAIN_RULES,
             iptables_nft: None,
             verified: None,
@@ -144,10 +140,11 @@ impl Proxier {
     /// it is idle; returns what it finished.
     fn drive(&mut self) -> Vec<Finished> {
         let mut out = Vec::new();
+        let iptables_nft = self.mode == Mode::Iptables && self.uses_nf_tables();
         match &mut self.engine {
             Engine::Iptables(e) => {
                 e.minimal_partial_syncs = self.minimal_partial_syncs;
-                e.fresh_batch_rules = self.fresh_batch_rules;
+                e.iptables_nft = iptables_nft;
                 while let Some(cmd) = e.poll_command(Instant::now()) {
                     let outcome = run(cmd.program(), &cmd.args(), cmd.stdin());
                     e.handle_outcome(Instant::now(), outcome);
@@ -317,9 +314,7 @@ impl Proxier {
     fn uses_nf_tables(&mut self) -> bool {
         match self.mode {
             Mode::Nftables => true,
-            Mode::Iptables => *self.iptables_nft.get_or_insert_with(|| {
-                exec::run("iptables", &["--version"], None).is_ok_and(|v| v.contains("nf_tables"))
-            }),
+            Mode::Iptables => *self.iptables_nft.get_or_insert_with(exec::iptables_is_nft),
         }
     }
 

@@ -117,6 +117,125 @@ pub fn nothing_deleted(message: &str) -> bool {
     message.contains("0 flow entries have been deleted")
 }
 
+/// The arguments of `conntrack -L` listing the UDP entries of `family`.
+///
+/// Each `conntrack -D` reads the whole conntrack table; with more than one
+/// deletion to run ([`worth_listing`]), the engines list the entries once
+/// and run only the deletions [`needed`] keeps (a fresh 10k-Service node's
+/// first sync has thousands of UDP front ends to clean up, nearly all
+/// without an entry).
+pub fn listing_args(family: IpFamily) -> Vec<String> {
+    ["-L", "-p", "udp", "-f", family_arg(family)]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+}
+
+/// Whether listing the entries first ([`listing_args`]) saves work: more
+/// than one deletion.
+pub fn worth_listing(commands: &[Vec<String>]) -> bool {
+    commands.len() > 1
+}
+
+/// What the deletions look at in one UDP conntrack entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    /// The original destination (`--orig-dst`).
+    orig_dst: IpAddr,
+    /// The original destination port (`--dport`).
+    orig_dport: u16,
+    /// The reply's source: the endpoint when DNATed (`--dst-nat`).
+    reply_src: IpAddr,
+}
+
+/// The entries of a `conntrack -L` listing (its standard output); `None`
+/// when a line cannot be read (then every deletion runs).
+fn parse_listing(text: &str) -> Option<Vec<Entry>> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (mut dst, mut dport, mut reply_src, mut srcs) = (None, None, None, 0);
+        for (key, value) in line.split_whitespace().filter_map(|w| w.split_once('=')) {
+            match key {
+                "dst" if dst.is_none() => dst = value.parse().ok(),
+                "dport" if dport.is_none() => dport = value.parse().ok(),
+                "src" => {
+                    srcs += 1;
+                    if srcs == 2 {
+                        reply_src = value.parse().ok();
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push(Entry {
+            orig_dst: dst?,
+            orig_dport: dport?,
+            reply_src: reply_src?,
+        });
+    }
+    Some(out)
+}
+
+/// Whether the deletion `args` (from [`cleanup_commands`]) would delete
+/// `entry`: `--orig-dst IP`, `--dport PORT`, `--dst-nat IP` (DNATed to
+/// IP). An argument it does not know makes it match (nothing is skipped
+/// wrongly).
+fn deletes(args: &[String], entry: &Entry) -> bool {
+    let mut words = args.iter().map(String::as_str);
+    while let Some(w) = words.next() {
+        let ok = match w {
+            "-D" => true,
+            "-p" | "-f" => words.next().is_some(),
+            "--orig-dst" => words
+                .next()
+                .and_then(|v| v.parse::<IpAddr>().ok())
+                .is_none_or(|ip| ip == entry.orig_dst),
+            "--dport" => words
+                .next()
+                .and_then(|v| v.parse::<u16>().ok())
+                .is_none_or(|p| p == entry.orig_dport),
+            "--dst-nat" => words
+                .next()
+                .and_then(|v| v.parse::<IpAddr>().ok())
+                .is_none_or(|ip| ip == entry.reply_src && entry.reply_src != entry.orig_dst),
+            _ => return true,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// The deletions of `commands` that would delete something, given the
+/// family's UDP entries `listing` (`conntrack` with [`listing_args`]): all
+/// of them when a line of the listing cannot be read.
+///
+/// ```
+/// use kproxy_core::sync::conntrack::needed;
+///
+/// let cmd = |t: &str| t.split(' ').map(String::from).collect::<Vec<_>>();
+/// let listing = "udp      17 29 src=10.1.1.5 dst=10.96.0.10 sport=35593 dport=53 \
+///     [UNREPLIED] src=10.0.0.1 dst=10.1.1.5 sport=5353 dport=35593 mark=0 use=1\n";
+/// let commands = vec![
+///     cmd("-D -p udp -f ipv4 --orig-dst 10.96.0.10 --dport 53"),
+///     cmd("-D -p udp -f ipv4 --orig-dst 10.96.0.11 --dport 53"),
+///     cmd("-D -p udp -f ipv4 --orig-dst 10.96.0.10 --dst-nat 10.0.0.1"),
+///     cmd("-D -p udp -f ipv4 --orig-dst 10.96.0.10 --dst-nat 10.0.0.2"),
+/// ];
+/// assert_eq!(needed(commands.clone(), listing), vec![commands[0].clone(), commands[2].clone()]);
+/// assert_eq!(needed(commands.clone(), "garbage\n"), commands);
+/// ```
+pub fn needed(commands: Vec<Vec<String>>, listing: &str) -> Vec<Vec<String>> {
+    let Some(entries) = parse_listing(listing) else {
+        return commands;
+    };
+    commands
+        .into_iter()
+        .filter(|c| entries.iter().any(|e| deletes(c, e)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +273,72 @@ mod tests {
             ]
         );
         assert!(cleanup_commands(IpFamily::V4, &next, &next).is_empty());
+    }
+
+    const LISTING: &str = "udp      17 29 src=10.1.1.5 dst=10.1.1.9 sport=35593 dport=99 [UNREPLIED] src=10.1.1.9 dst=10.1.1.5 sport=99 dport=35593 mark=0 use=1\n\
+        udp      17 29 src=10.1.1.5 dst=10.96.0.10 sport=35593 dport=53 [UNREPLIED] src=10.0.0.1 dst=10.1.1.5 sport=5353 dport=35593 mark=0 use=1\n";
+
+    fn cmd(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn reads_conntrack_listings() {
+        let entries = parse_listing(LISTING).unwrap();
+        assert_eq!(
+            entries,
+            vec![
+                Entry {
+                    orig_dst: "10.1.1.9".parse().unwrap(),
+                    orig_dport: 99,
+                    reply_src: "10.1.1.9".parse().unwrap(),
+                },
+                Entry {
+                    orig_dst: "10.96.0.10".parse().unwrap(),
+                    orig_dport: 53,
+                    reply_src: "10.0.0.1".parse().unwrap(),
+                }
+            ]
+        );
+        let v6 = "udp      17 29 src=fd00:50::2 dst=fd00:96::a sport=1 dport=53 src=fd00:76::9 dst=fd00:50::2 sport=53 dport=1 mark=0 use=1";
+        assert_eq!(
+            parse_listing(v6).unwrap()[0].reply_src,
+            "fd00:76::9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(parse_listing("garbage\n"), None);
+        assert_eq!(parse_listing(""), Some(vec![]));
+    }
+
+    #[test]
+    fn runs_only_the_deletions_that_match_an_entry() {
+        let commands = vec![
+            cmd("-D -p udp -f ipv4 --orig-dst 10.96.0.10 --dport 53"),
+            cmd("-D -p udp -f ipv4 --orig-dst 10.96.0.10 --dport 54"),
+            cmd("-D -p udp -f ipv4 --orig-dst 10.96.0.11 --dport 53"),
+            cmd("-D -p udp -f ipv4 --dport 53"),
+            cmd("-D -p udp -f ipv4 --dport 99 --dst-nat 10.1.1.9"),
+            cmd("-D -p udp -f ipv4 --orig-dst 10.96.0.10 --dst-nat 10.0.0.1"),
+            cmd("-D -p udp -f ipv4 --orig-dst 10.96.0.10 --dst-nat 10.0.0.2"),
+            cmd("-D -p udp -f ipv4 --unknown-flag x"),
+        ];
+        let kept: Vec<String> = needed(commands.clone(), LISTING)
+            .iter()
+            .map(|c| c.join(" "))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                "-D -p udp -f ipv4 --orig-dst 10.96.0.10 --dport 53",
+                "-D -p udp -f ipv4 --dport 53",
+                "-D -p udp -f ipv4 --orig-dst 10.96.0.10 --dst-nat 10.0.0.1",
+                "-D -p udp -f ipv4 --unknown-flag x",
+            ]
+        );
+        // Not DNATed (reply from the original destination): no --dst-nat
+        // deletion matches it.
+        assert!(needed(commands.clone(), "").is_empty());
+        assert_eq!(needed(commands.clone(), "garbage\n"), commands);
+        assert!(worth_listing(&commands) && !worth_listing(&commands[..1]));
+        assert_eq!(listing_args(IpFamily::V6).join(" "), "-L -p udp -f ipv6");
     }
 }

@@ -155,8 +155,7 @@ pub fn ensure_rules(next: &Ruleset, opts: PrintOptions) -> Result<Vec<EnsureRule
 /// without the chains the node holds with the same rules (compared in
 /// [`kproxy_core::canon`] form, as `kproxy check` compares). After a
 /// restart the node mostly holds the rules already, so the input is small
-/// (and `iptables-restore --noflush` of a whole large ruleset is slow with
-/// iptables-nft). The resulting rules are the same.
+/// (and quicker to apply). The resulting rules are the same.
 pub fn iptables_full_against(
     next: &Ruleset,
     node: &Ruleset,
@@ -250,63 +249,6 @@ fn push_table_section(
     sync.deleted_chains
         .extend(deleted.iter().map(|n| n.to_string()));
     Ok(())
-}
-
-/// Splits a full sync's `iptables-restore --noflush` input into several
-/// of at most `max_rules` rules each: first every table's chain
-/// declarations, then the rules in their order, then the stale chains'
-/// deletions. For a node without kproxy's chains only: the built-in jumps,
-/// ensured after the last one, keep traffic out of the chains until every
-/// rule is in, so the split is not visible; and iptables-nft (1.8.9)
-/// appends rules under `--noflush` in time quadratic in one input's size
-/// (15 s for 48k rules at once, 2 s in 8 parts), so a large cluster's
-/// first sync takes seconds instead of many minutes.
-pub fn split_restore(restore: &str, max_rules: usize) -> Vec<String> {
-    let max_rules = max_rules.max(1);
-    let mut decls = String::new();
-    let mut rules: Vec<(String, &str)> = Vec::new();
-    let mut deletes = String::new();
-    let mut table = String::new();
-    let mut table_deletes = String::new();
-    for line in restore.lines() {
-        if let Some(t) = line.strip_prefix('*') {
-            table = t.to_string();
-            let _ = writeln!(decls, "{line}");
-        } else if line.starts_with(':') {
-            let _ = writeln!(decls, "{line}");
-        } else if line.starts_with("-X ") {
-            let _ = writeln!(table_deletes, "{line}");
-        } else if line == "COMMIT" {
-            decls.push_str("COMMIT\n");
-            if !table_deletes.is_empty() {
-                let _ = write!(deletes, "*{table}\n{table_deletes}COMMIT\n");
-                table_deletes.clear();
-            }
-        } else if !line.is_empty() {
-            rules.push((table.clone(), line));
-        }
-    }
-    let mut out = vec![decls];
-    for chunk in rules.chunks(max_rules) {
-        let mut batch = String::new();
-        let mut current: Option<&str> = None;
-        for (t, line) in chunk {
-            if current != Some(t.as_str()) {
-                if current.is_some() {
-                    batch.push_str("COMMIT\n");
-                }
-                let _ = writeln!(batch, "*{t}");
-                current = Some(t.as_str());
-            }
-            let _ = writeln!(batch, "{line}");
-        }
-        batch.push_str("COMMIT\n");
-        out.push(batch);
-    }
-    if !deletes.is_empty() {
-        out.push(deletes);
-    }
-    out
 }
 
 /// The partial sync of one family from `last` (what the node holds) to
@@ -491,23 +433,6 @@ pub fn iptables_rewrite(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_a_restore_into_declarations_rules_and_deletions() {
-        let restore = "*filter\n:A - [0:0]\n-A A -j ACCEPT\nCOMMIT\n\
-                       *nat\n:B - [0:0]\n:C - [0:0]\n:OLD - [0:0]\n-A B -j C\n-A C -j DROP\n-A C -j RETURN\n-X OLD\nCOMMIT\n";
-        let parts = split_restore(restore, 2);
-        assert_eq!(
-            parts,
-            vec![
-                "*filter\n:A - [0:0]\nCOMMIT\n*nat\n:B - [0:0]\n:C - [0:0]\n:OLD - [0:0]\nCOMMIT\n",
-                "*filter\n-A A -j ACCEPT\nCOMMIT\n*nat\n-A B -j C\nCOMMIT\n",
-                "*nat\n-A C -j DROP\n-A C -j RETURN\nCOMMIT\n",
-                "*nat\n-X OLD\nCOMMIT\n",
-            ]
-        );
-        assert_eq!(split_restore(restore, 100).len(), 3);
-    }
 
     #[test]
     fn edits_a_chain_in_place_by_position() {

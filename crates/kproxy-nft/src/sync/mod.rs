@@ -50,7 +50,9 @@ use kproxy_core::ir::{Chain, Ruleset, Table};
 use kproxy_core::model::{IpFamily, NodeConfig};
 use kproxy_core::plan::{Plan, Release, plan_node};
 use kproxy_core::profile::NftablesProfile;
-use kproxy_core::sync::conntrack::{UdpState, cleanup_commands, nothing_deleted};
+use kproxy_core::sync::conntrack::{
+    UdpState, cleanup_commands, listing_args, needed, nothing_deleted, worth_listing,
+};
 use kproxy_core::sync::drift::{self, ChainRef};
 use kproxy_core::sync::{
     Compiled, Desired, Failure, FailureKind, FamilyReport, FullSyncs, Layouter, Outcome, Partial,
@@ -107,6 +109,15 @@ pub enum Command {
         /// The arguments (`-D -p udp -f ipv4 ...`).
         args: Vec<String>,
     },
+    /// List the family's UDP conntrack entries: `conntrack -L -p udp -f
+    /// FAMILY`; answer with its standard output. Asked before several
+    /// deletions, so that only those that match an entry run (each
+    /// `conntrack -D` reads the whole conntrack table). A failure runs them
+    /// all.
+    ListConntrack {
+        /// The family.
+        family: IpFamily,
+    },
 }
 
 /// What a transaction is for.
@@ -133,7 +144,7 @@ impl Command {
     pub fn program(&self) -> &'static str {
         match self {
             Command::Transaction { .. } | Command::ListTables { .. } => "nft",
-            Command::Conntrack { .. } => "conntrack",
+            Command::Conntrack { .. } | Command::ListConntrack { .. } => "conntrack",
         }
     }
 
@@ -145,6 +156,7 @@ impl Command {
                 vec!["list".into(), "tables".into(), family_word(*family).into()]
             }
             Command::Conntrack { args } => args.clone(),
+            Command::ListConntrack { family } => listing_args(*family),
         }
     }
 
@@ -216,6 +228,7 @@ enum Step {
     Write(Arc<Printed>, Purpose),
     ListTables,
     Conntrack(Vec<String>),
+    ListConntrack(Vec<Vec<String>>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -517,6 +530,13 @@ impl Engine {
                 job.found = out.lines().any(|l| l.trim() == want);
             }
             (Step::ListTables, Outcome::Failed(_)) => job.found = false,
+            (Step::ListConntrack(commands), outcome) => {
+                let commands = match outcome {
+                    Outcome::Done(listing) => needed(commands, &listing),
+                    Outcome::Failed(_) => commands,
+                };
+                job.steps.extend(commands.into_iter().map(Step::Conntrack));
+            }
             (Step::Conntrack(_), Outcome::Failed(m)) if !nothing_deleted(&m) => {
                 job.report.conntrack_failures.push(m)
             }
@@ -649,6 +669,7 @@ fn command(family: IpFamily, step: &Step) -> Command {
         },
         Step::ListTables => Command::ListTables { family },
         Step::Conntrack(args) => Command::Conntrack { args: args.clone() },
+        Step::ListConntrack(_) => Command::ListConntrack { family },
     }
 }
 
@@ -775,7 +796,11 @@ fn written(job: &mut Job, state: &mut FamilyState, now: Instant) {
         Work::Repair { .. } | Work::Canary => return,
     };
     job.report.counts = state.counts.clone();
-    job.steps.extend(conntrack.into_iter().map(Step::Conntrack));
+    if worth_listing(&conntrack) {
+        job.steps.push_back(Step::ListConntrack(conntrack));
+    } else {
+        job.steps.extend(conntrack.into_iter().map(Step::Conntrack));
+    }
 }
 
 /// The stale chains' deletion, printed (a name the printer refuses, which
