@@ -54,6 +54,7 @@ pub mod isolate;
 pub mod kube;
 pub mod latency;
 pub mod metrics;
+pub mod netlink;
 pub mod nfnl;
 pub mod source;
 pub mod sync;
