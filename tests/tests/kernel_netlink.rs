@@ -65,7 +65,10 @@ impl Netns {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         );
-        assert!(tool_ok("ip", &["netns", "add", &name]), "ip netns add {name}");
+        assert!(
+            tool_ok("ip", &["netns", "add", &name]),
+            "ip netns add {name}"
+        );
         Netns(name)
     }
 
@@ -79,7 +82,9 @@ impl Netns {
             .spawn()
             .map_err(|e| e.to_string())?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(input.as_bytes()).map_err(|e| e.to_string())?;
+            stdin
+                .write_all(input.as_bytes())
+                .map_err(|e| e.to_string())?;
         }
         let out = child.wait_with_output().map_err(|e| e.to_string())?;
         if out.status.success() {
@@ -182,36 +187,65 @@ fn check(name: &str, txs: &[(Transaction, PrintOptions)]) -> Result<(), String> 
     Ok(())
 }
 
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/netlink")
+        .join(name)
+}
+
+/// `kproxy compile` arguments for `fixtures/netlink/dual-stack.yaml`.
+fn dual_stack_variants() -> Vec<(String, Vec<String>)> {
+    let base = [
+        "--proxy-mode=nftables",
+        "--hostname-override=test-node",
+        "--detect-local-mode=ClusterCIDR",
+        "--cluster-cidr=10.0.0.0/8,fd00:10::/64",
+        "--bind-address=192.168.0.2",
+        "--node-address=192.168.0.2/24",
+        "--node-address=2001:db8::1/64",
+        "--service-cidr=172.30.0.0/16",
+        "--service-cidr=fd00:172:30::/112",
+        "--feature-gates=KubeProxyNFTablesLocalhostNodePorts=true",
+    ];
+    let mut out = Vec::new();
+    for family in ["dual", "ipv4", "ipv6"] {
+        for (layout, extra) in [
+            ("current", None),
+            ("pre-1.36", Some("--kube-proxy-version=1.35")),
+        ] {
+            let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+            args.push(format!("--ip-family={family}"));
+            args.extend(extra.map(str::to_string));
+            out.push((format!("dual-stack input, {family} node, {layout}"), args));
+        }
+    }
+    out
+}
+
 #[test]
 fn goldens_by_netlink_list_as_by_nft() {
     if skip_or_fail("goldens_by_netlink_list_as_by_nft") {
         return;
     }
     let mut failures = Vec::new();
-    let mut cases: Vec<(String, Vec<String>, std::path::PathBuf)> = kproxy_tests::golden_cases("nftables")
-        .into_iter()
-        .map(|d| {
-            let name = d.file_name().unwrap_or_default().to_string_lossy().to_string();
-            (name, read_args(&d.join("args")), d.join("input.yaml"))
-        })
-        .collect();
-    // The same inputs as IPv6 and dual-stack nodes.
-    let base = kproxy_tests::golden_cases("nftables");
-    let overall = base
-        .iter()
-        .find(|d| d.ends_with("test_overall_nftables_rules"))
-        .expect("overall case");
-    let mut v6 = read_args(&overall.join("args"));
-    v6.retain(|a| !a.starts_with("--ip-family") && !a.starts_with("--cluster-cidr") && !a.starts_with("--service-cidr"));
-    let mut dual = v6.clone();
-    v6.extend(["--ip-family=ipv6".into(), "--cluster-cidr=fd00:10::/64".into()]);
-    dual.extend([
-        "--ip-family=dual".into(),
-        "--cluster-cidr=10.0.0.0/8,fd00:10::/64".into(),
-    ]);
-    let _ = (&v6, &dual);
-    cases.push(("overall-ipv6".into(), v6, overall.join("input.yaml")));
-    cases.push(("overall-dual".into(), dual, overall.join("input.yaml")));
+    let mut cases: Vec<(String, Vec<String>, std::path::PathBuf)> =
+        kproxy_tests::golden_cases("nftables")
+            .into_iter()
+            .map(|d| {
+                let name = d
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string();
+                (name, read_args(&d.join("args")), d.join("input.yaml"))
+            })
+            .collect();
+    // A dual-stack input (LoadBalancer with source ranges, affinity, UDP,
+    // SCTP, IPv6-only Services) on dual-stack, IPv4 and IPv6 nodes, in both
+    // layouts.
+    for (name, args) in dual_stack_variants() {
+        cases.push((name, args, fixture("dual-stack.yaml")));
+    }
     for (name, args, input) in cases {
         let txs = match std::panic::catch_unwind(|| transactions(&args, &input)) {
             Ok(t) => t,
@@ -245,20 +279,34 @@ fn a_refused_batch_changes_nothing_and_names_the_command() {
     tx.push(Op::AddChain(Chain::new("a")));
     tx.push(Op::AddRule("a".into(), Rule::new().verdict(Verdict::Drop)));
     // A jump to a chain that does not exist: the kernel refuses the rule.
-    tx.push(Op::AddRule("a".into(), Rule::new().verdict(Verdict::Jump("missing".into()))));
+    tx.push(Op::AddRule(
+        "a".into(),
+        Rule::new().verdict(Verdict::Jump("missing".into())),
+    ));
     let err = ns
         .run(|| apply(std::slice::from_ref(&tx), PrintOptions::default()))
         .expect_err("refused");
     let msg = err.to_string();
     assert!(
-        matches!(err, ApplyError::Refused { .. }) && msg.contains("add rule ip kube-proxy a jump missing"),
+        matches!(err, ApplyError::Refused { .. })
+            && msg.contains("add rule ip kube-proxy a jump missing"),
         "{msg}"
     );
     assert!(!err.wants_fallback(), "{msg}");
-    assert_eq!(ns.nft(&["list", "ruleset"], "").expect("list"), "", "nothing applied");
+    assert_eq!(
+        ns.nft(&["list", "ruleset"], "").expect("list"),
+        "",
+        "nothing applied"
+    );
     // Without the broken rule the batch applies.
     tx.ops.pop();
-    let sent = ns.run(|| apply(std::slice::from_ref(&tx), PrintOptions::default())).expect("applies");
+    let sent = ns
+        .run(|| apply(std::slice::from_ref(&tx), PrintOptions::default()))
+        .expect("applies");
     assert_eq!(sent, 3);
-    assert!(ns.nft(&["list", "ruleset"], "").expect("list").contains("drop"));
+    assert!(
+        ns.nft(&["list", "ruleset"], "")
+            .expect("list")
+            .contains("drop")
+    );
 }

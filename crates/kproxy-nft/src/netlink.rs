@@ -28,8 +28,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use kproxy_core::ir::{
-    AddrMatch, BaseChainType, ChainKind, CtState, Direction, Element, Hook, Key, KeyValue, MapValue,
-    MarkOp, Match, Rule, Set, Verdict,
+    AddrMatch, BaseChainType, ChainKind, CtState, Direction, Element, Hook, Key, KeyValue,
+    MapValue, MarkOp, Match, Rule, Set, Verdict,
 };
 use kproxy_core::model::{IpFamily, Protocol};
 use kproxy_nfnl::attr::AttrBuf;
@@ -121,7 +121,12 @@ pub enum Data {
 #[allow(missing_docs)]
 pub enum Expr {
     /// `payload load LENb @ BASE header + OFFSET => reg D`
-    Payload { base: u32, offset: u32, len: u32, dreg: Reg },
+    Payload {
+        base: u32,
+        offset: u32,
+        len: u32,
+        dreg: Reg,
+    },
     /// `meta load KEY => reg D`
     Meta { key: u32, dreg: Reg },
     /// `meta set KEY with reg S`
@@ -129,19 +134,39 @@ pub enum Expr {
     /// `cmp OP reg S DATA`
     Cmp { sreg: Reg, op: u32, data: Vec<u8> },
     /// `bitwise reg D = ( reg S & MASK ) ^ XOR`
-    Bitwise { sreg: Reg, dreg: Reg, mask: Vec<u8>, xor: Vec<u8> },
+    Bitwise {
+        sreg: Reg,
+        dreg: Reg,
+        mask: Vec<u8>,
+        xor: Vec<u8>,
+    },
     /// `lookup reg S set NAME [dreg D] [flags 0x1]`
-    Lookup { set: String, set_id: Option<u32>, sreg: Reg, dreg: Option<Reg>, invert: bool },
+    Lookup {
+        set: String,
+        set_id: Option<u32>,
+        sreg: Reg,
+        dreg: Option<Reg>,
+        invert: bool,
+    },
     /// `immediate reg D DATA`
     Immediate { dreg: Reg, data: Data },
     /// `numgen reg D = random mod N`
     Numgen { dreg: Reg, modulus: u32 },
     /// `nat dnat FAMILY addr_min reg A proto_min reg P [flags F]`
-    Dnat { family: IpFamily, addr: Reg, proto: Reg, flags: u32 },
+    Dnat {
+        family: IpFamily,
+        addr: Reg,
+        proto: Reg,
+        flags: u32,
+    },
     /// `masq [flags F]`
     Masq { flags: u32 },
     /// `dynset update reg_key K set NAME`
-    DynsetUpdate { set: String, set_id: Option<u32>, sreg: Reg },
+    DynsetUpdate {
+        set: String,
+        set_id: Option<u32>,
+        sreg: Reg,
+    },
     /// `objref type 1 name NAME` (a named counter)
     CounterRef { name: String },
     /// `fib saddr|daddr type => reg D`
@@ -184,21 +209,45 @@ fn verdict_word(d: &VerdictData) -> String {
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Expr::Payload { base, offset, len, dreg } => {
+            Expr::Payload {
+                base,
+                offset,
+                len,
+                dreg,
+            } => {
                 let b = match *base {
                     v::NFT_PAYLOAD_LL_HEADER => "link",
                     v::NFT_PAYLOAD_NETWORK_HEADER => "network",
                     _ => "transport",
                 };
-                write!(f, "[ payload load {len}b @ {b} header + {offset} => reg {} ]", dreg.kernel())
+                write!(
+                    f,
+                    "[ payload load {len}b @ {b} header + {offset} => reg {} ]",
+                    dreg.kernel()
+                )
             }
-            Expr::Meta { key, dreg } => write!(f, "[ meta load {} => reg {} ]", meta_name(*key), dreg.kernel()),
-            Expr::MetaSet { key, sreg } => write!(f, "[ meta set {} with reg {} ]", meta_name(*key), sreg.kernel()),
+            Expr::Meta { key, dreg } => write!(
+                f,
+                "[ meta load {} => reg {} ]",
+                meta_name(*key),
+                dreg.kernel()
+            ),
+            Expr::MetaSet { key, sreg } => write!(
+                f,
+                "[ meta set {} with reg {} ]",
+                meta_name(*key),
+                sreg.kernel()
+            ),
             Expr::Cmp { sreg, op, data } => {
                 let o = if *op == v::NFT_CMP_EQ { "eq" } else { "neq" };
                 write!(f, "[ cmp {o} reg {} {} ]", sreg.kernel(), words(data))
             }
-            Expr::Bitwise { sreg, dreg, mask, xor } => write!(
+            Expr::Bitwise {
+                sreg,
+                dreg,
+                mask,
+                xor,
+            } => write!(
                 f,
                 "[ bitwise reg {} = ( reg {} & {} ) ^ {} ]",
                 dreg.kernel(),
@@ -206,7 +255,13 @@ impl fmt::Display for Expr {
                 words(mask),
                 words(xor)
             ),
-            Expr::Lookup { set, sreg, dreg, invert, .. } => {
+            Expr::Lookup {
+                set,
+                sreg,
+                dreg,
+                invert,
+                ..
+            } => {
                 write!(f, "[ lookup reg {} set {set}", sreg.kernel())?;
                 if let Some(d) = dreg {
                     write!(f, " dreg {}", d.kernel())?;
@@ -218,15 +273,29 @@ impl fmt::Display for Expr {
             }
             Expr::Immediate { dreg, data } => match data {
                 Data::Value(b) => write!(f, "[ immediate reg {} {} ]", dreg.kernel(), words(b)),
-                Data::Verdict(d) => write!(f, "[ immediate reg {} {} ]", dreg.kernel(), verdict_word(d)),
+                Data::Verdict(d) => {
+                    write!(f, "[ immediate reg {} {} ]", dreg.kernel(), verdict_word(d))
+                }
             },
-            Expr::Numgen { dreg, modulus } => write!(f, "[ numgen reg {} = random mod {modulus} ]", dreg.kernel()),
-            Expr::Dnat { family, addr, proto, flags } => {
+            Expr::Numgen { dreg, modulus } => {
+                write!(f, "[ numgen reg {} = random mod {modulus} ]", dreg.kernel())
+            }
+            Expr::Dnat {
+                family,
+                addr,
+                proto,
+                flags,
+            } => {
                 let fam = match family {
                     IpFamily::V4 => "ip",
                     IpFamily::V6 => "ip6",
                 };
-                write!(f, "[ nat dnat {fam} addr_min reg {} proto_min reg {}", addr.kernel(), proto.kernel())?;
+                write!(
+                    f,
+                    "[ nat dnat {fam} addr_min reg {} proto_min reg {}",
+                    addr.kernel(),
+                    proto.kernel()
+                )?;
                 if *flags != 0 {
                     write!(f, " flags 0x{flags:x}")?;
                 }
@@ -244,11 +313,19 @@ impl fmt::Display for Expr {
             }
             Expr::CounterRef { name } => write!(f, "[ objref type 1 name {name} ]"),
             Expr::Fib { flags, dreg } => {
-                let which = if flags & v::NFTA_FIB_F_SADDR != 0 { "saddr" } else { "daddr" };
+                let which = if flags & v::NFTA_FIB_F_SADDR != 0 {
+                    "saddr"
+                } else {
+                    "daddr"
+                };
                 write!(f, "[ fib {which} type => reg {} ]", dreg.kernel())
             }
             Expr::Ct { key, dreg } => {
-                let k = if *key == v::NFT_CT_STATE { "state" } else { "status" };
+                let k = if *key == v::NFT_CT_STATE {
+                    "state"
+                } else {
+                    "status"
+                };
                 write!(f, "[ ct load {k} => reg {} ]", dreg.kernel())
             }
             Expr::Reject { kind, code } => write!(f, "[ reject type {kind} code {code} ]"),
@@ -319,7 +396,12 @@ impl Expr {
 
     fn encode_data(&self, d: &mut AttrBuf) {
         match self {
-            Expr::Payload { base, offset, len, dreg } => {
+            Expr::Payload {
+                base,
+                offset,
+                len,
+                dreg,
+            } => {
                 put_reg(d, e::NFTA_PAYLOAD_DREG, *dreg);
                 d.put_u32_be(e::NFTA_PAYLOAD_BASE, *base);
                 d.put_u32_be(e::NFTA_PAYLOAD_OFFSET, *offset);
@@ -338,14 +420,25 @@ impl Expr {
                 d.put_u32_be(e::NFTA_CMP_OP, *op);
                 put_value(d, e::NFTA_CMP_DATA, data);
             }
-            Expr::Bitwise { sreg, dreg, mask, xor } => {
+            Expr::Bitwise {
+                sreg,
+                dreg,
+                mask,
+                xor,
+            } => {
                 put_reg(d, e::NFTA_BITWISE_SREG, *sreg);
                 put_reg(d, e::NFTA_BITWISE_DREG, *dreg);
                 d.put_u32_be(e::NFTA_BITWISE_LEN, mask.len() as u32);
                 put_value(d, e::NFTA_BITWISE_MASK, mask);
                 put_value(d, e::NFTA_BITWISE_XOR, xor);
             }
-            Expr::Lookup { set, set_id, sreg, dreg, invert } => {
+            Expr::Lookup {
+                set,
+                set_id,
+                sreg,
+                dreg,
+                invert,
+            } => {
                 d.put_str(e::NFTA_LOOKUP_SET, set);
                 put_reg(d, e::NFTA_LOOKUP_SREG, *sreg);
                 if let Some(r) = dreg {
@@ -371,7 +464,12 @@ impl Expr {
                 d.put_u32_be(e::NFTA_NG_TYPE, v::NFT_NG_RANDOM);
                 d.put_u32_be(e::NFTA_NG_OFFSET, 0);
             }
-            Expr::Dnat { family, addr, proto, flags } => {
+            Expr::Dnat {
+                family,
+                addr,
+                proto,
+                flags,
+            } => {
                 d.put_u32_be(e::NFTA_NAT_TYPE, v::NFT_NAT_DNAT);
                 d.put_u32_be(e::NFTA_NAT_FAMILY, u32::from(nfproto(*family)));
                 put_reg(d, e::NFTA_NAT_REG_ADDR_MIN, *addr);
@@ -475,16 +573,36 @@ fn addr_offset(f: IpFamily, dir: Direction) -> u32 {
 fn load(f: IpFamily, key: Key, dreg: Reg) -> (Expr, u32) {
     match key {
         Key::SrcAddr | Key::DstAddr => {
-            let dir = if key == Key::SrcAddr { Direction::Src } else { Direction::Dst };
+            let dir = if key == Key::SrcAddr {
+                Direction::Src
+            } else {
+                Direction::Dst
+            };
             let len = addr_len(f);
             (
-                Expr::Payload { base: v::NFT_PAYLOAD_NETWORK_HEADER, offset: addr_offset(f, dir), len, dreg },
+                Expr::Payload {
+                    base: v::NFT_PAYLOAD_NETWORK_HEADER,
+                    offset: addr_offset(f, dir),
+                    len,
+                    dreg,
+                },
                 len,
             )
         }
-        Key::L4Proto => (Expr::Meta { key: v::NFT_META_L4PROTO, dreg }, 1),
+        Key::L4Proto => (
+            Expr::Meta {
+                key: v::NFT_META_L4PROTO,
+                dreg,
+            },
+            1,
+        ),
         Key::DstPort => (
-            Expr::Payload { base: v::NFT_PAYLOAD_TRANSPORT_HEADER, offset: 2, len: 2, dreg },
+            Expr::Payload {
+                base: v::NFT_PAYLOAD_TRANSPORT_HEADER,
+                offset: 2,
+                len: 2,
+                dreg,
+            },
             2,
         ),
     }
@@ -502,8 +620,18 @@ fn load_keys(f: IpFamily, keys: &[Key], out: &mut Vec<Expr>) {
 
 /// `ADDR` / `NET` compared at `dir`, as nft does for a single value: a
 /// prefix on a byte boundary loads only its bytes; another is masked.
-fn addr_match(f: IpFamily, dir: Direction, am: &AddrMatch, negate: bool, out: &mut Vec<Expr>) -> Result<(), String> {
-    let op = if negate { v::NFT_CMP_NEQ } else { v::NFT_CMP_EQ };
+fn addr_match(
+    f: IpFamily,
+    dir: Direction,
+    am: &AddrMatch,
+    negate: bool,
+    out: &mut Vec<Expr>,
+) -> Result<(), String> {
+    let op = if negate {
+        v::NFT_CMP_NEQ
+    } else {
+        v::NFT_CMP_EQ
+    };
     let r = Reg::FIRST;
     let off = addr_offset(f, dir);
     let (bytes, plen) = match am {
@@ -515,8 +643,17 @@ fn addr_match(f: IpFamily, dir: Direction, am: &AddrMatch, negate: bool, out: &m
     }
     if plen % 8 == 0 {
         let len = plen / 8;
-        out.push(Expr::Payload { base: v::NFT_PAYLOAD_NETWORK_HEADER, offset: off, len, dreg: r });
-        out.push(Expr::Cmp { sreg: r, op, data: bytes[..len as usize].to_vec() });
+        out.push(Expr::Payload {
+            base: v::NFT_PAYLOAD_NETWORK_HEADER,
+            offset: off,
+            len,
+            dreg: r,
+        });
+        out.push(Expr::Cmp {
+            sreg: r,
+            op,
+            data: bytes[..len as usize].to_vec(),
+        });
     } else {
         let len = addr_len(f);
         let mut mask = vec![0u8; len as usize];
@@ -526,9 +663,23 @@ fn addr_match(f: IpFamily, dir: Direction, am: &AddrMatch, negate: bool, out: &m
         }
         // nft loads only the bytes the prefix covers.
         let used = plen.div_ceil(8) as usize;
-        out.push(Expr::Payload { base: v::NFT_PAYLOAD_NETWORK_HEADER, offset: off, len: used as u32, dreg: r });
-        out.push(Expr::Bitwise { sreg: r, dreg: r, mask: mask[..used].to_vec(), xor: vec![0; used] });
-        out.push(Expr::Cmp { sreg: r, op, data: bytes[..used].to_vec() });
+        out.push(Expr::Payload {
+            base: v::NFT_PAYLOAD_NETWORK_HEADER,
+            offset: off,
+            len: used as u32,
+            dreg: r,
+        });
+        out.push(Expr::Bitwise {
+            sreg: r,
+            dreg: r,
+            mask: mask[..used].to_vec(),
+            xor: vec![0; used],
+        });
+        out.push(Expr::Cmp {
+            sreg: r,
+            op,
+            data: bytes[..used].to_vec(),
+        });
     }
     Ok(())
 }
@@ -539,17 +690,41 @@ fn set_mark_exprs(op: MarkOp, value: u32, out: &mut Vec<Expr>) {
         MarkOp::Or => (!value, value),
         MarkOp::Xor => (u32::MAX, value),
     };
-    out.push(Expr::Meta { key: v::NFT_META_MARK, dreg: r });
-    out.push(Expr::Bitwise { sreg: r, dreg: r, mask: mask.to_ne_bytes().to_vec(), xor: xor.to_ne_bytes().to_vec() });
-    out.push(Expr::MetaSet { key: v::NFT_META_MARK, sreg: r });
+    out.push(Expr::Meta {
+        key: v::NFT_META_MARK,
+        dreg: r,
+    });
+    out.push(Expr::Bitwise {
+        sreg: r,
+        dreg: r,
+        mask: mask.to_ne_bytes().to_vec(),
+        xor: xor.to_ne_bytes().to_vec(),
+    });
+    out.push(Expr::MetaSet {
+        key: v::NFT_META_MARK,
+        sreg: r,
+    });
 }
 
 fn bit_test(load: Expr, bits: u32, negate: bool, out: &mut Vec<Expr>) {
     let r = Reg::FIRST;
     out.push(load);
-    out.push(Expr::Bitwise { sreg: r, dreg: r, mask: bits.to_ne_bytes().to_vec(), xor: vec![0; 4] });
-    let op = if negate { v::NFT_CMP_EQ } else { v::NFT_CMP_NEQ };
-    out.push(Expr::Cmp { sreg: r, op, data: vec![0; 4] });
+    out.push(Expr::Bitwise {
+        sreg: r,
+        dreg: r,
+        mask: bits.to_ne_bytes().to_vec(),
+        xor: vec![0; 4],
+    });
+    let op = if negate {
+        v::NFT_CMP_EQ
+    } else {
+        v::NFT_CMP_NEQ
+    };
+    out.push(Expr::Cmp {
+        sreg: r,
+        op,
+        data: vec![0; 4],
+    });
 }
 
 fn chain_verdict(code: i32, chain: &str) -> Data {
@@ -561,7 +736,10 @@ fn chain_verdict(code: i32, chain: &str) -> Data {
 /// address space) the first address after it flagged as an interval end,
 /// and an end element at the zero address when the first range starts
 /// above it.
-fn interval_elements(f: IpFamily, addrs: &[AddrMatch]) -> Result<Vec<(Vec<u8>, Option<Data>, bool)>, String> {
+fn interval_elements(
+    f: IpFamily,
+    addrs: &[AddrMatch],
+) -> Result<Vec<(Vec<u8>, Option<Data>, bool)>, String> {
     let bits = addr_len(f) * 8;
     let mut ranges: Vec<(u128, u128)> = Vec::new();
     for am in addrs {
@@ -574,7 +752,11 @@ fn interval_elements(f: IpFamily, addrs: &[AddrMatch]) -> Result<Vec<(Vec<u8>, O
             (IpFamily::V6, IpAddr::V6(a)) => u128::from(a),
             _ => return Err("an address of the other family".into()),
         };
-        let size_minus_one: u128 = if bits - plen >= 128 { u128::MAX } else { (1u128 << (bits - plen)) - 1 };
+        let size_minus_one: u128 = if bits - plen >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << (bits - plen)) - 1
+        };
         ranges.push((base, base.saturating_add(size_minus_one)));
     }
     ranges.sort();
@@ -585,7 +767,11 @@ fn interval_elements(f: IpFamily, addrs: &[AddrMatch]) -> Result<Vec<(Vec<u8>, O
             _ => merged.push((s, e)),
         }
     }
-    let top: u128 = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
+    let top: u128 = if bits == 128 {
+        u128::MAX
+    } else {
+        (1u128 << bits) - 1
+    };
     let key = |x: u128| -> Vec<u8> {
         let b = x.to_be_bytes();
         b[(16 - bits as usize / 8)..].to_vec()
@@ -604,7 +790,11 @@ fn interval_elements(f: IpFamily, addrs: &[AddrMatch]) -> Result<Vec<(Vec<u8>, O
 }
 
 /// A rule's anonymous sets and expressions (comments go to user data).
-pub fn rule_exprs(f: IpFamily, rule: &Rule, single: SingleDnat) -> Result<(Vec<AnonSet>, Vec<Expr>), String> {
+pub fn rule_exprs(
+    f: IpFamily,
+    rule: &Rule,
+    single: SingleDnat,
+) -> Result<(Vec<AnonSet>, Vec<Expr>), String> {
     let mut out = Vec::new();
     let mut anon = Vec::new();
     let r = Reg::FIRST;
@@ -612,16 +802,35 @@ pub fn rule_exprs(f: IpFamily, rule: &Rule, single: SingleDnat) -> Result<(Vec<A
         match mt {
             Match::Comment(_) => {}
             Match::Protocol(p) => {
-                out.push(Expr::Meta { key: v::NFT_META_L4PROTO, dreg: r });
-                out.push(Expr::Cmp { sreg: r, op: v::NFT_CMP_EQ, data: vec![proto_byte(*p)] });
+                out.push(Expr::Meta {
+                    key: v::NFT_META_L4PROTO,
+                    dreg: r,
+                });
+                out.push(Expr::Cmp {
+                    sreg: r,
+                    op: v::NFT_CMP_EQ,
+                    data: vec![proto_byte(*p)],
+                });
             }
             Match::Addr { dir, addr, negate } => addr_match(f, *dir, addr, *negate, &mut out)?,
             Match::DstPort(p) => {
                 out.push(load(f, Key::DstPort, r).0);
-                out.push(Expr::Cmp { sreg: r, op: v::NFT_CMP_EQ, data: p.to_be_bytes().to_vec() });
+                out.push(Expr::Cmp {
+                    sreg: r,
+                    op: v::NFT_CMP_EQ,
+                    data: p.to_be_bytes().to_vec(),
+                });
             }
-            Match::InInterface { name, prefix, negate } => {
-                let op = if *negate { v::NFT_CMP_NEQ } else { v::NFT_CMP_EQ };
+            Match::InInterface {
+                name,
+                prefix,
+                negate,
+            } => {
+                let op = if *negate {
+                    v::NFT_CMP_NEQ
+                } else {
+                    v::NFT_CMP_EQ
+                };
                 let mut data = name.as_bytes().to_vec();
                 if !*prefix {
                     data.resize(16, 0);
@@ -629,7 +838,10 @@ pub fn rule_exprs(f: IpFamily, rule: &Rule, single: SingleDnat) -> Result<(Vec<A
                 if data.len() > 16 {
                     return Err(format!("interface name {name} longer than 15 bytes"));
                 }
-                out.push(Expr::Meta { key: v::NFT_META_IIFNAME, dreg: r });
+                out.push(Expr::Meta {
+                    key: v::NFT_META_IIFNAME,
+                    dreg: r,
+                });
                 out.push(Expr::Cmp { sreg: r, op, data });
             }
             Match::AddrTypeLocal { dir, negate } => {
@@ -637,13 +849,29 @@ pub fn rule_exprs(f: IpFamily, rule: &Rule, single: SingleDnat) -> Result<(Vec<A
                     Direction::Src => v::NFTA_FIB_F_SADDR,
                     Direction::Dst => v::NFTA_FIB_F_DADDR,
                 };
-                let op = if *negate { v::NFT_CMP_NEQ } else { v::NFT_CMP_EQ };
+                let op = if *negate {
+                    v::NFT_CMP_NEQ
+                } else {
+                    v::NFT_CMP_EQ
+                };
                 out.push(Expr::Fib { flags, dreg: r });
-                out.push(Expr::Cmp { sreg: r, op, data: RTN_LOCAL.to_ne_bytes().to_vec() });
+                out.push(Expr::Cmp {
+                    sreg: r,
+                    op,
+                    data: RTN_LOCAL.to_ne_bytes().to_vec(),
+                });
             }
             Match::CtState { states, negate } => {
                 if states.as_slice() == [CtState::Dnat] {
-                    bit_test(Expr::Ct { key: v::NFT_CT_STATUS, dreg: r }, IPS_DST_NAT, *negate, &mut out);
+                    bit_test(
+                        Expr::Ct {
+                            key: v::NFT_CT_STATUS,
+                            dreg: r,
+                        },
+                        IPS_DST_NAT,
+                        *negate,
+                        &mut out,
+                    );
                 } else {
                     let mut bits = 0;
                     for s in states {
@@ -652,28 +880,68 @@ pub fn rule_exprs(f: IpFamily, rule: &Rule, single: SingleDnat) -> Result<(Vec<A
                             CtState::Established => CT_ESTABLISHED,
                             CtState::Related => CT_RELATED,
                             CtState::Invalid => CT_INVALID,
-                            CtState::Dnat => return Err("ct status dnat mixed with ct states".into()),
+                            CtState::Dnat => {
+                                return Err("ct status dnat mixed with ct states".into());
+                            }
                         };
                     }
-                    bit_test(Expr::Ct { key: v::NFT_CT_STATE, dreg: r }, bits, *negate, &mut out);
+                    bit_test(
+                        Expr::Ct {
+                            key: v::NFT_CT_STATE,
+                            dreg: r,
+                        },
+                        bits,
+                        *negate,
+                        &mut out,
+                    );
                 }
             }
-            Match::Mark { value, mask, negate } => {
-                let op = if *negate { v::NFT_CMP_NEQ } else { v::NFT_CMP_EQ };
-                out.push(Expr::Meta { key: v::NFT_META_MARK, dreg: r });
-                out.push(Expr::Bitwise { sreg: r, dreg: r, mask: mask.to_ne_bytes().to_vec(), xor: vec![0; 4] });
-                out.push(Expr::Cmp { sreg: r, op, data: value.to_ne_bytes().to_vec() });
+            Match::Mark {
+                value,
+                mask,
+                negate,
+            } => {
+                let op = if *negate {
+                    v::NFT_CMP_NEQ
+                } else {
+                    v::NFT_CMP_EQ
+                };
+                out.push(Expr::Meta {
+                    key: v::NFT_META_MARK,
+                    dreg: r,
+                });
+                out.push(Expr::Bitwise {
+                    sreg: r,
+                    dreg: r,
+                    mask: mask.to_ne_bytes().to_vec(),
+                    xor: vec![0; 4],
+                });
+                out.push(Expr::Cmp {
+                    sreg: r,
+                    op,
+                    data: value.to_ne_bytes().to_vec(),
+                });
             }
             Match::Nfacct(name) => out.push(Expr::CounterRef { name: name.clone() }),
             Match::InSet { keys, set, negate } => {
                 load_keys(f, keys, &mut out);
-                out.push(Expr::Lookup { set: set.clone(), set_id: None, sreg: r, dreg: None, invert: *negate });
+                out.push(Expr::Lookup {
+                    set: set.clone(),
+                    set_id: None,
+                    sreg: r,
+                    dreg: None,
+                    invert: *negate,
+                });
             }
             Match::AddrSet { dir, addrs, negate } => match addrs.as_slice() {
                 [] => return Err("an empty address set".into()),
                 [one] => addr_match(f, *dir, one, *negate, &mut out)?,
                 many => {
-                    let key = if f == IpFamily::V4 { TYPE_IPADDR } else { TYPE_IP6ADDR };
+                    let key = if f == IpFamily::V4 {
+                        TYPE_IPADDR
+                    } else {
+                        TYPE_IP6ADDR
+                    };
                     let mut udata = Udata::new();
                     udata.put_u32(udata::SET_KEYBYTEORDER, BYTEORDER_BIG);
                     anon.push(AnonSet {
@@ -684,15 +952,33 @@ pub fn rule_exprs(f: IpFamily, rule: &Rule, single: SingleDnat) -> Result<(Vec<A
                         elements: interval_elements(f, many)?,
                         udata,
                     });
-                    let (x, _) = load(f, if *dir == Direction::Src { Key::SrcAddr } else { Key::DstAddr }, r);
+                    let (x, _) = load(
+                        f,
+                        if *dir == Direction::Src {
+                            Key::SrcAddr
+                        } else {
+                            Key::DstAddr
+                        },
+                        r,
+                    );
                     out.push(x);
-                    out.push(Expr::Lookup { set: "__set%d".into(), set_id: None, sreg: r, dreg: None, invert: *negate });
+                    out.push(Expr::Lookup {
+                        set: "__set%d".into(),
+                        set_id: None,
+                        sreg: r,
+                        dreg: None,
+                        invert: *negate,
+                    });
                 }
             },
             Match::SetMark { op, value } => set_mark_exprs(*op, *value, &mut out),
             Match::UpdateSet { keys, set } => {
                 load_keys(f, keys, &mut out);
-                out.push(Expr::DynsetUpdate { set: set.clone(), set_id: None, sreg: r });
+                out.push(Expr::DynsetUpdate {
+                    set: set.clone(),
+                    set_id: None,
+                    sreg: r,
+                });
             }
             Match::Probability { .. } => return Err("statistic probability".into()),
             Match::Recent { .. } => return Err("recent list".into()),
@@ -726,11 +1012,30 @@ fn port_bytes(p: u16) -> Vec<u8> {
 
 fn dnat_one(f: IpFamily, to: &SocketAddr, concat: bool, out: &mut Vec<Expr>) {
     let r = Reg::FIRST;
-    let proto = if concat { r.after(addr_len(f) / 4) } else { r.after(4) };
-    out.push(Expr::Immediate { dreg: r, data: Data::Value(ip_bytes(&to.ip())) });
-    out.push(Expr::Immediate { dreg: proto, data: Data::Value(port_bytes(to.port())) });
-    let flags = if concat { 0 } else { v::NF_NAT_RANGE_PROTO_SPECIFIED };
-    out.push(Expr::Dnat { family: f, addr: r, proto, flags });
+    let proto = if concat {
+        r.after(addr_len(f) / 4)
+    } else {
+        r.after(4)
+    };
+    out.push(Expr::Immediate {
+        dreg: r,
+        data: Data::Value(ip_bytes(&to.ip())),
+    });
+    out.push(Expr::Immediate {
+        dreg: proto,
+        data: Data::Value(port_bytes(to.port())),
+    });
+    let flags = if concat {
+        0
+    } else {
+        v::NF_NAT_RANGE_PROTO_SPECIFIED
+    };
+    out.push(Expr::Dnat {
+        family: f,
+        addr: r,
+        proto,
+        flags,
+    });
 }
 
 fn verdict_exprs(
@@ -742,22 +1047,42 @@ fn verdict_exprs(
 ) -> Result<(), String> {
     let r = Reg::FIRST;
     if let Some(d) = simple_verdict(vd) {
-        out.push(Expr::Immediate { dreg: Reg::VERDICT, data: d });
+        out.push(Expr::Immediate {
+            dreg: Reg::VERDICT,
+            data: d,
+        });
         return Ok(());
     }
     match vd {
         Verdict::Reject => {
-            let code = if f == IpFamily::V4 { ICMP_PORT_UNREACH } else { ICMPV6_PORT_UNREACH };
-            out.push(Expr::Reject { kind: v::NFT_REJECT_ICMP_UNREACH, code });
+            let code = if f == IpFamily::V4 {
+                ICMP_PORT_UNREACH
+            } else {
+                ICMPV6_PORT_UNREACH
+            };
+            out.push(Expr::Reject {
+                kind: v::NFT_REJECT_ICMP_UNREACH,
+                code,
+            });
         }
         Verdict::Dnat(to) => dnat_one(f, to, false, out),
         Verdict::Masquerade { random_fully } => out.push(Expr::Masq {
-            flags: if *random_fully { v::NF_NAT_RANGE_PROTO_RANDOM_FULLY } else { 0 },
+            flags: if *random_fully {
+                v::NF_NAT_RANGE_PROTO_RANDOM_FULLY
+            } else {
+                0
+            },
         }),
         Verdict::SetMark { op, value } => set_mark_exprs(*op, *value, out),
         Verdict::VerdictMap { keys, map } => {
             load_keys(f, keys, out);
-            out.push(Expr::Lookup { set: map.clone(), set_id: None, sreg: r, dreg: Some(Reg::VERDICT), invert: false });
+            out.push(Expr::Lookup {
+                set: map.clone(),
+                set_id: None,
+                sreg: r,
+                dreg: Some(Reg::VERDICT),
+                invert: false,
+            });
         }
         Verdict::DnatRandom { to } => match to.as_slice() {
             [] => return Err("DNAT to no destination".into()),
@@ -767,7 +1092,11 @@ fn verdict_exprs(
             }
             many => {
                 let alen = addr_len(f);
-                let addr_type = if f == IpFamily::V4 { TYPE_IPADDR } else { TYPE_IP6ADDR };
+                let addr_type = if f == IpFamily::V4 {
+                    TYPE_IPADDR
+                } else {
+                    TYPE_IP6ADDR
+                };
                 let elements = many
                     .iter()
                     .enumerate()
@@ -776,7 +1105,11 @@ fn verdict_exprs(
                         let mut port = port_bytes(sa.port());
                         port.resize(4, 0);
                         val.extend(port);
-                        ((i as u32).to_ne_bytes().to_vec(), Some(Data::Value(val)), false)
+                        (
+                            (i as u32).to_ne_bytes().to_vec(),
+                            Some(Data::Value(val)),
+                            false,
+                        )
                     })
                     .collect();
                 anon.push(numgen_map(
@@ -785,9 +1118,23 @@ fn verdict_exprs(
                     BYTEORDER_INVALID,
                     None,
                 ));
-                out.push(Expr::Numgen { dreg: r, modulus: many.len() as u32 });
-                out.push(Expr::Lookup { set: "__map%d".into(), set_id: None, sreg: r, dreg: Some(r), invert: false });
-                out.push(Expr::Dnat { family: f, addr: r, proto: r.after(alen / 4), flags: 0 });
+                out.push(Expr::Numgen {
+                    dreg: r,
+                    modulus: many.len() as u32,
+                });
+                out.push(Expr::Lookup {
+                    set: "__map%d".into(),
+                    set_id: None,
+                    sreg: r,
+                    dreg: Some(r),
+                    invert: false,
+                });
+                out.push(Expr::Dnat {
+                    family: f,
+                    addr: r,
+                    proto: r.after(alen / 4),
+                    flags: 0,
+                });
             }
         },
         Verdict::RandomVerdictMap { to } => {
@@ -797,14 +1144,35 @@ fn verdict_exprs(
             let elements = to
                 .iter()
                 .enumerate()
-                .map(|(i, c)| ((i as u32).to_ne_bytes().to_vec(), Some(chain_verdict(v::NFT_GOTO, c.as_str())), false))
+                .map(|(i, c)| {
+                    (
+                        (i as u32).to_ne_bytes().to_vec(),
+                        Some(chain_verdict(v::NFT_GOTO, c.as_str())),
+                        false,
+                    )
+                })
                 .collect();
-            anon.push(numgen_map((v::NFT_DATA_VERDICT, 0), elements, BYTEORDER_INVALID, Some(TYPE_VERDICT)));
-            out.push(Expr::Numgen { dreg: r, modulus: to.len() as u32 });
-            out.push(Expr::Lookup { set: "__map%d".into(), set_id: None, sreg: r, dreg: Some(Reg::VERDICT), invert: false });
+            anon.push(numgen_map(
+                (v::NFT_DATA_VERDICT, 0),
+                elements,
+                BYTEORDER_INVALID,
+                Some(TYPE_VERDICT),
+            ));
+            out.push(Expr::Numgen {
+                dreg: r,
+                modulus: to.len() as u32,
+            });
+            out.push(Expr::Lookup {
+                set: "__map%d".into(),
+                set_id: None,
+                sreg: r,
+                dreg: Some(Reg::VERDICT),
+                invert: false,
+            });
         }
         Verdict::Opaque(t) => return Err(format!("opaque statement {t}")),
-        Verdict::Jump(_) | Verdict::Goto(_) | Verdict::Return | Verdict::Accept | Verdict::Drop => {}
+        Verdict::Jump(_) | Verdict::Goto(_) | Verdict::Return | Verdict::Accept | Verdict::Drop => {
+        }
     }
     Ok(())
 }
@@ -945,7 +1313,11 @@ impl Encoder {
     /// A new encoder; `single` must be the spelling the text printer would
     /// use (both forms load, but nft encodes them differently).
     pub fn new(single: SingleDnat) -> Self {
-        Self { single, next_set_id: 1, set_ids: Default::default() }
+        Self {
+            single,
+            next_set_id: 1,
+            set_ids: Default::default(),
+        }
     }
 
     fn new_set_id(&mut self) -> u32 {
@@ -957,28 +1329,41 @@ impl Encoder {
     /// The messages of `tx`, or what the encoder cannot express (the
     /// caller then falls back to `nft -f`).
     pub fn encode(&mut self, tx: &Transaction) -> Result<Encoded, NftError> {
-        let mut out = Encoded { messages: Vec::new(), op_of_message: Vec::new() };
+        let mut out = Encoded {
+            messages: Vec::new(),
+            op_of_message: Vec::new(),
+        };
         for (i, op) in tx.ops.iter().enumerate() {
             let before = out.messages.len();
             self.encode_op(tx, op, &mut out.messages)
                 .map_err(|what| NftError::Unsupported { what })?;
-            out.op_of_message.extend(std::iter::repeat_n(i, out.messages.len() - before));
+            out.op_of_message
+                .extend(std::iter::repeat_n(i, out.messages.len() - before));
         }
         Ok(out)
     }
 
-    fn encode_op(&mut self, tx: &Transaction, op: &Op, out: &mut Vec<Message>) -> Result<(), String> {
+    fn encode_op(
+        &mut self,
+        tx: &Transaction,
+        op: &Op,
+        out: &mut Vec<Message>,
+    ) -> Result<(), String> {
         let fam = nfproto(tx.family);
         let t = tx.table.as_str();
         let create = nl::NLM_F_CREATE;
-        let msg = |kind: u16, flags: u16, b: AttrBuf| Message::nft(kind, flags, fam, b.into_bytes());
+        let msg =
+            |kind: u16, flags: u16, b: AttrBuf| Message::nft(kind, flags, fam, b.into_bytes());
         match op {
             Op::AddTable { comment } => {
                 let mut b = AttrBuf::new();
                 b.put_str(a::NFTA_TABLE_NAME, t);
                 b.put_u32_be(a::NFTA_TABLE_FLAGS, 0);
                 if let Some(c) = comment {
-                    b.put(a::NFTA_TABLE_USERDATA, comment_udata(udata::TABLE_COMMENT, c)?.as_bytes());
+                    b.put(
+                        a::NFTA_TABLE_USERDATA,
+                        comment_udata(udata::TABLE_COMMENT, c)?.as_bytes(),
+                    );
                 }
                 out.push(msg(m::NFT_MSG_NEWTABLE, create, b));
             }
@@ -988,7 +1373,11 @@ impl Encoder {
                 b.put_str(a::NFTA_CHAIN_NAME, c.name.as_str());
                 match &c.kind {
                     ChainKind::Regular => {}
-                    ChainKind::Base { chain_type, hook, priority } => {
+                    ChainKind::Base {
+                        chain_type,
+                        hook,
+                        priority,
+                    } => {
                         let ty = match chain_type {
                             BaseChainType::Filter => "filter",
                             BaseChainType::Nat => "nat",
@@ -1002,7 +1391,10 @@ impl Encoder {
                     ChainKind::Builtin(_) => return Err("an iptables built-in chain".into()),
                 }
                 if let Some(cm) = &c.comment {
-                    b.put(a::NFTA_CHAIN_USERDATA, comment_udata(udata::CHAIN_COMMENT, cm)?.as_bytes());
+                    b.put(
+                        a::NFTA_CHAIN_USERDATA,
+                        comment_udata(udata::CHAIN_COMMENT, cm)?.as_bytes(),
+                    );
                 }
                 out.push(msg(m::NFT_MSG_NEWCHAIN, create, b));
             }
@@ -1028,7 +1420,8 @@ impl Encoder {
                 }
                 for x in &mut exprs {
                     match x {
-                        Expr::Lookup { set, set_id, .. } | Expr::DynsetUpdate { set, set_id, .. } => {
+                        Expr::Lookup { set, set_id, .. }
+                        | Expr::DynsetUpdate { set, set_id, .. } => {
                             if let Some(pos) = ids.iter().position(|(n, _)| *n == set.as_str()) {
                                 // Each anonymous set is used by the expression that follows it.
                                 *set_id = Some(ids.remove(pos).1);
@@ -1048,7 +1441,10 @@ impl Encoder {
                     }
                 });
                 if let Some(c) = rule.comment() {
-                    b.put(a::NFTA_RULE_USERDATA, comment_udata(udata::RULE_COMMENT, c)?.as_bytes());
+                    b.put(
+                        a::NFTA_RULE_USERDATA,
+                        comment_udata(udata::RULE_COMMENT, c)?.as_bytes(),
+                    );
                 }
                 out.push(msg(m::NFT_MSG_NEWRULE, create | nl::NLM_F_APPEND, b));
             }
@@ -1081,7 +1477,8 @@ impl Encoder {
             }
             Op::AddSetElement(s, el) => out.push(self.element(t, fam, s, el, None)?),
             Op::AddMapElement(s, el, MapValue::Verdict(vd)) => {
-                let d = simple_verdict(vd).ok_or_else(|| "a map value that is not a verdict".to_string())?;
+                let d = simple_verdict(vd)
+                    .ok_or_else(|| "a map value that is not a verdict".to_string())?;
                 out.push(self.element(t, fam, s, el, Some(d))?);
             }
             Op::AddCounter(c) => {
@@ -1106,7 +1503,13 @@ impl Encoder {
         Ok(())
     }
 
-    fn named_set(&mut self, t: &str, fam: u8, s: &Set, verdict_map: Option<()>) -> Result<Message, String> {
+    fn named_set(
+        &mut self,
+        t: &str,
+        fam: u8,
+        s: &Set,
+        verdict_map: Option<()>,
+    ) -> Result<Message, String> {
         let (ktype, klen, korder, ktypeof) = key_spec(&s.type_spec)?;
         let mut flags = set_flags(&s.flags)?;
         if verdict_map.is_some() {
@@ -1148,10 +1551,22 @@ impl Encoder {
             return Err("a set comment longer than 254 bytes".into());
         }
         b.put(a::NFTA_SET_USERDATA, u.as_bytes());
-        Ok(Message::nft(m::NFT_MSG_NEWSET, nl::NLM_F_CREATE, fam, b.into_bytes()))
+        Ok(Message::nft(
+            m::NFT_MSG_NEWSET,
+            nl::NLM_F_CREATE,
+            fam,
+            b.into_bytes(),
+        ))
     }
 
-    fn element(&self, t: &str, fam: u8, set: &str, el: &Element, data: Option<Data>) -> Result<Message, String> {
+    fn element(
+        &self,
+        t: &str,
+        fam: u8,
+        set: &str,
+        el: &Element,
+        data: Option<Data>,
+    ) -> Result<Message, String> {
         let mut b = AttrBuf::new();
         b.put_str(a::NFTA_SET_ELEM_LIST_TABLE, t);
         b.put_str(a::NFTA_SET_ELEM_LIST_SET, set);
@@ -1164,9 +1579,16 @@ impl Encoder {
         };
         let key = key_bytes(&el.key);
         b.nest(a::NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
-            l.nest(a::NFTA_LIST_ELEM, |x| element_attrs(x, &key, data.as_ref(), false, ud.as_ref()));
+            l.nest(a::NFTA_LIST_ELEM, |x| {
+                element_attrs(x, &key, data.as_ref(), false, ud.as_ref())
+            });
         });
-        Ok(Message::nft(m::NFT_MSG_NEWSETELEM, nl::NLM_F_CREATE, fam, b.into_bytes()))
+        Ok(Message::nft(
+            m::NFT_MSG_NEWSETELEM,
+            nl::NLM_F_CREATE,
+            fam,
+            b.into_bytes(),
+        ))
     }
 
     fn anon_set(&self, t: &str, fam: u8, s: &AnonSet, id: u32, out: &mut Vec<Message>) {
@@ -1185,17 +1607,29 @@ impl Encoder {
             d.put_u32_be(a::NFTA_SET_DESC_SIZE, s.elements.len() as u32);
         });
         b.put(a::NFTA_SET_USERDATA, s.udata.as_bytes());
-        out.push(Message::nft(m::NFT_MSG_NEWSET, nl::NLM_F_CREATE, fam, b.into_bytes()));
+        out.push(Message::nft(
+            m::NFT_MSG_NEWSET,
+            nl::NLM_F_CREATE,
+            fam,
+            b.into_bytes(),
+        ));
         let mut b = AttrBuf::new();
         b.put_str(a::NFTA_SET_ELEM_LIST_TABLE, t);
         b.put_str(a::NFTA_SET_ELEM_LIST_SET, s.name);
         b.put_u32_be(a::NFTA_SET_ELEM_LIST_SET_ID, id);
         b.nest(a::NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
             for (key, data, end) in &s.elements {
-                l.nest(a::NFTA_LIST_ELEM, |x| element_attrs(x, key, data.as_ref(), *end, None));
+                l.nest(a::NFTA_LIST_ELEM, |x| {
+                    element_attrs(x, key, data.as_ref(), *end, None)
+                });
             }
         });
-        out.push(Message::nft(m::NFT_MSG_NEWSETELEM, nl::NLM_F_CREATE, fam, b.into_bytes()));
+        out.push(Message::nft(
+            m::NFT_MSG_NEWSETELEM,
+            nl::NLM_F_CREATE,
+            fam,
+            b.into_bytes(),
+        ));
     }
 }
 

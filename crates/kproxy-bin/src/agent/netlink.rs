@@ -86,7 +86,12 @@ pub fn apply(txs: &[Transaction], opts: PrintOptions) -> Result<usize, ApplyErro
     let mut sock = Socket::new(NETLINK_NETFILTER)?;
     sock.bind_auto()?;
     sock.connect(&SocketAddr::new(0, 0))?;
-    set_buf(&sock, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, sent.bytes().len() + 4096);
+    set_buf(
+        &sock,
+        libc::SO_SNDBUFFORCE,
+        libc::SO_SNDBUF,
+        sent.bytes().len() + 4096,
+    );
     set_buf(&sock, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, 4 << 20);
     sock.send(sent.bytes(), 0)?;
     // The kernel handles the batch within send(); a request sent after it
@@ -106,7 +111,10 @@ pub fn apply(txs: &[Transaction], opts: PrintOptions) -> Result<usize, ApplyErro
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         for r in replies(data) {
             match r.map_err(|e| std::io::Error::other(e.to_string()))? {
-                Reply::Data { seq, .. } | Reply::Ack { seq } | Reply::Done { seq } | Reply::Error { seq, .. }
+                Reply::Data { seq, .. }
+                | Reply::Ack { seq }
+                | Reply::Done { seq }
+                | Reply::Error { seq, .. }
                     if seq == barrier =>
                 {
                     break 'recv;
