@@ -90,7 +90,7 @@ impl Reg {
             return v::NFT_REG_VERDICT;
         }
         let i = self.0 - 1;
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             v::NFT_REG_1 + i / 4
         } else {
             v::NFT_REG32_00 + i
@@ -520,6 +520,12 @@ pub fn nfproto(f: IpFamily) -> u8 {
     }
 }
 
+/// One element of an anonymous set: key bytes, value, interval-end flag.
+pub type AnonElement = (Vec<u8>, Option<Data>, bool);
+
+/// A set type's key: nft type number, length, byte order, `typeof` record.
+type KeySpec = (u32, u32, u32, Option<Vec<u8>>);
+
 /// An anonymous set or map a rule needs (`{ ... }` in its text), created in
 /// the same batch just before the rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -533,7 +539,7 @@ pub struct AnonSet {
     /// Value type and length (maps).
     pub data: Option<(u32, u32)>,
     /// The elements: key bytes, value, interval-end flag.
-    pub elements: Vec<(Vec<u8>, Option<Data>, bool)>,
+    pub elements: Vec<AnonElement>,
     /// The user data records.
     pub udata: Udata,
 }
@@ -736,10 +742,7 @@ fn chain_verdict(code: i32, chain: &str) -> Data {
 /// address space) the first address after it flagged as an interval end,
 /// and an end element at the zero address when the first range starts
 /// above it.
-fn interval_elements(
-    f: IpFamily,
-    addrs: &[AddrMatch],
-) -> Result<Vec<(Vec<u8>, Option<Data>, bool)>, String> {
+fn interval_elements(f: IpFamily, addrs: &[AddrMatch]) -> Result<Vec<AnonElement>, String> {
     let bits = addr_len(f) * 8;
     let mut ranges: Vec<(u128, u128)> = Vec::new();
     for am in addrs {
@@ -1180,7 +1183,7 @@ fn verdict_exprs(
 /// The anonymous map of `numgen random mod N map { 0 : ..., ... }`.
 fn numgen_map(
     data: (u32, u32),
-    elements: Vec<(Vec<u8>, Option<Data>, bool)>,
+    elements: Vec<AnonElement>,
     data_order: u32,
     data_typeof: Option<u32>,
 ) -> AnonSet {
@@ -1224,7 +1227,7 @@ fn field(name: &str) -> Option<(u32, u32, u32)> {
 
 /// Key type, length, byte order and typeof record of a set type spec
 /// (`ipv4_addr . inet_proto . inet_service`).
-fn key_spec(spec: &str) -> Result<(u32, u32, u32, Option<Vec<u8>>), String> {
+fn key_spec(spec: &str) -> Result<KeySpec, String> {
     let parts: Vec<&str> = spec.split(" . ").map(str::trim).collect();
     let mut t = 0u32;
     let mut len = 0u32;
