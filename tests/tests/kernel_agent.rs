@@ -1783,13 +1783,13 @@ fn agent_stops_promptly(test: &str, backend: &str, loader: Loader) {
     }
     std::fs::write(dir.join("svc.yaml"), SVC).expect("write");
     std::fs::write(dir.join("slice.yaml"), slice(&[9, 10])).expect("write");
-    let mut agent = spawn_agent_with_path(
-        &bed,
-        &dir,
-        backend,
-        NODE_ADDRESS_ARGS_V4.as_slice(),
-        Some(&bin),
-    );
+    // The hang is in `nft -f`: the nftables agent is told to use it (its
+    // default is a netlink batch).
+    let mut args: Vec<&str> = NODE_ADDRESS_ARGS_V4.to_vec();
+    if backend == "nftables" {
+        args.push("--nftables-apply=nft");
+    }
+    let mut agent = spawn_agent_with_path(&bed, &dir, backend, args.as_slice(), Some(&bin));
     let svc = sock("10.79.255.4", 80);
     let quick = Duration::from_millis(300);
     within(&bed, &agent, "first sync", Duration::from_secs(10), || {

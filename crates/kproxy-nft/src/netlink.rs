@@ -1370,6 +1370,23 @@ impl Encoder {
                 }
                 out.push(msg(m::NFT_MSG_NEWTABLE, create, b));
             }
+            Op::DeleteTable => {
+                let mut b = AttrBuf::new();
+                b.put_str(a::NFTA_TABLE_NAME, t);
+                out.push(msg(m::NFT_MSG_DELTABLE, 0, b));
+            }
+            Op::DeleteElement(s, el) => {
+                let mut b = AttrBuf::new();
+                b.put_str(a::NFTA_SET_ELEM_LIST_TABLE, t);
+                b.put_str(a::NFTA_SET_ELEM_LIST_SET, s);
+                let key = key_bytes(&el.key);
+                b.nest(a::NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
+                    l.nest(a::NFTA_LIST_ELEM, |x| {
+                        element_attrs(x, &key, None, false, None)
+                    });
+                });
+                out.push(msg(m::NFT_MSG_DELSETELEM, 0, b));
+            }
             Op::AddChain(c) => {
                 let mut b = AttrBuf::new();
                 b.put_str(a::NFTA_CHAIN_TABLE, t);

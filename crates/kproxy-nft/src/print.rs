@@ -446,6 +446,12 @@ fn print_op_text(tx: &Transaction, op: &Op, opts: PrintOptions) -> Result<String
             Some(c) => format!("add table {fam} {t} {{ comment {} ; }}", quoted(c)?),
             None => format!("add table {fam} {t}"),
         },
+        Op::DeleteTable => format!("delete table {fam} {t}"),
+        Op::DeleteElement(s, e) => format!(
+            "delete element {fam} {t} {} {{ {} }}",
+            name(s)?,
+            element_key(e)
+        ),
         Op::AddChain(c) => format!(
             "add chain {fam} {t} {}{}",
             name(c.name.as_str())?,

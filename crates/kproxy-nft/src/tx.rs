@@ -31,6 +31,9 @@ pub enum Op {
         /// The table comment.
         comment: Option<String>,
     },
+    /// `delete table FAMILY NAME` (with everything in it; a full sync
+    /// writes `add table` + `delete table` + the table again).
+    DeleteTable,
     /// `add chain …` (the chain's rules are ignored; see [`Op::AddRule`]).
     AddChain(Chain),
     /// `flush chain …`
@@ -53,6 +56,8 @@ pub enum Op {
     AddSetElement(String, Element),
     /// `add element … MAP { KEY : VALUE }`
     AddMapElement(String, Element, MapValue),
+    /// `delete element … SET_OR_MAP { KEY }`
+    DeleteElement(String, Element),
     /// `add counter …`
     AddCounter(Counter),
     /// `delete counter …`
@@ -101,6 +106,10 @@ impl Transaction {
                     t.comment = comment.clone();
                     state = Some(State::new(t));
                 }
+                continue;
+            }
+            if let Op::DeleteTable = op {
+                state.take().ok_or_else(|| missing("table", &self.table))?;
                 continue;
             }
             state
@@ -171,7 +180,7 @@ impl State {
     fn apply(&mut self, op: &Op) -> Result<(), NftError> {
         let t = &mut self.table;
         match op {
-            Op::AddTable { .. } => {}
+            Op::AddTable { .. } | Op::DeleteTable => {}
             Op::AddChain(c) => {
                 if !self.chains.contains_key(c.name.as_str()) {
                     let mut c = c.clone();
@@ -245,6 +254,22 @@ impl State {
                     .insert(e.key.clone())
                 {
                     self.table.maps[i].elements.push((e.clone(), v.clone()));
+                }
+            }
+            Op::DeleteElement(name, e) => {
+                if let Some(&i) = self.sets.get(name) {
+                    let keys = self.set_keys.entry(name.clone()).or_default();
+                    if !keys.remove(&e.key) {
+                        return Err(missing("element", name));
+                    }
+                    self.table.sets[i].elements.retain(|x| x.key != e.key);
+                } else {
+                    let i = self.map_index(name)?;
+                    let keys = self.map_keys.entry(name.clone()).or_default();
+                    if !keys.remove(&e.key) {
+                        return Err(missing("element", name));
+                    }
+                    self.table.maps[i].elements.retain(|(x, _)| x.key != e.key);
                 }
             }
             Op::AddCounter(c) => {

@@ -533,10 +533,14 @@ fn nft_family(t: &Table) -> IpFamily {
 /// again): chains, sets, maps and counters first, then rules, then
 /// elements.
 pub fn nft_full(next: &Table, opts: kproxy_nft::PrintOptions) -> Result<String, NftError> {
-    let family = nft_family(next);
-    let fam = family_word(family);
-    let mut out = format!("add table {fam} {0}\ndelete table {fam} {0}\n", next.name);
-    let mut tx = Transaction::new(family, next.name.clone());
+    kproxy_nft::print::print(&nft_full_tx(next), opts)
+}
+
+/// The commands of [`nft_full`] (its text, one line per command).
+pub fn nft_full_tx(next: &Table) -> Transaction {
+    let mut tx = Transaction::new(nft_family(next), next.name.clone());
+    tx.push(Op::AddTable { comment: None });
+    tx.push(Op::DeleteTable);
     tx.push(Op::AddTable {
         comment: next.comment.clone(),
     });
@@ -567,8 +571,7 @@ pub fn nft_full(next: &Table, opts: kproxy_nft::PrintOptions) -> Result<String, 
             tx.push(Op::AddMapElement(m.name.clone(), e.clone(), v.clone()));
         }
     }
-    out.push_str(&kproxy_nft::print::print(&tx, opts)?);
-    Ok(out)
+    tx
 }
 
 /// One incremental nftables transaction.
@@ -576,6 +579,8 @@ pub fn nft_full(next: &Table, opts: kproxy_nft::PrintOptions) -> Result<String, 
 pub struct NftSync {
     /// The `nft -f -` input (empty when nothing changes).
     pub transaction: String,
+    /// Its commands (line N of the text is command N), for the netlink path.
+    pub ops: Vec<Op>,
     /// Chains that went away: flushed by this transaction, to delete later
     /// with [`nft_delete_stale`].
     pub stale_chains: Vec<String>,
@@ -618,14 +623,18 @@ pub fn nft_changes(
 ) -> Result<NftSync, NftError> {
     let family = nft_family(after);
     let t = after.name.as_str();
-    let fam = family_word(family);
     let mut sync = NftSync::default();
     if d.is_empty() {
         return Ok(sync);
     }
     let tx = Transaction::new(family, t.to_string());
     let mut lines: Vec<String> = Vec::new();
-    let print = |op: Op| kproxy_nft::print::print_op(&tx, &op, opts);
+    let mut ops: Vec<Op> = Vec::new();
+    let mut print = |op: Op| {
+        let line = kproxy_nft::print::print_op(&tx, &op, opts);
+        ops.push(op);
+        line
+    };
     // Redeclared sets and maps: the chains using them (before and after)
     // flushed, the container deleted and declared again.
     let redeclared: Vec<&ContainerChange<'_>> =
@@ -690,10 +699,7 @@ pub fn nft_changes(
         let name = c.container().name();
         for e in &c.elements {
             if let Some((el, _)) = e.before {
-                lines.push(format!(
-                    "delete element {fam} {t} {name} {{ {} }}",
-                    kproxy_nft::print::element_key(el)
-                ));
+                lines.push(print(Op::DeleteElement(name.to_string(), el.clone()))?);
                 removed += 1;
             }
         }
@@ -755,6 +761,7 @@ pub fn nft_changes(
         sync.transaction.push_str(&l);
         sync.transaction.push('\n');
     }
+    sync.ops = ops;
     Ok(sync)
 }
 
@@ -795,21 +802,29 @@ pub fn nft_rewrite(
     chains: &[&Chain],
     opts: kproxy_nft::PrintOptions,
 ) -> Result<String, NftError> {
-    let tx = Transaction::new(family, table.to_string());
-    let mut out = String::new();
+    kproxy_nft::print::print(&nft_rewrite_tx(family, table, chains), opts)
+}
+
+/// The commands of [`nft_rewrite`].
+pub fn nft_rewrite_tx(family: IpFamily, table: &str, chains: &[&Chain]) -> Transaction {
+    let mut tx = Transaction::new(family, table.to_string());
     for c in chains {
-        let mut ops = vec![Op::AddChain((*c).clone()), Op::FlushChain(c.name.clone())];
-        ops.extend(
-            c.rules
-                .iter()
-                .map(|r| Op::AddRule(c.name.clone(), r.clone())),
-        );
-        for op in ops {
-            out.push_str(&kproxy_nft::print::print_op(&tx, &op, opts)?);
-            out.push('\n');
+        tx.push(Op::AddChain((*c).clone()));
+        tx.push(Op::FlushChain(c.name.clone()));
+        for r in &c.rules {
+            tx.push(Op::AddRule(c.name.clone(), r.clone()));
         }
     }
-    Ok(out)
+    tx
+}
+
+/// The commands of [`nft_delete_stale`].
+pub fn nft_delete_stale_tx(family: IpFamily, table: &str, chains: &[String]) -> Transaction {
+    let mut tx = Transaction::new(family, table.to_string());
+    for c in chains {
+        tx.push(Op::DeleteChain(ChainName::new(c.as_str())));
+    }
+    tx
 }
 
 /// The transaction that deletes stale chains (flushed by an earlier sync).

@@ -22,6 +22,9 @@ pub enum ApplyError {
     /// The kernel refused the batch (nothing was applied).
     #[error("kernel refused the batch: {what}: {err}")]
     Refused {
+        /// The failing command: its transaction and its index there
+        /// (`None` when the kernel refused the batch as a whole).
+        op: Option<(usize, usize)>,
         /// The failing command (`nft -f` text), or "the batch".
         what: String,
         /// The kernel's error.
@@ -126,8 +129,9 @@ pub fn apply(txs: &[Transaction], opts: PrintOptions) -> Result<usize, ApplyErro
     match outcome.result() {
         Ok(()) => Ok(sent.ops()),
         Err(f) => {
-            let what = match f.op.and_then(|i| origin.get(i)) {
-                Some(&(ti, oi)) => txs
+            let op = f.op.and_then(|i| origin.get(i)).copied();
+            let what = match op {
+                Some((ti, oi)) => txs
                     .get(ti)
                     .and_then(|tx| tx.ops.get(oi).map(|op| (tx, op)))
                     .map(|(tx, op)| {
@@ -138,6 +142,7 @@ pub fn apply(txs: &[Transaction], opts: PrintOptions) -> Result<usize, ApplyErro
                 None => "the batch".into(),
             };
             Err(ApplyError::Refused {
+                op,
                 what,
                 err: std::io::Error::from_raw_os_error(f.errno),
             })

@@ -19,7 +19,8 @@ use kproxy_core::diff::changes;
 use super::apply::{
     self, EnsureRule, iptables_full, iptables_full_against, iptables_incremental, iptables_partial,
     iptables_rewrite, iptables_rule_counts, is_nft_service_chain, nft_changes, nft_delete_stale,
-    nft_full, nft_partial, nft_rewrite, split_restore,
+    nft_delete_stale_tx, nft_full, nft_full_tx, nft_partial, nft_rewrite, nft_rewrite_tx,
+    split_restore,
 };
 use super::conntrack::{UdpState, cleanup_commands, nothing_deleted, udp_state};
 use super::drift::{self, ChainRef, Repair, Written};
@@ -31,6 +32,7 @@ use super::nfnl::{self, ChainSeen};
 use crate::compile::{Layout, layout_plan};
 use kproxy_core::ir::Chain;
 use kproxy_core::owners::is_iptables_service_chain;
+use kproxy_nft::{PrintOptions, Transaction};
 
 /// kube-proxy's `proxyutil.FullSyncPeriod`: a full sync at least this often.
 pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
@@ -146,6 +148,9 @@ pub struct Proxier {
     /// How long an nftables stale chain waits before it is deleted
     /// (kube-proxy: 1 s).
     pub stale_chain_delay: Duration,
+    /// nftables transactions go as one netlink batch (`nft -f` only when
+    /// the encoder or the kernel cannot); false: `nft -f` for everything.
+    pub nft_netlink: bool,
     /// iptables partial syncs write only the chains that changed (see
     /// [`iptables_partial`]); default: kube-proxy's partial syncs.
     pub minimal_partial_syncs: bool,
@@ -188,6 +193,41 @@ pub fn nft_print_opts(node: &NodeConfig) -> kproxy_nft::PrintOptions {
     }
 }
 
+/// Applies an nftables transaction (`text` is `ops` printed, one line per
+/// command): as one netlink batch when `netlink`, falling back to `nft -f`
+/// (counted, logged) when the encoder cannot express a command or the
+/// kernel answers EOPNOTSUPP; else with `nft -f`. A refused batch is
+/// reported like `nft -f` reports a failed line (`netlink:N:`: line N of
+/// `text`), so that the caller's error handling is the same.
+fn apply_nft(
+    netlink: bool,
+    text: &str,
+    ops: &Transaction,
+    opts: PrintOptions,
+    metrics: &Metrics,
+) -> Result<(), ToolError> {
+    if netlink {
+        let failed = |message: String| ToolError {
+            command: "nf_tables batch".into(),
+            message,
+        };
+        match super::netlink::apply(std::slice::from_ref(ops), opts) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.wants_fallback() => {
+                warn!(family = %ops.family, "nftables by netlink: {e}; applying with nft -f");
+                metrics.nftables_netlink_fallback(ops.family);
+            }
+            Err(super::netlink::ApplyError::Refused {
+                op: Some((_, i)),
+                err,
+                ..
+            }) => return Err(failed(format!("netlink:{}:1: Error: {err}", i + 1))),
+            Err(e) => return Err(failed(e.to_string())),
+        }
+    }
+    exec::run("nft", &["-f", "-"], Some(text)).map(|_| ())
+}
+
 fn describe_failure(e: &ToolError, payload: &str) -> String {
     match error_line(&e.message).and_then(|n| payload_line(payload, n).map(|l| (n, l))) {
         Some((n, line)) => format!("{e} (input line {n}: {line})"),
@@ -204,6 +244,7 @@ impl Proxier {
             force_full: true,
             last_full: None,
             stale_chain_delay: Duration::from_secs(1),
+            nft_netlink: true,
             nfacct: Default::default(),
             minimal_partial_syncs: false,
             fresh_batch_rules: 5000,
@@ -468,14 +509,13 @@ impl Proxier {
                     return Ok(());
                 };
                 let chains: Vec<&Chain> = write.iter().map(|(_, c)| *c).collect();
-                let tx = nft_rewrite(family, &table, &chains, nft_print_opts(&node))
-                    .map_err(|e| e.to_string())?;
-                exec::run("nft", &["-f", "-"], Some(&tx))
-                    .map(|_| ())
-                    .map_err(|e| {
-                        metrics.nftables_failed(family, true);
-                        describe_failure(&e, &tx)
-                    })
+                let opts = nft_print_opts(&node);
+                let tx = nft_rewrite(family, &table, &chains, opts).map_err(|e| e.to_string())?;
+                let ops = nft_rewrite_tx(family, &table, &chains);
+                apply_nft(self.nft_netlink, &tx, &ops, opts, metrics).map_err(|e| {
+                    metrics.nftables_failed(family, true);
+                    describe_failure(&e, &tx)
+                })
             }
         }
     }
@@ -688,9 +728,14 @@ impl Proxier {
         }
         let sync =
             nft_changes(&changes(before, after), before, after, opts).map_err(|e| e.to_string())?;
+        let ops = Transaction {
+            family,
+            table: after.name.clone(),
+            ops: sync.ops.clone(),
+        };
         let state = self.families.entry(family).or_default();
         if !sync.transaction.is_empty()
-            && let Err(e) = exec::run("nft", &["-f", "-"], Some(&sync.transaction))
+            && let Err(e) = apply_nft(self.nft_netlink, &sync.transaction, &ops, opts, metrics)
         {
             metrics.nftables_failed(family, false);
             state.stale.clear();
@@ -736,7 +781,9 @@ impl Proxier {
             return false;
         }
         let tx = nft_delete_stale(family, table, &due);
-        match exec::run("nft", &["-f", "-"], Some(&tx)) {
+        let ops = nft_delete_stale_tx(family, table, &due);
+        let opts = PrintOptions::default();
+        match apply_nft(self.nft_netlink, &tx, &ops, opts, metrics) {
             Ok(_) => {
                 for c in &due {
                     state.stale.remove(c);
@@ -861,12 +908,24 @@ impl Proxier {
             Some(last) => nft_partial(last, next, opts).map_err(|e| e.to_string())?,
             None => None,
         };
-        let (tx, is_full) = match &partial {
-            Some(p) => (p.transaction.clone(), false),
-            None => (nft_full(next, opts).map_err(|e| e.to_string())?, true),
+        let (tx, ops, is_full) = match &partial {
+            Some(p) => (
+                p.transaction.clone(),
+                Transaction {
+                    family,
+                    table: next.name.clone(),
+                    ops: p.ops.clone(),
+                },
+                false,
+            ),
+            None => (
+                nft_full(next, opts).map_err(|e| e.to_string())?,
+                nft_full_tx(next),
+                true,
+            ),
         };
         if !tx.is_empty()
-            && let Err(e) = exec::run("nft", &["-f", "-"], Some(&tx))
+            && let Err(e) = apply_nft(self.nft_netlink, &tx, &ops, opts, metrics)
         {
             metrics.nftables_failed(family, false);
             state.stale.clear();
