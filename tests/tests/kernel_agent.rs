@@ -234,6 +234,8 @@ fn assert_same_as_fresh(
 ) {
     let mut full = Proxier::new(mode);
     full.fresh_batch_rules = 0;
+    // The reference is `nft -f`'s (the agent under test may use netlink).
+    full.nft_netlink = false;
     let report = in_ns(fresh, || full.sync(d, metrics));
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let (got, want) = (dump(mode, ns), dump(mode, fresh));
@@ -307,6 +309,7 @@ fn incremental_equals_full(test: &str, mode: Mode, loader: Loader, via: Via) {
     let metrics = Metrics::new(mode, Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
     proxier.stale_chain_delay = Duration::ZERO;
+    proxier.nft_netlink = loader == Loader::NftNetlink;
     if via != Via::Rulesets {
         // The first sync on the fresh namespace, in many small parts.
         proxier.fresh_batch_rules = 7;
@@ -408,6 +411,36 @@ fn incremental_syncs_equal_full_sync_nftables() {
         Mode::Nftables,
         Loader::NftText,
         Via::Rulesets,
+    );
+}
+
+#[test]
+fn incremental_syncs_equal_full_sync_nftables_netlink() {
+    incremental_equals_full(
+        "incremental_syncs_equal_full_sync_nftables_netlink",
+        Mode::Nftables,
+        Loader::NftNetlink,
+        Via::Rulesets,
+    );
+}
+
+#[test]
+fn hinted_syncs_equal_full_sync_nftables_netlink() {
+    incremental_equals_full(
+        "hinted_syncs_equal_full_sync_nftables_netlink",
+        Mode::Nftables,
+        Loader::NftNetlink,
+        Via::Hinted,
+    );
+}
+
+#[test]
+fn compiled_syncs_equal_full_sync_nftables_netlink() {
+    incremental_equals_full(
+        "compiled_syncs_equal_full_sync_nftables_netlink",
+        Mode::Nftables,
+        Loader::NftNetlink,
+        Via::Compiler,
     );
 }
 
