@@ -13,9 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use clap::Parser;
 use kproxy_bin::agent::netlink::{ApplyError, apply};
-use kproxy_bin::cli::{Cli, Command as Sub};
 use kproxy_nft::{PrintOptions, Transaction};
 use kproxy_tests::read_args;
 
@@ -118,17 +116,9 @@ impl Drop for Netns {
     }
 }
 
-/// The transactions and their text for `kproxy compile ARGS INPUT`.
+/// The transactions of `kproxy compile ARGS INPUT`.
 fn transactions(args: &[String], input: &Path) -> Vec<(Transaction, PrintOptions)> {
-    let mut argv: Vec<String> = vec!["kproxy".into(), "compile".into()];
-    argv.extend(args.iter().cloned());
-    argv.push(input.display().to_string());
-    let cli = Cli::try_parse_from(&argv).expect("compile arguments");
-    let Sub::Compile(c) = cli.command else {
-        panic!("not a compile command")
-    };
-    let inv = kproxy_bin::compile::load(&c.paths).expect("load input");
-    kproxy_bin::compile::nft_transactions(&c, &inv).expect("transactions")
+    kproxy_tests::compile_nft_transactions(args, &[input]).expect("transactions")
 }
 
 /// `"handle": N` removed from a JSON listing.

@@ -5,8 +5,6 @@
 
 use std::path::Path;
 
-use clap::Parser;
-use kproxy_bin::cli::{Cli, Command as Sub};
 use kproxy_core::model::IpFamily;
 use kproxy_nft::Op;
 use kproxy_nft::netlink::rule_exprs;
@@ -19,16 +17,9 @@ fn root() -> &'static Path {
 /// Our listing of every rule of `kproxy compile ARGS INPUT`, in order,
 /// as libnftnl prints rules (`ip TABLE CHAIN` then one line per expression).
 fn listing(args: &[String], input: &Path) -> String {
-    let mut argv: Vec<String> = vec!["kproxy".into(), "compile".into()];
-    argv.extend(args.iter().cloned());
-    argv.push(input.display().to_string());
-    let cli = Cli::try_parse_from(&argv).expect("compile arguments");
-    let Sub::Compile(c) = cli.command else {
-        panic!("not a compile command")
-    };
-    let inv = kproxy_bin::compile::load(&c.paths).expect("load input");
     let mut out = String::new();
-    for (tx, opts) in kproxy_bin::compile::nft_transactions(&c, &inv).expect("transactions") {
+    for (tx, opts) in kproxy_tests::compile_nft_transactions(args, &[input]).expect("transactions")
+    {
         let fam = match tx.family {
             IpFamily::V4 => "ip",
             IpFamily::V6 => "ip6",
