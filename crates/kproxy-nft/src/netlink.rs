@@ -1310,6 +1310,7 @@ pub struct Encoder {
     single: SingleDnat,
     next_set_id: u32,
     set_ids: std::collections::HashMap<String, u32>,
+    next_anonymous: Option<u64>,
 }
 
 impl Encoder {
@@ -1320,7 +1321,40 @@ impl Encoder {
             single,
             next_set_id: 1,
             set_ids: Default::default(),
+            next_anonymous: None,
         }
+    }
+
+    /// Names anonymous sets `__set<N>` / `__map<N>` (N hexadecimal, from
+    /// `first` on) instead of letting the kernel number them: the kernel
+    /// finds a free `%d` by scanning every set of the table, once per
+    /// anonymous set, which makes a batch of 10,000 of them quadratic.
+    /// The names must not be in use in the table: the caller keeps
+    /// [`Encoder::next_anonymous`] for its next batch.
+    ///
+    /// ```
+    /// use kproxy_core::ir::{Rule, Verdict};
+    /// use kproxy_core::model::IpFamily;
+    /// use kproxy_nft::netlink::Encoder;
+    /// use kproxy_nft::tx::{Op, Transaction};
+    /// use kproxy_nft::SingleDnat;
+    /// let mut tx = Transaction::new(IpFamily::V4, "t");
+    /// let to = vec!["c0".into(), "c1".into()];
+    /// tx.push(Op::AddRule("c".into(), Rule::new().verdict(Verdict::RandomVerdictMap { to })));
+    /// let mut enc = Encoder::new(SingleDnat::Concat).naming_anonymous_sets(0x2a);
+    /// let e = enc.encode(&tx).unwrap();
+    /// assert_eq!(e.messages.len(), 3, "set, elements, rule");
+    /// assert_eq!(enc.next_anonymous(), Some(0x2b));
+    /// ```
+    pub fn naming_anonymous_sets(mut self, first: u64) -> Self {
+        self.next_anonymous = Some(first);
+        self
+    }
+
+    /// The number the next anonymous set would get (see
+    /// [`Encoder::naming_anonymous_sets`]).
+    pub fn next_anonymous(&self) -> Option<u64> {
+        self.next_anonymous
     }
 
     fn new_set_id(&mut self) -> u32 {
@@ -1435,16 +1469,19 @@ impl Encoder {
                 let mut ids = Vec::new();
                 for s in anons {
                     let id = self.new_set_id();
-                    ids.push((s.name, id));
-                    self.anon_set(t, fam, &s, id, out);
+                    let name = self.anon_name(s.name);
+                    self.anon_set(t, fam, &s, &name, id, out);
+                    ids.push((s.name, name, id));
                 }
                 for x in &mut exprs {
                     match x {
                         Expr::Lookup { set, set_id, .. }
                         | Expr::DynsetUpdate { set, set_id, .. } => {
-                            if let Some(pos) = ids.iter().position(|(n, _)| *n == set.as_str()) {
+                            if let Some(pos) = ids.iter().position(|(n, _, _)| *n == set.as_str()) {
                                 // Each anonymous set is used by the expression that follows it.
-                                *set_id = Some(ids.remove(pos).1);
+                                let (_, name, id) = ids.remove(pos);
+                                *set = name;
+                                *set_id = Some(id);
                             } else {
                                 *set_id = self.set_ids.get(set.as_str()).copied();
                             }
@@ -1611,10 +1648,32 @@ impl Encoder {
         ))
     }
 
-    fn anon_set(&self, t: &str, fam: u8, s: &AnonSet, id: u32, out: &mut Vec<Message>) {
+    /// The name an anonymous set is sent with: nft's template (`__map%d`,
+    /// the kernel picks the number) or, with
+    /// [`Encoder::naming_anonymous_sets`], one of ours.
+    fn anon_name(&mut self, template: &str) -> String {
+        match self.next_anonymous.as_mut() {
+            Some(n) => {
+                let name = format!("{}{:x}", template.trim_end_matches("%d"), *n);
+                *n = n.wrapping_add(1);
+                name
+            }
+            None => template.to_string(),
+        }
+    }
+
+    fn anon_set(
+        &self,
+        t: &str,
+        fam: u8,
+        s: &AnonSet,
+        name: &str,
+        id: u32,
+        out: &mut Vec<Message>,
+    ) {
         let mut b = AttrBuf::new();
         b.put_str(a::NFTA_SET_TABLE, t);
-        b.put_str(a::NFTA_SET_NAME, s.name);
+        b.put_str(a::NFTA_SET_NAME, name);
         b.put_u32_be(a::NFTA_SET_FLAGS, s.flags);
         b.put_u32_be(a::NFTA_SET_KEY_TYPE, s.key.0);
         b.put_u32_be(a::NFTA_SET_KEY_LEN, s.key.1);
@@ -1635,7 +1694,7 @@ impl Encoder {
         ));
         let mut b = AttrBuf::new();
         b.put_str(a::NFTA_SET_ELEM_LIST_TABLE, t);
-        b.put_str(a::NFTA_SET_ELEM_LIST_SET, s.name);
+        b.put_str(a::NFTA_SET_ELEM_LIST_SET, name);
         b.put_u32_be(a::NFTA_SET_ELEM_LIST_SET_ID, id);
         b.nest(a::NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
             for (key, data, end) in &s.elements {

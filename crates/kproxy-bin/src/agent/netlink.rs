@@ -72,7 +72,9 @@ fn set_buf(sock: &Socket, force: libc::c_int, plain: libc::c_int, size: usize) {
 /// Applies `txs` (one per family) as one nf_tables batch. Returns the
 /// number of messages sent.
 pub fn apply(txs: &[Transaction], opts: PrintOptions) -> Result<usize, ApplyError> {
-    let mut enc = Encoder::new(opts.single_dnat);
+    let mut next = NEXT_ANONYMOUS.lock().unwrap_or_else(|e| e.into_inner());
+    let first = *next.get_or_insert_with(anonymous_seed);
+    let mut enc = Encoder::new(opts.single_dnat).naming_anonymous_sets(first);
     let mut origin: Vec<(usize, usize)> = Vec::new();
     let mut batch = Batch::new(seq_base(), None);
     for (ti, tx) in txs.iter().enumerate() {
@@ -82,6 +84,8 @@ pub fn apply(txs: &[Transaction], opts: PrintOptions) -> Result<usize, ApplyErro
             origin.push((ti, *op));
         }
     }
+    *next = enc.next_anonymous();
+    drop(next);
     if batch.is_empty() {
         return Ok(0);
     }
@@ -148,6 +152,19 @@ pub fn apply(txs: &[Transaction], opts: PrintOptions) -> Result<usize, ApplyErro
             })
         }
     }
+}
+
+/// The number of the next anonymous set this process names (see
+/// [`Encoder::naming_anonymous_sets`]): unique across the batches of the
+/// process, and (seeded from the clock) across restarts of the agent on a
+/// node whose table keeps the sets of an earlier run.
+static NEXT_ANONYMOUS: std::sync::Mutex<Option<u64>> = std::sync::Mutex::new(None);
+
+fn anonymous_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
 }
 
 /// A sequence number base that differs between calls (the kernel does not
