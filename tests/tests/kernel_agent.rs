@@ -588,6 +588,75 @@ fn restart_writes_only_what_differs() {
     assert_same_as_fresh(Mode::Iptables, &ns, &fresh, &d, &metrics, "restarts");
 }
 
+/// nftables: a restarted agent (a new proxier) reads the node's table and
+/// writes only what differs: nothing (no commit: the ruleset generation
+/// stays) when nothing changed; after changes, a state equal to a fresh
+/// full sync.
+fn restart_writes_only_what_differs_nft(test: &str, loader: Loader) {
+    if !gate_loader(test, loader) {
+        return;
+    }
+    let mode = Mode::Nftables;
+    let nss = Namespaces::new();
+    let ns = nss.create("restart").unwrap_or_else(|e| panic!("{e}"));
+    let fresh = nss.create("fresh").unwrap_or_else(|e| panic!("{e}"));
+    let node = node_config();
+    let mut state = cluster(12, 3);
+    let metrics = Metrics::new(mode, Duration::from_secs(60));
+    let netlink = loader == Loader::NftNetlink;
+    let proxier = || {
+        let mut p = Proxier::new(mode);
+        p.nft_netlink = netlink;
+        p
+    };
+    let mut first = proxier();
+    let d = desired(mode, &state, &node);
+    let r = in_ns(&ns, || first.sync(&d, &metrics));
+    assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
+    let generation = || in_ns(&ns, kproxy_bin::agent::nfnl::generation).expect("generation");
+    let before = generation();
+    // Restarted with the same state: nothing written.
+    let mut again = proxier();
+    let r = in_ns(&ns, || again.sync(&d, &metrics));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(
+        generation(),
+        before,
+        "{test}: a restart with nothing changed committed"
+    );
+    // Restarted after one endpoint more and one Service less.
+    state.endpoint_slices[2]
+        .endpoints
+        .push(Endpoint::ready(ip("10.9.9.9")).on_node("node-1"));
+    state.services.remove(5);
+    let d = desired(mode, &state, &node);
+    let mut third = proxier();
+    let r = in_ns(&ns, || third.sync(&d, &metrics));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_ne!(generation(), before, "{test}: the changes were not written");
+    // The Service's chains that went away are flushed now, deleted later.
+    third.stale_chain_delay = Duration::ZERO;
+    let r = in_ns(&ns, || third.sync(&d, &metrics));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_same_as_fresh(mode, &ns, &fresh, &d, &metrics, "restarts");
+}
+
+#[test]
+fn restart_writes_only_what_differs_nftables() {
+    restart_writes_only_what_differs_nft(
+        "restart_writes_only_what_differs_nftables",
+        Loader::NftText,
+    );
+}
+
+#[test]
+fn restart_writes_only_what_differs_nftables_netlink() {
+    restart_writes_only_what_differs_nft(
+        "restart_writes_only_what_differs_nftables_netlink",
+        Loader::NftNetlink,
+    );
+}
+
 /// The node's kproxy rules wiped behind the agent's back: the next partial
 /// sync fails (reported with the input line, counted), the one after is
 /// full and leaves what a fresh full sync leaves.

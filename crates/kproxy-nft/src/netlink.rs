@@ -1662,15 +1662,7 @@ impl Encoder {
         }
     }
 
-    fn anon_set(
-        &self,
-        t: &str,
-        fam: u8,
-        s: &AnonSet,
-        name: &str,
-        id: u32,
-        out: &mut Vec<Message>,
-    ) {
+    fn anon_set(&self, t: &str, fam: u8, s: &AnonSet, name: &str, id: u32, out: &mut Vec<Message>) {
         let mut b = AttrBuf::new();
         b.put_str(a::NFTA_SET_TABLE, t);
         b.put_str(a::NFTA_SET_NAME, name);

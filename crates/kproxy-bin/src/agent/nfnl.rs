@@ -246,6 +246,119 @@ pub fn read_chains(family: IpFamily, chains: &[ChainRead]) -> io::Result<Vec<Opt
     Ok(out)
 }
 
+/// The comments of a table and of its chains, sets and maps (kept by nft in
+/// their user data; `nft -j list` 1.0.x does not print them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Comments {
+    /// The table's.
+    pub table: Option<String>,
+    /// By chain name.
+    pub chains: std::collections::HashMap<String, String>,
+    /// By set or map name.
+    pub sets: std::collections::HashMap<String, String>,
+    /// The `NFT_SET_*` flags of each set and map.
+    pub set_flags: std::collections::HashMap<String, u32>,
+}
+
+/// The `flags` words of a set's kernel flags (as kproxy's layouts spell
+/// them: alphabetical), without those implied by its declaration (`map`,
+/// anonymous, concatenation).
+///
+/// ```
+/// use kproxy_bin::agent::nfnl::set_flag_words;
+/// assert_eq!(set_flag_words(0x30), ["dynamic", "timeout"]);
+/// assert_eq!(set_flag_words(0x8), Vec::<String>::new());
+/// ```
+pub fn set_flag_words(flags: u32) -> Vec<String> {
+    use kproxy_nfnl::consts::val as v;
+    [
+        (v::NFT_SET_CONSTANT, "constant"),
+        (v::NFT_SET_EVAL, "dynamic"),
+        (v::NFT_SET_INTERVAL, "interval"),
+        (v::NFT_SET_TIMEOUT, "timeout"),
+    ]
+    .iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, w)| w.to_string())
+    .collect()
+}
+
+fn udata_comment(body: &[u8], attr: u16, kind: u8) -> Option<String> {
+    let u = find(body, attr).ok()??;
+    let v = kproxy_nfnl::udata::Udata::get(u.payload(), kind)?;
+    let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
+    String::from_utf8(v[..end].to_vec()).ok()
+}
+
+/// Reads the comments of table `table` of `family`; `None` when the table
+/// does not exist.
+pub fn read_comments(family: IpFamily, table: &str) -> io::Result<Option<Comments>> {
+    use kproxy_nfnl::udata;
+    let mut sock = Socket::open()?;
+    let mut out = Comments::default();
+    let mut q = AttrBuf::new();
+    q.put_str(a::NFTA_TABLE_NAME, table);
+    let mut found = false;
+    let exists = sock.request(m::NFT_MSG_GETTABLE, 0, Some(family), q, |kind, body| {
+        if kind == m::NFT_MSG_NEWTABLE {
+            found = true;
+            out.table = udata_comment(body, a::NFTA_TABLE_USERDATA, udata::TABLE_COMMENT);
+        }
+    })?;
+    if !exists || !found {
+        return Ok(None);
+    }
+    let name = |body: &[u8], attr: u16| -> Option<String> {
+        find(body, attr)
+            .ok()?
+            .and_then(|n| n.str().ok().map(str::to_string))
+    };
+    let in_table = |body: &[u8], attr: u16| name(body, attr).as_deref() == Some(table);
+    let mut q = AttrBuf::new();
+    q.put_str(a::NFTA_CHAIN_TABLE, table);
+    sock.request(
+        m::NFT_MSG_GETCHAIN,
+        nl::NLM_F_DUMP,
+        Some(family),
+        q,
+        |kind, body| {
+            if kind == m::NFT_MSG_NEWCHAIN
+                && in_table(body, a::NFTA_CHAIN_TABLE)
+                && let (Some(n), Some(c)) = (
+                    name(body, a::NFTA_CHAIN_NAME),
+                    udata_comment(body, a::NFTA_CHAIN_USERDATA, udata::CHAIN_COMMENT),
+                )
+            {
+                out.chains.insert(n, c);
+            }
+        },
+    )?;
+    let mut q = AttrBuf::new();
+    q.put_str(a::NFTA_SET_TABLE, table);
+    sock.request(
+        m::NFT_MSG_GETSET,
+        nl::NLM_F_DUMP,
+        Some(family),
+        q,
+        |kind, body| {
+            if kind == m::NFT_MSG_NEWSET
+                && in_table(body, a::NFTA_SET_TABLE)
+                && let Some(n) = name(body, a::NFTA_SET_NAME)
+            {
+                if let Ok(Some(f)) = find(body, a::NFTA_SET_FLAGS)
+                    && let Ok(f) = f.u32_be()
+                {
+                    out.set_flags.insert(n.clone(), f);
+                }
+                if let Some(c) = udata_comment(body, a::NFTA_SET_USERDATA, udata::SET_COMMENT) {
+                    out.sets.insert(n, c);
+                }
+            }
+        },
+    )?;
+    Ok(Some(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

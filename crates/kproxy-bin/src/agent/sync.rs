@@ -193,6 +193,93 @@ pub fn nft_print_opts(node: &NodeConfig) -> kproxy_nft::PrintOptions {
     }
 }
 
+/// Whether two matches are the same in the kernel: equal, or a one-member
+/// anonymous address set and the plain address match nft compiles it to
+/// (and lists it as).
+fn same_match(a: &kproxy_core::ir::Match, b: &kproxy_core::ir::Match) -> bool {
+    use kproxy_core::ir::Match;
+    let one = |m: &Match| match m {
+        Match::AddrSet { dir, addrs, negate } if addrs.len() == 1 => Some(Match::Addr {
+            dir: *dir,
+            addr: addrs[0],
+            negate: *negate,
+        }),
+        _ => None,
+    };
+    let norm = |m: &Match| -> Match {
+        let m = one(m).unwrap_or_else(|| m.clone());
+        match m {
+            Match::Addr {
+                dir,
+                addr: kproxy_core::ir::AddrMatch::Net(n),
+                negate,
+            } if n.prefix_len() == n.max_prefix_len() => Match::Addr {
+                dir,
+                addr: kproxy_core::ir::AddrMatch::Ip(n.addr()),
+                negate,
+            },
+            m => m,
+        }
+    };
+    a == b || norm(a) == norm(b)
+}
+
+/// Takes the rules of `written` for the chains of `held` (read from the
+/// node) whose rules are the same in the kernel, so that the diff between
+/// them sees no change where only the spelling differs.
+fn same_rules_as_written(held: &mut kproxy_core::ir::Table, written: &kproxy_core::ir::Table) {
+    for c in &mut held.chains {
+        let Some(w) = written.chain(c.name.as_str()) else {
+            continue;
+        };
+        let same = c.rules.len() == w.rules.len()
+            && c.rules.iter().zip(&w.rules).all(|(a, b)| {
+                a.verdict == b.verdict
+                    && a.matches.len() == b.matches.len()
+                    && a.matches
+                        .iter()
+                        .zip(&b.matches)
+                        .all(|(x, y)| same_match(x, y))
+            });
+        if same {
+            c.rules = w.rules.clone();
+        }
+    }
+}
+
+/// The node's nftables table `table` of `family` (`nft -j list table`),
+/// as IR; `None` when it does not exist or cannot be read.
+fn read_nft_table(family: IpFamily, table: &str) -> Option<kproxy_core::ir::Table> {
+    let fam = match family {
+        IpFamily::V4 => "ip",
+        IpFamily::V6 => "ip6",
+    };
+    let text = exec::run("nft", &["-j", "list", "table", fam, table], None).ok()?;
+    let dump = kproxy_nft::parse::parse_json(&text)
+        .inspect_err(|e| warn!("cannot read the node's table {fam} {table}: {e}"))
+        .ok()?;
+    let mut held = dump.ruleset.tables.into_iter().find(|t| t.name == table)?;
+    // nft -j (1.0.x) leaves comments out: read them by netlink.
+    let comments = nfnl::read_comments(family, table)
+        .inspect_err(|e| warn!("cannot read the comments of {fam} {table}: {e}"))
+        .ok()??;
+    held.comment = comments.table;
+    for c in &mut held.chains {
+        c.comment = comments.chains.get(c.name.as_str()).cloned();
+    }
+    for s in &mut held.sets {
+        s.comment = comments.sets.get(&s.name).cloned();
+        // nft -j (1.0.6) leaves `dynamic` out of the flags.
+        if let Some(f) = comments.set_flags.get(&s.name) {
+            s.flags = nfnl::set_flag_words(*f);
+        }
+    }
+    for m in &mut held.maps {
+        m.comment = comments.sets.get(&m.name).cloned();
+    }
+    Some(held)
+}
+
 /// Applies an nftables transaction (`text` is `ops` printed, one line per
 /// command): as one netlink batch when `netlink`, falling back to `nft -f`
 /// (counted, logged) when the encoder cannot express a command or the
@@ -904,10 +991,22 @@ impl Proxier {
         } else {
             state.last.as_ref().and_then(|l| l.tables.first())
         };
-        let partial = match last_table {
+        let never_synced = state.last.is_none();
+        let mut partial = match last_table {
             Some(last) => nft_partial(last, next, opts).map_err(|e| e.to_string())?,
             None => None,
         };
+        if partial.is_none() && never_synced {
+            // After a restart the node holds the table already: write only
+            // what differs from it.
+            if let Some(mut held) = read_nft_table(family, &next.name) {
+                same_rules_as_written(&mut held, next);
+                partial = nft_partial(&held, next, opts).map_err(|e| e.to_string())?;
+                if partial.is_some() {
+                    info!(%family, "nftables: the node holds the table: writing what differs");
+                }
+            }
+        }
         let (tx, ops, is_full) = match &partial {
             Some(p) => (
                 p.transaction.clone(),
