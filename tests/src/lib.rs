@@ -26,6 +26,23 @@ pub fn compile(args: &[String], paths: &[&Path]) -> Result<(String, Vec<String>)
         .map_err(|e| format!("{e:#}"))
 }
 
+/// The nftables transactions (with their print options) of `kproxy
+/// compile ARGS... PATHS...`: what the netlink path sends.
+pub fn compile_nft_transactions(
+    args: &[String],
+    paths: &[&Path],
+) -> Result<Vec<(kproxy_nft::Transaction, kproxy_nft::PrintOptions)>, String> {
+    let mut argv: Vec<String> = vec!["kproxy".into(), "compile".into()];
+    argv.extend(args.iter().cloned());
+    argv.extend(paths.iter().map(|p| p.display().to_string()));
+    let cli = Cli::try_parse_from(&argv).map_err(|e| e.to_string())?;
+    let Command::Compile(c) = cli.command else {
+        return Err("not a compile command".into());
+    };
+    let inv = kproxy_bin::compile::load(&c.paths).map_err(|e| format!("{e:#}"))?;
+    kproxy_bin::compile::nft_transactions(&c, &inv).map_err(|e| format!("{e:#}"))
+}
+
 /// Reads an `args` file: one argument per line, `#` comments and blank lines skipped.
 pub fn read_args(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)

@@ -233,6 +233,8 @@ fn assert_same_as_fresh(
     after: &str,
 ) {
     let mut full = Proxier::new(mode);
+    // The reference is `nft -f`'s (the agent under test may use netlink).
+    full.nft_netlink = false;
     let report = in_ns(fresh, || full.sync(d, metrics));
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let (got, want) = (dump(mode, ns), dump(mode, fresh));
@@ -306,6 +308,7 @@ fn incremental_equals_full(test: &str, mode: Mode, loader: Loader, via: Via) {
     let metrics = Metrics::new(mode, Duration::from_secs(60));
     let mut proxier = Proxier::new(mode);
     proxier.stale_chain_delay = Duration::ZERO;
+    proxier.nft_netlink = loader == Loader::NftNetlink;
     let mut last_state = ClusterState::default();
     let mut compiler = Compiler::new();
     let targets = [(node.clone(), layout_of(mode))];
@@ -403,6 +406,36 @@ fn incremental_syncs_equal_full_sync_nftables() {
         Mode::Nftables,
         Loader::NftText,
         Via::Rulesets,
+    );
+}
+
+#[test]
+fn incremental_syncs_equal_full_sync_nftables_netlink() {
+    incremental_equals_full(
+        "incremental_syncs_equal_full_sync_nftables_netlink",
+        Mode::Nftables,
+        Loader::NftNetlink,
+        Via::Rulesets,
+    );
+}
+
+#[test]
+fn hinted_syncs_equal_full_sync_nftables_netlink() {
+    incremental_equals_full(
+        "hinted_syncs_equal_full_sync_nftables_netlink",
+        Mode::Nftables,
+        Loader::NftNetlink,
+        Via::Hinted,
+    );
+}
+
+#[test]
+fn compiled_syncs_equal_full_sync_nftables_netlink() {
+    incremental_equals_full(
+        "compiled_syncs_equal_full_sync_nftables_netlink",
+        Mode::Nftables,
+        Loader::NftNetlink,
+        Via::Compiler,
     );
 }
 
@@ -548,6 +581,75 @@ fn restart_writes_only_what_differs() {
     let nat = written(&m3, "nat");
     assert!(nat > 0 && nat < total_nat / 2, "wrote {nat} of {total_nat}");
     assert_same_as_fresh(Mode::Iptables, &ns, &fresh, &d, &metrics, "restarts");
+}
+
+/// nftables: a restarted agent (a new proxier) reads the node's table and
+/// writes only what differs: nothing (no commit: the ruleset generation
+/// stays) when nothing changed; after changes, a state equal to a fresh
+/// full sync.
+fn restart_writes_only_what_differs_nft(test: &str, loader: Loader) {
+    if !gate_loader(test, loader) {
+        return;
+    }
+    let mode = Mode::Nftables;
+    let nss = Namespaces::new();
+    let ns = nss.create("restart").unwrap_or_else(|e| panic!("{e}"));
+    let fresh = nss.create("fresh").unwrap_or_else(|e| panic!("{e}"));
+    let node = node_config();
+    let mut state = cluster(12, 3);
+    let metrics = Metrics::new(mode, Duration::from_secs(60));
+    let netlink = loader == Loader::NftNetlink;
+    let proxier = || {
+        let mut p = Proxier::new(mode);
+        p.nft_netlink = netlink;
+        p
+    };
+    let mut first = proxier();
+    let d = desired(mode, &state, &node);
+    let r = in_ns(&ns, || first.sync(&d, &metrics));
+    assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
+    let generation = || in_ns(&ns, kproxy_bin::agent::nfnl::generation).expect("generation");
+    let before = generation();
+    // Restarted with the same state: nothing written.
+    let mut again = proxier();
+    let r = in_ns(&ns, || again.sync(&d, &metrics));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(
+        generation(),
+        before,
+        "{test}: a restart with nothing changed committed"
+    );
+    // Restarted after one endpoint more and one Service less.
+    state.endpoint_slices[2]
+        .endpoints
+        .push(Endpoint::ready(ip("10.9.9.9")).on_node("node-1"));
+    state.services.remove(5);
+    let d = desired(mode, &state, &node);
+    let mut third = proxier();
+    let r = in_ns(&ns, || third.sync(&d, &metrics));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_ne!(generation(), before, "{test}: the changes were not written");
+    // The Service's chains that went away are flushed now, deleted later.
+    third.stale_chain_delay = Duration::ZERO;
+    let r = in_ns(&ns, || third.sync(&d, &metrics));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_same_as_fresh(mode, &ns, &fresh, &d, &metrics, "restarts");
+}
+
+#[test]
+fn restart_writes_only_what_differs_nftables() {
+    restart_writes_only_what_differs_nft(
+        "restart_writes_only_what_differs_nftables",
+        Loader::NftText,
+    );
+}
+
+#[test]
+fn restart_writes_only_what_differs_nftables_netlink() {
+    restart_writes_only_what_differs_nft(
+        "restart_writes_only_what_differs_nftables_netlink",
+        Loader::NftNetlink,
+    );
 }
 
 /// The node's kproxy rules wiped behind the agent's back: the next partial
@@ -1778,13 +1880,13 @@ fn agent_stops_promptly(test: &str, backend: &str, loader: Loader) {
     }
     std::fs::write(dir.join("svc.yaml"), SVC).expect("write");
     std::fs::write(dir.join("slice.yaml"), slice(&[9, 10])).expect("write");
-    let mut agent = spawn_agent_with_path(
-        &bed,
-        &dir,
-        backend,
-        NODE_ADDRESS_ARGS_V4.as_slice(),
-        Some(&bin),
-    );
+    // The hang is in `nft -f`: the nftables agent is told to use it (its
+    // default is a netlink batch).
+    let mut args: Vec<&str> = NODE_ADDRESS_ARGS_V4.to_vec();
+    if backend == "nftables" {
+        args.push("--nftables-apply=nft");
+    }
+    let mut agent = spawn_agent_with_path(&bed, &dir, backend, args.as_slice(), Some(&bin));
     let svc = sock("10.79.255.4", 80);
     let quick = Duration::from_millis(300);
     within(&bed, &agent, "first sync", Duration::from_secs(10), || {

@@ -326,6 +326,13 @@ fn agent_isolates_rejected_service(test: &str, backend: &str, loader: Loader) {
     let child = Command::new(tool("ip").unwrap_or_else(|| "ip".into()))
         .args(["netns", "exec", &bed.ns(Ns::Node), &kproxy, "run"])
         .args(["--source", &source, "--backend", backend])
+        // The rejection is the poisoned tool's: the nftables agent is told
+        // to use `nft -f` (its default is a netlink batch).
+        .args(if backend == "nftables" {
+            &["--nftables-apply=nft"][..]
+        } else {
+            &[]
+        })
         .args(["--hostname-override", "node1", "--ip-family", "ipv4"])
         .args(["--cluster-cidr", "10.76.0.0/14"])
         .args(["--min-sync-period", "0s", "--poll-interval", "20ms"])

@@ -97,7 +97,7 @@ fn dump(loader: Loader, ns: &str, family: Family) -> Result<Ruleset, String> {
             let text = netns_exec(ns, &[tool])?;
             kproxy_iptables::parse::parse(&text, None).map_err(|e| format!("{tool}: {e}"))
         }
-        Loader::NftText | Loader::NftJson => {
+        Loader::NftText | Loader::NftJson | Loader::NftNetlink => {
             let text = netns_exec(ns, &["nft", "-j", "list", "ruleset"])?;
             kproxy_nft::parse::parse_json(&text)
                 .map(|d| d.ruleset)

@@ -571,6 +571,7 @@ macro_rules! loader_tests {
 loader_tests!(iptables, Loader::Iptables);
 loader_tests!(nft_text, Loader::NftText);
 loader_tests!(nft_json, Loader::NftJson);
+loader_tests!(nft_netlink, Loader::NftNetlink);
 
 /// Every golden case's standalone output is accepted by
 /// `iptables-restore --test` (ip6tables-restore for IPv6 cases) and then

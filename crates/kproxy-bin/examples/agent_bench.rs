@@ -12,7 +12,8 @@
 //! `Proxier::sync_compiled`), and the full way (plan and lay out every
 //! Service, compare with the last full ruleset, `Proxier::sync`). Last, the
 //! drift check each periodic sync runs (`Proxier::repair_drift`).
-//! Figures go to stdout.
+//! Figures go to stdout. nftables syncs go as one netlink batch (the
+//! agent's default); `KPROXY_BENCH_NFT=1` times `nft -f` instead.
 
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,17 @@ fn main() {
 
         let metrics = Metrics::new(mode, Duration::from_secs(60));
         let mut proxier = Proxier::new(mode);
+        // nftables: one netlink batch per sync (the agent's default), or
+        // `nft -f` with KPROXY_BENCH_NFT=1.
+        proxier.nft_netlink = std::env::var_os("KPROXY_BENCH_NFT").is_none();
+        if mode == Mode::Nftables {
+            let how = if proxier.nft_netlink {
+                "netlink batch"
+            } else {
+                "nft -f"
+            };
+            println!("nftables: applied by {how}");
+        }
         let minimal = std::env::var_os("KPROXY_BENCH_MINIMAL").is_some();
         proxier.minimal_partial_syncs = minimal;
         let mut state = cluster(services, endpoints);

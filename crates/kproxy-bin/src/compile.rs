@@ -321,3 +321,37 @@ pub fn run(args: &CompileArgs) -> Result<Output> {
     let inv = crate::live::load_input(&args.live, &args.node, &args.paths)?;
     compile(args, &inv)
 }
+
+/// The nftables transactions `kproxy compile` prints (one per node
+/// family), with the print options of their text: what the netlink path
+/// ([`crate::agent::netlink`]) sends instead of `nft -f`.
+pub fn nft_transactions(
+    args: &CompileArgs,
+    inv: &Inventory,
+) -> Result<Vec<(kproxy_nft::Transaction, kproxy_nft::PrintOptions)>> {
+    let resolved = resolve(&args.node, inv)?;
+    let backend = backend(args, &resolved.mode)?;
+    let (layout, _) = layout(&args.node, backend)?;
+    let Layout::Nftables(profile) = layout else {
+        anyhow::bail!("not an nftables layout");
+    };
+    Ok(resolved
+        .nodes
+        .iter()
+        .map(|node| {
+            let plan = layout.plan(&inv.state, node);
+            let tx = kproxy_nft::build(
+                &plan,
+                kproxy_nft::LayoutOptions {
+                    profile,
+                    ..kproxy_nft::LayoutOptions::default()
+                },
+            );
+            let opts = kproxy_nft::PrintOptions {
+                mark_style: plan.node.mark.style,
+                single_dnat: kproxy_nft::SingleDnat::default(),
+            };
+            (tx, opts)
+        })
+        .collect())
+}

@@ -41,6 +41,7 @@
 pub mod json;
 pub mod layout;
 pub mod names;
+pub mod netlink;
 pub mod parse;
 pub mod print;
 pub mod sync;

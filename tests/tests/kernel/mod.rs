@@ -79,6 +79,9 @@ pub enum Loader {
     NftText,
     /// `nft -j -f -` of the nftables backend's JSON batch.
     NftJson,
+    /// The nftables backend's transaction as one netlink batch
+    /// (`kproxy_bin::agent::netlink`, the agent's default).
+    NftNetlink,
 }
 
 /// The tables kproxy's nftables backends write (`table ip|ip6 kube-proxy`).
@@ -89,7 +92,9 @@ impl Loader {
     pub fn compile_args(self) -> &'static [&'static str] {
         match self {
             Loader::Iptables => &["--backend", "iptables"],
-            Loader::NftText => &["--proxy-mode", "nftables", "--backend", "nftables"],
+            Loader::NftText | Loader::NftNetlink => {
+                &["--proxy-mode", "nftables", "--backend", "nftables"]
+            }
             Loader::NftJson => &["--proxy-mode", "nftables", "--backend", "nftables-json"],
         }
     }
@@ -98,7 +103,7 @@ impl Loader {
     pub fn tools(self) -> &'static [&'static str] {
         match self {
             Loader::Iptables => &["iptables-restore", "ip6tables-restore", "nfacct"],
-            Loader::NftText | Loader::NftJson => &["nft"],
+            Loader::NftText | Loader::NftJson | Loader::NftNetlink => &["nft"],
         }
     }
 
@@ -133,7 +138,19 @@ impl Loader {
                 }
                 netns_exec_stdin(ns, &args, rules)
             }
-            Loader::NftText | Loader::NftJson => {
+            Loader::NftNetlink if !test_only => {
+                let txs = compiled_transactions(rules).ok_or_else(|| {
+                    "netlink loader: rules not made by compile_fixture".to_string()
+                })?;
+                nft_delete_tables(ns)?;
+                let only: Vec<kproxy_nft::Transaction> =
+                    txs.iter().map(|(t, _)| t.clone()).collect();
+                let opts = txs.first().map(|(_, o)| *o).unwrap_or_default();
+                in_netns(ns, || kproxy_bin::agent::netlink::apply(&only, opts))
+                    .map(|_| ())
+                    .map_err(|e| format!("netlink batch: {e}"))
+            }
+            Loader::NftText | Loader::NftJson | Loader::NftNetlink => {
                 let mut args = vec!["nft"];
                 if self == Loader::NftJson {
                     args.push("-j");
@@ -148,6 +165,37 @@ impl Loader {
             }
         }
     }
+}
+
+/// The transactions [`compile_fixture`] compiled into `rules` (netlink
+/// loader), by their text.
+type Compiled = Vec<(kproxy_nft::Transaction, kproxy_nft::PrintOptions)>;
+
+fn compiled() -> &'static std::sync::Mutex<std::collections::HashMap<String, Compiled>> {
+    static MAP: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Compiled>>> =
+        std::sync::OnceLock::new();
+    MAP.get_or_init(Default::default)
+}
+
+fn compiled_transactions(rules: &str) -> Option<Compiled> {
+    compiled().lock().ok()?.get(rules).cloned()
+}
+
+/// Runs `f` on a thread inside network namespace `ns` (`ip netns` name).
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsRawFd;
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: setns on this (scoped) thread only, with a namespace fd we own.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}");
+            f()
+        })
+        .join()
+        .expect("netns thread")
+    })
 }
 
 /// Deletes the `kube-proxy` tables of both families from namespace `ns`,
@@ -227,10 +275,18 @@ fn fixture_args(loader: Loader, family: Family, extra: &[&str]) -> Vec<String> {
 pub fn compile_fixture(loader: Loader, family: Family, fixture: &str, extra: &[&str]) -> String {
     let args = fixture_args(loader, family, extra);
     let path = fixtures().join(fixture);
-    match kproxy_tests::compile(&args, &[&path]) {
+    let out = match kproxy_tests::compile(&args, &[&path]) {
         Ok((out, _warnings)) => out,
         Err(e) => panic!("kproxy compile {args:?} {}: {e}", path.display()),
+    };
+    if loader == Loader::NftNetlink {
+        let txs = kproxy_tests::compile_nft_transactions(&args, &[&path])
+            .unwrap_or_else(|e| panic!("kproxy compile {args:?} {}: {e}", path.display()));
+        if let Ok(mut m) = compiled().lock() {
+            m.insert(out.clone(), txs);
+        }
     }
+    out
 }
 
 /// Finds a tool in PATH or the sbin directories (a non-root PATH lacks them).

@@ -116,6 +116,7 @@ pub fn first_sync(
 /// One sync as `kproxy run` does it: the incremental compile of `state`
 /// told that `hint` changed, then the sync. Returns the compile time, the
 /// sync's report and whether the compile was partial.
+#[allow(dead_code)] // Not every bench syncs changes incrementally.
 pub fn sync_changed(
     compiler: &mut Compiler,
     proxier: &mut Proxier,

@@ -176,6 +176,7 @@ struct IptablesMetrics {
 /// The nftables mode's own metrics.
 struct NftablesMetrics {
     sync_failures: IntCounterVec,
+    netlink_fallbacks: IntCounterVec,
     cleanup_failures: IntCounterVec,
     objects: IntGaugeVec,
 }
@@ -325,6 +326,11 @@ impl Metrics {
                     "Cumulative proxy nftables sync failures",
                     &["ip_family"],
                 ),
+                netlink_fallbacks: counter_vec(
+                    "kproxy_sync_proxy_rules_nftables_netlink_fallbacks_total",
+                    "nftables transactions applied with nft -f because the netlink encoder or the kernel could not take them",
+                    &["ip_family"],
+                ),
                 cleanup_failures: counter_vec(
                     "kubeproxy_sync_proxy_rules_nftables_cleanup_failures_total",
                     "Cumulative proxy nftables cleanup failures",
@@ -403,6 +409,7 @@ impl Metrics {
         if let Some(n) = &self.nftables {
             all.push(Box::new(n.sync_failures.clone()));
             all.push(Box::new(n.cleanup_failures.clone()));
+            all.push(Box::new(n.netlink_fallbacks.clone()));
             all.push(Box::new(n.objects.clone()));
         }
         all.push(Box::new(
@@ -536,6 +543,16 @@ impl Metrics {
                 &n.sync_failures
             };
             v.with_label_values(&[family_label(family)]).inc();
+        }
+    }
+
+    /// An nftables transaction of `family` went to `nft -f` instead of
+    /// netlink.
+    pub fn nftables_netlink_fallback(&self, family: IpFamily) {
+        if let Some(n) = &self.nftables {
+            n.netlink_fallbacks
+                .with_label_values(&[family_label(family)])
+                .inc();
         }
     }
 

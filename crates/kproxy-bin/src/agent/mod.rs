@@ -53,6 +53,7 @@ pub mod isolate;
 pub mod kube;
 pub mod latency;
 pub mod metrics;
+pub mod netlink;
 pub mod nfnl;
 pub mod source;
 pub mod sync;
@@ -115,6 +116,17 @@ pub struct RunArgs {
         default_value = "1s"
     )]
     pub stale_chain_delay: String,
+    /// How nftables transactions are applied: `netlink` (one nf_tables
+    /// batch per sync; `nft -f` only when the batch encoder or the kernel
+    /// cannot take it) or `nft` (`nft -f` for everything).
+    #[arg(
+        help_heading = "Agent",
+        long,
+        value_name = "HOW",
+        default_value = "netlink",
+        value_parser = ["netlink", "nft"]
+    )]
+    pub nftables_apply: String,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -482,6 +494,7 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
     let mut proxier = Proxier::new(mode);
     let mut compiler = incremental::Compiler::new();
     proxier.stale_chain_delay = duration("--stale-chain-delay", &args.stale_chain_delay)?;
+    proxier.nft_netlink = args.nftables_apply == "netlink";
     info!(
         mode = mode.name(),
         source = %source_name,

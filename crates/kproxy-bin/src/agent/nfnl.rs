@@ -10,32 +10,10 @@
 use std::io;
 
 use kproxy_core::model::IpFamily;
-
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_GETCHAIN: u16 = 4;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_GETRULE: u16 = 7;
-const NFT_MSG_NEWGEN: u16 = 15;
-const NFT_MSG_GETGEN: u16 = 16;
-const NFTA_GEN_ID: u16 = 1;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-/// NFTA_CHAIN_TABLE, NFTA_RULE_TABLE.
-const ATTR_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_HANDLE: u16 = 3;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
-const NFTA_IMMEDIATE_DATA: u16 = 2;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CHAIN: u16 = 2;
+use kproxy_nfnl::attr::{AttrBuf, find};
+use kproxy_nfnl::consts::{attr as a, msg as m, netlink as nl, nfnl as nf};
+use kproxy_nfnl::msg::{Message, Reply, replies};
+use netlink_sys::{Socket as NlSocket, SocketAddr, protocols::NETLINK_NETFILTER};
 
 pub use kproxy_core::sync::drift::ChainSeen;
 
@@ -57,189 +35,103 @@ pub struct ChainRead {
 
 fn nfproto(family: Option<IpFamily>) -> u8 {
     match family {
-        Some(IpFamily::V4) => libc::NFPROTO_IPV4 as u8,
-        Some(IpFamily::V6) => libc::NFPROTO_IPV6 as u8,
-        None => libc::NFPROTO_UNSPEC as u8,
+        Some(f) => kproxy_nft::netlink::nfproto(f),
+        None => nf::NFPROTO_UNSPEC,
     }
 }
 
-/// A netlink socket of the netfilter subsystem.
-struct Socket {
-    fd: libc::c_int,
-    seq: u32,
-    /// The receive buffer (a dump's messages come in up to 32 kB).
-    buf: Vec<u8>,
-}
-
-impl Drop for Socket {
-    fn drop(&mut self) {
-        // SAFETY: our own descriptor, closed once.
-        unsafe {
-            libc::close(self.fd);
-        }
-    }
-}
-
-fn push_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    let len = 4 + value.len();
-    buf.extend_from_slice(&(len as u16).to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(value);
-    while !buf.len().is_multiple_of(4) {
-        buf.push(0);
-    }
-}
-
-fn cstr(s: &str) -> Vec<u8> {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    v
-}
-
-/// The attributes of `data` (type without flags, payload).
-fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if data.len() < 4 {
-            return None;
-        }
-        let len = usize::from(u16::from_ne_bytes([data[0], data[1]]));
-        let kind = u16::from_ne_bytes([data[2], data[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > data.len() {
-            return None;
-        }
-        let payload = &data[4..len];
-        data = &data[len.next_multiple_of(4).min(data.len())..];
-        Some((kind, payload))
-    })
-}
-
-fn attr(data: &[u8], kind: u16) -> Option<&[u8]> {
-    attrs(data).find(|(k, _)| *k == kind).map(|(_, v)| v)
-}
-
-fn string(data: &[u8]) -> String {
-    let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
-    String::from_utf8_lossy(&data[..end]).into_owned()
+fn bad(e: kproxy_nfnl::NfnlError) -> io::Error {
+    io::Error::other(e.to_string())
 }
 
 /// The chain a rule's verdict jumps or goes to (an `immediate` expression
 /// holding a verdict with a chain), from the rule's attributes.
 fn rule_target(rule: &[u8]) -> Option<String> {
-    let exprs = attr(rule, NFTA_RULE_EXPRESSIONS)?;
-    attrs(exprs)
-        .filter(|(k, _)| *k == NFTA_LIST_ELEM)
-        .filter(|(_, e)| attr(e, NFTA_EXPR_NAME).is_some_and(|n| string(n) == "immediate"))
-        .find_map(|(_, e)| {
-            let data = attr(e, NFTA_EXPR_DATA)?;
-            let value = attr(data, NFTA_IMMEDIATE_DATA)?;
-            let verdict = attr(value, NFTA_DATA_VERDICT)?;
-            attr(verdict, NFTA_VERDICT_CHAIN).map(string)
+    use kproxy_nfnl::consts::expr as e;
+    let exprs = find(rule, a::NFTA_RULE_EXPRESSIONS).ok()??;
+    exprs
+        .attrs()
+        .filter_map(Result::ok)
+        .filter(|x| x.kind() == a::NFTA_LIST_ELEM)
+        .filter(|x| {
+            x.attr(a::NFTA_EXPR_NAME)
+                .ok()
+                .flatten()
+                .is_some_and(|n| n.str() == Ok("immediate"))
         })
+        .find_map(|x| {
+            let data = x.attr(a::NFTA_EXPR_DATA).ok()??;
+            let value = data.attr(e::NFTA_IMMEDIATE_DATA).ok()??;
+            let verdict = value.attr(a::NFTA_DATA_VERDICT).ok()??;
+            let chain = verdict.attr(a::NFTA_VERDICT_CHAIN).ok()??;
+            chain.str().ok().map(str::to_string)
+        })
+}
+
+/// A netlink socket of the netfilter subsystem.
+struct Socket {
+    sock: NlSocket,
+    seq: u32,
+    /// The receive buffer (a dump's messages come in up to 32 kB).
+    buf: Vec<u8>,
 }
 
 impl Socket {
     fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2); the descriptor is owned by the result.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let mut sock = NlSocket::new(NETLINK_NETFILTER)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
         Ok(Self {
-            fd,
+            sock,
             seq: 0,
-            buf: vec![0u8; 64 * 1024],
+            buf: Vec::with_capacity(64 * 1024),
         })
     }
 
-    /// Sends one request and calls `each(type, payload after nfgenmsg)`
-    /// for every answer until the end of the dump (or the single answer);
+    /// Sends one request and calls `each(type, attributes)` for every
+    /// answer until the end of the dump (or the single answer);
     /// `Ok(false)` when the kernel answered ENOENT.
     fn request(
         &mut self,
         msg: u16,
         flags: u16,
         family: Option<IpFamily>,
-        attributes: &[u8],
+        attributes: AttrBuf,
         mut each: impl FnMut(u16, &[u8]),
     ) -> io::Result<bool> {
         self.seq = self.seq.wrapping_add(1);
-        let mut buf = Vec::with_capacity(64);
-        let len = 16 + 4 + attributes.len();
-        buf.extend_from_slice(&(len as u32).to_ne_bytes());
-        buf.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
-        buf.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
-        buf.extend_from_slice(&self.seq.to_ne_bytes());
-        buf.extend_from_slice(&0u32.to_ne_bytes());
-        buf.extend_from_slice(&[nfproto(family), 0, 0, 0]);
-        buf.extend_from_slice(attributes);
-        // SAFETY: sending our buffer on our socket (the kernel is the
-        // default destination of a netlink socket).
-        let sent = unsafe { libc::send(self.fd, buf.as_ptr().cast(), buf.len(), 0) };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let dump = flags & NLM_F_DUMP != 0;
-        let mut rbuf = std::mem::take(&mut self.buf);
-        let result = self.receive(&mut rbuf, dump, &mut each);
-        self.buf = rbuf;
-        result
-    }
-
-    /// Receives the answers to the last request (see [`Self::request`]).
-    fn receive(
-        &mut self,
-        rbuf: &mut [u8],
-        dump: bool,
-        each: &mut impl FnMut(u16, &[u8]),
-    ) -> io::Result<bool> {
+        let mut out = Vec::with_capacity(64);
+        Message::nft(msg, flags, nfproto(family), attributes.into_bytes())
+            .encode_into(self.seq, &mut out);
+        self.sock.send(&out, 0)?;
+        let dump = flags & nl::NLM_F_DUMP == nl::NLM_F_DUMP;
         loop {
-            // SAFETY: receiving into our buffer, within its length.
-            let n = unsafe { libc::recv(self.fd, rbuf.as_mut_ptr().cast(), rbuf.len(), 0) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            let mut data = &rbuf[..n as usize];
-            while data.len() >= 16 {
-                let mlen = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
-                let kind = u16::from_ne_bytes([data[4], data[5]]);
-                let seq = u32::from_ne_bytes([data[8], data[9], data[10], data[11]]);
-                if mlen < 16 || mlen > data.len() {
-                    return Err(io::Error::other("netlink: bad message length"));
-                }
-                let body = &data[16..mlen];
-                data = &data[mlen.next_multiple_of(4).min(data.len())..];
-                if seq != self.seq {
-                    continue;
-                }
-                match kind {
-                    NLMSG_DONE => return Ok(true),
-                    NLMSG_ERROR => {
-                        let code = body
-                            .get(..4)
-                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                            .unwrap_or(0);
-                        return match -code {
-                            0 => Ok(true),
-                            libc::ENOENT => Ok(false),
-                            e => Err(io::Error::from_raw_os_error(e)),
+            self.buf.clear();
+            let n = match self.sock.recv(&mut self.buf, 0) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            for r in replies(&self.buf[..n.min(self.buf.len())]) {
+                match r.map_err(bad)? {
+                    Reply::Done { seq } if seq == self.seq => return Ok(true),
+                    Reply::Ack { seq } if seq == self.seq => return Ok(true),
+                    Reply::Error { seq, errno } if seq == self.seq => {
+                        return if errno == libc::ENOENT {
+                            Ok(false)
+                        } else {
+                            Err(io::Error::from_raw_os_error(errno))
                         };
                     }
-                    _ => {
-                        each(kind & 0xff, body.get(4..).unwrap_or_default());
+                    Reply::Data {
+                        kind, seq, attrs, ..
+                    } if seq == self.seq => {
+                        each(kind, attrs);
                         if !dump {
                             return Ok(true);
                         }
                     }
+                    _ => {}
                 }
             }
         }
@@ -253,14 +145,22 @@ impl Socket {
 pub fn generation() -> io::Result<u32> {
     let mut sock = Socket::open()?;
     let mut id = None;
-    sock.request(NFT_MSG_GETGEN, 0, None, &[], |kind, body| {
-        if kind == NFT_MSG_NEWGEN
-            && let Some(v) = attr(body, NFTA_GEN_ID).and_then(|v| v.get(..4))
+    sock.request(m::NFT_MSG_GETGEN, 0, None, AttrBuf::new(), |kind, body| {
+        if kind == m::NFT_MSG_NEWGEN
+            && let Ok(Some(v)) = find(body, a::NFTA_GEN_ID)
         {
-            id = Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+            id = v.u32_be().ok();
         }
     })?;
     id.ok_or_else(|| io::Error::other("netlink: no ruleset generation"))
+}
+
+/// The attributes naming a table and a chain (or a rule's chain).
+fn names(table: &str, chain_attr: u16, chain: &str) -> AttrBuf {
+    let mut b = AttrBuf::new();
+    b.put_str(a::NFTA_CHAIN_TABLE, table);
+    b.put_str(chain_attr, chain);
+    b
 }
 
 /// Reads `chains` of the nf_tables tables of `family`: `None` for a chain
@@ -270,13 +170,14 @@ pub fn read_chains(family: IpFamily, chains: &[ChainRead]) -> io::Result<Vec<Opt
     let mut out = Vec::with_capacity(chains.len());
     for read in chains {
         let (table, chain) = (&read.table, &read.chain);
-        let mut a = Vec::new();
-        push_attr(&mut a, ATTR_TABLE, &cstr(table));
-        push_attr(&mut a, NFTA_CHAIN_NAME, &cstr(chain));
         let mut found = false;
-        let exists = sock.request(NFT_MSG_GETCHAIN, 0, Some(family), &a, |kind, _| {
-            found |= kind == NFT_MSG_NEWCHAIN;
-        })?;
+        let exists = sock.request(
+            m::NFT_MSG_GETCHAIN,
+            0,
+            Some(family),
+            names(table, a::NFTA_CHAIN_NAME, chain),
+            |kind, _| found |= kind == m::NFT_MSG_NEWCHAIN,
+        )?;
         if !exists || !found {
             out.push(None);
             continue;
@@ -284,13 +185,11 @@ pub fn read_chains(family: IpFamily, chains: &[ChainRead]) -> io::Result<Vec<Opt
         if let Some((handles, rules)) = &read.sample {
             let mut all = !handles.is_empty();
             for h in handles {
-                let mut a = Vec::new();
-                push_attr(&mut a, ATTR_TABLE, &cstr(table));
-                push_attr(&mut a, NFTA_RULE_CHAIN, &cstr(chain));
-                push_attr(&mut a, NFTA_RULE_HANDLE, &h.to_be_bytes());
+                let mut q = names(table, a::NFTA_RULE_CHAIN, chain);
+                q.put_u64_be(a::NFTA_RULE_HANDLE, *h);
                 let mut found = false;
-                let exists = sock.request(NFT_MSG_GETRULE, 0, Some(family), &a, |kind, _| {
-                    found |= kind == NFT_MSG_NEWRULE;
+                let exists = sock.request(m::NFT_MSG_GETRULE, 0, Some(family), q, |kind, _| {
+                    found |= kind == m::NFT_MSG_NEWRULE;
                 })?;
                 if !exists || !found {
                     all = false;
@@ -305,29 +204,28 @@ pub fn read_chains(family: IpFamily, chains: &[ChainRead]) -> io::Result<Vec<Opt
                 continue;
             }
         }
-        let mut a = Vec::new();
-        push_attr(&mut a, ATTR_TABLE, &cstr(table));
-        push_attr(&mut a, NFTA_RULE_CHAIN, &cstr(chain));
         let want_targets = read.targets;
         let mut seen = ChainSeen::default();
         sock.request(
-            NFT_MSG_GETRULE,
-            NLM_F_DUMP,
+            m::NFT_MSG_GETRULE,
+            nl::NLM_F_DUMP,
             Some(family),
-            &a,
+            names(table, a::NFTA_RULE_CHAIN, chain),
             |kind, body| {
-                if kind != NFT_MSG_NEWRULE {
+                if kind != m::NFT_MSG_NEWRULE {
                     return;
                 }
                 // Older kernels ignore the chain filter: check it.
-                if attr(body, NFTA_RULE_CHAIN).is_some_and(|c| string(c) != *chain) {
+                if let Ok(Some(c)) = find(body, a::NFTA_RULE_CHAIN)
+                    && c.str() != Ok(chain.as_str())
+                {
                     return;
                 }
                 seen.rules += 1;
-                if let Some(h) = attr(body, NFTA_RULE_HANDLE).and_then(|v| v.get(..8)) {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(h);
-                    seen.handles.push(u64::from_be_bytes(b));
+                if let Ok(Some(h)) = find(body, a::NFTA_RULE_HANDLE)
+                    && let Ok(h) = h.u64_be()
+                {
+                    seen.handles.push(h);
                 }
                 if want_targets && let Some(t) = rule_target(body) {
                     seen.targets.push(t);
@@ -339,39 +237,153 @@ pub fn read_chains(family: IpFamily, chains: &[ChainRead]) -> io::Result<Vec<Opt
     Ok(out)
 }
 
+/// The comments of a table and of its chains, sets and maps (kept by nft in
+/// their user data; `nft -j list` 1.0.x does not print them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Comments {
+    /// The table's.
+    pub table: Option<String>,
+    /// By chain name.
+    pub chains: std::collections::HashMap<String, String>,
+    /// By set or map name.
+    pub sets: std::collections::HashMap<String, String>,
+    /// The `NFT_SET_*` flags of each set and map.
+    pub set_flags: std::collections::HashMap<String, u32>,
+}
+
+/// The `flags` words of a set's kernel flags (as kproxy's layouts spell
+/// them: alphabetical), without those implied by its declaration (`map`,
+/// anonymous, concatenation).
+///
+/// ```
+/// use kproxy_bin::agent::nfnl::set_flag_words;
+/// assert_eq!(set_flag_words(0x30), ["dynamic", "timeout"]);
+/// assert_eq!(set_flag_words(0x8), Vec::<String>::new());
+/// ```
+pub fn set_flag_words(flags: u32) -> Vec<String> {
+    use kproxy_nfnl::consts::val as v;
+    [
+        (v::NFT_SET_CONSTANT, "constant"),
+        (v::NFT_SET_EVAL, "dynamic"),
+        (v::NFT_SET_INTERVAL, "interval"),
+        (v::NFT_SET_TIMEOUT, "timeout"),
+    ]
+    .iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, w)| w.to_string())
+    .collect()
+}
+
+fn udata_comment(body: &[u8], attr: u16, kind: u8) -> Option<String> {
+    let u = find(body, attr).ok()??;
+    let v = kproxy_nfnl::udata::Udata::get(u.payload(), kind)?;
+    let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
+    String::from_utf8(v[..end].to_vec()).ok()
+}
+
+/// Reads the comments of table `table` of `family`; `None` when the table
+/// does not exist.
+pub fn read_comments(family: IpFamily, table: &str) -> io::Result<Option<Comments>> {
+    use kproxy_nfnl::udata;
+    let mut sock = Socket::open()?;
+    let mut out = Comments::default();
+    let mut q = AttrBuf::new();
+    q.put_str(a::NFTA_TABLE_NAME, table);
+    let mut found = false;
+    let exists = sock.request(m::NFT_MSG_GETTABLE, 0, Some(family), q, |kind, body| {
+        if kind == m::NFT_MSG_NEWTABLE {
+            found = true;
+            out.table = udata_comment(body, a::NFTA_TABLE_USERDATA, udata::TABLE_COMMENT);
+        }
+    })?;
+    if !exists || !found {
+        return Ok(None);
+    }
+    let name = |body: &[u8], attr: u16| -> Option<String> {
+        find(body, attr)
+            .ok()?
+            .and_then(|n| n.str().ok().map(str::to_string))
+    };
+    let in_table = |body: &[u8], attr: u16| name(body, attr).as_deref() == Some(table);
+    let mut q = AttrBuf::new();
+    q.put_str(a::NFTA_CHAIN_TABLE, table);
+    sock.request(
+        m::NFT_MSG_GETCHAIN,
+        nl::NLM_F_DUMP,
+        Some(family),
+        q,
+        |kind, body| {
+            if kind == m::NFT_MSG_NEWCHAIN
+                && in_table(body, a::NFTA_CHAIN_TABLE)
+                && let (Some(n), Some(c)) = (
+                    name(body, a::NFTA_CHAIN_NAME),
+                    udata_comment(body, a::NFTA_CHAIN_USERDATA, udata::CHAIN_COMMENT),
+                )
+            {
+                out.chains.insert(n, c);
+            }
+        },
+    )?;
+    let mut q = AttrBuf::new();
+    q.put_str(a::NFTA_SET_TABLE, table);
+    sock.request(
+        m::NFT_MSG_GETSET,
+        nl::NLM_F_DUMP,
+        Some(family),
+        q,
+        |kind, body| {
+            if kind == m::NFT_MSG_NEWSET
+                && in_table(body, a::NFTA_SET_TABLE)
+                && let Some(n) = name(body, a::NFTA_SET_NAME)
+            {
+                if let Ok(Some(f)) = find(body, a::NFTA_SET_FLAGS)
+                    && let Ok(f) = f.u32_be()
+                {
+                    out.set_flags.insert(n.clone(), f);
+                }
+                if let Some(c) = udata_comment(body, a::NFTA_SET_USERDATA, udata::SET_COMMENT) {
+                    out.sets.insert(n, c);
+                }
+            }
+        },
+    )?;
+    Ok(Some(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn walks_nested_attributes() {
-        // rule { expressions { elem { name "immediate", data { dreg,
-        // data { verdict { code, chain "KUBE-SERVICES" } } } } } }
-        let mut verdict = Vec::new();
-        push_attr(&mut verdict, 1, &(-3i32).to_be_bytes());
-        push_attr(&mut verdict, NFTA_VERDICT_CHAIN, &cstr("KUBE-SERVICES"));
-        let mut value = Vec::new();
-        push_attr(&mut value, NFTA_DATA_VERDICT | 0x8000, &verdict);
-        let mut data = Vec::new();
-        push_attr(&mut data, 1, &0u32.to_be_bytes());
-        push_attr(&mut data, NFTA_IMMEDIATE_DATA | 0x8000, &value);
-        let mut elem = Vec::new();
-        push_attr(&mut elem, NFTA_EXPR_NAME, &cstr("immediate"));
-        push_attr(&mut elem, NFTA_EXPR_DATA | 0x8000, &data);
-        let mut counter = Vec::new();
-        push_attr(&mut counter, NFTA_EXPR_NAME, &cstr("counter"));
-        let mut exprs = Vec::new();
-        push_attr(&mut exprs, NFTA_LIST_ELEM | 0x8000, &counter);
-        push_attr(&mut exprs, NFTA_LIST_ELEM | 0x8000, &elem);
-        let mut rule = Vec::new();
-        push_attr(&mut rule, ATTR_TABLE, &cstr("nat"));
-        push_attr(&mut rule, NFTA_RULE_CHAIN, &cstr("PREROUTING"));
-        push_attr(&mut rule, NFTA_RULE_EXPRESSIONS | 0x8000, &exprs);
+    fn finds_the_jump_target_in_nested_attributes() {
+        use kproxy_nfnl::consts::expr as e;
+        // rule { expressions { counter, immediate { dreg, data { verdict {
+        // code, chain "KUBE-SERVICES" } } } } }
+        let mut rule = AttrBuf::new();
+        rule.put_str(a::NFTA_RULE_TABLE, "nat");
+        rule.put_str(a::NFTA_RULE_CHAIN, "PREROUTING");
+        rule.nest(a::NFTA_RULE_EXPRESSIONS, |l| {
+            l.nest(a::NFTA_LIST_ELEM, |x| {
+                x.put_str(a::NFTA_EXPR_NAME, "counter");
+            });
+            l.nest(a::NFTA_LIST_ELEM, |x| {
+                x.put_str(a::NFTA_EXPR_NAME, "immediate");
+                x.nest(a::NFTA_EXPR_DATA, |d| {
+                    d.put_u32_be(e::NFTA_IMMEDIATE_DREG, 0);
+                    d.nest(e::NFTA_IMMEDIATE_DATA, |v| {
+                        v.nest(a::NFTA_DATA_VERDICT, |vd| {
+                            vd.put(a::NFTA_VERDICT_CODE, &(-3i32).to_be_bytes());
+                            vd.put_str(a::NFTA_VERDICT_CHAIN, "KUBE-SERVICES");
+                        });
+                    });
+                });
+            });
+        });
+        let rule = rule.into_bytes();
         assert_eq!(rule_target(&rule).as_deref(), Some("KUBE-SERVICES"));
         assert_eq!(rule_target(&rule[..rule.len() - 8]), None, "truncated");
-        assert_eq!(
-            string(attr(&rule, NFTA_RULE_CHAIN).expect("chain")),
-            "PREROUTING"
-        );
+        let chain = find(&rule, a::NFTA_RULE_CHAIN).unwrap().unwrap();
+        assert_eq!(chain.str(), Ok("PREROUTING"));
+        assert_eq!(kproxy_nfnl::attr::Attrs::new(&rule).count(), 3);
     }
 }

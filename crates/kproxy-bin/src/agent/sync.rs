@@ -81,6 +81,9 @@ pub struct Proxier {
     /// How long an nftables stale chain waits before it is deleted
     /// (kube-proxy: 1 s).
     pub stale_chain_delay: Duration,
+    /// nftables transactions go as one netlink batch (`nft -f` only when
+    /// the encoder or the kernel cannot); false: `nft -f` for everything.
+    pub nft_netlink: bool,
     /// iptables partial syncs write only the chains that changed; default:
     /// kube-proxy's partial syncs.
     pub minimal_partial_syncs: bool,
@@ -107,6 +110,31 @@ fn run(program: &str, args: &[String], stdin: Option<&str>) -> Outcome {
     }
 }
 
+/// Applies an nftables transaction as one netlink batch (see
+/// [`super::netlink`]), falling back to `nft -f` (counted, logged) when the
+/// encoder cannot express a command or the kernel answers EOPNOTSUPP. A
+/// refused batch fails like `nft -f` fails on a line (`netlink:N:`, line N
+/// of the transaction's text), so that the engine names the command.
+fn apply_netlink(family: IpFamily, tx: &nft::Printed, metrics: Option<&Metrics>) -> Outcome {
+    use super::netlink::{ApplyError, apply};
+    match apply(std::slice::from_ref(&tx.transaction), tx.options) {
+        Ok(_) => Outcome::Done(String::new()),
+        Err(e) if e.wants_fallback() => {
+            warn!(%family, "nftables by netlink: {e}; applying with nft -f");
+            if let Some(m) = metrics {
+                m.nftables_netlink_fallback(family);
+            }
+            run("nft", &["-f".into(), "-".into()], Some(&tx.text))
+        }
+        Err(ApplyError::Refused {
+            op: Some((_, i)),
+            err,
+            ..
+        }) => Outcome::Failed(format!("netlink:{}:1: Error: {err}", i + 1)),
+        Err(e) => Outcome::Failed(e.to_string()),
+    }
+}
+
 /// `message`, with the input line it names.
 fn describe_failure(message: &str, input: Option<&str>) -> String {
     let line =
@@ -128,6 +156,7 @@ impl Proxier {
             mode,
             engine,
             stale_chain_delay: Duration::from_secs(1),
+            nft_netlink: true,
             minimal_partial_syncs: false,
             sampled_chain_rules: drift::SAMPLED_CHAIN_RULES,
             iptables_nft: None,
@@ -138,7 +167,7 @@ impl Proxier {
 
     /// Hands the settings to the engine and runs what it asks for until
     /// it is idle; returns what it finished.
-    fn drive(&mut self) -> Vec<Finished> {
+    fn drive(&mut self, metrics: Option<&Metrics>) -> Vec<Finished> {
         let mut out = Vec::new();
         let iptables_nft = self.mode == Mode::Iptables && self.uses_nf_tables();
         match &mut self.engine {
@@ -161,7 +190,14 @@ impl Proxier {
             Engine::Nftables(e) => {
                 e.stale_chain_delay = self.stale_chain_delay;
                 while let Some(cmd) = e.poll_command(Instant::now()) {
-                    let outcome = run(cmd.program(), &cmd.args(), cmd.stdin());
+                    let outcome = match &cmd {
+                        nft::Command::Transaction {
+                            family,
+                            transaction,
+                            ..
+                        } if self.nft_netlink => apply_netlink(*family, transaction, metrics),
+                        _ => run(cmd.program(), &cmd.args(), cmd.stdin()),
+                    };
                     e.handle_outcome(Instant::now(), outcome);
                 }
                 while let Some(r) = e.poll_report() {
@@ -223,7 +259,7 @@ impl Proxier {
             Engine::Nftables(e) => e.check_canary(),
         }
         let mut present = true;
-        for f in self.drive() {
+        for f in self.drive(None) {
             if let Finished::Canary(p) = f {
                 present &= p;
             }
@@ -281,7 +317,7 @@ impl Proxier {
                         Engine::Iptables(e) => e.repair(family, chains, jumps),
                         Engine::Nftables(e) => e.repair(family, chains),
                     }
-                    for f in self.drive() {
+                    for f in self.drive(Some(metrics)) {
                         if let Finished::Repair(r) = f {
                             self.record_failures(&r, metrics);
                             if let Some(err) = &r.error {
@@ -446,7 +482,7 @@ impl Proxier {
     fn finish(&mut self, metrics: &Metrics) -> SyncReport {
         let generation = self.generation();
         let mut out = SyncReport::default();
-        for f in self.drive() {
+        for f in self.drive(Some(metrics)) {
             let Finished::Sync(report) = f else { continue };
             out.full = report.full;
             out.duration = report.duration;

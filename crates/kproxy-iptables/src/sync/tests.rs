@@ -58,7 +58,6 @@ fn kinds(cmds: &[Command]) -> Vec<&'static str> {
             Command::AddCounter { .. } => "nfacct-add",
             Command::Conntrack { .. } => "conntrack",
             Command::ListConntrack { .. } => "conntrack-list",
-            _ => "other",
         })
         .collect()
 }

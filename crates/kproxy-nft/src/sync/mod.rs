@@ -28,6 +28,10 @@
 //!     .compile(&ClusterState::default(), &targets, engine.next_is_full(now))
 //!     .unwrap();
 //! engine.sync_compiled(now, &compiled);
+//! // A new engine reads the node's table first: there is none.
+//! let cmd = engine.poll_command(now).unwrap();
+//! assert_eq!(cmd.args(), ["-j", "list", "table", "ip", "kube-proxy"]);
+//! engine.handle_outcome(now, Outcome::Failed("No such file or directory".into()));
 //! let cmd = engine.poll_command(now).unwrap();
 //! assert_eq!(cmd.program(), "nft");
 //! assert_eq!(cmd.args(), ["-f", "-"]);
@@ -64,7 +68,8 @@ use crate::names::TABLE;
 use crate::names::is_service_chain;
 pub use payload::{NftSync, Printed};
 use payload::{
-    nft_changes, nft_delete_stale, nft_full, nft_object_counts, nft_partial, nft_rewrite,
+    as_written, nft_changes, nft_delete_stale, nft_full, nft_object_counts, nft_partial,
+    nft_rewrite,
 };
 
 /// This backend's layout of a release, for the incremental compiler.
@@ -97,6 +102,19 @@ pub enum Command {
         /// The operations and their text (shared: the engine keeps them to
         /// report the line a failure names).
         transaction: Arc<Printed>,
+    },
+    /// Read the node's table before the first sync of this engine (a
+    /// restarted agent): `nft -j list table ip|ip6 TABLE`. Answer with its
+    /// JSON; a failure (no such table) makes the sync write the whole
+    /// table. The sync then writes only what differs from what the node
+    /// holds. (nft before 1.0.7 leaves the table's and chains' comments and
+    /// the sets' `dynamic` flag out of its JSON: where they are missing,
+    /// the engine takes what it would write.)
+    ReadTable {
+        /// The family.
+        family: IpFamily,
+        /// The table.
+        table: String,
     },
     /// The tables of a family: `nft list tables ip|ip6`.
     ListTables {
@@ -143,7 +161,9 @@ impl Command {
     /// The program to run.
     pub fn program(&self) -> &'static str {
         match self {
-            Command::Transaction { .. } | Command::ListTables { .. } => "nft",
+            Command::Transaction { .. }
+            | Command::ListTables { .. }
+            | Command::ReadTable { .. } => "nft",
             Command::Conntrack { .. } | Command::ListConntrack { .. } => "conntrack",
         }
     }
@@ -152,6 +172,13 @@ impl Command {
     pub fn args(&self) -> Vec<String> {
         match self {
             Command::Transaction { .. } => vec!["-f".into(), "-".into()],
+            Command::ReadTable { family, table } => vec![
+                "-j".into(),
+                "list".into(),
+                "table".into(),
+                family_word(*family).into(),
+                table.clone(),
+            ],
             Command::ListTables { family } => {
                 vec!["list".into(), "tables".into(), family_word(*family).into()]
             }
@@ -227,6 +254,7 @@ enum Step {
     Stale(Vec<String>, Arc<Printed>),
     Write(Arc<Printed>, Purpose),
     ListTables,
+    ReadTable(String),
     Conntrack(Vec<String>),
     ListConntrack(Vec<Vec<String>>),
 }
@@ -252,6 +280,8 @@ struct Job {
     /// The write planned: partial (stale and revived chains) or full.
     planned: Option<Option<NftSync>>,
     found: bool,
+    /// The node's table as read before a restarted agent's first sync.
+    held: Option<Table>,
 }
 
 #[derive(Debug)]
@@ -530,6 +560,16 @@ impl Engine {
                 job.found = out.lines().any(|l| l.trim() == want);
             }
             (Step::ListTables, Outcome::Failed(_)) => job.found = false,
+            (Step::ReadTable(name), Outcome::Done(json)) => match crate::parse::parse_json(&json) {
+                Ok(dump) => {
+                    job.held = dump.ruleset.tables.into_iter().find(|t| t.name == name);
+                }
+                Err(e) => job.report.warnings.push(Failure {
+                    kind: FailureKind::Other,
+                    message: format!("cannot read the node's table {name}: {e}"),
+                    input: None,
+                }),
+            },
             (Step::ListConntrack(commands), outcome) => {
                 let commands = match outcome {
                     Outcome::Done(listing) => needed(commands, &listing),
@@ -574,6 +614,13 @@ impl Engine {
                 if cleans && !due.is_empty() {
                     let tx = stale_transaction(job.family, &due, state.node.as_ref());
                     job.steps.push_back(Step::Stale(due, Arc::new(tx)));
+                }
+                // A restarted agent: the node may hold the table already.
+                if let Work::Write { desired, .. } = &job.work
+                    && state.last.is_none()
+                    && let Some(t) = desired.ruleset.tables.first()
+                {
+                    job.steps.push_back(Step::ReadTable(t.name.clone()));
                 }
             }
             Phase::Plan => {
@@ -652,6 +699,7 @@ fn job(family: IpFamily, work: Work, full: bool) -> Job {
         cleanup_failed: false,
         planned: None,
         found: false,
+        held: None,
     }
 }
 
@@ -668,6 +716,10 @@ fn command(family: IpFamily, step: &Step) -> Command {
             transaction: Arc::clone(tx),
         },
         Step::ListTables => Command::ListTables { family },
+        Step::ReadTable(table) => Command::ReadTable {
+            family,
+            table: table.clone(),
+        },
         Step::Conntrack(args) => Command::Conntrack { args: args.clone() },
         Step::ListConntrack(_) => Command::ListConntrack { family },
     }
@@ -689,9 +741,14 @@ fn plan_job(job: &mut Job, state: &mut FamilyState) -> Result<(), NftError> {
             } else {
                 state.last.as_ref().and_then(|l| l.tables.first())
             };
-            let mut partial = match last_table {
-                Some(last) => nft_partial(last, next, opts)?,
-                None => None,
+            let mut partial = match (last_table, job.held.as_mut()) {
+                (Some(last), _) => nft_partial(last, next, opts)?,
+                // After a restart: only what differs from the node's table.
+                (None, Some(held)) => {
+                    as_written(held, next);
+                    nft_partial(held, next, opts)?
+                }
+                (None, None) => None,
             };
             let tx = match partial.as_mut() {
                 Some(p) => std::mem::replace(&mut p.transaction, empty(family)),
@@ -816,6 +873,7 @@ fn empty(family: IpFamily) -> Printed {
     Printed {
         transaction: crate::Transaction::new(family, TABLE),
         text: String::new(),
+        options: crate::PrintOptions::default(),
     }
 }
 

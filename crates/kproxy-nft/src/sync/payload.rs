@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kproxy_core::diff::{ContainerChange, ContainerKind, ContainerRef, TableChanges, changes};
-use kproxy_core::ir::{Chain, Counter, Element, MapValue, Table, TableFamily};
+use kproxy_core::ir::{AddrMatch, Chain, Counter, Element, MapValue, Match, Table, TableFamily};
 use kproxy_core::model::IpFamily;
 use kproxy_core::names::ChainName;
 
@@ -26,13 +26,20 @@ pub struct Printed {
     pub transaction: Transaction,
     /// Their text, one per line (empty when there are none).
     pub text: String,
+    /// The options they were printed with (a netlink encoder encodes them
+    /// with the same).
+    pub options: PrintOptions,
 }
 
 impl Printed {
     /// Prints `transaction`.
     pub fn new(transaction: Transaction, opts: PrintOptions) -> Result<Self, NftError> {
         let text = crate::print::print(&transaction, opts)?;
-        Ok(Self { transaction, text })
+        Ok(Self {
+            transaction,
+            text,
+            options: opts,
+        })
     }
 
     /// Whether it holds no operation.
@@ -103,6 +110,102 @@ pub struct NftSync {
     pub element_changes: usize,
     /// Rules written.
     pub rules_written: usize,
+}
+
+/// Whether two matches are the same in the kernel: equal, or spelled
+/// differently by `nft -j` than written (a one-member anonymous address
+/// set is compiled to, and listed as, the plain address match; a
+/// full-length prefix as the address).
+fn same_match(a: &Match, b: &Match) -> bool {
+    let norm = |m: &Match| -> Match {
+        let m = match m {
+            Match::AddrSet { dir, addrs, negate } if addrs.len() == 1 => Match::Addr {
+                dir: *dir,
+                addr: addrs[0],
+                negate: *negate,
+            },
+            m => m.clone(),
+        };
+        match m {
+            Match::Addr {
+                dir,
+                addr: AddrMatch::Net(n),
+                negate,
+            } if n.prefix_len() == n.max_prefix_len() => Match::Addr {
+                dir,
+                addr: AddrMatch::Ip(n.addr()),
+                negate,
+            },
+            m => m,
+        }
+    };
+    a == b || norm(a) == norm(b)
+}
+
+/// Makes `held` (the node's table as `nft -j list table` printed it) spell
+/// what is the same in the kernel as `written` spells it, so that the diff
+/// between them ([`nft_partial`]) sees no change where only the spelling
+/// differs: chains whose rules are the same in the kernel take `written`'s
+/// rules; the table's and chains' comments and the sets' `dynamic` flag,
+/// which nft before 1.0.7 leaves out of its JSON, are taken from `written`
+/// where `held` has none.
+///
+/// ```
+/// use kproxy_core::ir::{Chain, Table, TableFamily};
+/// use kproxy_core::model::IpFamily;
+/// use kproxy_nft::sync::payload::as_written;
+///
+/// let mut written = Table::new("kube-proxy", TableFamily::Nft(IpFamily::V4));
+/// written.comment = Some("rules for kube-proxy".into());
+/// let mut chain = Chain::new("services");
+/// chain.comment = Some("services".into());
+/// written.chains.push(chain);
+/// let mut held = written.clone();
+/// held.comment = None;
+/// held.chains[0].comment = None;
+/// as_written(&mut held, &written);
+/// assert_eq!(held, written);
+/// ```
+pub fn as_written(held: &mut Table, written: &Table) {
+    if held.comment.is_none() {
+        held.comment.clone_from(&written.comment);
+    }
+    for c in &mut held.chains {
+        let Some(w) = written.chain(c.name.as_str()) else {
+            continue;
+        };
+        if c.comment.is_none() {
+            c.comment.clone_from(&w.comment);
+        }
+        let same = c.rules.len() == w.rules.len()
+            && c.rules.iter().zip(&w.rules).all(|(a, b)| {
+                a.verdict == b.verdict
+                    && a.matches.len() == b.matches.len()
+                    && a.matches
+                        .iter()
+                        .zip(&b.matches)
+                        .all(|(x, y)| same_match(x, y))
+            });
+        if same {
+            c.rules.clone_from(&w.rules);
+        }
+    }
+    for set in &mut held.sets {
+        let Some(w) = written.sets.iter().find(|w| w.name == set.name) else {
+            continue;
+        };
+        let dynamic = "dynamic";
+        if w.flags.iter().any(|f| f == dynamic) && !set.flags.iter().any(|f| f == dynamic) {
+            let mut with: Vec<String> = set.flags.clone();
+            with.push(dynamic.to_string());
+            with.sort();
+            let mut want = w.flags.clone();
+            want.sort();
+            if with == want {
+                set.flags.clone_from(&w.flags);
+            }
+        }
+    }
 }
 
 /// The incremental transaction from table `last` (what the node holds,

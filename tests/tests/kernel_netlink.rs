@@ -1,0 +1,302 @@
+//! The netlink path: every nftables golden scenario (current and pre-1.36
+//! layouts) and a dual-stack one, loaded by kproxy's own nf_tables batch
+//! into a fresh network namespace, must leave the same ruleset as `nft -f`
+//! of the same transaction: `nft list ruleset` and `nft -j list ruleset`
+//! (handles aside). A refused batch changes nothing and names the command
+//! that failed.
+//!
+//! Needs root, `ip` and `nft`. Without them the test prints a visible
+//! `SKIPPED` line and passes, except when `CI=true`, where it fails.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kproxy_bin::agent::netlink::{ApplyError, apply};
+use kproxy_nft::{PrintOptions, Transaction};
+use kproxy_tests::read_args;
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+fn tool_ok(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn skip_or_fail(test: &str) -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let why = if !root {
+        Some("not running as root")
+    } else if !tool_ok("nft", &["--version"]) {
+        Some("`nft` is not installed")
+    } else if !tool_ok("ip", &["netns", "list"]) {
+        Some("`ip netns` is not available")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test} cannot run under CI=true: {why}"
+        );
+        println!("SKIPPED {test}: {why}");
+        return true;
+    }
+    false
+}
+
+/// A network namespace, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Self {
+        let name = format!(
+            "kproxy-nl-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        assert!(
+            tool_ok("ip", &["netns", "add", &name]),
+            "ip netns add {name}"
+        );
+        Netns(name)
+    }
+
+    fn nft(&self, args: &[&str], input: &str) -> Result<String, String> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).to_string())
+        }
+    }
+
+    /// Runs `f` on a thread inside the namespace.
+    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/var/run/netns/{}", self.0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let file = std::fs::File::open(&path).expect("open netns");
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns on this thread only, with a namespace fd we own.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {path}");
+                f()
+            })
+            .join()
+            .expect("netns thread")
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = tool_ok("ip", &["netns", "del", &self.0]);
+    }
+}
+
+/// The transactions of `kproxy compile ARGS INPUT`.
+fn transactions(args: &[String], input: &Path) -> Vec<(Transaction, PrintOptions)> {
+    kproxy_tests::compile_nft_transactions(args, &[input]).expect("transactions")
+}
+
+/// `"handle": N` removed from a JSON listing.
+fn without_handles(json: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(json).expect("nft -j output");
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("handle");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    serde_json::to_string_pretty(&v).unwrap_or_default()
+}
+
+fn listings(ns: &Netns) -> Result<(String, String), String> {
+    Ok((
+        ns.nft(&["list", "ruleset"], "")?,
+        without_handles(&ns.nft(&["-j", "list", "ruleset"], "")?),
+    ))
+}
+
+fn check(name: &str, txs: &[(Transaction, PrintOptions)]) -> Result<(), String> {
+    let mut text = String::new();
+    for (tx, opts) in txs {
+        text.push_str(&kproxy_nft::print::print(tx, *opts).map_err(|e| e.to_string())?);
+    }
+    let by_nft = Netns::new();
+    by_nft
+        .nft(&["-f", "-"], &text)
+        .map_err(|e| format!("{name}: nft -f: {e}"))?;
+    let by_netlink = Netns::new();
+    let only: Vec<Transaction> = txs.iter().map(|(t, _)| t.clone()).collect();
+    let opts = txs[0].1;
+    by_netlink
+        .run(|| apply(&only, opts))
+        .map_err(|e| format!("{name}: netlink: {e}"))?;
+    let (want_text, want_json) = listings(&by_nft)?;
+    let (got_text, got_json) = listings(&by_netlink)?;
+    if want_text != got_text {
+        return Err(format!(
+            "{name}: nft list ruleset differs\n{}",
+            kproxy_tests::line_diff(&want_text, &got_text)
+        ));
+    }
+    if want_json != got_json {
+        return Err(format!(
+            "{name}: nft -j list ruleset differs\n{}",
+            kproxy_tests::line_diff(&want_json, &got_json)
+        ));
+    }
+    Ok(())
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/netlink")
+        .join(name)
+}
+
+/// `kproxy compile` arguments for `fixtures/netlink/dual-stack.yaml`.
+fn dual_stack_variants() -> Vec<(String, Vec<String>)> {
+    let base = [
+        "--proxy-mode=nftables",
+        "--hostname-override=test-node",
+        "--detect-local-mode=ClusterCIDR",
+        "--cluster-cidr=10.0.0.0/8,fd00:10::/64",
+        "--bind-address=192.168.0.2",
+        "--node-address=192.168.0.2/24",
+        "--node-address=2001:db8::1/64",
+        "--service-cidr=172.30.0.0/16",
+        "--service-cidr=fd00:172:30::/112",
+        "--feature-gates=KubeProxyNFTablesLocalhostNodePorts=true",
+    ];
+    let mut out = Vec::new();
+    for family in ["dual", "ipv4", "ipv6"] {
+        for (layout, extra) in [
+            ("current", None),
+            ("pre-1.36", Some("--kube-proxy-version=1.35")),
+        ] {
+            let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+            args.push(format!("--ip-family={family}"));
+            args.extend(extra.map(str::to_string));
+            out.push((format!("dual-stack input, {family} node, {layout}"), args));
+        }
+    }
+    out
+}
+
+#[test]
+fn goldens_by_netlink_list_as_by_nft() {
+    if skip_or_fail("goldens_by_netlink_list_as_by_nft") {
+        return;
+    }
+    let mut failures = Vec::new();
+    let mut cases: Vec<(String, Vec<String>, std::path::PathBuf)> =
+        kproxy_tests::golden_cases("nftables")
+            .into_iter()
+            .map(|d| {
+                let name = d
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string();
+                (name, read_args(&d.join("args")), d.join("input.yaml"))
+            })
+            .collect();
+    // A dual-stack input (LoadBalancer with source ranges, affinity, UDP,
+    // SCTP, IPv6-only Services) on dual-stack, IPv4 and IPv6 nodes, in both
+    // layouts.
+    for (name, args) in dual_stack_variants() {
+        cases.push((name, args, fixture("dual-stack.yaml")));
+    }
+    for (name, args, input) in cases {
+        let txs = match std::panic::catch_unwind(|| transactions(&args, &input)) {
+            Ok(t) => t,
+            Err(_) => {
+                failures.push(format!("{name}: compile"));
+                continue;
+            }
+        };
+        match check(&name, &txs) {
+            Ok(()) => println!("ok   {name}"),
+            Err(e) => {
+                println!("FAIL {e}");
+                failures.push(name);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "failed: {failures:?}");
+}
+
+#[test]
+fn a_refused_batch_changes_nothing_and_names_the_command() {
+    if skip_or_fail("a_refused_batch_changes_nothing_and_names_the_command") {
+        return;
+    }
+    use kproxy_core::ir::{Chain, Rule, Verdict};
+    use kproxy_core::model::IpFamily;
+    use kproxy_nft::Op;
+    let ns = Netns::new();
+    let mut tx = Transaction::new(IpFamily::V4, "kube-proxy");
+    tx.push(Op::AddTable { comment: None });
+    tx.push(Op::AddChain(Chain::new("a")));
+    tx.push(Op::AddRule("a".into(), Rule::new().verdict(Verdict::Drop)));
+    // A jump to a chain that does not exist: the kernel refuses the rule.
+    tx.push(Op::AddRule(
+        "a".into(),
+        Rule::new().verdict(Verdict::Jump("missing".into())),
+    ));
+    let err = ns
+        .run(|| apply(std::slice::from_ref(&tx), PrintOptions::default()))
+        .expect_err("refused");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, ApplyError::Refused { .. })
+            && msg.contains("add rule ip kube-proxy a jump missing"),
+        "{msg}"
+    );
+    assert!(!err.wants_fallback(), "{msg}");
+    assert_eq!(
+        ns.nft(&["list", "ruleset"], "").expect("list"),
+        "",
+        "nothing applied"
+    );
+    // Without the broken rule the batch applies.
+    tx.ops.pop();
+    let sent = ns
+        .run(|| apply(std::slice::from_ref(&tx), PrintOptions::default()))
+        .expect("applies");
+    assert_eq!(sent, 3);
+    assert!(
+        ns.nft(&["list", "ruleset"], "")
+            .expect("list")
+            .contains("drop")
+    );
+}

@@ -1,0 +1,89 @@
+//! kproxy's nf_tables expressions, rule by rule, against what `nft` 1.0.6
+//! sends for the same transaction (`nft --debug=netlink -f FILE`, rule
+//! listings captured in `fixtures/netlink/*.txt`). No root needed: the
+//! kernel tests (`kernel_netlink.rs`) check the loaded result.
+
+use std::path::Path;
+
+use kproxy_core::model::IpFamily;
+use kproxy_nft::Op;
+use kproxy_nft::netlink::rule_exprs;
+use kproxy_tests::read_args;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Our listing of every rule of `kproxy compile ARGS INPUT`, in order,
+/// as libnftnl prints rules (`ip TABLE CHAIN` then one line per expression).
+fn listing(args: &[String], input: &Path) -> String {
+    let mut out = String::new();
+    for (tx, opts) in kproxy_tests::compile_nft_transactions(args, &[input]).expect("transactions")
+    {
+        let fam = match tx.family {
+            IpFamily::V4 => "ip",
+            IpFamily::V6 => "ip6",
+        };
+        for op in &tx.ops {
+            if let Op::AddRule(chain, rule) = op {
+                out.push_str(&format!("{fam} {} {}\n", tx.table, chain.as_str()));
+                let (_, exprs) = rule_exprs(tx.family, rule, opts.single_dnat).expect("encodable");
+                for x in exprs {
+                    out.push_str(&format!("  {x}\n"));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn compare(fixture: &str, args: &[String], input: &Path) {
+    let want =
+        std::fs::read_to_string(root().join("fixtures/netlink").join(fixture)).expect("fixture");
+    let got = listing(args, input);
+    assert!(
+        want == got,
+        "{fixture}: expressions differ from nft's\n{}",
+        kproxy_tests::line_diff(&want, &got)
+    );
+}
+
+#[test]
+fn golden_rules_encode_as_nft_encodes_them() {
+    for case in [
+        "test_overall_nftables_rules",
+        "test_overall_nftables_rules_pre_1_36",
+    ] {
+        let dir = root().join("golden/nftables").join(case);
+        compare(
+            &format!("{case}.txt"),
+            &read_args(&dir.join("args")),
+            &dir.join("input.yaml"),
+        );
+    }
+}
+
+#[test]
+fn dual_stack_rules_encode_as_nft_encodes_them() {
+    let args: Vec<String> = [
+        "--proxy-mode=nftables",
+        "--hostname-override=test-node",
+        "--detect-local-mode=ClusterCIDR",
+        "--cluster-cidr=10.0.0.0/8,fd00:10::/64",
+        "--bind-address=192.168.0.2",
+        "--node-address=192.168.0.2/24",
+        "--node-address=2001:db8::1/64",
+        "--service-cidr=172.30.0.0/16",
+        "--service-cidr=fd00:172:30::/112",
+        "--feature-gates=KubeProxyNFTablesLocalhostNodePorts=true",
+        "--ip-family=dual",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    compare(
+        "dual-stack.txt",
+        &args,
+        &root().join("fixtures/netlink/dual-stack.yaml"),
+    );
+}
