@@ -427,6 +427,17 @@ impl<'a> Classifier<'a> {
     }
 }
 
+/// The tables of `rs` of `family` (borrowed when that is all of them).
+pub(crate) fn of_family(rs: &Ruleset, family: IpFamily) -> std::borrow::Cow<'_, Ruleset> {
+    let ours = |t: &&crate::ir::Table| matches!(t.family, TableFamily::Iptables(f) | TableFamily::Nft(f) if f == family);
+    if rs.tables.iter().all(|t| ours(&t)) {
+        return std::borrow::Cow::Borrowed(rs);
+    }
+    std::borrow::Cow::Owned(Ruleset {
+        tables: rs.tables.iter().filter(ours).cloned().collect(),
+    })
+}
+
 /// Traces every packet class of `left` and `right` (their tables of
 /// `family`) on the node of `env`, and lists the classes they treat
 /// differently (one packet each).
@@ -450,17 +461,7 @@ pub fn compare_with(
     opts: Options,
     known: impl Fn(&Packet, &Trace, &Trace) -> bool,
 ) -> Result<Equivalence, TraceError> {
-    let of_family = |rs: &Ruleset| {
-        Ruleset {
-        tables: rs
-            .tables
-            .iter()
-            .filter(|t| matches!(t.family, TableFamily::Iptables(f) | TableFamily::Nft(f) if f == family))
-            .cloned()
-            .collect(),
-    }
-    };
-    let (left, right) = (of_family(left), of_family(right));
+    let (left, right) = (of_family(left, family), of_family(right, family));
     let (tl, tr) = (
         Tracer::new(&left, env).without_paths(),
         Tracer::new(&right, env).without_paths(),
