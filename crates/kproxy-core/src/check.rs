@@ -349,6 +349,9 @@ pub fn check(
     let d = diff(&compiled, &canonical(&scoped));
     report.by_service = d.by_service();
     report.diff = d;
+    // Freed before the comparison, whose memory can reuse them.
+    drop(scoped);
+    drop(owners);
 
     // Chains of other tables cannot be in kube-proxy's path in iptables
     // mode (the tracer still sees them); record names only.

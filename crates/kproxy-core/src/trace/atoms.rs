@@ -437,6 +437,8 @@ pub(crate) struct Asked<'a> {
 pub(crate) struct Recorder<'a> {
     pub(crate) asked: Vec<Asked<'a>>,
     seen: super::FastMap<u64, Value>,
+    /// The rules evaluated by the traces recorded.
+    pub(crate) work: u64,
 }
 
 impl<'a> Recorder<'a> {

@@ -512,6 +512,20 @@ pub enum TraceError {
         /// The limit.
         limit: usize,
     },
+    /// Comparing every packet class ([`crate::equivalence::compare`])
+    /// needed more rule evaluations than its bound, which grows with the
+    /// size of the rulesets ([`crate::equivalence::WORK_PER_RULE`] per
+    /// rule or element).
+    #[error(
+        "too much work: more than {limit} rule evaluations to compare the packet classes of \
+         {rules} rules and elements; the rules tell too many packets apart to compare them all"
+    )]
+    TooMuchWork {
+        /// The bound.
+        limit: u64,
+        /// The rules and set elements of both rulesets.
+        rules: u64,
+    },
 }
 
 /// The deepest chain nesting followed (netfilter itself allows 16 for
@@ -633,9 +647,27 @@ impl Drop for PathNode<'_> {
     }
 }
 
-/// One branch of the packet's possible histories.
+/// One branch of the packet's possible histories, boxed: branches move
+/// through the chains' work lists far more often than they split.
 #[derive(Clone)]
-struct Branch<'a> {
+struct Branch<'a>(Box<BranchState<'a>>);
+
+impl<'a> std::ops::Deref for Branch<'a> {
+    type Target = BranchState<'a>;
+    fn deref(&self) -> &BranchState<'a> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Branch<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+/// What a [`Branch`] knows.
+#[derive(Clone)]
+struct BranchState<'a> {
     src: IpAddr,
     dst: IpAddr,
     dport: u16,
@@ -656,6 +688,9 @@ impl Branch<'_> {
         self.prob = self.prob.mul(r);
         self
     }
+}
+
+impl BranchState<'_> {
     fn key(&self, k: Key) -> KeyValue {
         match k {
             Key::SrcAddr => KeyValue::Ip(self.src),
@@ -838,7 +873,7 @@ impl<'a> Tracer<'a> {
                 dst: packet.dst,
             });
         }
-        let start = Branch {
+        let start = Branch(Box::new(BranchState {
             src: packet.src,
             dst: packet.dst,
             dport: packet.dst_port,
@@ -851,7 +886,7 @@ impl<'a> Tracer<'a> {
             last: None,
             path: None,
             hook: Hook::Prerouting,
-        };
+        }));
         let mut notes = BTreeSet::new();
         let mut paths = 1usize;
         let mut finished = Outcomes {
@@ -1065,6 +1100,9 @@ impl<'a> Tracer<'a> {
                     out.push((Flow::Return, br));
                     break;
                 };
+                if let Some(r) = cx.rec.as_deref_mut() {
+                    r.work += 1;
+                }
                 let rule = &chain.rules[i];
                 results.clear();
                 if rule
