@@ -60,8 +60,8 @@ pub fn known_difference(
         serves(sp)
             && sp.port == p.dst_port
             && sp.load_balancer_ips.contains(&p.dst)
-            && sp.filters_lb_sources
-            && !sp.firewall
+            && sp.lb_source_filter.filters()
+            && !sp.has_endpoints
     });
     // (From the node itself, iptables lets it through: see below.)
     let ipt_without_firewall = only(ipt, OutcomeKind::Reject)

@@ -178,7 +178,7 @@ fn dst_front_end(rule: &Rule) -> Option<(Option<IpAddr>, Protocol, u16)> {
 }
 
 fn iptables_view(ruleset: &kproxy_core::ir::Ruleset) -> View {
-    use kproxy_iptables::layout::{
+    use kproxy_iptables::names::{
         KUBE_EXTERNAL_SERVICES, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_SERVICES,
     };
     let nat = ruleset.table("nat").expect("nat table");
@@ -258,7 +258,7 @@ fn map_front_end(key: &[KeyValue]) -> FrontEnd {
 }
 
 fn nft_view(table: &Table) -> View {
-    use kproxy_nft::layout::{
+    use kproxy_nft::names::{
         FIREWALL_IPS, NO_ENDPOINT_NODEPORTS, NO_ENDPOINT_SERVICES, REJECT_CHAIN, SERVICE_IPS,
         SERVICE_NODEPORTS,
     };

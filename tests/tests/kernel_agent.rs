@@ -31,7 +31,7 @@ use kproxy_bin::agent::http;
 use kproxy_bin::agent::incremental::Compiler;
 use kproxy_bin::agent::metrics::Metrics;
 use kproxy_bin::agent::sync::{Desired, Mode, Proxier};
-use kproxy_bin::compile::Layout;
+use kproxy_bin::compile::{AgentLayout, Layout};
 use kproxy_core::canon::canonical;
 use kproxy_core::ir::Ruleset;
 use kproxy_core::model::*;
@@ -284,11 +284,11 @@ fn changed_services(
         .collect()
 }
 
-fn layout_of(mode: Mode) -> Layout {
-    match mode {
+fn layout_of(mode: Mode) -> AgentLayout {
+    AgentLayout(match mode {
         Mode::Iptables => Layout::Iptables(IptablesProfile::Current),
         Mode::Nftables => Layout::Nftables(NftablesProfile::Current),
-    }
+    })
 }
 
 fn incremental_equals_full(test: &str, mode: Mode, loader: Loader, via: Via) {

@@ -20,21 +20,23 @@ use std::time::{Duration, Instant};
 mod bench;
 use bench::ms;
 
-use kproxy_bin::agent::apply::{iptables_partial, nft_partial};
 use kproxy_bin::agent::incremental::{Compiled, Compiler};
 use kproxy_bin::agent::metrics::Metrics;
-use kproxy_bin::agent::sync::{Desired, Mode, Proxier, nft_print_opts};
-use kproxy_bin::compile::Layout;
+use kproxy_bin::agent::sync::{Desired, Mode, Proxier};
+use kproxy_bin::compile::{AgentLayout, Layout};
 use kproxy_core::model::{ClusterState, Endpoint, IpFamily, LocalDetector, NodeConfig};
 use kproxy_core::profile::{IptablesProfile, NftablesProfile};
 use kproxy_core::synthetic::cluster;
+use kproxy_iptables::sync::payload::iptables_partial;
+use kproxy_nft::sync::payload::nft_partial;
+use kproxy_nft::sync::print_options as nft_print_opts;
 
 fn desired(mode: Mode, state: &ClusterState, node: &NodeConfig) -> Vec<Desired> {
     let layout = match mode {
         Mode::Iptables => Layout::Iptables(IptablesProfile::Current),
         Mode::Nftables => Layout::Nftables(NftablesProfile::Current),
     };
-    vec![Desired::compile(state, node, layout).expect("rules")]
+    vec![Desired::compile(state, node, AgentLayout(layout)).expect("rules")]
 }
 
 fn main() {
@@ -126,7 +128,7 @@ fn main() {
                 )
                 .ok()
                 .flatten()
-                .map(|s| s.transaction.len())
+                .map(|s| s.transaction.text.len())
                 .unwrap_or(0),
             };
             let planning = t.elapsed();
@@ -148,7 +150,7 @@ fn main() {
             Mode::Iptables => Layout::Iptables(IptablesProfile::Current),
             Mode::Nftables => Layout::Nftables(NftablesProfile::Current),
         };
-        let targets = [(node.clone(), layout)];
+        let targets = [(node.clone(), AgentLayout(layout))];
         let mut compiler = Compiler::new();
         let t = Instant::now();
         let first = compiler.compile(&state, &targets, true).expect("compile");

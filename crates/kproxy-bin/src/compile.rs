@@ -8,7 +8,7 @@ use kproxy_core::config::ProxyMode;
 use kproxy_core::convert::{Inventory, inventory};
 use kproxy_core::model::IpFamily;
 use kproxy_core::plan::plan_release;
-use kproxy_core::profile::{IptablesProfile, KubeProxyVersion, NftablesProfile};
+use kproxy_core::profile::{KubeProxyVersion, NftablesProfile};
 
 use crate::progress::Stage;
 use crate::settings::{NodeArgs, resolve};
@@ -90,43 +90,58 @@ pub fn backend_named(name: Option<&str>, mode: &ProxyMode) -> Result<Backend> {
     }
 }
 
-/// The node configuration as nftables mode reads it: `iptables.localhostNodePorts`
-/// is an iptables-only setting (nftables mode has its own feature gate).
-fn nft_node(node: &kproxy_core::model::NodeConfig) -> kproxy_core::model::NodeConfig {
-    let mut n = node.clone();
-    n.localhost_node_ports = false;
-    n
-}
+/// A backend's rule layout: which release's rules it writes (core owns it,
+/// with the node configuration each mode reads).
+pub use kproxy_core::profile::Layout;
 
-/// A backend's rule layout: which release's rules it writes.
+/// A [`Layout`] as the agent's incremental compiler lays it out, by the
+/// backend's own layouter (either backend, as `--proxy-mode` and
+/// `--kube-proxy-version` choose).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// iptables.
-    Iptables(IptablesProfile),
-    /// nftables (text or JSON).
-    Nftables(NftablesProfile),
-}
+pub struct AgentLayout(pub Layout);
 
-impl Layout {
-    /// `iptables 1.5.x`, `nftables 1.36 and later`, ...
-    pub fn describe(self) -> String {
-        match self {
-            Layout::Iptables(p) => format!("iptables ({})", p.covers()),
-            Layout::Nftables(p) => format!("nftables ({})", p.covers()),
+impl kproxy_core::sync::Layouter for AgentLayout {
+    type Error = kproxy_nft::NftError;
+
+    fn release(&self) -> kproxy_core::plan::Release {
+        self.0.release()
+    }
+
+    fn layout(
+        &self,
+        plan: &kproxy_core::plan::Plan,
+    ) -> Result<kproxy_core::ir::Ruleset, Self::Error> {
+        match self.0 {
+            Layout::Iptables(p) => kproxy_iptables::sync::Layout(p)
+                .layout(plan)
+                .map_err(|e| match e {}),
+            Layout::Nftables(p) => kproxy_nft::sync::Layout(p).layout(plan),
         }
     }
-    /// The release whose decisions the layout needs from the planner.
-    pub fn release(self) -> kproxy_core::plan::Release {
-        match self {
-            Layout::Iptables(p) => p.release(),
-            Layout::Nftables(p) => p.release(),
+
+    fn layout_by_owner(
+        &self,
+        plan: &kproxy_core::plan::Plan,
+        fixed: &kproxy_core::sync::compiler::FixedChains,
+    ) -> Result<
+        (
+            kproxy_core::ir::Ruleset,
+            Option<kproxy_core::sync::compiler::SharesByChain>,
+        ),
+        Self::Error,
+    > {
+        match self.0 {
+            Layout::Iptables(p) => kproxy_iptables::sync::Layout(p)
+                .layout_by_owner(plan, fixed)
+                .map_err(|e| match e {}),
+            Layout::Nftables(p) => kproxy_nft::sync::Layout(p).layout_by_owner(plan, fixed),
         }
     }
-    /// The iptables profile (the current one for nftables).
-    pub fn iptables(self) -> IptablesProfile {
-        match self {
-            Layout::Iptables(p) => p,
-            Layout::Nftables(_) => IptablesProfile::Current,
+
+    fn replaces_containers(&self) -> bool {
+        match self.0 {
+            Layout::Iptables(p) => kproxy_iptables::sync::Layout(p).replaces_containers(),
+            Layout::Nftables(p) => kproxy_nft::sync::Layout(p).replaces_containers(),
         }
     }
 }
@@ -215,10 +230,7 @@ pub fn family_targets(
     let targets = resolved
         .nodes
         .iter()
-        .map(|node| match layout {
-            Layout::Iptables(_) => (node.clone(), layout),
-            Layout::Nftables(_) => (nft_node(node), layout),
-        })
+        .map(|node| (layout.node_config(node).into_owned(), layout))
         .collect();
     let mut warnings = resolved.warnings;
     warnings.extend(notes);
@@ -265,7 +277,7 @@ pub fn compile(args: &CompileArgs, inv: &Inventory) -> Result<Output> {
         let plans: Vec<_> = resolved
             .nodes
             .iter()
-            .map(|n| plan_release(&inv.state, &nft_node(n), nft_profile.release()))
+            .map(|n| Layout::Nftables(nft_profile).plan(&inv.state, n))
             .collect();
         out.stdout = kproxy_nft::render_json_profile(&plans, nft_profile)?;
         out.stdout.push('\n');
@@ -283,7 +295,7 @@ pub fn compile(args: &CompileArgs, inv: &Inventory) -> Result<Output> {
             )?,
             Backend::Nftables | Backend::NftablesJson => kproxy_nft::compile(
                 &inv.state,
-                &nft_node(node),
+                node,
                 kproxy_nft::Options {
                     profile: nft_profile,
                     ..kproxy_nft::Options::default()

@@ -1,6 +1,6 @@
 //! kube-proxy's node-level configuration: flags, `--config` file and the
-//! Node object, resolved with kube-proxy's precedence into one
-//! [`NodeConfig`] per family.
+//! Node object, resolved with kube-proxy's precedence
+//! ([`kproxy_core::resolve`]) into one node configuration per family.
 //!
 //! Precedence is kube-proxy's: when a configuration file is given, it
 //! replaces the configuration flags entirely (kube-proxy ignores them; so
@@ -17,8 +17,9 @@ use ipnet::IpNet;
 use kproxy_core::config::{
     DetectLocalMode, KubeProxyConfiguration, NodePortAddresses, ProxyMode, ProxySettings,
 };
-use kproxy_core::convert::{Inventory, NodeFacts, Object, parse_documents, sloppy};
-use kproxy_core::model::{HostFeatures, IpFamily, LocalDetector, NodeConfig};
+use kproxy_core::convert::{Inventory, Object, parse_documents, sloppy};
+use kproxy_core::model::{HostFeatures, IpFamily};
+use kproxy_core::resolve::NodeInputs;
 
 /// The node-level options shared by every command that compiles rules.
 #[derive(Args, Debug, Clone, Default)]
@@ -109,16 +110,7 @@ pub struct NodeArgs {
     pub kube_proxy_version: Option<String>,
 }
 
-/// The resolved node configuration.
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    /// One per family to compile, primary first.
-    pub nodes: Vec<NodeConfig>,
-    /// The proxy mode.
-    pub mode: ProxyMode,
-    /// Notes for stderr.
-    pub warnings: Vec<String>,
-}
+pub use kproxy_core::resolve::{NFT_LOCALHOST_NODEPORTS_GATE, Resolved};
 
 /// The names of the flags among `field => "--flag"` that `args` has
 /// (fields of type `Option`).
@@ -236,9 +228,6 @@ fn parse_feature_gates(list: &str) -> Result<std::collections::BTreeMap<String, 
     Ok(gates)
 }
 
-/// The feature gate that enables localhost NodePort handling in nftables mode.
-pub const NFT_LOCALHOST_NODEPORTS_GATE: &str = "KubeProxyNFTablesLocalhostNodePorts";
-
 fn parse_host_features(list: &str) -> Result<HostFeatures> {
     let mut h = HostFeatures {
         random_fully: false,
@@ -318,173 +307,35 @@ pub fn proxy_settings(args: &NodeArgs, inv: &Inventory) -> Result<ProxySettings>
     }
 }
 
-/// Resolves the node configuration of every family to compile.
+/// Resolves the node configuration of every family to compile: the
+/// settings (file or flags) and kproxy's offline flags, resolved by
+/// [`kproxy_core::resolve::resolve`].
 pub fn resolve(args: &NodeArgs, inv: &Inventory) -> Result<Resolved> {
     let mut warnings = Vec::new();
     let settings = match load_config(args, inv, &mut warnings)? {
         Some(s) => s,
         None => settings_from_flags(args)?,
     };
-    if settings.masquerade_bit > 31 {
-        bail!(
-            "masqueradeBit {} is out of range 0-31",
-            settings.masquerade_bit
-        );
-    }
-    let node_name = match (&args.hostname_override, &settings.hostname_override) {
-        (Some(h), _) | (None, Some(h)) => h.trim().to_lowercase(),
-        (None, None) => match inv.nodes.as_slice() {
-            [one] => one.name.clone(),
-            _ => {
-                warnings
-                    .push("no node name (--hostname-override): no endpoint counts as local".into());
-                String::new()
-            }
-        },
-    };
-    let node = inv.nodes.iter().find(|n| n.name == node_name);
-
-    let mut interface_addrs: Vec<IpAddr> = Vec::new();
+    let mut node_addresses: Vec<IpAddr> = Vec::new();
     for a in &args.node_addresses {
         let ip = sloppy::parse_cidr(a)
             .map(|n| n.addr())
             .or_else(|| sloppy::parse_ip(a))
             .with_context(|| format!("--node-address: {a:?} is not an IP address or CIDR"))?;
-        interface_addrs.push(ip);
+        node_addresses.push(ip);
     }
-    if let (true, Some(n)) = (interface_addrs.is_empty(), node) {
-        interface_addrs = n.addresses.iter().map(|a| a.ip).collect();
-    }
-
-    let primary_ip = |family: IpFamily| -> Option<IpAddr> {
-        settings
-            .node_ip_override
-            .iter()
-            .copied()
-            .find(|ip| family.contains(ip))
-            .or_else(|| node.and_then(|n| n.primary_ip(family)))
-            .or_else(|| {
-                interface_addrs
-                    .iter()
-                    .copied()
-                    .find(|ip| family.contains(ip) && !ip.is_loopback())
-            })
+    let inputs = NodeInputs {
+        hostname_override: args.hostname_override.clone(),
+        node_addresses,
+        families: args.ip_family.as_deref().map(parse_family).transpose()?,
+        host: parse_host_features(&args.host_features)?,
+        conntrack_tcp_be_liberal: args.conntrack_tcp_be_liberal,
+        service_cidrs: parse_cidrs("--service-cidr", &args.service_cidrs.join(","))?,
     };
-    let primary_family = settings
-        .node_ip_override
-        .first()
-        .copied()
-        .or_else(|| node.and_then(|n| n.primary_ip(IpFamily::V4).or(n.primary_ip(IpFamily::V6))))
-        .or_else(|| interface_addrs.iter().copied().find(|ip| !ip.is_loopback()))
-        .map(|ip| IpFamily::of(&ip))
-        .unwrap_or(IpFamily::V4);
-    let families = match args.ip_family.as_deref().map(parse_family).transpose()? {
-        Some(Some(f)) => vec![f],
-        Some(None) => {
-            let other = match primary_family {
-                IpFamily::V4 => IpFamily::V6,
-                IpFamily::V6 => IpFamily::V4,
-            };
-            vec![primary_family, other]
-        }
-        None => vec![primary_family],
-    };
-
-    let mut host = parse_host_features(&args.host_features)?;
-    host.conntrack_tcp_be_liberal = args
-        .conntrack_tcp_be_liberal
-        .unwrap_or(settings.conntrack.tcp_be_liberal);
-    let zone = node.and_then(|n| n.zone().map(str::to_string));
-    let mut service_cidrs = parse_cidrs("--service-cidr", &args.service_cidrs.join(","))?;
-    for c in &inv.service_cidrs {
-        if !service_cidrs.contains(c) {
-            service_cidrs.push(*c);
-        }
-    }
-    let nft_localhost = settings
-        .feature_gates
-        .get(NFT_LOCALHOST_NODEPORTS_GATE)
-        .copied()
-        .unwrap_or(false);
-
-    let mut nodes = Vec::new();
-    for family in families {
-        let node_ip = primary_ip(family);
-        let local_detector = local_detector(&settings, node, family, &mut warnings)?;
-        let node_port_addresses = match &settings.node_port_addresses {
-            NodePortAddresses::All => Vec::new(),
-            NodePortAddresses::Primary => [IpFamily::V4, IpFamily::V6]
-                .into_iter()
-                .filter_map(&primary_ip)
-                .map(IpNet::from)
-                .collect(),
-            NodePortAddresses::Cidrs(c) => c.clone(),
-        };
-        let mut cfg = NodeConfig::new(family, node_name.clone());
-        cfg.zone = zone.clone();
-        cfg.node_ip = node_ip;
-        cfg.masquerade_bit = settings.masquerade_bit;
-        cfg.masquerade_all = settings.masquerade_all;
-        cfg.local_detector = local_detector;
-        cfg.node_port_addresses = node_port_addresses;
-        cfg.node_addresses = interface_addrs.clone();
-        cfg.localhost_node_ports = settings.localhost_node_ports;
-        cfg.nftables_localhost_node_ports = nft_localhost;
-        cfg.service_cidrs = service_cidrs.clone();
-        cfg.host = host;
-        nodes.push(cfg);
-    }
-    Ok(Resolved {
-        nodes,
-        mode: settings.mode.clone(),
-        warnings,
-    })
-}
-
-fn local_detector(
-    s: &ProxySettings,
-    node: Option<&NodeFacts>,
-    family: IpFamily,
-    warnings: &mut Vec<String>,
-) -> Result<LocalDetector> {
-    Ok(match &s.detect_local_mode {
-        DetectLocalMode::ClusterCidr => s
-            .cluster_cidrs
-            .iter()
-            .copied()
-            .find(|c| family.contains_net(c))
-            .map(LocalDetector::Cidr)
-            .unwrap_or(LocalDetector::None),
-        DetectLocalMode::NodeCidr => match node {
-            Some(n) => n
-                .pod_cidrs
-                .iter()
-                .copied()
-                .find(|c| family.contains_net(c))
-                .map(|c| LocalDetector::Cidr(c.trunc()))
-                .unwrap_or(LocalDetector::None),
-            None => {
-                warnings.push(
-                    "detect-local-mode NodeCIDR needs the Node object in the input: no local detector".into(),
-                );
-                LocalDetector::None
-            }
-        },
-        DetectLocalMode::BridgeInterface => match s.bridge_interface.as_deref() {
-            Some(b) if !b.is_empty() => LocalDetector::BridgeInterface(b.to_string()),
-            _ => bail!("detect-local-mode BridgeInterface needs --pod-bridge-interface"),
-        },
-        DetectLocalMode::InterfaceNamePrefix => match s.interface_name_prefix.as_deref() {
-            Some(p) if !p.is_empty() => LocalDetector::InterfaceNamePrefix(p.to_string()),
-            _ => bail!("detect-local-mode InterfaceNamePrefix needs --pod-interface-name-prefix"),
-        },
-        DetectLocalMode::Other(m) => {
-            warnings.push(format!(
-                "detect-local-mode {m:?} is unknown: no local detector"
-            ));
-            LocalDetector::None
-        }
-    })
+    let mut resolved = kproxy_core::resolve::resolve(&settings, &inputs, inv)?;
+    warnings.append(&mut resolved.warnings);
+    resolved.warnings = warnings;
+    Ok(resolved)
 }
 
 // ---------------------------------------------------------------------------

@@ -110,6 +110,7 @@ pub struct ForeignRule {
 
 /// What [`check`] found.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct CheckReport {
     /// Differences of kube-proxy's own objects, compile ("before") to node
     /// ("after").
@@ -146,29 +147,11 @@ impl CheckReport {
     }
 }
 
-/// The fixed iptables chains of kube-proxy (any mode, any release).
-const IPTABLES_CHAINS: [&str; 12] = [
-    "KUBE-SERVICES",
-    "KUBE-EXTERNAL-SERVICES",
-    "KUBE-FORWARD",
-    "KUBE-NODEPORTS",
-    "KUBE-PROXY-FIREWALL",
-    "KUBE-FIREWALL",
-    "KUBE-POSTROUTING",
-    "KUBE-MARK-MASQ",
-    "KUBE-MARK-DROP",
-    "KUBE-PROXY-CANARY",
-    "KUBE-LOAD-BALANCER",
-    "KUBE-NODE-PORT",
-];
-
-/// Whether an iptables chain name is kube-proxy's.
-pub fn is_kube_proxy_iptables_chain(name: &str) -> bool {
-    IPTABLES_CHAINS.contains(&name) || crate::owners::is_iptables_service_chain(name)
-}
+/// Whether an iptables chain name is kube-proxy's (fixed or per service).
+pub use crate::names::iptables::is_kube_proxy_chain as is_kube_proxy_iptables_chain;
 
 /// The nftables table kube-proxy owns.
-pub const NFT_TABLE: &str = "kube-proxy";
+pub use crate::names::nft::TABLE as NFT_TABLE;
 
 fn is_iptables(t: &Table) -> bool {
     matches!(t.family, TableFamily::Iptables(_))

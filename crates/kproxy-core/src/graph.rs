@@ -32,8 +32,20 @@
 //! t.chains = vec![pre, services];
 //! let g = Graph::from_rulesets(&[Ruleset { tables: vec![t] }]);
 //! let dot = g.to_dot();
-//! assert!(dot.contains("label=\"tcp 10.96.0.10:80\""));
-//! assert!(dot.contains("label=\"10.244.0.5:8080\""));
+//! assert_eq!(dot, r##"digraph kproxy {
+//!   rankdir=LR;
+//!   node [shape=box, fontname="monospace", fontsize=10];
+//!   edge [fontname="monospace", fontsize=9];
+//!   subgraph cluster_0 {
+//!     label="iptables nat (IPv4)";
+//!     "ip4/nat/PREROUTING" [label="nat PREROUTING", shape=cds, style=filled, fillcolor="#dde8ff"];
+//!     "ip4/nat/KUBE-SERVICES" [label="KUBE-SERVICES"];
+//!   }
+//!   "endpoint/10.244.0.5:8080" [label="10.244.0.5:8080", shape=ellipse, style=filled, fillcolor="#d9f2d9"];
+//!   "ip4/nat/PREROUTING" -> "ip4/nat/KUBE-SERVICES";
+//!   "ip4/nat/KUBE-SERVICES" -> "endpoint/10.244.0.5:8080" [label="tcp 10.96.0.10:80"];
+//! }
+//! "##);
 //! ```
 
 use std::collections::{BTreeSet, HashMap};

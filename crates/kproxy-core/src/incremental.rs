@@ -240,6 +240,7 @@ impl PlanCache {
             node: plan_node_release(&self.node, self.release),
             large_cluster: self.large_cluster(),
             service_ports,
+            release: self.release,
         }
     }
 

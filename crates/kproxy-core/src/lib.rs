@@ -42,8 +42,21 @@ pub mod names;
 pub mod owners;
 pub mod plan;
 pub mod profile;
+pub mod resolve;
+pub mod sync;
+/// Synthetic clusters for tests and benches: not part of the API.
+#[doc(hidden)]
 pub mod synthetic;
 pub mod trace;
 
 #[cfg(test)]
 mod test_rng;
+
+pub use ir::Ruleset;
+pub use model::{
+    ClusterState, Endpoint, EndpointPort, EndpointSlice, IpFamily, NodeConfig, Protocol, Service,
+    ServicePort, TrafficPolicy,
+};
+pub use plan::{Disposition, Plan, Release, ServicePortPlan, plan, plan_release};
+pub use profile::{IptablesProfile, KubeProxyVersion, Layout, NftablesProfile};
+pub use trace::{Packet, TraceEnv, Tracer};

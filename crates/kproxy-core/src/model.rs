@@ -374,6 +374,7 @@ pub struct Timestamp {
 
 /// Why a text is not an RFC 3339 time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TimestampError {
     /// Not of the form `YYYY-MM-DDThh:mm:ss[.f](Z|±hh:mm)`.
     #[error("not of the form YYYY-MM-DDThh:mm:ss[.fraction](Z|±hh:mm)")]

@@ -58,42 +58,9 @@ struct TableOwners {
     elements: HashMap<String, HashMap<Vec<KeyValue>, NamespacedName>>,
 }
 
-/// The name prefixes of the iptables chains kube-proxy creates per service
-/// port or endpoint, in every release kproxy knows (`KUBE-XLB-` is 1.5's
-/// OnlyLocal chain).
-///
-/// ```
-/// use kproxy_core::owners::{IPTABLES_SERVICE_PREFIXES, is_iptables_service_chain};
-/// assert!(IPTABLES_SERVICE_PREFIXES.contains(&"KUBE-XLB-"));
-/// assert!(is_iptables_service_chain("KUBE-SEP-EV2NQKURMPKCP5UI"));
-/// assert!(!is_iptables_service_chain("KUBE-SERVICES"));
-/// ```
-pub const IPTABLES_SERVICE_PREFIXES: [&str; 6] = [
-    "KUBE-SVC-",
-    "KUBE-SVL-",
-    "KUBE-EXT-",
-    "KUBE-FW-",
-    "KUBE-SEP-",
-    "KUBE-XLB-",
-];
-
-/// Whether `name` is a per-service or per-endpoint iptables chain of
-/// kube-proxy (see [`IPTABLES_SERVICE_PREFIXES`]).
-pub fn is_iptables_service_chain(name: &str) -> bool {
-    IPTABLES_SERVICE_PREFIXES
-        .iter()
-        .any(|p| name.starts_with(p))
-}
-
-/// nftables chains and sets that kube-proxy creates per service port or endpoint.
-const NFT_SERVICE_PREFIXES: [&str; 6] = [
-    "service-",
-    "local-",
-    "external-",
-    "firewall-",
-    "endpoint-",
-    "affinity-",
-];
+pub use crate::names::iptables::{
+    SERVICE_PREFIXES as IPTABLES_SERVICE_PREFIXES, is_service_chain as is_iptables_service_chain,
+};
 
 impl Owners {
     /// Works out the owners of everything in `rs`.
@@ -327,9 +294,7 @@ pub fn service_in_comment(comment: &str) -> Option<NamespacedName> {
 /// assert!(service_in_nft_name("services").is_none());
 /// ```
 pub fn service_in_nft_name(name: &str) -> Option<NamespacedName> {
-    let rest = NFT_SERVICE_PREFIXES
-        .iter()
-        .find_map(|p| name.strip_prefix(p))?;
+    let rest = crate::names::nft::service_object_base(name)?;
     let (_hash, readable) = rest.split_once('-')?;
     let mut parts = readable.splitn(3, '/');
     let ns = parts.next()?;

@@ -38,6 +38,7 @@ pub const LARGE_CLUSTER_ENDPOINTS_THRESHOLD: usize = 1000;
 
 /// The plan of one family on one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Plan {
     /// Node-level facts.
     pub node: NodePlan,
@@ -45,6 +46,9 @@ pub struct Plan {
     pub service_ports: Vec<ServicePortPlan>,
     /// Large-cluster mode (more than [`LARGE_CLUSTER_ENDPOINTS_THRESHOLD`] endpoints).
     pub large_cluster: bool,
+    /// The release whose decisions were taken: the layouts check that they
+    /// write this release's rules.
+    pub release: Release,
 }
 
 /// The masquerade mark: one bit of the packet mark.
@@ -100,6 +104,7 @@ pub enum ClusterIpMasquerade {
 
 /// Node-level facts of a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NodePlan {
     /// The family.
     pub family: IpFamily,
@@ -194,8 +199,58 @@ impl Disposition {
     }
 }
 
+/// What happens to the source address of external traffic (node ports,
+/// external IPs, load balancer IPs): kube-proxy's reading of
+/// `externalTrafficPolicy`.
+///
+/// ```
+/// use kproxy_core::model::*;
+/// use kproxy_core::plan::{plan, ExternalMasquerade};
+/// let mut svc = Service::cluster_ip("ns", "web", "10.96.0.10".parse().unwrap())
+///     .with_port(ServicePort::new("", Protocol::Tcp, 80).with_node_port(30080));
+/// svc.service_type = ServiceType::NodePort;
+/// svc.external_traffic_policy = TrafficPolicy::Local;
+/// let state = ClusterState { services: vec![svc], endpoint_slices: vec![] };
+/// let p = plan(&state, &NodeConfig::new(IpFamily::V4, "node-1"));
+/// assert_eq!(p.service_ports[0].external_masquerade, ExternalMasquerade::PreserveSource);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExternalMasquerade {
+    /// `externalTrafficPolicy: Cluster`: every external packet is
+    /// masqueraded.
+    All,
+    /// `externalTrafficPolicy: Local`: the client's source is kept; traffic
+    /// from this node's pods and from the node itself is routed as cluster
+    /// traffic instead (the node's own traffic masqueraded).
+    PreserveSource,
+}
+
+/// The `loadBalancerSourceRanges` filter of a service port's load balancer
+/// IPs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LbSourceFilter {
+    /// No filter: no load balancer IP or no source range of this family.
+    Open,
+    /// Only these sources may reach the load balancer IPs.
+    Ranges {
+        /// The source ranges of this family.
+        ranges: Vec<IpNet>,
+        /// The load balancer IPs are admitted as sources too (a range holds
+        /// the node's IP, so hairpinned load balancer traffic is allowed).
+        admits_lb_ips: bool,
+    },
+}
+
+impl LbSourceFilter {
+    /// Whether traffic to the load balancer IPs is filtered by source.
+    pub fn filters(&self) -> bool {
+        matches!(self, LbSourceFilter::Ranges { .. })
+    }
+}
+
 /// Every decision about one service port (one `spec.ports[]` entry, one family).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServicePortPlan {
     /// `namespace/name:port` + protocol.
     pub name: ServicePortName,
@@ -209,16 +264,10 @@ pub struct ServicePortPlan {
     pub external_ips: Vec<IpAddr>,
     /// Load balancer VIPs of this family (ipMode VIP only).
     pub load_balancer_ips: Vec<IpAddr>,
-    /// `loadBalancerSourceRanges` of this family.
-    pub source_ranges: Vec<IpNet>,
     /// The health check node port (LoadBalancer with eTP Local only).
     pub health_check_node_port: Option<u16>,
     /// ClientIP affinity timeout in seconds.
     pub affinity_timeout: Option<u32>,
-    /// Effective internal traffic policy.
-    pub internal_policy: TrafficPolicy,
-    /// Effective external traffic policy.
-    pub external_policy: TrafficPolicy,
     /// Endpoints for cluster-policy traffic (topology and fallback applied).
     pub cluster_endpoints: Vec<PlannedEndpoint>,
     /// Endpoints for local-policy traffic.
@@ -229,22 +278,18 @@ pub struct ServicePortPlan {
     pub total_endpoints: usize,
     /// The Service has a usable endpoint somewhere in the cluster.
     pub has_endpoints: bool,
-    /// Traffic to the cluster IP.
+    /// Traffic to the cluster IP (with the effective internal traffic
+    /// policy when it is forwarded).
     pub internal: Disposition,
-    /// Traffic to node ports, external IPs and load balancer IPs.
+    /// Traffic to node ports, external IPs and load balancer IPs (with the
+    /// effective external traffic policy when it is forwarded).
     pub external: Disposition,
+    /// The source address of external traffic.
+    pub external_masquerade: ExternalMasquerade,
     /// Reachable from outside the cluster (node port, external IP or LB IP).
     pub externally_accessible: bool,
-    /// The source-range firewall applies (iptables: only with endpoints).
-    pub firewall: bool,
-    /// The Service has load balancer IPs and source ranges of this family,
-    /// so traffic to its LB IPs is filtered by source, with or without
-    /// endpoints (nftables mode).
-    pub filters_lb_sources: bool,
-    /// The firewall also admits the LB IPs as sources (a source range
-    /// contains the node's IP, so hairpinned LB traffic is allowed).
-    /// Meaningful only with [`Self::filters_lb_sources`].
-    pub firewall_allows_lb_ips: bool,
+    /// The source filter of traffic to the load balancer IPs.
+    pub lb_source_filter: LbSourceFilter,
 }
 
 impl ServicePortPlan {
@@ -259,15 +304,6 @@ impl ServicePortPlan {
     /// Whether the local-policy endpoint chain is written.
     pub fn uses_local_chain(&self) -> bool {
         !self.local_endpoints.is_empty()
-    }
-    /// Whether external traffic from this node or its pods is routed as
-    /// cluster traffic (eTP Local short-circuit).
-    pub fn short_circuits_local_external(&self) -> bool {
-        self.external_policy == TrafficPolicy::Local
-    }
-    /// Whether external traffic is masqueraded unconditionally (eTP Cluster).
-    pub fn masquerades_external(&self) -> bool {
-        self.external_policy == TrafficPolicy::Cluster
     }
     /// The addresses of the ready endpoints on this node: what the
     /// healthCheckNodePort responder counts (kube-proxy answers 200 with
@@ -289,19 +325,27 @@ impl ServicePortPlan {
 ///
 /// ```
 /// use kproxy_core::model::*;
-/// use kproxy_core::plan::{plan_release, Release};
+/// use kproxy_core::plan::{plan_release, Disposition, Release};
 ///
 /// let mut svc = Service::cluster_ip("ns", "web", "10.96.0.10".parse().unwrap())
 ///     .with_port(ServicePort::new("", Protocol::Tcp, 80));
 /// svc.internal_traffic_policy = TrafficPolicy::Local;
-/// let state = ClusterState { services: vec![svc], endpoint_slices: vec![] };
+/// let slice = EndpointSlice::new("ns", "web-1", "web", IpFamily::V4)
+///     .with_port(EndpointPort::new("", Protocol::Tcp, 8080))
+///     .with_endpoint(Endpoint::ready("10.244.1.5".parse().unwrap()).on_node("node-2"));
+/// let state = ClusterState { services: vec![svc], endpoint_slices: vec![slice] };
 /// let node = NodeConfig::new(IpFamily::V4, "node-1");
 /// // 1.5 had no internalTrafficPolicy: cluster IP traffic is Cluster traffic.
 /// let p = plan_release(&state, &node, Release::V1_5);
-/// assert_eq!(p.service_ports[0].internal_policy, TrafficPolicy::Cluster);
+/// assert_eq!(p.release, Release::V1_5);
+/// assert_eq!(p.service_ports[0].internal, Disposition::Forward(TrafficPolicy::Cluster));
 /// assert!(!p.node.random_fully);
+/// // Today: Local, and this node has no endpoint of the Service.
+/// let p = plan_release(&state, &node, Release::Current);
+/// assert_eq!(p.service_ports[0].internal, Disposition::Drop);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Release {
     /// Today's kube-proxy (iptables 1.34+, nftables 1.36+).
     #[default]
@@ -399,6 +443,7 @@ pub(crate) fn finish_plan(
         node: plan_node_release(node, release),
         large_cluster: is_large_cluster(total, release),
         service_ports,
+        release,
     }
 }
 
@@ -703,12 +748,16 @@ fn plan_service_port(
 
     let internal = disposition(sel.has_any, internal_policy, &sel.local);
     let external = disposition(sel.has_any, external_policy, &sel.local);
-    let filters_lb_sources = !load_balancer_ips.is_empty() && !source_ranges.is_empty();
-    let firewall = sel.has_any && filters_lb_sources;
-    let firewall_allows_lb_ips = filters_lb_sources
-        && node
-            .node_ip
-            .is_some_and(|ip| source_ranges.iter().any(|r| r.contains(&ip)));
+    let lb_source_filter = if load_balancer_ips.is_empty() || source_ranges.is_empty() {
+        LbSourceFilter::Open
+    } else {
+        LbSourceFilter::Ranges {
+            admits_lb_ips: node
+                .node_ip
+                .is_some_and(|ip| source_ranges.iter().any(|r| r.contains(&ip))),
+            ranges: source_ranges,
+        }
+    };
     Some(ServicePortPlan {
         name,
         cluster_ip,
@@ -716,15 +765,12 @@ fn plan_service_port(
         node_port,
         external_ips,
         load_balancer_ips,
-        source_ranges,
         health_check_node_port,
         affinity_timeout: if v1_5 {
             svc.session_affinity_timeout.map(|_| 10800)
         } else {
             svc.session_affinity_timeout
         },
-        internal_policy,
-        external_policy,
         cluster_endpoints: if usage.cluster {
             sel.cluster
         } else {
@@ -736,10 +782,12 @@ fn plan_service_port(
         has_endpoints: sel.has_any,
         internal,
         external,
+        external_masquerade: match external_policy {
+            TrafficPolicy::Cluster => ExternalMasquerade::All,
+            TrafficPolicy::Local => ExternalMasquerade::PreserveSource,
+        },
         externally_accessible,
-        firewall,
-        filters_lb_sources,
-        firewall_allows_lb_ips,
+        lb_source_filter,
     })
 }
 
@@ -1142,10 +1190,26 @@ mod tests {
         s.load_balancer_source_ranges = vec!["192.168.0.0/24".parse().unwrap()];
         let mut n = node();
         let p = plan_one(s.clone(), vec![ep("10.0.0.1", "x")], &n);
-        assert!(p.firewall && !p.firewall_allows_lb_ips);
+        let ranges = vec!["192.168.0.0/24".parse().unwrap()];
+        assert_eq!(
+            p.lb_source_filter,
+            LbSourceFilter::Ranges {
+                ranges: ranges.clone(),
+                admits_lb_ips: false
+            }
+        );
         n.node_ip = Some(ip("192.168.0.2"));
+        let p = plan_one(s.clone(), vec![ep("10.0.0.1", "x")], &n);
+        assert_eq!(
+            p.lb_source_filter,
+            LbSourceFilter::Ranges {
+                ranges,
+                admits_lb_ips: true
+            }
+        );
+        s.load_balancer_ingress.clear();
         let p = plan_one(s, vec![ep("10.0.0.1", "x")], &n);
-        assert!(p.firewall && p.firewall_allows_lb_ips);
+        assert_eq!(p.lb_source_filter, LbSourceFilter::Open);
     }
 
     #[test]

@@ -31,7 +31,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::plan::Release;
+use std::borrow::Cow;
+
+use crate::model::{ClusterState, NodeConfig};
+use crate::plan::{Plan, Release, plan_release};
 
 /// The supported iptables releases, for error messages.
 pub const IPTABLES_SUPPORTED: &str = "1.5.x (the 1.5 layout) and 1.34 or later (current)";
@@ -56,6 +59,7 @@ pub enum KubeProxyVersion {
 
 /// Errors of version parsing and profile selection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProfileError {
     /// Not a version.
     #[error("{input:?} is not a kube-proxy version (examples: 1.5, v1.5.2, 1.35, current)")]
@@ -286,5 +290,80 @@ mod tests {
         assert!(e.contains(NFTABLES_SUPPORTED), "{e}");
         let e = v("two").unwrap_err().to_string();
         assert!(e.contains("\"two\""), "{e}");
+    }
+}
+
+/// A backend's rule layout: which mode, and which release's rules it
+/// writes. The one place that turns a layout into planner input: the
+/// release ([`Layout::release`]) and the node configuration as the mode
+/// reads it ([`Layout::node_config`]); [`Layout::plan`] plans with both.
+///
+/// ```
+/// use kproxy_core::model::*;
+/// use kproxy_core::plan::Release;
+/// use kproxy_core::profile::{Layout, NftablesProfile};
+/// let node = NodeConfig::new(IpFamily::V4, "node-1");
+/// let layout = Layout::Nftables(NftablesProfile::Pre1_36);
+/// // iptables.localhostNodePorts is an iptables setting.
+/// assert!(node.localhost_node_ports);
+/// assert!(!layout.node_config(&node).localhost_node_ports);
+/// let plan = layout.plan(&ClusterState::default(), &node);
+/// assert_eq!(plan.release, Release::V1_35);
+/// assert_eq!(layout.describe(), "nftables (1.29 to 1.35)");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// iptables.
+    Iptables(IptablesProfile),
+    /// nftables (text or JSON).
+    Nftables(NftablesProfile),
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout::Iptables(IptablesProfile::Current)
+    }
+}
+
+impl Layout {
+    /// `iptables (1.5.x)`, `nftables (1.36 and later)`, ...
+    pub fn describe(self) -> String {
+        match self {
+            Layout::Iptables(p) => format!("iptables ({})", p.covers()),
+            Layout::Nftables(p) => format!("nftables ({})", p.covers()),
+        }
+    }
+    /// The release whose decisions the layout needs from the planner.
+    pub fn release(self) -> Release {
+        match self {
+            Layout::Iptables(p) => p.release(),
+            Layout::Nftables(p) => p.release(),
+        }
+    }
+    /// The iptables profile (the current one for nftables).
+    pub fn iptables(self) -> IptablesProfile {
+        match self {
+            Layout::Iptables(p) => p,
+            Layout::Nftables(_) => IptablesProfile::Current,
+        }
+    }
+    /// The node configuration as this mode reads it:
+    /// `iptables.localhostNodePorts` is an iptables-only setting (nftables
+    /// mode has its own feature gate,
+    /// [`NodeConfig::nftables_localhost_node_ports`]).
+    pub fn node_config(self, node: &NodeConfig) -> Cow<'_, NodeConfig> {
+        match self {
+            Layout::Iptables(_) => Cow::Borrowed(node),
+            Layout::Nftables(_) => {
+                let mut n = node.clone();
+                n.localhost_node_ports = false;
+                Cow::Owned(n)
+            }
+        }
+    }
+    /// Plans `state` for this layout: [`Self::node_config`] planned with
+    /// the decisions of [`Self::release`].
+    pub fn plan(self, state: &ClusterState, node: &NodeConfig) -> Plan {
+        plan_release(state, &self.node_config(node), self.release())
     }
 }

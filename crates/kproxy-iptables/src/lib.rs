@@ -18,28 +18,55 @@
 //! let state = ClusterState { services: vec![svc], endpoint_slices: vec![slice] };
 //! let node = NodeConfig::new(IpFamily::V4, "node-1");
 //! let text = compile(&state, &node, Options::default()).unwrap();
-//! assert!(text.contains(
-//!     "-A KUBE-SERVICES -m comment --comment \"ns1/svc1:p80 cluster IP\" \
-//!      -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O"
-//! ));
-//! assert!(text.contains("-j DNAT --to-destination 10.180.0.1:80"));
+//! assert_eq!(text, r#"*filter
+//! :KUBE-SERVICES - [0:0]
+//! :KUBE-EXTERNAL-SERVICES - [0:0]
+//! :KUBE-FORWARD - [0:0]
+//! :KUBE-NODEPORTS - [0:0]
+//! :KUBE-PROXY-FIREWALL - [0:0]
+//! :KUBE-FIREWALL - [0:0]
+//! -A KUBE-FIREWALL -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP
+//! -A KUBE-FORWARD -m conntrack --ctstate INVALID -m nfacct --nfacct-name ct_state_invalid_dropped_pkts -j DROP
+//! -A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x00004000/0x00004000 -j ACCEPT
+//! -A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+//! COMMIT
+//! *nat
+//! :KUBE-SERVICES - [0:0]
+//! :KUBE-NODEPORTS - [0:0]
+//! :KUBE-POSTROUTING - [0:0]
+//! :KUBE-MARK-MASQ - [0:0]
+//! :KUBE-SVC-XPGD46QRK7WJZT7O - [0:0]
+//! :KUBE-SEP-SXIVWICOYRO3J4NJ - [0:0]
+//! -A KUBE-POSTROUTING -m mark ! --mark 0x00004000/0x00004000 -j RETURN
+//! -A KUBE-POSTROUTING -j MARK --xor-mark 0x00004000
+//! -A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully
+//! -A KUBE-MARK-MASQ -j MARK --or-mark 0x00004000
+//! -A KUBE-SERVICES -m comment --comment "ns1/svc1:p80 cluster IP" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j KUBE-SVC-XPGD46QRK7WJZT7O
+//! -A KUBE-SVC-XPGD46QRK7WJZT7O -m comment --comment "ns1/svc1:p80 -> 10.180.0.1:80" -j KUBE-SEP-SXIVWICOYRO3J4NJ
+//! -A KUBE-SEP-SXIVWICOYRO3J4NJ -m comment --comment ns1/svc1:p80 -s 10.180.0.1 -j KUBE-MARK-MASQ
+//! -A KUBE-SEP-SXIVWICOYRO3J4NJ -m comment --comment ns1/svc1:p80 -m tcp -p tcp -j DNAT --to-destination 10.180.0.1:80
+//! -A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
+//! COMMIT
+//! "#);
 //! ```
 #![deny(missing_docs)]
 
 pub mod layout;
-pub mod layout_v1_5;
+pub mod names;
 pub mod parse;
 pub mod print;
+pub mod sync;
 
 use kproxy_core::model::{ClusterState, NodeConfig};
-use kproxy_core::plan::{Plan, plan_release};
-use kproxy_core::profile::IptablesProfile;
+use kproxy_core::plan::{Plan, Release};
+use kproxy_core::profile::{IptablesProfile, Layout};
 
 pub use layout::{LayoutOptions, build};
 pub use print::PrintOptions;
 
 /// Errors of the iptables backend.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IptablesError {
     /// The IR holds something iptables cannot express.
     #[error("chain {chain}: iptables cannot express {what}")]
@@ -48,6 +75,18 @@ pub enum IptablesError {
         chain: String,
         /// What could not be printed.
         what: String,
+    },
+    /// The plan was planned for another release than the layout's.
+    #[error(
+        "the plan holds kube-proxy {plan:?}'s decisions; the {layout:?} layout needs {needs:?}'s"
+    )]
+    ReleaseMismatch {
+        /// The plan's release.
+        plan: Release,
+        /// The layout asked for.
+        layout: IptablesProfile,
+        /// The release that layout needs.
+        needs: Release,
     },
 }
 
@@ -76,22 +115,64 @@ pub struct Options {
 /// let node = NodeConfig::new(IpFamily::V4, "node-1");
 /// let opts = Options { profile: IptablesProfile::V1_5, ..Options::default() };
 /// let text = compile(&state, &node, opts).unwrap();
-/// assert!(text.contains(
-///     "-A KUBE-SEP-EV2NQKURMPKCP5UI -m comment --comment default/hostnames: \
-///      -m tcp -p tcp -j DNAT --to-destination 10.76.0.9:9376"
-/// ));
+/// assert_eq!(text, r#"*filter
+/// :KUBE-SERVICES - [0:0]
+/// COMMIT
+/// *nat
+/// :KUBE-SERVICES - [0:0]
+/// :KUBE-NODEPORTS - [0:0]
+/// :KUBE-POSTROUTING - [0:0]
+/// :KUBE-MARK-MASQ - [0:0]
+/// :KUBE-SVC-NWV5X2332I4OT4T3 - [0:0]
+/// :KUBE-SEP-EV2NQKURMPKCP5UI - [0:0]
+/// -A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -m mark --mark 0x00004000/0x00004000 -j MASQUERADE
+/// -A KUBE-MARK-MASQ -j MARK --set-xmark 0x00004000/0x00004000
+/// -A KUBE-SERVICES -m comment --comment "default/hostnames: cluster IP" -m tcp -p tcp -d 10.79.255.4/32 --dport 80 -j KUBE-SVC-NWV5X2332I4OT4T3
+/// -A KUBE-SVC-NWV5X2332I4OT4T3 -m comment --comment default/hostnames: -j KUBE-SEP-EV2NQKURMPKCP5UI
+/// -A KUBE-SEP-EV2NQKURMPKCP5UI -m comment --comment default/hostnames: -s 10.76.0.9/32 -j KUBE-MARK-MASQ
+/// -A KUBE-SEP-EV2NQKURMPKCP5UI -m comment --comment default/hostnames: -m tcp -p tcp -j DNAT --to-destination 10.76.0.9:9376
+/// -A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
+/// COMMIT
+/// "#);
 /// ```
 pub fn compile(
     state: &ClusterState,
     node: &NodeConfig,
     opts: Options,
 ) -> Result<String, IptablesError> {
-    render(&plan_release(state, node, opts.profile.release()), opts)
+    render(&Layout::Iptables(opts.profile).plan(state, node), opts)
+}
+
+/// Checks that `plan` holds the decisions `profile`'s layout was written
+/// for (the release is chosen once, when planning).
+///
+/// ```
+/// use kproxy_core::model::*;
+/// use kproxy_core::plan::plan;
+/// use kproxy_core::profile::IptablesProfile;
+/// let p = plan(&ClusterState::default(), &NodeConfig::new(IpFamily::V4, "node-1"));
+/// assert!(kproxy_iptables::check_release(&p, IptablesProfile::Current).is_ok());
+/// assert_eq!(
+///     kproxy_iptables::check_release(&p, IptablesProfile::V1_5).unwrap_err().to_string(),
+///     "the plan holds kube-proxy Current's decisions; the V1_5 layout needs V1_5's"
+/// );
+/// ```
+pub fn check_release(plan: &Plan, profile: IptablesProfile) -> Result<(), IptablesError> {
+    if plan.release == profile.release() {
+        Ok(())
+    } else {
+        Err(IptablesError::ReleaseMismatch {
+            plan: plan.release,
+            layout: profile,
+            needs: profile.release(),
+        })
+    }
 }
 
 /// Lowers and prints an existing plan (planned with the release of
 /// `opts.profile`).
 pub fn render(plan: &Plan, opts: Options) -> Result<String, IptablesError> {
+    check_release(plan, opts.profile)?;
     print::stream(
         plan,
         LayoutOptions {

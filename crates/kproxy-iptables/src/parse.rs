@@ -22,8 +22,8 @@
 //! the policy.
 //!
 //! ```
-//! use kproxy_core::ir::{ChainKind, Hook, Match, Verdict};
-//! use kproxy_core::model::IpFamily;
+//! use kproxy_core::ir::{AddrMatch, ChainKind, Direction, Hook, Match, Verdict};
+//! use kproxy_core::model::{IpFamily, Protocol};
 //! use kproxy_iptables::parse::parse;
 //!
 //! let dump = "\
@@ -40,8 +40,20 @@
 //! assert_eq!(nat.chain("PREROUTING").unwrap().kind, ChainKind::Builtin(Hook::Prerouting));
 //! let rule = &nat.chain("KUBE-SERVICES").unwrap().rules[0];
 //! assert_eq!(rule.comment(), Some("ns/dns cluster IP"));
-//! assert!(rule.matches.contains(&Match::DstPort(53)));
-//! assert!(rule.matches.contains(&Match::Opaque("-m multiport --sports 1:2".into())));
+//! assert_eq!(
+//!     rule.matches,
+//!     [
+//!         Match::Addr {
+//!             dir: Direction::Dst,
+//!             addr: AddrMatch::Ip("10.96.0.10".parse().unwrap()),
+//!             negate: false,
+//!         },
+//!         Match::Protocol(Protocol::Tcp),
+//!         Match::Comment("ns/dns cluster IP".into()),
+//!         Match::DstPort(53),
+//!         Match::Opaque("-m multiport --sports 1:2".into()),
+//!     ]
+//! );
 //! assert_eq!(rule.verdict, Some(Verdict::Opaque("-j LOG".into())));
 //! assert_eq!(kproxy_iptables::parse::detect_family(dump), Some(IpFamily::V4));
 //! ```
@@ -59,6 +71,7 @@ use kproxy_core::names::ChainName;
 
 /// Why a dump could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ParseError {
     /// A line of the dump is malformed.
     #[error("line {line}: {message}")]
@@ -784,6 +797,22 @@ fn parse_rule(
         }
     }
     Ok(rule)
+}
+
+/// Chain names in `iptables-save` output (`:NAME POLICY [x:y]` lines).
+///
+/// ```
+/// use kproxy_iptables::parse::saved_chain_names;
+/// assert_eq!(
+///     saved_chain_names("*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SVC-X - [0:0]\n-A X\n"),
+///     vec!["PREROUTING", "KUBE-SVC-X"]
+/// );
+/// ```
+pub fn saved_chain_names(save: &str) -> Vec<&str> {
+    save.lines()
+        .filter_map(|l| l.strip_prefix(':'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
 }
 
 #[cfg(test)]

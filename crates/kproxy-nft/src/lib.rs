@@ -25,12 +25,16 @@
 //! let state = ClusterState { services: vec![svc], endpoint_slices: vec![slice] };
 //! let node = NodeConfig::new(IpFamily::V4, "node-1");
 //! let text = compile(&state, &node, Options::default()).unwrap();
-//! assert!(text.contains(
-//!     "add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }"
-//! ));
-//! assert!(text.contains(
-//!     "add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip addr . port to 10.180.0.1 . 80"
-//! ));
+//! // Every command that names the Service (the rest is the node's set-up).
+//! let service: Vec<&str> = text.lines().filter(|l| l.contains("svc1") || l.contains("172.30.0.41")).collect();
+//! assert_eq!(service, [
+//!     "add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80",
+//!     "flush chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80",
+//!     "add element ip kube-proxy cluster-ips { 172.30.0.41 }",
+//!     "add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }",
+//!     "add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 meta l4proto tcp dnat ip addr . port to 10.180.0.1 . 80",
+//! ]);
+//! assert_eq!(text.lines().count(), 95);
 //! ```
 #![deny(missing_docs)]
 
@@ -39,12 +43,13 @@ pub mod layout;
 pub mod names;
 pub mod parse;
 pub mod print;
+pub mod sync;
 pub mod tx;
 
 use kproxy_core::ir::Ruleset;
 use kproxy_core::model::{ClusterState, NodeConfig};
-use kproxy_core::plan::{Plan, plan_release};
-use kproxy_core::profile::NftablesProfile;
+use kproxy_core::plan::{Plan, Release};
+use kproxy_core::profile::{Layout, NftablesProfile};
 
 pub use layout::{LayoutOptions, build};
 pub use print::{PrintOptions, SingleDnat};
@@ -52,6 +57,7 @@ pub use tx::{Op, Transaction};
 
 /// Errors of the nftables backend.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NftError {
     /// The IR holds something nft (or this printer) cannot express.
     #[error("nftables cannot express {what}")]
@@ -65,6 +71,44 @@ pub enum NftError {
     /// The JSON batch could not be serialised.
     #[error("JSON: {0}")]
     Json(String),
+    /// The plan was planned for another release than the layout's.
+    #[error(
+        "the plan holds kube-proxy {plan:?}'s decisions; the {layout:?} layout needs {needs:?}'s"
+    )]
+    ReleaseMismatch {
+        /// The plan's release.
+        plan: Release,
+        /// The layout asked for.
+        layout: NftablesProfile,
+        /// The release that layout needs.
+        needs: Release,
+    },
+}
+
+/// Checks that `plan` holds the decisions `profile`'s layout was written
+/// for (the release is chosen once, when planning).
+///
+/// ```
+/// use kproxy_core::model::*;
+/// use kproxy_core::plan::plan;
+/// use kproxy_core::profile::NftablesProfile;
+/// let p = plan(&ClusterState::default(), &NodeConfig::new(IpFamily::V4, "node-1"));
+/// assert!(kproxy_nft::check_release(&p, NftablesProfile::Current).is_ok());
+/// assert_eq!(
+///     kproxy_nft::check_release(&p, NftablesProfile::Pre1_36).unwrap_err().to_string(),
+///     "the plan holds kube-proxy Current's decisions; the Pre1_36 layout needs V1_35's"
+/// );
+/// ```
+pub fn check_release(plan: &Plan, profile: NftablesProfile) -> Result<(), NftError> {
+    if plan.release == profile.release() {
+        Ok(())
+    } else {
+        Err(NftError::ReleaseMismatch {
+            plan: plan.release,
+            layout: profile,
+            needs: profile.release(),
+        })
+    }
 }
 
 /// Options of [`compile`] and [`render`].
@@ -93,19 +137,34 @@ pub struct Options {
 /// let node = NodeConfig::new(IpFamily::V4, "node-1");
 /// let opts = Options { profile: NftablesProfile::Pre1_36, ..Options::default() };
 /// let text = compile(&state, &node, opts).unwrap();
-/// assert!(text.contains(
+/// let service: Vec<&str> = text
+///     .lines()
+///     .filter(|l| l.contains("svc1") || l.contains("172.30.0.41") || l.contains("mark-for-masquerade"))
+///     .collect();
+/// assert_eq!(service, [
+///     "add chain ip kube-proxy mark-for-masquerade",
+///     "flush chain ip kube-proxy mark-for-masquerade",
+///     "add rule ip kube-proxy mark-for-masquerade mark set mark or 0x00004000",
+///     "add chain ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80",
+///     "flush chain ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80",
+///     "add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80",
+///     "flush chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80",
+///     "add element ip kube-proxy cluster-ips { 172.30.0.41 }",
+///     "add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }",
 ///     "add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 numgen random mod 1 vmap \
-///      { 0 : goto endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 }"
-/// ));
-/// assert!(text.contains("add rule ip kube-proxy mark-for-masquerade mark set mark or 0x00004000"));
+///      { 0 : goto endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 }",
+///     "add rule ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 ip saddr 10.180.0.1 jump mark-for-masquerade",
+///     "add rule ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 meta l4proto tcp dnat to 10.180.0.1:80",
+/// ]);
 /// ```
 pub fn compile(state: &ClusterState, node: &NodeConfig, opts: Options) -> Result<String, NftError> {
-    render(&plan_release(state, node, opts.profile.release()), opts)
+    render(&Layout::Nftables(opts.profile).plan(state, node), opts)
 }
 
 /// Lowers and prints an existing plan (planned with the release of
 /// `opts.profile`) as the `nft -f -` transaction of a first full sync.
 pub fn render(plan: &Plan, opts: Options) -> Result<String, NftError> {
+    check_release(plan, opts.profile)?;
     let tx = build(
         plan,
         LayoutOptions {
@@ -130,6 +189,9 @@ pub fn render_json(plans: &[Plan]) -> Result<String, NftError> {
 
 /// [`render_json`] in `profile`'s layout (the plans planned with its release).
 pub fn render_json_profile(plans: &[Plan], profile: NftablesProfile) -> Result<String, NftError> {
+    for plan in plans {
+        check_release(plan, profile)?;
+    }
     let opts = LayoutOptions {
         profile,
         ..LayoutOptions::default()
@@ -156,6 +218,7 @@ pub fn ruleset(plan: &Plan) -> Result<Ruleset, NftError> {
 /// assert!(rs.tables[0].chain("mark-for-masquerade").is_some());
 /// ```
 pub fn ruleset_profile(plan: &Plan, profile: NftablesProfile) -> Result<Ruleset, NftError> {
+    check_release(plan, profile)?;
     let tx = build(
         plan,
         LayoutOptions {

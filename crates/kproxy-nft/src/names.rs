@@ -21,6 +21,10 @@ use std::net::IpAddr;
 
 use kproxy_core::names::{ChainName, ServicePortName, hash_base32};
 
+/// The fixed names and the per-service prefixes, owned by core (its check
+/// and owners need them too, and core depends on no backend).
+pub use kproxy_core::names::nft::*;
+
 /// Longest base name (knftables `NameLengthMax` 256 minus the longest prefix, 16).
 pub const BASE_LENGTH_MAX: usize = 256 - 16;
 
@@ -72,6 +76,23 @@ fn endpoint_base_text(spn: &ServicePortName, ip: &str, port: u16) -> String {
     ))
 }
 
+/// Whether `name` is a chain of one service port or endpoint (`service-`,
+/// `local-`, `external-`, `firewall-`, `endpoint-` and a hashed base); the
+/// others of the `kube-proxy` table are the node's.
+///
+/// ```
+/// use kproxy_core::model::Protocol;
+/// use kproxy_core::names::ServicePortName;
+/// use kproxy_nft::names::{ServiceChains, is_service_chain};
+/// let spn = ServicePortName::new("ns", "web", "http", Protocol::Tcp);
+/// assert!(is_service_chain(ServiceChains::new(&spn).external.as_str()));
+/// assert!(!is_service_chain("firewall-check"));
+/// assert!(!is_service_chain("services"));
+/// ```
+pub fn is_service_chain(name: &str) -> bool {
+    is_service_object(name) && !name.starts_with(AFFINITY_PREFIX)
+}
+
 /// A service port's chains.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceChains {
@@ -90,10 +111,10 @@ impl ServiceChains {
     pub fn new(spn: &ServicePortName) -> Self {
         let base = service_base(spn);
         Self {
-            cluster: ChainName::new(format!("service-{base}")),
-            local: ChainName::new(format!("local-{base}")),
-            external: ChainName::new(format!("external-{base}")),
-            firewall: ChainName::new(format!("firewall-{base}")),
+            cluster: ChainName::new(format!("{SERVICE_PREFIX}{base}")),
+            local: ChainName::new(format!("{LOCAL_PREFIX}{base}")),
+            external: ChainName::new(format!("{EXTERNAL_PREFIX}{base}")),
+            firewall: ChainName::new(format!("{FIREWALL_PREFIX}{base}")),
         }
     }
 }
@@ -102,8 +123,8 @@ impl ServiceChains {
 pub fn endpoint_names(spn: &ServicePortName, ip: IpAddr, port: u16) -> (ChainName, String) {
     let base = endpoint_base(spn, ip, port);
     (
-        ChainName::new(format!("endpoint-{base}")),
-        format!("affinity-{base}"),
+        ChainName::new(format!("{ENDPOINT_PREFIX}{base}")),
+        format!("{AFFINITY_PREFIX}{base}"),
     )
 }
 

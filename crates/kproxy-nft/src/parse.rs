@@ -52,6 +52,7 @@ use serde_json::Value;
 
 /// Why a dump could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ParseError {
     /// Not JSON, or not `{"nftables": [...]}`.
     #[error("not an `nft -j list ruleset` dump: {0}")]

@@ -78,7 +78,12 @@ fn quoted(s: &str) -> Result<String, String> {
 /// assert!(name("service-ULMVA6XW-ns1/svc1/tcp/p80").is_ok());
 /// assert!(name("service-X-ns/a$b/tcp/").is_err());
 /// ```
-pub fn name(s: &str) -> Result<&str, String> {
+pub fn name(s: &str) -> Result<&str, NftError> {
+    checked_name(s).map_err(|what| NftError::Unsupported { what })
+}
+
+/// [`name`], with the reason as text.
+fn checked_name(s: &str) -> Result<&str, String> {
     let b = s.as_bytes();
     let ok = b.len() < 256
         && b.first()
@@ -235,7 +240,7 @@ fn print_match(f: IpFamily, m: &Match, opts: PrintOptions) -> Result<Option<Stri
             set,
             negate,
         } => {
-            format!("{} {}@{}", keys(f, k), neq(*negate), name(set)?)
+            format!("{} {}@{}", keys(f, k), neq(*negate), checked_name(set)?)
         }
         Match::AddrSet { dir, addrs, negate } => {
             // kube-proxy's spellings: Service CIDRs are one comma-joined token,
@@ -255,7 +260,7 @@ fn print_match(f: IpFamily, m: &Match, opts: PrintOptions) -> Result<Option<Stri
         }
         Match::SetMark { op, value } => set_mark(*op, *value, opts),
         Match::UpdateSet { keys: k, set } => {
-            format!("update @{} {{ {} }}", name(set)?, keys(f, k))
+            format!("update @{} {{ {} }}", checked_name(set)?, keys(f, k))
         }
         Match::Opaque(text) => return Err(format!("opaque statement {text}")),
     }))
@@ -270,10 +275,25 @@ fn set_mark(op: MarkOp, value: u32, opts: PrintOptions) -> String {
 }
 
 /// A verdict as nft spells it.
-pub fn print_verdict(f: IpFamily, v: &Verdict, opts: PrintOptions) -> Result<String, String> {
+///
+/// ```
+/// use kproxy_core::ir::Verdict;
+/// use kproxy_core::model::IpFamily;
+/// use kproxy_nft::print::print_verdict;
+/// let v = Verdict::Goto("service-ULMVA6XW-ns1/svc1/tcp/p80".into());
+/// assert_eq!(
+///     print_verdict(IpFamily::V4, &v, Default::default()).unwrap(),
+///     "goto service-ULMVA6XW-ns1/svc1/tcp/p80"
+/// );
+/// ```
+pub fn print_verdict(f: IpFamily, v: &Verdict, opts: PrintOptions) -> Result<String, NftError> {
+    verdict_text(f, v, opts).map_err(|what| NftError::Unsupported { what })
+}
+
+fn verdict_text(f: IpFamily, v: &Verdict, opts: PrintOptions) -> Result<String, String> {
     Ok(match v {
-        Verdict::Jump(c) => format!("jump {}", name(c.as_str())?),
-        Verdict::Goto(c) => format!("goto {}", name(c.as_str())?),
+        Verdict::Jump(c) => format!("jump {}", checked_name(c.as_str())?),
+        Verdict::Goto(c) => format!("goto {}", checked_name(c.as_str())?),
         Verdict::Return => "return".into(),
         Verdict::Accept => "accept".into(),
         Verdict::Drop => "drop".into(),
@@ -288,7 +308,7 @@ pub fn print_verdict(f: IpFamily, v: &Verdict, opts: PrintOptions) -> Result<Str
         }
         Verdict::SetMark { op, value } => set_mark(*op, *value, opts),
         Verdict::VerdictMap { keys: k, map } => {
-            format!("{} vmap @{}", keys(f, k), name(map)?)
+            format!("{} vmap @{}", keys(f, k), checked_name(map)?)
         }
         Verdict::DnatRandom { to } => match to.as_slice() {
             [] => return Err("DNAT to no destination".into()),
@@ -327,7 +347,7 @@ pub fn print_verdict(f: IpFamily, v: &Verdict, opts: PrintOptions) -> Result<Str
             let items = to
                 .iter()
                 .enumerate()
-                .map(|(i, c)| Ok(format!("{i} : goto {}", name(c.as_str())?)))
+                .map(|(i, c)| Ok(format!("{i} : goto {}", checked_name(c.as_str())?)))
                 .collect::<Result<Vec<String>, String>>()?;
             format!(
                 "numgen random mod {} vmap {{ {} }}",
@@ -340,7 +360,11 @@ pub fn print_verdict(f: IpFamily, v: &Verdict, opts: PrintOptions) -> Result<Str
 }
 
 /// The body of a rule (what follows `add rule FAMILY TABLE CHAIN`).
-pub fn print_rule(f: IpFamily, rule: &Rule, opts: PrintOptions) -> Result<String, String> {
+pub fn print_rule(f: IpFamily, rule: &Rule, opts: PrintOptions) -> Result<String, NftError> {
+    rule_text(f, rule, opts).map_err(|what| NftError::Unsupported { what })
+}
+
+fn rule_text(f: IpFamily, rule: &Rule, opts: PrintOptions) -> Result<String, String> {
     let mut words = Vec::new();
     for m in &rule.matches {
         if let Some(w) = print_match(f, m, opts)? {
@@ -348,7 +372,7 @@ pub fn print_rule(f: IpFamily, rule: &Rule, opts: PrintOptions) -> Result<String
         }
     }
     if let Some(v) = &rule.verdict {
-        words.push(print_verdict(f, v, opts)?);
+        words.push(verdict_text(f, v, opts)?);
     }
     if words.is_empty() {
         return Err("empty rule".into());
@@ -426,7 +450,7 @@ fn element_text(
         let _ = write!(out, " comment {}", quoted(c)?);
     }
     if let Some(MapValue::Verdict(v)) = value {
-        let _ = write!(out, " : {}", print_verdict(f, v, opts)?);
+        let _ = write!(out, " : {}", verdict_text(f, v, opts)?);
     }
     out.push_str(" }");
     Ok(out)
@@ -440,7 +464,7 @@ pub fn print_op(tx: &Transaction, op: &Op, opts: PrintOptions) -> Result<String,
 fn print_op_text(tx: &Transaction, op: &Op, opts: PrintOptions) -> Result<String, String> {
     let f = tx.family;
     let fam = family_word(f);
-    let t = name(&tx.table)?;
+    let t = checked_name(&tx.table)?;
     Ok(match op {
         Op::AddTable { comment } => match comment {
             Some(c) => format!("add table {fam} {t} {{ comment {} ; }}", quoted(c)?),
@@ -448,33 +472,47 @@ fn print_op_text(tx: &Transaction, op: &Op, opts: PrintOptions) -> Result<String
         },
         Op::AddChain(c) => format!(
             "add chain {fam} {t} {}{}",
-            name(c.name.as_str())?,
+            checked_name(c.name.as_str())?,
             chain_def(c)?
         ),
-        Op::FlushChain(c) => format!("flush chain {fam} {t} {}", name(c.as_str())?),
-        Op::DeleteChain(c) => format!("delete chain {fam} {t} {}", name(c.as_str())?),
+        Op::DeleteTable => format!("delete table {fam} {t}"),
+        Op::FlushChain(c) => format!("flush chain {fam} {t} {}", checked_name(c.as_str())?),
+        Op::DeleteChain(c) => format!("delete chain {fam} {t} {}", checked_name(c.as_str())?),
         Op::AddRule(c, r) => format!(
             "add rule {fam} {t} {} {}",
-            name(c.as_str())?,
-            print_rule(f, r, opts).map_err(|w| format!("chain {}: {w}", shown(c.as_str())))?
+            checked_name(c.as_str())?,
+            rule_text(f, r, opts).map_err(|w| format!("chain {}: {w}", shown(c.as_str())))?
         ),
-        Op::AddSet(s) => format!("add set {fam} {t} {}{}", name(&s.name)?, set_def(s)?),
-        Op::FlushSet(s) => format!("flush set {fam} {t} {}", name(s)?),
-        Op::DeleteSet(s) => format!("delete set {fam} {t} {}", name(s)?),
-        Op::AddMap(m) => format!("add map {fam} {t} {}{}", name(&m.name)?, map_def(m)?),
-        Op::DeleteMap(m) => format!("delete map {fam} {t} {}", name(m)?),
+        Op::AddSet(s) => format!(
+            "add set {fam} {t} {}{}",
+            checked_name(&s.name)?,
+            set_def(s)?
+        ),
+        Op::FlushSet(s) => format!("flush set {fam} {t} {}", checked_name(s)?),
+        Op::DeleteSet(s) => format!("delete set {fam} {t} {}", checked_name(s)?),
+        Op::AddMap(m) => format!(
+            "add map {fam} {t} {}{}",
+            checked_name(&m.name)?,
+            map_def(m)?
+        ),
+        Op::DeleteMap(m) => format!("delete map {fam} {t} {}", checked_name(m)?),
         Op::AddSetElement(s, e) => format!(
             "add element {fam} {t} {} {}",
-            name(s)?,
+            checked_name(s)?,
             element_text(f, e, None, opts)?
         ),
         Op::AddMapElement(m, e, v) => format!(
             "add element {fam} {t} {} {}",
-            name(m)?,
+            checked_name(m)?,
             element_text(f, e, Some(v), opts)?
         ),
-        Op::AddCounter(c) => format!("add counter {fam} {t} {}", name(&c.name)?),
-        Op::DeleteCounter(c) => format!("delete counter {fam} {t} {}", name(c)?),
+        Op::DeleteElement(s, e) => format!(
+            "delete element {fam} {t} {} {{ {} }}",
+            checked_name(s)?,
+            element_key(e)
+        ),
+        Op::AddCounter(c) => format!("add counter {fam} {t} {}", checked_name(&c.name)?),
+        Op::DeleteCounter(c) => format!("delete counter {fam} {t} {}", checked_name(c)?),
     })
 }
 

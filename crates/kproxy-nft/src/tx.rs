@@ -33,6 +33,8 @@ pub enum Op {
     },
     /// `add chain …` (the chain's rules are ignored; see [`Op::AddRule`]).
     AddChain(Chain),
+    /// `delete table …` (with everything in it).
+    DeleteTable,
     /// `flush chain …`
     FlushChain(ChainName),
     /// `delete chain …`
@@ -53,6 +55,8 @@ pub enum Op {
     AddSetElement(String, Element),
     /// `add element … MAP { KEY : VALUE }`
     AddMapElement(String, Element, MapValue),
+    /// `delete element … SET_OR_MAP { KEY }`
+    DeleteElement(String, Element),
     /// `add counter …`
     AddCounter(Counter),
     /// `delete counter …`
@@ -95,6 +99,12 @@ impl Transaction {
     pub fn apply(&self) -> Result<Table, NftError> {
         let mut state: Option<State> = None;
         for op in &self.ops {
+            if let Op::DeleteTable = op {
+                if state.take().is_none() {
+                    return Err(missing("table", &self.table));
+                }
+                continue;
+            }
             if let Op::AddTable { comment } = op {
                 if state.is_none() {
                     let mut t = Table::new(self.table.clone(), TableFamily::Nft(self.family));
@@ -171,7 +181,7 @@ impl State {
     fn apply(&mut self, op: &Op) -> Result<(), NftError> {
         let t = &mut self.table;
         match op {
-            Op::AddTable { .. } => {}
+            Op::AddTable { .. } | Op::DeleteTable => {}
             Op::AddChain(c) => {
                 if !self.chains.contains_key(c.name.as_str()) {
                     let mut c = c.clone();
@@ -247,6 +257,25 @@ impl State {
                     self.table.maps[i].elements.push((e.clone(), v.clone()));
                 }
             }
+            Op::DeleteElement(name, e) => {
+                let found = if let Some(&i) = self.sets.get(name) {
+                    let keys = self.set_keys.entry(name.clone()).or_default();
+                    keys.remove(&e.key) && {
+                        self.table.sets[i].elements.retain(|x| x.key != e.key);
+                        true
+                    }
+                } else {
+                    let i = self.map_index(name)?;
+                    let keys = self.map_keys.entry(name.clone()).or_default();
+                    keys.remove(&e.key) && {
+                        self.table.maps[i].elements.retain(|(x, _)| x.key != e.key);
+                        true
+                    }
+                };
+                if !found {
+                    return Err(missing("element", name));
+                }
+            }
             Op::AddCounter(c) => {
                 if !t.counters.iter().any(|x| x.name == c.name) {
                     t.counters.push(c.clone());
@@ -270,4 +299,64 @@ fn index<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<String, usize> {
 
 fn missing(kind: &str, name: &str) -> NftError {
     NftError::Transaction(format!("{kind} {name} does not exist"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kproxy_core::ir::KeyValue;
+
+    fn set() -> Set {
+        Set {
+            name: "cluster-ips".into(),
+            type_spec: "ipv4_addr".into(),
+            flags: Vec::new(),
+            timeout: None,
+            comment: None,
+            elements: Vec::new(),
+        }
+    }
+
+    fn element(ip: &str) -> Element {
+        Element {
+            key: vec![KeyValue::Ip(ip.parse().expect("ip"))],
+            comment: None,
+        }
+    }
+
+    #[test]
+    fn delete_element_and_table() {
+        let mut tx = Transaction::new(IpFamily::V4, "kube-proxy");
+        tx.push(Op::AddTable { comment: None });
+        tx.push(Op::AddSet(set()));
+        tx.push(Op::AddSetElement("cluster-ips".into(), element("10.0.0.1")));
+        tx.push(Op::AddSetElement("cluster-ips".into(), element("10.0.0.2")));
+        tx.push(Op::DeleteElement("cluster-ips".into(), element("10.0.0.1")));
+        let t = tx.apply().expect("applies");
+        assert_eq!(t.sets[0].elements, [element("10.0.0.2")]);
+        assert_eq!(
+            crate::print::print(&tx, Default::default())
+                .expect("print")
+                .lines()
+                .nth(4),
+            Some("delete element ip kube-proxy cluster-ips { 10.0.0.1 }")
+        );
+        // Deleting what is not there fails, as nft does.
+        tx.push(Op::DeleteElement("cluster-ips".into(), element("10.0.0.1")));
+        assert!(tx.apply().is_err());
+        // A table deleted and added again is empty.
+        let mut tx = Transaction::new(IpFamily::V4, "kube-proxy");
+        tx.push(Op::AddTable { comment: None });
+        tx.push(Op::AddSet(set()));
+        tx.push(Op::DeleteTable);
+        tx.push(Op::AddTable { comment: None });
+        assert!(tx.apply().expect("applies").sets.is_empty());
+        assert_eq!(
+            crate::print::print(&tx, Default::default())
+                .expect("print")
+                .lines()
+                .nth(2),
+            Some("delete table ip kube-proxy")
+        );
+    }
 }

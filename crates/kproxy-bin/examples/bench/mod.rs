@@ -9,13 +9,13 @@ use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kproxy_bin::agent::apply::iptables_full;
 use kproxy_bin::agent::incremental::{Compiled, Compiler};
 use kproxy_bin::agent::metrics::Metrics;
 use kproxy_bin::agent::sync::{Desired, Mode, Proxier, SyncReport};
-use kproxy_bin::compile::Layout;
+use kproxy_bin::compile::{AgentLayout, Layout};
 use kproxy_core::model::{ClusterState, IpFamily, LocalDetector, NamespacedName, NodeConfig};
 use kproxy_core::profile::{IptablesProfile, NftablesProfile};
+use kproxy_iptables::sync::payload::iptables_full;
 
 /// `d` in milliseconds, one decimal.
 pub fn ms(d: Duration) -> String {
@@ -94,7 +94,7 @@ pub fn first_sync(
     compiler: &mut Compiler,
     proxier: &mut Proxier,
     state: &ClusterState,
-    targets: &[(NodeConfig, Layout)],
+    targets: &[(NodeConfig, AgentLayout)],
     metrics: &Metrics,
 ) -> (Duration, Duration) {
     let t = Instant::now();
@@ -120,7 +120,7 @@ pub fn sync_changed(
     compiler: &mut Compiler,
     proxier: &mut Proxier,
     state: &ClusterState,
-    targets: &[(NodeConfig, Layout)],
+    targets: &[(NodeConfig, AgentLayout)],
     hint: Option<&BTreeSet<NamespacedName>>,
     metrics: &Metrics,
 ) -> (Duration, SyncReport, bool) {
@@ -139,12 +139,12 @@ pub fn sync_changed(
 /// compiler's target for it: node `node-3` of the synthetic clusters, pod
 /// CIDR `10.0.0.0/8`, the current release's layout.
 #[allow(dead_code)] // Not every bench takes the backend by name.
-pub fn target(arg: Option<&str>) -> (Mode, [(NodeConfig, Layout); 1]) {
+pub fn target(arg: Option<&str>) -> (Mode, [(NodeConfig, AgentLayout); 1]) {
     let (mode, layout) = match arg {
         Some("nftables") => (Mode::Nftables, Layout::Nftables(NftablesProfile::Current)),
         _ => (Mode::Iptables, Layout::Iptables(IptablesProfile::Current)),
     };
     let mut node = NodeConfig::new(IpFamily::V4, "node-3");
     node.local_detector = LocalDetector::Cidr("10.0.0.0/8".parse().expect("constant"));
-    (mode, [(node, layout)])
+    (mode, [(node, AgentLayout(layout))])
 }

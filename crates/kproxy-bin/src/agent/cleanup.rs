@@ -22,9 +22,9 @@ use kproxy_core::owners::is_iptables_service_chain;
 use kproxy_core::plan::plan_release;
 use kproxy_core::profile::IptablesProfile;
 
-use super::apply::CANARY;
 use super::exec;
 use crate::compile::Output;
+use kproxy_iptables::sync::CANARY;
 
 /// Arguments of `kproxy cleanup`.
 #[derive(Args, Debug, Clone)]
@@ -219,10 +219,22 @@ fn cleanup_iptables(family: IpFamily, notes: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// The nft transaction that deletes kube-proxy's table of every family
+/// (added first, so that a missing table is no error).
+fn nft_cleanup_transaction() -> Result<String> {
+    let mut text = String::new();
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let mut tx = kproxy_nft::Transaction::new(family, kproxy_nft::names::TABLE);
+        tx.push(kproxy_nft::Op::AddTable { comment: None });
+        tx.push(kproxy_nft::Op::DeleteTable);
+        text.push_str(&kproxy_nft::print::print(&tx, Default::default())?);
+    }
+    Ok(text)
+}
+
 fn cleanup_nft(notes: &mut Vec<String>) -> Result<()> {
-    let tx = "add table ip kube-proxy\ndelete table ip kube-proxy\n\
-              add table ip6 kube-proxy\ndelete table ip6 kube-proxy\n";
-    if let Err(e) = exec::run("nft", &["-f", "-"], Some(tx)) {
+    let tx = nft_cleanup_transaction()?;
+    if let Err(e) = exec::run("nft", &["-f", "-"], Some(&tx)) {
         notes.push(format!("nftables left alone: {e}"));
     }
     Ok(())
@@ -251,6 +263,15 @@ pub fn run(args: &CleanupArgs) -> Result<Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nft_cleanup_deletes_both_families_tables() {
+        assert_eq!(
+            nft_cleanup_transaction().expect("print"),
+            "add table ip kube-proxy\ndelete table ip kube-proxy\n\
+             add table ip6 kube-proxy\ndelete table ip6 kube-proxy\n"
+        );
+    }
 
     #[test]
     fn owned_chains_of_every_release() {

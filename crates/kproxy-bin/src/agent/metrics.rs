@@ -598,14 +598,7 @@ impl Metrics {
     }
 }
 
-/// Counts of changes: EndpointSlices and Services.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Changes {
-    /// EndpointSlice changes.
-    pub endpoints: u64,
-    /// Service changes.
-    pub services: u64,
-}
+pub use kproxy_core::sync::latency::Changes;
 
 /// Go's `time.Time.String()` for a UTC time
 /// (`2006-01-02 15:04:05.999999999 +0000 UTC`), as kube-proxy's health

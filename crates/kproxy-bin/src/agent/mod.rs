@@ -8,10 +8,10 @@
 //! * [`incremental`]: the [`incremental::Compiler`]: per family a plan cache
 //!   that re-plans only the named Services, and the layout of only those,
 //!   before and after (full results for full syncs).
-//! * [`apply`]: what one sync writes, as pure functions (full and partial
-//!   syncs, both backends; partial ones from the compiler's before/after).
-//! * [`sync`]: the [`sync::Proxier`] that keeps what each family holds and
-//!   runs the tools.
+//! * [`sync`]: the [`sync::Proxier`], the shell around the backends' sync
+//!   engines ([`kproxy_iptables::sync`], [`kproxy_nft::sync`]): it runs the
+//!   commands they ask for with the node's tools; every sync decision is
+//!   theirs.
 //! * [`http`], [`metrics`] and [`configz`]: kube-proxy's healthz server
 //!   (`/healthz`, `/livez`), metrics server (`/metrics`, `/healthz`,
 //!   `/proxyMode`, `/configz`) and healthCheckNodePort responders, on hyper;
@@ -40,7 +40,6 @@
 //! applied at most `minSyncPeriod` after the previous sync started, and
 //! a sync runs at least every `syncPeriod`.
 
-pub mod apply;
 pub mod cleanup;
 pub mod configz;
 pub mod conntrack;
@@ -175,7 +174,11 @@ pub fn compile_incrementally(
     for w in warnings {
         warn!("{w}");
     }
-    compiler.compile_hinted(&inv.state, &targets, full, hint)
+    let targets: Vec<_> = targets
+        .into_iter()
+        .map(|(node, layout)| (node, crate::compile::AgentLayout(layout)))
+        .collect();
+    Ok(compiler.compile_hinted(&inv.state, &targets, full, hint)?)
 }
 
 /// The service ports whose Local traffic policy drops their traffic for
@@ -489,9 +492,9 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
     observe_changes(&mut triggers, &source, &first, &metrics);
     // The Services changed since the last compile (`None`: any may have).
     let mut hint: Option<BTreeSet<NamespacedName>> = first.services;
-    let mut dirty = true;
-    let mut last_sync: Option<Instant> = None;
-    let mut last_drift_check = Instant::now();
+    // kube-proxy's BoundedFrequencyRunner: the first sync at once.
+    let mut timers = kproxy_core::sync::Timers::new(min_sync_period, sync_period);
+    let started_at = Instant::now();
     let mut last_poll = Instant::now();
     let mut families: Vec<IpFamily> = Vec::new();
     let mut waiting_logged = false;
@@ -519,7 +522,7 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
                     }
                     _ => None,
                 };
-                dirty = true;
+                timers.changed();
                 metrics.queued(&families);
             }
             if let Source::Kube(k) = &source {
@@ -535,23 +538,19 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
             std::thread::sleep(Duration::from_millis(10).min(poll));
             continue;
         }
-        let due = match last_sync {
-            None => true,
-            Some(t) => (dirty && t.elapsed() >= min_sync_period) || t.elapsed() >= sync_period,
-        };
-        if !due {
+        if !timers.due(Instant::now()) {
             std::thread::sleep(Duration::from_millis(10).min(poll));
             continue;
         }
-        if !dirty || last_drift_check.elapsed() >= sync_period {
+        if timers.drift_check_due(Instant::now(), started_at) {
             // A periodic sync (or changes kept every sync busy for a
             // syncPeriod): the drift check first.
-            last_drift_check = Instant::now();
+            timers.drift_checked(Instant::now());
             let started = Instant::now();
             let repairs = proxier.repair_drift(&metrics);
             tracing::debug!(took = ?started.elapsed(), ?repairs, "drift check");
         }
-        last_sync = Some(Instant::now());
+        timers.sync_started(Instant::now());
         // The changes this sync applies, timed (kube-proxy takes them at
         // the start of a sync; a failed sync loses them).
         let (triggered, untagged) = triggers.take();
@@ -577,7 +576,6 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
                 // The plan caches may be ahead of the node: start over, full.
                 compiler.reset();
                 proxier.force_full_sync();
-                dirty = false;
                 continue;
             }
         };
@@ -617,7 +615,9 @@ fn serve(args: &RunArgs, early: &kproxy_core::config::ProxySettings) -> Result<(
         }
         // A failure is retried at the next change or after syncPeriod, as
         // a full sync (at once when a Service was left out).
-        dirty = retry;
+        if retry {
+            timers.changed();
+        }
         if let Some(primary) = families.first() {
             let ports = health_check_ports(compiler.service_ports(*primary));
             for (port, e) in health_checks.sync(&ports) {

@@ -37,16 +37,7 @@ const NFTA_IMMEDIATE_DATA: u16 = 2;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CHAIN: u16 = 2;
 
-/// What a chain holds, as far as the drift check needs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChainSeen {
-    /// Its rules.
-    pub rules: usize,
-    /// The chains its rules jump or go to (one entry per rule that does).
-    pub targets: Vec<String>,
-    /// The rules' handles, in order (when the chain was dumped).
-    pub handles: Vec<u64>,
-}
+pub use kproxy_core::sync::drift::ChainSeen;
 
 /// How to read one chain.
 #[derive(Debug, Clone, PartialEq, Eq)]

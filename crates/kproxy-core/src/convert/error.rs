@@ -43,6 +43,7 @@ impl fmt::Display for Warning {
 
 /// A text that could not be read as Kubernetes objects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InputError {
     /// The text is not YAML (or JSON) at all.
     #[error("{file}: {message}")]

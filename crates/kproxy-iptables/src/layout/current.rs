@@ -1,114 +1,33 @@
-//! kube-proxy's iptables layout (v1.34+): plan -> IR.
+//! kube-proxy's current iptables layout (v1.34+): plan -> IR.
 //!
 //! Every function here lowers facts the planner decided; none looks at the
 //! model or re-decides Kubernetes semantics.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use kproxy_core::ir::{
-    AddrMatch, Chain, ChainKind, CtState, Direction, Hook, MarkOp, Match, RecentOp, Rule, Ruleset,
-    Table, TableFamily, Verdict, local_traffic_matches,
+    AddrMatch, CtState, Direction, Hook, MarkOp, Match, Rule, Verdict, local_traffic_matches,
 };
-use kproxy_core::model::IpFamily;
 use kproxy_core::model::{Protocol, TrafficPolicy};
-use kproxy_core::names::{
-    ChainName, IptablesServiceChains, ServicePortName, iptables_endpoint_chain,
-};
+use kproxy_core::names::{ChainName, IptablesServiceChains, iptables_endpoint_chain};
 use kproxy_core::plan::{
-    ClusterIpMasquerade, Disposition, NodePlan, NodePortDestinations, Plan, PlannedEndpoint,
-    ServicePortPlan,
+    ClusterIpMasquerade, Disposition, ExternalMasquerade, LbSourceFilter, NodePlan,
+    NodePortDestinations, Plan, PlannedEndpoint, ServicePortPlan,
 };
-use kproxy_core::profile::IptablesProfile;
 
-/// `KUBE-SERVICES`
-pub const KUBE_SERVICES: &str = "KUBE-SERVICES";
-/// `KUBE-EXTERNAL-SERVICES`
-pub const KUBE_EXTERNAL_SERVICES: &str = "KUBE-EXTERNAL-SERVICES";
-/// `KUBE-FORWARD`
-pub const KUBE_FORWARD: &str = "KUBE-FORWARD";
-/// `KUBE-NODEPORTS`
-pub const KUBE_NODEPORTS: &str = "KUBE-NODEPORTS";
-/// `KUBE-PROXY-FIREWALL`
-pub const KUBE_PROXY_FIREWALL: &str = "KUBE-PROXY-FIREWALL";
-/// `KUBE-FIREWALL` (kubelet's historical chain, duplicated by kube-proxy)
-pub const KUBE_FIREWALL: &str = "KUBE-FIREWALL";
-/// `KUBE-POSTROUTING`
-pub const KUBE_POSTROUTING: &str = "KUBE-POSTROUTING";
-/// `KUBE-MARK-MASQ`
-pub const KUBE_MARK_MASQ: &str = "KUBE-MARK-MASQ";
-/// `KUBE-PROXY-CANARY`
-pub const KUBE_PROXY_CANARY: &str = "KUBE-PROXY-CANARY";
-/// The nfacct counter of the packets KUBE-FORWARD drops as conntrack
-/// INVALID (kube-proxy exports it as
-/// `kubeproxy_iptables_ct_state_invalid_dropped_packets_total`).
-pub const CT_STATE_INVALID_COUNTER: &str = "ct_state_invalid_dropped_pkts";
-/// The nfacct counter of the packets accepted on localhost node ports
-/// (`kubeproxy_iptables_localhost_nodeports_accepted_packets_total`).
-pub const LOCALHOST_NODEPORTS_COUNTER: &str = "localhost_nps_accepted_pkts";
+use crate::names::{
+    KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS,
+    KUBE_POSTROUTING, KUBE_PROXY_CANARY, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
+};
 
-/// What to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LayoutOptions {
-    /// Also build what kube-proxy sets up outside the restore payload: the
-    /// jump rules from the built-in chains, the canary chains and the
-    /// KUBE-FIREWALL chain the jumps need, so the result works on its own.
-    pub standalone: bool,
-    /// The release's layout (the plan must be planned with the profile's
-    /// [`IptablesProfile::release`]).
-    pub profile: IptablesProfile,
-}
-
-/// The table a rule goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TableId {
-    /// `filter`
-    Filter,
-    /// `nat`
-    Nat,
-    /// `mangle` (only the canary)
-    Mangle,
-}
-
-impl TableId {
-    /// The table's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            TableId::Filter => "filter",
-            TableId::Nat => "nat",
-            TableId::Mangle => "mangle",
-        }
-    }
-}
-
-/// Where the layout writes: chain declarations and rules, in kube-proxy's
-/// emission order. [`build`] collects them into a [`Ruleset`];
-/// [`crate::print::stream`] prints them as they come, as kube-proxy does.
-pub trait Sink {
-    /// Declares (creates or flushes) a chain. Each chain is declared once,
-    /// before its rules.
-    fn declare(&mut self, table: TableId, chain: &str);
-    /// Appends a rule to a declared chain.
-    fn push(&mut self, table: TableId, chain: &str, rule: Rule);
-    /// Appends a rule to a built-in chain (standalone output only).
-    fn push_builtin(&mut self, table: TableId, hook: Hook, rule: Rule);
-    /// Says whose rules follow: `Some` service port's (until the next
-    /// call), or, with `None` after the last service port, the node's. The
-    /// rules before the first call are the node's too. Every chain shared
-    /// by all Services (`KUBE-SERVICES`, ...) is thus the node's first
-    /// rules, each service port's share in plan order, then the node's last
-    /// rules. The default ignores it.
-    fn owner(&mut self, _owner: Option<&ServicePortName>) {}
-}
+use super::rules::{affinity_check, comment, endpoint_chain_rules, endpoint_jump, jump};
+use super::{CT_STATE_INVALID_COUNTER, LOCALHOST_NODEPORTS_COUNTER, LayoutOptions, Sink, TableId};
 
 use TableId::{Filter, Mangle, Nat};
 
-/// Lowers `plan` to kube-proxy's iptables layout, writing into `out`:
+/// Lowers `plan` to the current layout, writing into `out`:
 /// tables `filter` then `nat` (and `mangle` for the canary when standalone).
-pub fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
-    if opts.profile == IptablesProfile::V1_5 {
-        return crate::layout_v1_5::emit(plan, opts, out);
-    }
+pub(super) fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
     if opts.standalone {
         builtin_jumps(out);
     }
@@ -154,142 +73,9 @@ pub fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
     nodeports_jump(out, &plan.node);
 }
 
-/// Lowers `plan` to kube-proxy's iptables layout as a [`Ruleset`]: tables
-/// `filter` then `nat` (and `mangle` when standalone), chains in
-/// declaration order (built-in chains first).
-pub fn build(plan: &Plan, opts: LayoutOptions) -> Ruleset {
-    let mut sink = RulesetSink::new(plan.node.family);
-    emit(plan, opts, &mut sink);
-    sink.finish()
-}
-
-/// The [`Sink`] that [`build`] collects into: for embedders that watch the
-/// layout as it is built (a [`Sink`] of their own beside this one).
-///
-/// ```
-/// use kproxy_core::model::*;
-/// use kproxy_core::plan::plan;
-/// use kproxy_iptables::layout::{LayoutOptions, RulesetSink, emit};
-///
-/// let node = NodeConfig::new(IpFamily::V4, "node-1");
-/// let p = plan(&ClusterState::default(), &node);
-/// let mut sink = RulesetSink::new(IpFamily::V4);
-/// emit(&p, LayoutOptions::default(), &mut sink);
-/// let rules = sink.finish();
-/// assert_eq!(rules, kproxy_iptables::build(&p, LayoutOptions::default()));
-/// assert!(rules.table("nat").is_some());
-/// ```
-#[derive(Debug)]
-pub struct RulesetSink {
-    tables: [Tables; 3],
-}
-
-impl RulesetSink {
-    /// An empty ruleset of `family`.
-    pub fn new(family: IpFamily) -> Self {
-        let family = TableFamily::Iptables(family);
-        Self {
-            tables: [
-                Tables::new(Table::new("filter", family)),
-                Tables::new(Table::new("nat", family)),
-                Tables::new(Table::new("mangle", family)),
-            ],
-        }
-    }
-
-    /// The tables `filter` and `nat`, and `mangle` when it has chains.
-    pub fn finish(self) -> Ruleset {
-        let [filter, nat, mangle] = self.tables;
-        let mut tables = vec![filter.table, nat.table];
-        if !mangle.table.chains.is_empty() {
-            tables.push(mangle.table);
-        }
-        Ruleset { tables }
-    }
-
-    fn table(&mut self, t: TableId) -> &mut Tables {
-        match t {
-            Filter => &mut self.tables[0],
-            Nat => &mut self.tables[1],
-            Mangle => &mut self.tables[2],
-        }
-    }
-}
-
-impl Sink for RulesetSink {
-    fn declare(&mut self, table: TableId, chain: &str) {
-        self.table(table).declare(chain);
-    }
-    fn push(&mut self, table: TableId, chain: &str, rule: Rule) {
-        self.table(table).push(chain, rule);
-    }
-    fn push_builtin(&mut self, table: TableId, hook: Hook, rule: Rule) {
-        self.table(table).push_builtin(hook, rule);
-    }
-}
-
-/// A table under construction, with an index of its chains by name.
-#[derive(Debug)]
-struct Tables {
-    table: Table,
-    index: HashMap<String, usize>,
-}
-
-impl Tables {
-    fn new(table: Table) -> Self {
-        Self {
-            table,
-            index: HashMap::new(),
-        }
-    }
-    fn position(&mut self, name: &str, make: impl FnOnce() -> (usize, Chain)) -> usize {
-        if let Some(&i) = self.index.get(name) {
-            return i;
-        }
-        let (pos, chain) = make();
-        if pos < self.table.chains.len() {
-            for i in self.index.values_mut() {
-                if *i >= pos {
-                    *i += 1;
-                }
-            }
-        }
-        self.table.chains.insert(pos, chain);
-        self.index.insert(name.to_string(), pos);
-        pos
-    }
-    fn declare(&mut self, name: &str) -> usize {
-        let end = self.table.chains.len();
-        self.position(name, || (end, Chain::new(name)))
-    }
-    fn push(&mut self, chain: &str, rule: Rule) {
-        let i = self.declare(chain);
-        self.table.chains[i].push(rule);
-    }
-    fn push_builtin(&mut self, hook: Hook, rule: Rule) {
-        // Built-in chains first, as iptables-save lists them.
-        let first_regular = self
-            .table
-            .chains
-            .iter()
-            .take_while(|c| matches!(c.kind, ChainKind::Builtin(_)))
-            .count();
-        let i = self.position(hook.as_iptables(), || (first_regular, Chain::builtin(hook)));
-        self.table.chains[i].push(rule);
-    }
-}
-
 struct Ctx<'a> {
     node: &'a NodePlan,
     large_cluster: bool,
-}
-
-fn comment(text: impl Into<String>) -> Match {
-    Match::Comment(text.into())
-}
-
-fn jump(chain: &str) -> Verdict {
-    Verdict::Jump(ChainName::new(chain))
 }
 
 fn ct_new() -> Match {
@@ -504,12 +290,24 @@ fn proto_dst(proto: Protocol, ip: IpAddr, port: u16) -> [Match; 3] {
 }
 
 /// The filter rule for traffic with nowhere to go.
-fn no_endpoint_rule(sp: &ServicePortPlan, disposition: Disposition) -> Option<(String, Verdict)> {
+/// The policy whose chain forwarded traffic jumps to, or the comment and
+/// verdict of the rule that blocks traffic with nowhere to go.
+fn no_endpoint_rule(
+    sp: &ServicePortPlan,
+    disposition: Disposition,
+) -> Result<TrafficPolicy, (String, Verdict)> {
     match disposition {
-        Disposition::Forward(_) => None,
-        Disposition::Reject => Some((format!("{} has no endpoints", sp.name), Verdict::Reject)),
-        Disposition::Drop => Some((format!("{} has no local endpoints", sp.name), Verdict::Drop)),
+        Disposition::Forward(policy) => Ok(policy),
+        Disposition::Reject => Err((format!("{} has no endpoints", sp.name), Verdict::Reject)),
+        Disposition::Drop => Err((format!("{} has no local endpoints", sp.name), Verdict::Drop)),
     }
+}
+
+/// Whether the layout writes the `KUBE-FW-…` chain: the source filter is
+/// reached through the load balancer IP's rule, which exists only with
+/// endpoints (without, `KUBE-EXTERNAL-SERVICES` rejects first).
+fn uses_firewall_chain(sp: &ServicePortPlan) -> bool {
+    sp.has_endpoints && sp.lb_source_filter.filters()
 }
 
 fn policy_chain(chains: &IptablesServiceChains, policy: TrafficPolicy) -> &str {
@@ -527,15 +325,15 @@ fn service_port<S: Sink>(out: &mut S, ctx: &Ctx<'_>, sp: &ServicePortPlan) {
 
     // 1. Cluster IP.
     match no_endpoint_rule(sp, sp.internal) {
-        None => out.push(
+        Ok(policy) => out.push(
             Nat,
             KUBE_SERVICES,
             Rule::new()
                 .with(comment(format!("{spn} cluster IP")))
                 .with_all(proto_dst(proto, sp.cluster_ip, sp.port))
-                .verdict(jump(policy_chain(&chains, sp.internal_policy))),
+                .verdict(jump(policy_chain(&chains, policy))),
         ),
-        Some((text, verdict)) => out.push(
+        Err((text, verdict)) => out.push(
             Filter,
             KUBE_SERVICES,
             Rule::new()
@@ -544,7 +342,7 @@ fn service_port<S: Sink>(out: &mut S, ctx: &Ctx<'_>, sp: &ServicePortPlan) {
                 .verdict(verdict),
         ),
     }
-    let external_block = no_endpoint_rule(sp, sp.external);
+    let external_block = no_endpoint_rule(sp, sp.external).err();
     let block = |out: &mut S, matches: Vec<Match>| {
         if let Some((text, verdict)) = &external_block {
             out.push(
@@ -574,7 +372,8 @@ fn service_port<S: Sink>(out: &mut S, ctx: &Ctx<'_>, sp: &ServicePortPlan) {
     }
 
     // 3. Load balancer IPs.
-    let lb_target = if sp.firewall { chains.fw.as_str() } else { ext };
+    let firewall = uses_firewall_chain(sp);
+    let lb_target = if firewall { chains.fw.as_str() } else { ext };
     for ip in &sp.load_balancer_ips {
         if sp.has_endpoints {
             out.push(
@@ -586,7 +385,7 @@ fn service_port<S: Sink>(out: &mut S, ctx: &Ctx<'_>, sp: &ServicePortPlan) {
                     .verdict(jump(lb_target)),
             );
         }
-        if sp.firewall {
+        if firewall {
             out.push(
                 Filter,
                 KUBE_PROXY_FIREWALL,
@@ -678,7 +477,7 @@ fn service_chains<S: Sink>(
     // The service's chains, declared before their rules.
     for (used, chain) in [
         (sp.uses_external_chain(), &chains.ext),
-        (sp.firewall, &chains.fw),
+        (uses_firewall_chain(sp), &chains.fw),
         (sp.uses_cluster_chain(), &chains.svc),
         (sp.uses_local_chain(), &chains.svl),
     ] {
@@ -688,7 +487,7 @@ fn service_chains<S: Sink>(
     }
 
     // 7. Masquerade off-node traffic to the cluster IP.
-    if sp.internal.forwards() {
+    if let Disposition::Forward(internal_policy) = sp.internal {
         let not_local = match &ctx.node.cluster_ip_masquerade {
             ClusterIpMasquerade::All => Some(Vec::new()),
             ClusterIpMasquerade::IfNotLocal(det) => Some(local_traffic_matches(det, false)),
@@ -697,7 +496,7 @@ fn service_chains<S: Sink>(
         if let Some(extra) = not_local {
             out.push(
                 Nat,
-                policy_chain(chains, sp.internal_policy),
+                policy_chain(chains, internal_policy),
                 Rule::new()
                     .with(comment(format!("{spn} cluster IP")))
                     .with_all(proto_dst(proto, sp.cluster_ip, sp.port))
@@ -710,7 +509,7 @@ fn service_chains<S: Sink>(
     // 8. External traffic.
     if sp.uses_external_chain() {
         let ext = chains.ext.as_str();
-        if sp.masquerades_external() {
+        if sp.external_masquerade == ExternalMasquerade::All {
             out.push(
                 Nat,
                 ext,
@@ -720,7 +519,7 @@ fn service_chains<S: Sink>(
                     )))
                     .verdict(jump(KUBE_MARK_MASQ)),
             );
-        } else if sp.short_circuits_local_external() {
+        } else {
             let local = local_traffic_matches(&ctx.node.local_detector, true);
             if !local.is_empty() {
                 out.push(
@@ -759,20 +558,27 @@ fn service_chains<S: Sink>(
                     .verdict(jump(svc)),
             );
         }
-        if sp.external.forwards() {
+        if let Disposition::Forward(policy) = sp.external {
             out.push(
                 Nat,
                 ext,
-                Rule::new().verdict(jump(policy_chain(chains, sp.external_policy))),
+                Rule::new().verdict(jump(policy_chain(chains, policy))),
             );
         }
     }
 
     // 9. Load balancer source ranges.
-    if sp.firewall {
+    if let (
+        true,
+        LbSourceFilter::Ranges {
+            ranges,
+            admits_lb_ips,
+        },
+    ) = (sp.has_endpoints, &sp.lb_source_filter)
+    {
         let fw = chains.fw.as_str();
         let text = format!("{spn} loadbalancer IP");
-        for net in &sp.source_ranges {
+        for net in ranges {
             out.push(
                 Nat,
                 fw,
@@ -786,7 +592,7 @@ fn service_chains<S: Sink>(
                     .verdict(jump(chains.ext.as_str())),
             );
         }
-        if sp.firewall_allows_lb_ips {
+        if *admits_lb_ips {
             for ip in &sp.load_balancer_ips {
                 out.push(
                     Nat,
@@ -863,73 +669,6 @@ fn endpoint_selection<S: Sink>(
         let comments = endpoint_comment(ctx, || format!("{spn} -> {s}"));
         out.push(Nat, chain, endpoint_jump(comments, i, n, sep));
     }
-}
-
-/// ClientIP affinity: back to the endpoint chain `sep` a source recently
-/// went to (`-m recent --name SEP --rcheck --seconds N --reap -j SEP`).
-pub(crate) fn affinity_check(
-    comments: impl IntoIterator<Item = Match>,
-    sep: &ChainName,
-    seconds: u32,
-) -> Rule {
-    Rule::new()
-        .with_all(comments)
-        .with(Match::Recent {
-            name: sep.to_string(),
-            op: RecentOp::Check {
-                seconds,
-                reap: true,
-            },
-        })
-        .verdict(Verdict::Jump(sep.clone()))
-}
-
-/// The jump to endpoint chain `sep`, the `i`th of `n`: with probability
-/// 1/(n-i), except the last, which takes what is left.
-pub(crate) fn endpoint_jump(
-    comments: impl IntoIterator<Item = Match>,
-    i: usize,
-    n: usize,
-    sep: ChainName,
-) -> Rule {
-    let mut r = Rule::new().with_all(comments);
-    if i + 1 < n {
-        r = r.with(Match::Probability {
-            one_in: u32::try_from(n - i).unwrap_or(u32::MAX),
-        });
-    }
-    r.verdict(Verdict::Jump(sep))
-}
-
-/// An endpoint chain's rules: the endpoint's own traffic (hairpin) marked
-/// for masquerading (`src`: the endpoint's address as the release writes
-/// it), then DNAT to the endpoint, remembered for ClientIP affinity.
-pub(crate) fn endpoint_chain_rules(
-    comments: &[Match],
-    src: AddrMatch,
-    sp: &ServicePortPlan,
-    ep: &PlannedEndpoint,
-    sep: &ChainName,
-) -> [Rule; 2] {
-    let masq = Rule::new()
-        .with_all(comments.iter().cloned())
-        .with(Match::Addr {
-            dir: Direction::Src,
-            addr: src,
-            negate: false,
-        })
-        .verdict(jump(KUBE_MARK_MASQ));
-    let mut dnat = Rule::new().with_all(comments.iter().cloned());
-    if sp.affinity_timeout.is_some() {
-        dnat = dnat.with(Match::Recent {
-            name: sep.to_string(),
-            op: RecentOp::Set,
-        });
-    }
-    let dnat = dnat
-        .with(Match::Protocol(sp.name.protocol))
-        .verdict(Verdict::Dnat(SocketAddr::new(ep.ip, ep.port)));
-    [masq, dnat]
 }
 
 fn endpoint_chain<S: Sink>(

@@ -1,4 +1,5 @@
-//! Chain names and the hashes kube-proxy derives them from.
+//! Chain names and the hashes kube-proxy derives them from; the fixed
+//! names and prefixes of each backend ([`iptables`], [`nft`]).
 //!
 //! kube-proxy names per-service chains after the first characters of
 //! base32(sha256(...)) of the service port name, the protocol and (for
@@ -19,6 +20,11 @@ use data_encoding::BASE32;
 use sha2::{Digest, Sha256};
 
 use crate::model::{NamespacedName, Protocol};
+
+pub mod iptables;
+pub mod nft;
+
+use iptables::{EXT_PREFIX, FW_PREFIX, SEP_PREFIX, SVC_PREFIX, SVL_PREFIX, XLB_PREFIX};
 
 /// The first `len` characters of RFC 4648 base32 of SHA-256(`input`).
 ///
@@ -152,10 +158,10 @@ impl IptablesServiceChains {
     pub fn new(spn: &ServicePortName) -> Self {
         let h = hash_base32(&spn.hash_input(), 16);
         Self {
-            svc: ChainName(format!("KUBE-SVC-{h}")),
-            svl: ChainName(format!("KUBE-SVL-{h}")),
-            ext: ChainName(format!("KUBE-EXT-{h}")),
-            fw: ChainName(format!("KUBE-FW-{h}")),
+            svc: ChainName(format!("{SVC_PREFIX}{h}")),
+            svl: ChainName(format!("{SVL_PREFIX}{h}")),
+            ext: ChainName(format!("{EXT_PREFIX}{h}")),
+            fw: ChainName(format!("{FW_PREFIX}{h}")),
         }
     }
 }
@@ -186,9 +192,9 @@ impl V1_5ServiceChains {
     pub fn new(spn: &ServicePortName) -> Self {
         let h = hash_base32(&spn.hash_input_v1_5(), 16);
         Self {
-            svc: ChainName(format!("KUBE-SVC-{h}")),
-            xlb: ChainName(format!("KUBE-XLB-{h}")),
-            fw: ChainName(format!("KUBE-FW-{h}")),
+            svc: ChainName(format!("{SVC_PREFIX}{h}")),
+            xlb: ChainName(format!("{XLB_PREFIX}{h}")),
+            fw: ChainName(format!("{FW_PREFIX}{h}")),
         }
     }
 }
@@ -207,7 +213,7 @@ impl V1_5ServiceChains {
 pub fn iptables_endpoint_chain_v1_5(spn: &ServicePortName, endpoint: &str) -> ChainName {
     let mut input = spn.hash_input_v1_5();
     input.push_str(endpoint);
-    ChainName(format!("KUBE-SEP-{}", hash_base32(&input, 16)))
+    ChainName(format!("{SEP_PREFIX}{}", hash_base32(&input, 16)))
 }
 
 /// `KUBE-SEP-…`: the iptables chain of one endpoint of `spn`.
@@ -215,7 +221,7 @@ pub fn iptables_endpoint_chain(spn: &ServicePortName, endpoint: &str) -> ChainNa
     let mut input = spn.hash_input();
     input.push_str(endpoint);
     let mut name = String::with_capacity(25);
-    name.push_str("KUBE-SEP-");
+    name.push_str(SEP_PREFIX);
     name.push_str(&hash_base32(&input, 16));
     ChainName(name)
 }

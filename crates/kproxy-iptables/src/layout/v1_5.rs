@@ -34,30 +34,23 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use kproxy_core::ir::{AddrMatch, Direction, Hook, MarkOp, Match, Rule, Verdict};
-use kproxy_core::model::{LocalDetector, Protocol, TrafficPolicy};
+use kproxy_core::ir::{AddrMatch, Direction, Hook, Match, Rule, Verdict};
+use kproxy_core::model::{LocalDetector, Protocol};
 use kproxy_core::names::{ChainName, V1_5ServiceChains, iptables_endpoint_chain_v1_5};
-use kproxy_core::plan::{ClusterIpMasquerade, NodePlan, Plan, ServicePortPlan};
-
-use crate::layout::{
-    KUBE_FIREWALL, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_SERVICES, LayoutOptions,
-    Sink, TableId, affinity_check, endpoint_chain_rules, endpoint_jump,
+use kproxy_core::plan::{
+    ClusterIpMasquerade, ExternalMasquerade, LbSourceFilter, NodePlan, Plan, ServicePortPlan,
 };
 
-/// `KUBE-MARK-DROP` (the kubelet's chain; kube-proxy 1.5 jumps to it).
-pub const KUBE_MARK_DROP: &str = "KUBE-MARK-DROP";
+use super::rules::{affinity_check, comment, endpoint_chain_rules, endpoint_jump, jump, mark_or};
+use super::{LayoutOptions, Sink, TableId};
+use crate::names::{
+    KUBE_FIREWALL, KUBE_MARK_DROP, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_SERVICES,
+};
+
 /// The kubelet's drop mark bit (`--iptables-drop-bit`, default 15).
 pub const KUBELET_DROP_BIT: u8 = 15;
 
 use TableId::{Filter, Nat};
-
-fn comment(text: impl Into<String>) -> Match {
-    Match::Comment(text.into())
-}
-
-fn jump(chain: &str) -> Verdict {
-    Verdict::Jump(ChainName::new(chain))
-}
 
 /// 1.5 wrote every host address with `/32` (`/128`).
 fn host(ip: IpAddr) -> AddrMatch {
@@ -77,16 +70,9 @@ fn proto_dst(proto: Protocol, ip: IpAddr, port: u16) -> [Match; 3] {
     [Match::Protocol(proto), dst_host(ip), Match::DstPort(port)]
 }
 
-fn mark_or(value: u32) -> Verdict {
-    Verdict::SetMark {
-        op: MarkOp::Or,
-        value,
-    }
-}
-
 /// Lowers `plan` (planned with [`kproxy_core::plan::Release::V1_5`]) to
 /// kube-proxy 1.5's layout, writing into `out`.
-pub fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
+pub(super) fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
     let node = &plan.node;
     if opts.standalone {
         builtin_jumps(out);
@@ -188,7 +174,7 @@ fn service_port<S: Sink>(out: &mut S, node: &NodePlan, sp: &ServicePortPlan) {
     let proto = sp.name.protocol;
     let svc = chains.svc.as_str();
     let xlb = chains.xlb.as_str();
-    let only_local = sp.external_policy == TrafficPolicy::Local;
+    let only_local = sp.external_masquerade == ExternalMasquerade::PreserveSource;
 
     out.declare(Nat, svc);
     if only_local {
@@ -279,18 +265,22 @@ fn service_port<S: Sink>(out: &mut S, node: &NodePlan, sp: &ServicePortPlan) {
             addr,
             negate: false,
         };
-        if sp.source_ranges.is_empty() {
-            out.push(Nat, fw, base().verdict(jump(chosen)));
-        } else {
-            for net in &sp.source_ranges {
-                out.push(
-                    Nat,
-                    fw,
-                    base().with(src(AddrMatch::Net(*net))).verdict(jump(chosen)),
-                );
-            }
-            if sp.firewall_allows_lb_ips {
-                out.push(Nat, fw, base().with(src(host(*ip))).verdict(jump(chosen)));
+        match &sp.lb_source_filter {
+            LbSourceFilter::Open => out.push(Nat, fw, base().verdict(jump(chosen))),
+            LbSourceFilter::Ranges {
+                ranges,
+                admits_lb_ips,
+            } => {
+                for net in ranges {
+                    out.push(
+                        Nat,
+                        fw,
+                        base().with(src(AddrMatch::Net(*net))).verdict(jump(chosen)),
+                    );
+                }
+                if *admits_lb_ips {
+                    out.push(Nat, fw, base().with(src(host(*ip))).verdict(jump(chosen)));
+                }
             }
         }
         out.push(Nat, fw, base().verdict(jump(KUBE_MARK_DROP)));
@@ -389,12 +379,7 @@ fn service_port<S: Sink>(out: &mut S, node: &NodePlan, sp: &ServicePortPlan) {
     }
     let n = local.len();
     for (i, sep) in local.into_iter().enumerate() {
-        let mut r = Rule::new().with(comment(format!("Balancing rule {i} for {spn}")));
-        if i + 1 < n {
-            r = r.with(Match::Probability {
-                one_in: u32::try_from(n - i).unwrap_or(u32::MAX),
-            });
-        }
-        out.push(Nat, xlb, r.verdict(Verdict::Jump(sep.clone())));
+        let comments = [comment(format!("Balancing rule {i} for {spn}"))];
+        out.push(Nat, xlb, endpoint_jump(comments, i, n, sep.clone()));
     }
 }

@@ -1,50 +1,43 @@
-//! What one sync writes, as pure functions of the rules last applied and
-//! the rules wanted now (no I/O: the agent runs the tools, tests load the
-//! payloads themselves).
+//! What one iptables sync writes, as pure functions of the rules last
+//! applied and the rules wanted now.
 //!
-//! * iptables: [`iptables_full`] is the whole payload for `iptables-restore
-//!   --noflush` (every kproxy chain declared and written, leftover service
-//!   chains found on the node declared and deleted) plus the jumps from the
-//!   built-in chains, which are ensured one by one (check, then insert at
-//!   the top). [`iptables_partial`] writes what kube-proxy's partial sync
-//!   writes: the filter chains and the nat top-level chains whole, the
-//!   chains that changed since the last sync (from [`changes`]), and the
-//!   chains that went away (`:CHAIN` then `-X CHAIN`).
-//!   [`iptables_incremental`] writes the same from the incremental
-//!   compiler's before/after layouts of the changed Services.
-//! * nftables: [`nft_full`] replaces the `kube-proxy` table atomically in
-//!   one transaction; [`nft_partial`] (two whole tables) and
-//!   [`nft_changes`] (any [`TableChanges`], e.g. of the changed Services'
-//!   layouts) are one transaction with only the changed chains (`add` +
-//!   `flush` + rules) and element adds and deletes. Chains that went away
-//!   are flushed and deleted by a later [`nft_delete_stale`] transaction,
-//!   as kube-proxy does.
+//! [`iptables_full`] is the whole payload for `iptables-restore --noflush`
+//! (every kproxy chain declared and written, leftover service chains found
+//! on the node declared and deleted) plus the jumps from the built-in
+//! chains, which are ensured one by one (check, then insert at the top).
+//! [`iptables_partial`] writes what kube-proxy's partial sync writes: the
+//! filter chains and the nat top-level chains whole, the chains that
+//! changed since the last sync (from [`changes`]), and the chains that went
+//! away (`:CHAIN` then `-X CHAIN`). [`iptables_incremental`] writes the same
+//! from the incremental compiler's before/after layouts of the changed
+//! Services.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use kproxy_core::diff::{
-    ContainerChange, ContainerKind, ContainerRef, EditOp, TableChanges, changes, rule_edit_script,
-};
-
-use super::incremental::FixedChange;
-use kproxy_core::ir::{Chain, ChainKind, Counter, Element, MapValue, Ruleset, Table, TableFamily};
-use kproxy_core::model::IpFamily;
+use kproxy_core::diff::{EditOp, changes, rule_edit_script};
+use kproxy_core::ir::{Chain, ChainKind, Ruleset, Table};
 use kproxy_core::names::ChainName;
 use kproxy_core::owners::is_iptables_service_chain;
-use kproxy_iptables::IptablesError;
-use kproxy_nft::{NftError, Op, Transaction};
+use kproxy_core::sync::FixedChange;
+use kproxy_core::sync::tool::split_args;
+
+use crate::IptablesError;
+use crate::names::{
+    KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_PROXY_CANARY, KUBE_SERVICES,
+};
+use crate::print::PrintOptions;
 
 /// The iptables chains kube-proxy rewrites on every sync in `nat`.
 pub const NAT_TOP_LEVEL: [&str; 4] = [
-    "KUBE-SERVICES",
-    "KUBE-NODEPORTS",
-    "KUBE-POSTROUTING",
-    "KUBE-MARK-MASQ",
+    KUBE_SERVICES,
+    KUBE_NODEPORTS,
+    KUBE_POSTROUTING,
+    KUBE_MARK_MASQ,
 ];
 
 /// The canary chain (ensured on full syncs, never rewritten).
-pub const CANARY: &str = "KUBE-PROXY-CANARY";
+pub const CANARY: &str = KUBE_PROXY_CANARY;
 
 /// A rule kube-proxy ensures in a built-in chain: `iptables -t TABLE -C
 /// CHAIN ARGS`, and when that fails `iptables -t TABLE -I CHAIN ARGS`.
@@ -75,54 +68,18 @@ pub struct IptablesSync {
 fn push_chain_rules(
     out: &mut String,
     chain: &Chain,
-    opts: kproxy_iptables::PrintOptions,
+    opts: PrintOptions,
 ) -> Result<usize, IptablesError> {
     for rule in &chain.rules {
         out.push_str("-A ");
         out.push_str(chain.name.as_str());
-        kproxy_iptables::print::print_rule(out, rule, opts).map_err(|what| {
-            IptablesError::Unsupported {
-                chain: chain.name.to_string(),
-                what,
-            }
+        crate::print::print_rule(out, rule, opts).map_err(|what| IptablesError::Unsupported {
+            chain: chain.name.to_string(),
+            what,
         })?;
         out.push('\n');
     }
     Ok(chain.rules.len())
-}
-
-/// Splits a printed rule into arguments (double quotes group words, as the
-/// printer writes multi-word comments).
-pub fn split_args(text: &str) -> Vec<String> {
-    let mut args = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut any = false;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                any = true;
-            }
-            '\\' if quoted => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-            }
-            c if c.is_whitespace() && !quoted => {
-                if any || !cur.is_empty() {
-                    args.push(std::mem::take(&mut cur));
-                }
-                any = false;
-            }
-            c => cur.push(c),
-        }
-    }
-    if any || !cur.is_empty() {
-        args.push(cur);
-    }
-    args
 }
 
 /// The names of `table`'s chains (a lookup per chain of a large table
@@ -143,7 +100,7 @@ fn is_regular(c: &Chain) -> bool {
 pub fn iptables_full(
     next: &Ruleset,
     existing_nat_chains: &[String],
-    opts: kproxy_iptables::PrintOptions,
+    opts: PrintOptions,
 ) -> Result<IptablesSync, IptablesError> {
     let mut sync = IptablesSync::default();
     for table in &next.tables {
@@ -166,10 +123,7 @@ pub fn iptables_full(
 
 /// The jumps from the built-in chains of `next`, in the order to insert
 /// them (each at the top).
-pub fn ensure_rules(
-    next: &Ruleset,
-    opts: kproxy_iptables::PrintOptions,
-) -> Result<Vec<EnsureRule>, IptablesError> {
+pub fn ensure_rules(next: &Ruleset, opts: PrintOptions) -> Result<Vec<EnsureRule>, IptablesError> {
     let mut out = Vec::new();
     for table in &next.tables {
         for c in table
@@ -179,7 +133,7 @@ pub fn ensure_rules(
         {
             for rule in c.rules.iter().rev() {
                 let mut text = String::new();
-                kproxy_iptables::print::print_rule(&mut text, rule, opts).map_err(|what| {
+                crate::print::print_rule(&mut text, rule, opts).map_err(|what| {
                     IptablesError::Unsupported {
                         chain: c.name.to_string(),
                         what,
@@ -206,7 +160,7 @@ pub fn ensure_rules(
 pub fn iptables_full_against(
     next: &Ruleset,
     node: &Ruleset,
-    opts: kproxy_iptables::PrintOptions,
+    opts: PrintOptions,
 ) -> Result<IptablesSync, IptablesError> {
     let mut sync = IptablesSync {
         ensure: ensure_rules(next, opts)?,
@@ -270,7 +224,7 @@ fn push_table_section(
     write: &[&Chain],
     edits: &[&FixedChange],
     deleted: &[&str],
-    opts: kproxy_iptables::PrintOptions,
+    opts: PrintOptions,
 ) -> Result<(), IptablesError> {
     let mut out = String::new();
     let _ = writeln!(out, "*{table}");
@@ -368,7 +322,7 @@ pub fn split_restore(restore: &str, max_rules: usize) -> Vec<String> {
 pub fn iptables_partial(
     last: &Ruleset,
     next: &Ruleset,
-    opts: kproxy_iptables::PrintOptions,
+    opts: PrintOptions,
     minimal: bool,
 ) -> Result<IptablesSync, IptablesError> {
     let mut sync = IptablesSync::default();
@@ -401,7 +355,7 @@ pub fn iptables_partial(
 }
 
 /// The partial sync of one family from the changed Services' rules
-/// before and after (see [`super::incremental`]): their own chains that
+/// before and after (see [`kproxy_core::sync::compiler`]): their own chains that
 /// changed written whole, the ones that went away declared (which flushes
 /// them) and deleted, and the layout's fixed chains whose content changes
 /// (`fixed_changes`) edited in place by position, or written whole when
@@ -412,7 +366,7 @@ pub fn iptables_incremental(
     after: &Ruleset,
     fixed_changes: &[FixedChange],
     is_fixed: impl Fn(&str, &str) -> bool,
-    opts: kproxy_iptables::PrintOptions,
+    opts: PrintOptions,
 ) -> Result<IptablesSync, IptablesError> {
     let mut sync = IptablesSync::default();
     for table in &after.tables {
@@ -463,7 +417,7 @@ fn push_chain_edits(
     out: &mut String,
     before: &Chain,
     after: &Chain,
-    opts: kproxy_iptables::PrintOptions,
+    opts: PrintOptions,
 ) -> Result<usize, IptablesError> {
     let script = rule_edit_script(&before.rules, &after.rules);
     let name = after.name.as_str();
@@ -487,11 +441,9 @@ fn push_chain_edits(
             continue;
         };
         let _ = write!(out, "-I {name} {}", j + 1);
-        kproxy_iptables::print::print_rule(out, rule, opts).map_err(|what| {
-            IptablesError::Unsupported {
-                chain: name.to_string(),
-                what,
-            }
+        crate::print::print_rule(out, rule, opts).map_err(|what| IptablesError::Unsupported {
+            chain: name.to_string(),
+            what,
         })?;
         out.push('\n');
     }
@@ -515,262 +467,12 @@ pub fn iptables_rule_counts(rs: &Ruleset) -> BTreeMap<String, usize> {
         .collect()
 }
 
-fn family_word(f: IpFamily) -> &'static str {
-    match f {
-        IpFamily::V4 => "ip",
-        IpFamily::V6 => "ip6",
-    }
-}
-
-fn nft_family(t: &Table) -> IpFamily {
-    match t.family {
-        TableFamily::Nft(f) | TableFamily::Iptables(f) => f,
-    }
-}
-
-/// The whole table as one atomic transaction that replaces whatever table
-/// of that name the node holds (`add table` + `delete table` + the table
-/// again): chains, sets, maps and counters first, then rules, then
-/// elements.
-pub fn nft_full(next: &Table, opts: kproxy_nft::PrintOptions) -> Result<String, NftError> {
-    let family = nft_family(next);
-    let fam = family_word(family);
-    let mut out = format!("add table {fam} {0}\ndelete table {fam} {0}\n", next.name);
-    let mut tx = Transaction::new(family, next.name.clone());
-    tx.push(Op::AddTable {
-        comment: next.comment.clone(),
-    });
-    for c in &next.chains {
-        tx.push(Op::AddChain(c.clone()));
-    }
-    for s in &next.sets {
-        tx.push(Op::AddSet(s.clone()));
-    }
-    for m in &next.maps {
-        tx.push(Op::AddMap(m.clone()));
-    }
-    for c in &next.counters {
-        tx.push(Op::AddCounter(c.clone()));
-    }
-    for c in &next.chains {
-        for r in &c.rules {
-            tx.push(Op::AddRule(c.name.clone(), r.clone()));
-        }
-    }
-    for s in &next.sets {
-        for e in &s.elements {
-            tx.push(Op::AddSetElement(s.name.clone(), e.clone()));
-        }
-    }
-    for m in &next.maps {
-        for (e, v) in &m.elements {
-            tx.push(Op::AddMapElement(m.name.clone(), e.clone(), v.clone()));
-        }
-    }
-    out.push_str(&kproxy_nft::print::print(&tx, opts)?);
-    Ok(out)
-}
-
-/// One incremental nftables transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NftSync {
-    /// The `nft -f -` input (empty when nothing changes).
-    pub transaction: String,
-    /// Chains that went away: flushed by this transaction, to delete later
-    /// with [`nft_delete_stale`].
-    pub stale_chains: Vec<String>,
-    /// Chains (re)created by this transaction: no longer stale.
-    pub revived_chains: Vec<String>,
-    /// Set and map elements added and deleted.
-    pub element_changes: usize,
-    /// Rules written.
-    pub rules_written: usize,
-}
-
-/// The incremental transaction from table `last` (what the node holds,
-/// stale chains aside) to `next`. `None` when it cannot be expressed
-/// incrementally (a chain, set or map changed its declaration, or the
-/// table itself is new): the caller does a full sync.
-pub fn nft_partial(
-    last: &Table,
-    next: &Table,
-    opts: kproxy_nft::PrintOptions,
-) -> Result<Option<NftSync>, NftError> {
-    if last.name != next.name || last.comment != next.comment || last.family != next.family {
-        return Ok(None);
-    }
-    let d = changes(last, next);
-    if d.redeclares_chains() {
-        return Ok(None);
-    }
-    nft_changes(&d, last, next, opts).map(Some)
-}
-
-/// The incremental transaction from table `before` to `after` whose
-/// changes are `d` (no chain redeclared). A set or map whose declaration
-/// changed (an affinity set's timeout) is deleted and added again, the
-/// chains that use it flushed first and written again.
-pub fn nft_changes(
-    d: &TableChanges<'_>,
-    before: &Table,
-    after: &Table,
-    opts: kproxy_nft::PrintOptions,
-) -> Result<NftSync, NftError> {
-    let family = nft_family(after);
-    let t = after.name.as_str();
-    let fam = family_word(family);
-    let mut sync = NftSync::default();
-    if d.is_empty() {
-        return Ok(sync);
-    }
-    let tx = Transaction::new(family, t.to_string());
-    let mut lines: Vec<String> = Vec::new();
-    let print = |op: Op| kproxy_nft::print::print_op(&tx, &op, opts);
-    // Redeclared sets and maps: the chains using them (before and after)
-    // flushed, the container deleted and declared again.
-    let redeclared: Vec<&ContainerChange<'_>> =
-        d.containers.iter().filter(|c| c.redeclared()).collect();
-    let users = |t: &Table| -> BTreeSet<String> {
-        t.chains
-            .iter()
-            .filter(|c| {
-                c.rules.iter().any(|r| {
-                    redeclared
-                        .iter()
-                        .any(|rc| r.references(rc.container().name()))
-                })
-            })
-            .map(|c| c.name.to_string())
-            .collect()
-    };
-    let (users_before, users_after) = if redeclared.is_empty() {
-        Default::default()
-    } else {
-        (users(before), users(after))
-    };
-    for c in users_before.iter().filter(|c| before.chain(c).is_some()) {
-        lines.push(print(Op::FlushChain(ChainName::new(c.as_str())))?);
-    }
-    for c in &redeclared {
-        let Some(old) = c.before else { continue };
-        lines.push(print(match old {
-            ContainerRef::Set(s) => Op::DeleteSet(s.name.clone()),
-            ContainerRef::Map(m) => Op::DeleteMap(m.name.clone()),
-        })?);
-        lines.push(print(match c.container() {
-            ContainerRef::Set(s) => Op::AddSet(s.clone()),
-            ContainerRef::Map(m) => Op::AddMap(m.clone()),
-        })?);
-    }
-    // Declarations: new sets and maps, counters, chains.
-    for c in d.containers.iter().filter(|c| c.before.is_none()) {
-        lines.push(print(match c.container() {
-            ContainerRef::Set(s) => Op::AddSet(s.clone()),
-            ContainerRef::Map(m) => Op::AddMap(m.clone()),
-        })?);
-    }
-    for c in &d.counters_added {
-        lines.push(print(Op::AddCounter(Counter {
-            name: c.to_string(),
-        }))?);
-    }
-    for chain in d.added_chains() {
-        lines.push(print(Op::AddChain(chain.clone()))?);
-        sync.revived_chains.push(chain.name.to_string());
-    }
-    // Elements: deletes (a changed one is deleted and added again), adds;
-    // the elements of new containers are added too.
-    let mut removed = 0;
-    let mut added = 0;
-    for c in d
-        .containers
-        .iter()
-        .filter(|c| c.after.is_some() && !c.redeclared())
-    {
-        let name = c.container().name();
-        for e in &c.elements {
-            if let Some((el, _)) = e.before {
-                lines.push(format!(
-                    "delete element {fam} {t} {name} {{ {} }}",
-                    kproxy_nft::print::element_key(el)
-                ));
-                removed += 1;
-            }
-        }
-    }
-    for c in d.containers.iter().filter(|c| c.after.is_some()) {
-        let container = c.container();
-        let name = container.name();
-        let new: Vec<(&Element, Option<&MapValue>)> = if c.before.is_none() || c.redeclared() {
-            container.elements().collect()
-        } else {
-            c.elements.iter().filter_map(|e| e.after).collect()
-        };
-        for (e, v) in new {
-            lines.push(print(match v {
-                Some(v) => Op::AddMapElement(name.to_string(), e.clone(), v.clone()),
-                None => Op::AddSetElement(name.to_string(), e.clone()),
-            })?);
-            added += 1;
-        }
-    }
-    sync.element_changes = removed + added;
-    // Chains whose rules changed, and the users of redeclared containers:
-    // flushed and written whole.
-    let changed: BTreeSet<&str> = d.written_chains().map(|c| c.name.as_str()).collect();
-    let rewrite = d.written_chains().chain(
-        users_after
-            .iter()
-            .filter(|c| !changed.contains(c.as_str()))
-            .filter_map(|c| after.chain(c)),
-    );
-    for c in rewrite {
-        lines.push(print(Op::FlushChain(c.name.clone()))?);
-        for r in &c.rules {
-            lines.push(print(Op::AddRule(c.name.clone(), r.clone()))?);
-        }
-        sync.rules_written += c.rules.len();
-    }
-    // Chains that went away: flushed now; a service's chains are deleted by
-    // a later transaction, others at once.
-    for c in d.removed_chains() {
-        lines.push(print(Op::FlushChain(c.name.clone()))?);
-        if is_nft_service_chain(c.name.as_str()) {
-            sync.stale_chains.push(c.name.to_string());
-        } else {
-            lines.push(print(Op::DeleteChain(c.name.clone()))?);
-        }
-    }
-    for c in d.containers.iter().filter(|c| c.after.is_none()) {
-        let container = c.container();
-        lines.push(print(match container.kind() {
-            ContainerKind::Set => Op::DeleteSet(container.name().to_string()),
-            ContainerKind::Map => Op::DeleteMap(container.name().to_string()),
-        })?);
-    }
-    for c in &d.counters_removed {
-        lines.push(print(Op::DeleteCounter(c.to_string()))?);
-    }
-    for l in lines {
-        sync.transaction.push_str(&l);
-        sync.transaction.push('\n');
-    }
-    Ok(sync)
-}
-
-/// Whether an nftables chain of kproxy's table is a Service's (its name
-/// holds the service port, `…-ns/name/proto/port`); the others are the
-/// node's.
-pub fn is_nft_service_chain(name: &str) -> bool {
-    name.contains('/')
-}
-
 /// The `iptables-restore --noflush` input that writes `chains` (table,
 /// chain) again, whole (declared, which creates or flushes them, then
 /// their rules): the drift repair of node-level chains.
 pub fn iptables_rewrite(
     chains: &[(&str, &Chain)],
-    opts: kproxy_iptables::PrintOptions,
+    opts: PrintOptions,
 ) -> Result<String, IptablesError> {
     let mut sync = IptablesSync::default();
     let mut tables: Vec<&str> = chains.iter().map(|(t, _)| *t).collect();
@@ -784,57 +486,6 @@ pub fn iptables_rewrite(
         push_table_section(&mut sync, table, &write, &[], &[], opts)?;
     }
     Ok(sync.restore)
-}
-
-/// The nftables transaction that writes `chains` of table `table` again,
-/// whole (added, which creates a chain gone, flushed, then their rules):
-/// the drift repair of node-level chains.
-pub fn nft_rewrite(
-    family: IpFamily,
-    table: &str,
-    chains: &[&Chain],
-    opts: kproxy_nft::PrintOptions,
-) -> Result<String, NftError> {
-    let tx = Transaction::new(family, table.to_string());
-    let mut out = String::new();
-    for c in chains {
-        let mut ops = vec![Op::AddChain((*c).clone()), Op::FlushChain(c.name.clone())];
-        ops.extend(
-            c.rules
-                .iter()
-                .map(|r| Op::AddRule(c.name.clone(), r.clone())),
-        );
-        for op in ops {
-            out.push_str(&kproxy_nft::print::print_op(&tx, &op, opts)?);
-            out.push('\n');
-        }
-    }
-    Ok(out)
-}
-
-/// The transaction that deletes stale chains (flushed by an earlier sync).
-pub fn nft_delete_stale(family: IpFamily, table: &str, chains: &[String]) -> String {
-    let fam = family_word(family);
-    chains
-        .iter()
-        .map(|c| format!("delete chain {fam} {table} {c}\n"))
-        .collect()
-}
-
-/// Objects per kind in a table: chains, rules, sets, maps, elements
-/// (`kproxy_sync_proxy_rules_nftables_objects`).
-pub fn nft_object_counts(t: &Table) -> BTreeMap<&'static str, usize> {
-    let mut m = BTreeMap::new();
-    m.insert("chain", t.chains.len());
-    m.insert("rule", t.chains.iter().map(|c| c.rules.len()).sum());
-    m.insert("set", t.sets.len());
-    m.insert("map", t.maps.len());
-    m.insert(
-        "element",
-        t.sets.iter().map(|s| s.elements.len()).sum::<usize>()
-            + t.maps.iter().map(|m| m.elements.len()).sum::<usize>(),
-    );
-    m
 }
 
 #[cfg(test)]
@@ -877,25 +528,6 @@ mod tests {
         assert_eq!(
             out,
             "-D KUBE-SERVICES 2\n-I KUBE-SERVICES 2 -j X\n-I KUBE-SERVICES 5 -j Y\n"
-        );
-    }
-
-    #[test]
-    fn splits_quoted_words() {
-        assert_eq!(
-            split_args(" -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"),
-            vec![
-                "-m",
-                "comment",
-                "--comment",
-                "kubernetes service portals",
-                "-j",
-                "KUBE-SERVICES"
-            ]
-        );
-        assert_eq!(
-            split_args("--comment \"\" -j X"),
-            vec!["--comment", "", "-j", "X"]
         );
     }
 }

@@ -1,0 +1,222 @@
+//! kube-proxy's iptables layouts: plan -> IR, one module per release
+//! ([`IptablesProfile`]): the current one (v1.34+) and 1.5's, over shared
+//! rule builders. Every function lowers facts the planner decided; none
+//! looks at the model or re-decides Kubernetes semantics.
+
+use std::collections::HashMap;
+
+use kproxy_core::ir::{Chain, ChainKind, Hook, Rule, Ruleset, Table, TableFamily};
+use kproxy_core::model::IpFamily;
+use kproxy_core::names::ServicePortName;
+use kproxy_core::plan::Plan;
+use kproxy_core::profile::IptablesProfile;
+
+mod current;
+mod rules;
+mod v1_5;
+
+/// The nfacct counter of the packets KUBE-FORWARD drops as conntrack
+/// INVALID (kube-proxy exports it as
+/// `kubeproxy_iptables_ct_state_invalid_dropped_packets_total`).
+pub const CT_STATE_INVALID_COUNTER: &str = "ct_state_invalid_dropped_pkts";
+/// The nfacct counter of the packets accepted on localhost node ports
+/// (`kubeproxy_iptables_localhost_nodeports_accepted_packets_total`).
+pub const LOCALHOST_NODEPORTS_COUNTER: &str = "localhost_nps_accepted_pkts";
+
+/// What to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LayoutOptions {
+    /// Also build what kube-proxy sets up outside the restore payload: the
+    /// jump rules from the built-in chains, the canary chains and the
+    /// KUBE-FIREWALL chain the jumps need, so the result works on its own.
+    pub standalone: bool,
+    /// The release's layout (the plan must be planned with the profile's
+    /// [`IptablesProfile::release`]).
+    pub profile: IptablesProfile,
+}
+
+/// The table a rule goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableId {
+    /// `filter`
+    Filter,
+    /// `nat`
+    Nat,
+    /// `mangle` (only the canary)
+    Mangle,
+}
+
+impl TableId {
+    /// The table's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TableId::Filter => "filter",
+            TableId::Nat => "nat",
+            TableId::Mangle => "mangle",
+        }
+    }
+}
+
+/// Where the layout writes: chain declarations and rules, in kube-proxy's
+/// emission order. [`build`] collects them into a [`Ruleset`];
+/// [`crate::print::stream`] prints them as they come, as kube-proxy does.
+pub trait Sink {
+    /// Declares (creates or flushes) a chain. Each chain is declared once,
+    /// before its rules.
+    fn declare(&mut self, table: TableId, chain: &str);
+    /// Appends a rule to a declared chain.
+    fn push(&mut self, table: TableId, chain: &str, rule: Rule);
+    /// Appends a rule to a built-in chain (standalone output only).
+    fn push_builtin(&mut self, table: TableId, hook: Hook, rule: Rule);
+    /// Says whose rules follow: `Some` service port's (until the next
+    /// call), or, with `None` after the last service port, the node's. The
+    /// rules before the first call are the node's too. Every chain shared
+    /// by all Services (`KUBE-SERVICES`, ...) is thus the node's first
+    /// rules, each service port's share in plan order, then the node's last
+    /// rules. The default ignores it.
+    fn owner(&mut self, _owner: Option<&ServicePortName>) {}
+}
+
+use TableId::{Filter, Mangle, Nat};
+
+/// Lowers `plan` to the layout of `opts.profile`, writing into `out`:
+/// tables `filter` then `nat` (and `mangle` for the canary when standalone).
+///
+/// The plan must hold the profile's release's decisions
+/// ([`crate::check_release`]; checked in debug builds).
+pub fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
+    debug_assert_eq!(
+        plan.release,
+        opts.profile.release(),
+        "a plan laid out in another release's layout (see crate::check_release)"
+    );
+    match opts.profile {
+        IptablesProfile::Current => current::emit(plan, opts, out),
+        IptablesProfile::V1_5 => v1_5::emit(plan, opts, out),
+    }
+}
+
+/// Lowers `plan` to kube-proxy's iptables layout as a [`Ruleset`]: tables
+/// `filter` then `nat` (and `mangle` when standalone), chains in
+/// declaration order (built-in chains first).
+pub fn build(plan: &Plan, opts: LayoutOptions) -> Ruleset {
+    let mut sink = RulesetSink::new(plan.node.family);
+    emit(plan, opts, &mut sink);
+    sink.finish()
+}
+
+/// The [`Sink`] that [`build`] collects into: for embedders that watch the
+/// layout as it is built (a [`Sink`] of their own beside this one).
+///
+/// ```
+/// use kproxy_core::model::*;
+/// use kproxy_core::plan::plan;
+/// use kproxy_iptables::layout::{LayoutOptions, RulesetSink, emit};
+///
+/// let node = NodeConfig::new(IpFamily::V4, "node-1");
+/// let p = plan(&ClusterState::default(), &node);
+/// let mut sink = RulesetSink::new(IpFamily::V4);
+/// emit(&p, LayoutOptions::default(), &mut sink);
+/// let rules = sink.finish();
+/// assert_eq!(rules, kproxy_iptables::build(&p, LayoutOptions::default()));
+/// assert!(rules.table("nat").is_some());
+/// ```
+#[derive(Debug)]
+pub struct RulesetSink {
+    tables: [Tables; 3],
+}
+
+impl RulesetSink {
+    /// An empty ruleset of `family`.
+    pub fn new(family: IpFamily) -> Self {
+        let family = TableFamily::Iptables(family);
+        Self {
+            tables: [
+                Tables::new(Table::new("filter", family)),
+                Tables::new(Table::new("nat", family)),
+                Tables::new(Table::new("mangle", family)),
+            ],
+        }
+    }
+
+    /// The tables `filter` and `nat`, and `mangle` when it has chains.
+    pub fn finish(self) -> Ruleset {
+        let [filter, nat, mangle] = self.tables;
+        let mut tables = vec![filter.table, nat.table];
+        if !mangle.table.chains.is_empty() {
+            tables.push(mangle.table);
+        }
+        Ruleset { tables }
+    }
+
+    fn table(&mut self, t: TableId) -> &mut Tables {
+        match t {
+            Filter => &mut self.tables[0],
+            Nat => &mut self.tables[1],
+            Mangle => &mut self.tables[2],
+        }
+    }
+}
+
+impl Sink for RulesetSink {
+    fn declare(&mut self, table: TableId, chain: &str) {
+        self.table(table).declare(chain);
+    }
+    fn push(&mut self, table: TableId, chain: &str, rule: Rule) {
+        self.table(table).push(chain, rule);
+    }
+    fn push_builtin(&mut self, table: TableId, hook: Hook, rule: Rule) {
+        self.table(table).push_builtin(hook, rule);
+    }
+}
+
+/// A table under construction, with an index of its chains by name.
+#[derive(Debug)]
+struct Tables {
+    table: Table,
+    index: HashMap<String, usize>,
+}
+
+impl Tables {
+    fn new(table: Table) -> Self {
+        Self {
+            table,
+            index: HashMap::new(),
+        }
+    }
+    fn position(&mut self, name: &str, make: impl FnOnce() -> (usize, Chain)) -> usize {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let (pos, chain) = make();
+        if pos < self.table.chains.len() {
+            for i in self.index.values_mut() {
+                if *i >= pos {
+                    *i += 1;
+                }
+            }
+        }
+        self.table.chains.insert(pos, chain);
+        self.index.insert(name.to_string(), pos);
+        pos
+    }
+    fn declare(&mut self, name: &str) -> usize {
+        let end = self.table.chains.len();
+        self.position(name, || (end, Chain::new(name)))
+    }
+    fn push(&mut self, chain: &str, rule: Rule) {
+        let i = self.declare(chain);
+        self.table.chains[i].push(rule);
+    }
+    fn push_builtin(&mut self, hook: Hook, rule: Rule) {
+        // Built-in chains first, as iptables-save lists them.
+        let first_regular = self
+            .table
+            .chains
+            .iter()
+            .take_while(|c| matches!(c.kind, ChainKind::Builtin(_)))
+            .count();
+        let i = self.position(hook.as_iptables(), || (first_regular, Chain::builtin(hook)));
+        self.table.chains[i].push(rule);
+    }
+}

@@ -1,0 +1,325 @@
+//! What one nftables sync writes, as transactions of the backend's
+//! operations ([`Op`]), printed by its printer.
+//!
+//! [`nft_full`] replaces the `kube-proxy` table atomically in one
+//! transaction; [`nft_partial`] (two whole tables) and [`nft_changes`] (any
+//! [`TableChanges`], e.g. of the changed Services' layouts) are one
+//! transaction with only the changed chains (`add` + `flush` + rules) and
+//! element adds and deletes. Chains that went away are flushed and deleted
+//! by a later [`nft_delete_stale`] transaction, as kube-proxy does.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kproxy_core::diff::{ContainerChange, ContainerKind, ContainerRef, TableChanges, changes};
+use kproxy_core::ir::{Chain, Counter, Element, MapValue, Table, TableFamily};
+use kproxy_core::model::IpFamily;
+use kproxy_core::names::ChainName;
+
+use crate::names::is_service_chain;
+use crate::print::PrintOptions;
+use crate::{NftError, Op, Transaction};
+
+/// A transaction and its `nft -f` text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Printed {
+    /// The operations.
+    pub transaction: Transaction,
+    /// Their text, one per line (empty when there are none).
+    pub text: String,
+}
+
+impl Printed {
+    /// Prints `transaction`.
+    pub fn new(transaction: Transaction, opts: PrintOptions) -> Result<Self, NftError> {
+        let text = crate::print::print(&transaction, opts)?;
+        Ok(Self { transaction, text })
+    }
+
+    /// Whether it holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.transaction.ops.is_empty()
+    }
+}
+
+fn nft_family(t: &Table) -> IpFamily {
+    match t.family {
+        TableFamily::Nft(f) | TableFamily::Iptables(f) => f,
+    }
+}
+
+/// The whole table as one atomic transaction that replaces whatever table
+/// of that name the node holds (`add table` + `delete table` + the table
+/// again): chains, sets, maps and counters first, then rules, then
+/// elements.
+pub fn nft_full(next: &Table, opts: PrintOptions) -> Result<Printed, NftError> {
+    let family = nft_family(next);
+    let mut tx = Transaction::new(family, next.name.clone());
+    tx.push(Op::AddTable { comment: None });
+    tx.push(Op::DeleteTable);
+    tx.push(Op::AddTable {
+        comment: next.comment.clone(),
+    });
+    for c in &next.chains {
+        tx.push(Op::AddChain(c.clone()));
+    }
+    for s in &next.sets {
+        tx.push(Op::AddSet(s.clone()));
+    }
+    for m in &next.maps {
+        tx.push(Op::AddMap(m.clone()));
+    }
+    for c in &next.counters {
+        tx.push(Op::AddCounter(c.clone()));
+    }
+    for c in &next.chains {
+        for r in &c.rules {
+            tx.push(Op::AddRule(c.name.clone(), r.clone()));
+        }
+    }
+    for s in &next.sets {
+        for e in &s.elements {
+            tx.push(Op::AddSetElement(s.name.clone(), e.clone()));
+        }
+    }
+    for m in &next.maps {
+        for (e, v) in &m.elements {
+            tx.push(Op::AddMapElement(m.name.clone(), e.clone(), v.clone()));
+        }
+    }
+    Printed::new(tx, opts)
+}
+
+/// One incremental nftables transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftSync {
+    /// The transaction (empty when nothing changes).
+    pub transaction: Printed,
+    /// Chains that went away: flushed by this transaction, to delete later
+    /// with [`nft_delete_stale`].
+    pub stale_chains: Vec<String>,
+    /// Chains (re)created by this transaction: no longer stale.
+    pub revived_chains: Vec<String>,
+    /// Set and map elements added and deleted.
+    pub element_changes: usize,
+    /// Rules written.
+    pub rules_written: usize,
+}
+
+/// The incremental transaction from table `last` (what the node holds,
+/// stale chains aside) to `next`. `None` when it cannot be expressed
+/// incrementally (a chain, set or map changed its declaration, or the
+/// table itself is new): the caller does a full sync.
+pub fn nft_partial(
+    last: &Table,
+    next: &Table,
+    opts: PrintOptions,
+) -> Result<Option<NftSync>, NftError> {
+    if last.name != next.name || last.comment != next.comment || last.family != next.family {
+        return Ok(None);
+    }
+    let d = changes(last, next);
+    if d.redeclares_chains() {
+        return Ok(None);
+    }
+    nft_changes(&d, last, next, opts).map(Some)
+}
+
+/// The incremental transaction from table `before` to `after` whose
+/// changes are `d` (no chain redeclared). A set or map whose declaration
+/// changed (an affinity set's timeout) is deleted and added again, the
+/// chains that use it flushed first and written again.
+pub fn nft_changes(
+    d: &TableChanges<'_>,
+    before: &Table,
+    after: &Table,
+    opts: PrintOptions,
+) -> Result<NftSync, NftError> {
+    let family = nft_family(after);
+    let mut tx = Transaction::new(family, after.name.clone());
+    let mut sync = NftSync {
+        transaction: Printed::new(tx.clone(), opts)?,
+        stale_chains: Vec::new(),
+        revived_chains: Vec::new(),
+        element_changes: 0,
+        rules_written: 0,
+    };
+    if d.is_empty() {
+        return Ok(sync);
+    }
+    let mut ops: Vec<Op> = Vec::new();
+    // Redeclared sets and maps: the chains using them (before and after)
+    // flushed, the container deleted and declared again.
+    let redeclared: Vec<&ContainerChange<'_>> =
+        d.containers.iter().filter(|c| c.redeclared()).collect();
+    let users = |t: &Table| -> BTreeSet<String> {
+        t.chains
+            .iter()
+            .filter(|c| {
+                c.rules.iter().any(|r| {
+                    redeclared
+                        .iter()
+                        .any(|rc| r.references(rc.container().name()))
+                })
+            })
+            .map(|c| c.name.to_string())
+            .collect()
+    };
+    let (users_before, users_after) = if redeclared.is_empty() {
+        Default::default()
+    } else {
+        (users(before), users(after))
+    };
+    for c in users_before.iter().filter(|c| before.chain(c).is_some()) {
+        ops.push(Op::FlushChain(ChainName::new(c.as_str())));
+    }
+    for c in &redeclared {
+        let Some(old) = c.before else { continue };
+        ops.push(match old {
+            ContainerRef::Set(s) => Op::DeleteSet(s.name.clone()),
+            ContainerRef::Map(m) => Op::DeleteMap(m.name.clone()),
+        });
+        ops.push(match c.container() {
+            ContainerRef::Set(s) => Op::AddSet(s.clone()),
+            ContainerRef::Map(m) => Op::AddMap(m.clone()),
+        });
+    }
+    // Declarations: new sets and maps, counters, chains.
+    for c in d.containers.iter().filter(|c| c.before.is_none()) {
+        ops.push(match c.container() {
+            ContainerRef::Set(s) => Op::AddSet(s.clone()),
+            ContainerRef::Map(m) => Op::AddMap(m.clone()),
+        });
+    }
+    for c in &d.counters_added {
+        ops.push(Op::AddCounter(Counter {
+            name: c.to_string(),
+        }));
+    }
+    for chain in d.added_chains() {
+        ops.push(Op::AddChain(chain.clone()));
+        sync.revived_chains.push(chain.name.to_string());
+    }
+    // Elements: deletes (a changed one is deleted and added again), adds;
+    // the elements of new containers are added too.
+    let mut removed = 0;
+    let mut added = 0;
+    for c in d
+        .containers
+        .iter()
+        .filter(|c| c.after.is_some() && !c.redeclared())
+    {
+        let name = c.container().name();
+        for e in &c.elements {
+            if let Some((el, _)) = e.before {
+                ops.push(Op::DeleteElement(name.to_string(), el.clone()));
+                removed += 1;
+            }
+        }
+    }
+    for c in d.containers.iter().filter(|c| c.after.is_some()) {
+        let container = c.container();
+        let name = container.name();
+        let new: Vec<(&Element, Option<&MapValue>)> = if c.before.is_none() || c.redeclared() {
+            container.elements().collect()
+        } else {
+            c.elements.iter().filter_map(|e| e.after).collect()
+        };
+        for (e, v) in new {
+            ops.push(match v {
+                Some(v) => Op::AddMapElement(name.to_string(), e.clone(), v.clone()),
+                None => Op::AddSetElement(name.to_string(), e.clone()),
+            });
+            added += 1;
+        }
+    }
+    sync.element_changes = removed + added;
+    // Chains whose rules changed, and the users of redeclared containers:
+    // flushed and written whole.
+    let changed: BTreeSet<&str> = d.written_chains().map(|c| c.name.as_str()).collect();
+    let rewrite = d.written_chains().chain(
+        users_after
+            .iter()
+            .filter(|c| !changed.contains(c.as_str()))
+            .filter_map(|c| after.chain(c)),
+    );
+    for c in rewrite {
+        ops.push(Op::FlushChain(c.name.clone()));
+        for r in &c.rules {
+            ops.push(Op::AddRule(c.name.clone(), r.clone()));
+        }
+        sync.rules_written += c.rules.len();
+    }
+    // Chains that went away: flushed now; a service's chains are deleted by
+    // a later transaction, others at once.
+    for c in d.removed_chains() {
+        ops.push(Op::FlushChain(c.name.clone()));
+        if is_service_chain(c.name.as_str()) {
+            sync.stale_chains.push(c.name.to_string());
+        } else {
+            ops.push(Op::DeleteChain(c.name.clone()));
+        }
+    }
+    for c in d.containers.iter().filter(|c| c.after.is_none()) {
+        let container = c.container();
+        ops.push(match container.kind() {
+            ContainerKind::Set => Op::DeleteSet(container.name().to_string()),
+            ContainerKind::Map => Op::DeleteMap(container.name().to_string()),
+        });
+    }
+    for c in &d.counters_removed {
+        ops.push(Op::DeleteCounter(c.to_string()));
+    }
+    tx.ops = ops;
+    sync.transaction = Printed::new(tx, opts)?;
+    Ok(sync)
+}
+
+/// The nftables transaction that writes `chains` of table `table` again,
+/// whole (added, which creates a chain gone, flushed, then their rules):
+/// the drift repair of node-level chains.
+pub fn nft_rewrite(
+    family: IpFamily,
+    table: &str,
+    chains: &[&Chain],
+    opts: PrintOptions,
+) -> Result<Printed, NftError> {
+    let mut tx = Transaction::new(family, table.to_string());
+    for c in chains {
+        tx.push(Op::AddChain((*c).clone()));
+        tx.push(Op::FlushChain(c.name.clone()));
+        for r in &c.rules {
+            tx.push(Op::AddRule(c.name.clone(), r.clone()));
+        }
+    }
+    Printed::new(tx, opts)
+}
+
+/// The transaction that deletes stale chains (flushed by an earlier sync).
+pub fn nft_delete_stale(
+    family: IpFamily,
+    table: &str,
+    chains: &[String],
+    opts: PrintOptions,
+) -> Result<Printed, NftError> {
+    let mut tx = Transaction::new(family, table.to_string());
+    for c in chains {
+        tx.push(Op::DeleteChain(ChainName::new(c.as_str())));
+    }
+    Printed::new(tx, opts)
+}
+
+/// Objects per kind in a table: chains, rules, sets, maps, elements
+/// (`kproxy_sync_proxy_rules_nftables_objects`).
+pub fn nft_object_counts(t: &Table) -> BTreeMap<&'static str, usize> {
+    let mut m = BTreeMap::new();
+    m.insert("chain", t.chains.len());
+    m.insert("rule", t.chains.iter().map(|c| c.rules.len()).sum());
+    m.insert("set", t.sets.len());
+    m.insert("map", t.maps.len());
+    m.insert(
+        "element",
+        t.sets.iter().map(|s| s.elements.len()).sum::<usize>()
+            + t.maps.iter().map(|m| m.elements.len()).sum::<usize>(),
+    );
+    m
+}
