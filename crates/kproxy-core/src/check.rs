@@ -50,11 +50,11 @@
 //! assert!(!r.equivalence.is_equivalent());
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::canon::canonical;
 use crate::diff::{RulesetDiff, diff};
-use crate::equivalence::{Equivalence, Options, compare};
+use crate::equivalence::{Equivalence, Options, compare, of_family};
 use crate::ir::{ChainKind, Rule, Ruleset, Table, TableFamily};
 use crate::model::{IpFamily, NamespacedName};
 use crate::trace::{TraceEnv, TraceError};
@@ -153,12 +153,6 @@ pub use crate::names::iptables::is_kube_proxy_chain as is_kube_proxy_iptables_ch
 /// The nftables table kube-proxy owns.
 pub use crate::names::nft::TABLE as NFT_TABLE;
 
-fn family_of(t: &Table) -> IpFamily {
-    match t.family {
-        TableFamily::Iptables(f) | TableFamily::Nft(f) => f,
-    }
-}
-
 fn is_iptables(t: &Table) -> bool {
     matches!(t.family, TableFamily::Iptables(_))
 }
@@ -174,16 +168,8 @@ pub fn check(
     family: IpFamily,
     opts: Options,
 ) -> Result<CheckReport, TraceError> {
-    let of_family = |rs: &Ruleset| Ruleset {
-        tables: rs
-            .tables
-            .iter()
-            .filter(|t| family_of(t) == family)
-            .cloned()
-            .collect(),
-    };
-    let compiled = canonical(&of_family(compiled));
-    let node = canonical(&of_family(node));
+    let compiled = canonical(&of_family(compiled, family));
+    let node = canonical(&of_family(node, family));
     let mut report = CheckReport::default();
     let owners = crate::owners::Owners::of(&node);
 
@@ -232,12 +218,28 @@ pub fn check(
             continue;
         }
         let expected = compiled.table(&t.name).filter(|e| e.family == t.family);
+        // By name: a node holds a chain per Service and endpoint.
+        let expected_chains: HashMap<&str, &crate::ir::Chain> = expected
+            .iter()
+            .flat_map(|e| &e.chains)
+            .map(|c| (c.name.as_str(), c))
+            .collect();
+        let expected_sets: HashSet<&str> = expected
+            .iter()
+            .flat_map(|e| &e.sets)
+            .map(|s| s.name.as_str())
+            .collect();
+        let expected_maps: HashSet<&str> = expected
+            .iter()
+            .flat_map(|e| &e.maps)
+            .map(|m| m.name.as_str())
+            .collect();
         let mut keep = t.clone();
         keep.chains.clear();
         keep.sets.clear();
         keep.maps.clear();
         for c in &t.chains {
-            let want = expected.and_then(|e| e.chain(c.name.as_str()));
+            let want = expected_chains.get(c.name.as_str()).copied();
             match (&c.kind, want) {
                 (ChainKind::Builtin(_), want) => {
                     let want_rules: &[Rule] = want.map(|w| w.rules.as_slice()).unwrap_or(&[]);
@@ -262,8 +264,10 @@ pub fn check(
                     }
                 }
                 (_, Some(w)) => {
+                    // Hashed: kube-proxy's chains hold up to a rule per Service.
+                    let wanted: HashSet<&Rule> = w.rules.iter().collect();
                     for (i, r) in c.rules.iter().enumerate() {
-                        let known = w.rules.contains(r)
+                        let known = wanted.contains(r)
                             || owners.rule(&t.name, c.name.as_str(), r).is_some();
                         if !known {
                             report.foreign_in_path.push(ForeignRule {
@@ -295,7 +299,7 @@ pub fn check(
             }
         }
         for s in &t.sets {
-            if expected.and_then(|e| e.set(&s.name)).is_some() {
+            if expected_sets.contains(s.name.as_str()) {
                 keep.sets.push(s.clone());
             } else {
                 report.stale.push(StaleObject {
@@ -308,7 +312,7 @@ pub fn check(
             }
         }
         for m in &t.maps {
-            if expected.and_then(|e| e.map(&m.name)).is_some() {
+            if expected_maps.contains(m.name.as_str()) {
                 keep.maps.push(m.clone());
             } else {
                 report.stale.push(StaleObject {
@@ -328,6 +332,9 @@ pub fn check(
     let d = diff(&compiled, &canonical(&scoped));
     report.by_service = d.by_service();
     report.diff = d;
+    // Freed before the comparison, whose memory can reuse them.
+    drop(scoped);
+    drop(owners);
 
     // Chains of other tables cannot be in kube-proxy's path in iptables
     // mode (the tracer still sees them); record names only.

@@ -206,7 +206,7 @@ impl Chain {
 }
 
 /// One rule.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct Rule {
     /// Matches, in the order they are written.
     pub matches: Vec<Match>,
@@ -316,7 +316,7 @@ impl CtState {
 }
 
 /// The operation of the `recent` match (ClientIP affinity in iptables).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RecentOp {
     /// `--set`: record the source address.
     Set,
@@ -345,7 +345,7 @@ pub enum Key {
 /// A typed match. The variants cover kube-proxy's iptables and nftables
 /// layouts; a printer that meets a variant its syntax cannot express
 /// reports an error.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Match {
     /// `-m comment --comment TEXT` / `comment "TEXT"`.
     Comment(String),
@@ -457,7 +457,7 @@ pub enum Match {
 }
 
 /// How a mark is changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MarkOp {
     /// `--or-mark`.
     Or,
@@ -466,7 +466,7 @@ pub enum MarkOp {
 }
 
 /// A verdict or target.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Verdict {
     /// `-j CHAIN` / `jump CHAIN`.
     Jump(ChainName),

@@ -169,6 +169,9 @@ pub struct Equivalence {
     pub complete: bool,
     /// The classes treated differently, in enumeration order.
     pub differences: Vec<Difference>,
+    /// The work the comparison took: rules evaluated and questions
+    /// gathered and asked (bounded, see [`WORK_PER_RULE`]).
+    pub work: u64,
 }
 
 impl Equivalence {
@@ -295,6 +298,33 @@ impl Prefix {
 /// The most value combinations tried for one question.
 const MAX_TRIES: usize = 4096;
 
+/// The work [`compare`] may do per rule and set element of the two
+/// rulesets, beyond [`WORK_FLOOR`]: rules evaluated, earlier questions
+/// gathered and re-asked while looking for a packet of the next class,
+/// counted together. kube-proxy's layouts need a few hundred per rule
+/// (150 for an `iptables-save` dump of the synthetic cluster, 310 for its
+/// `nft -j` dump, at 1k and 10k Services alike: each class reaches a few
+/// dozen rules per ruleset, a Service front end has a few dozen classes);
+/// rules that tell packets apart combinatorially need far more, and stop
+/// with [`TraceError::TooMuchWork`] (about a second of work per 10k rules
+/// on a 2-core machine).
+pub const WORK_PER_RULE: u64 = 1_000;
+
+/// The work [`compare`] may always do, however small the rulesets.
+pub const WORK_FLOOR: u64 = 5_000_000;
+
+/// The rules and set and map elements of a ruleset.
+fn size(rs: &Ruleset) -> u64 {
+    rs.tables
+        .iter()
+        .map(|t| {
+            t.chains.iter().map(|c| c.rules.len()).sum::<usize>()
+                + t.sets.iter().map(|s| s.elements.len()).sum::<usize>()
+                + t.maps.iter().map(|m| m.elements.len()).sum::<usize>()
+        })
+        .sum::<usize>() as u64
+}
+
 /// A packet that answers `asked[..at]` as recorded and `atom` with `want`,
 /// changing only the fields `atom` reads (from `cur`, which answers the
 /// prefix).
@@ -307,6 +337,7 @@ fn witness(
     cur: Fields,
     generic: &Generic,
     env: &TraceEnv,
+    work: &mut u64,
 ) -> Option<Fields> {
     let fields = atom.fields();
     let mut lists: Vec<(Field, Vec<FieldValue>)> = Vec::new();
@@ -318,6 +349,7 @@ fn witness(
         let mut vals = atom.witnesses(want, *f, env);
         vals.push(cur.get(*f));
         generic.values(*f, &mut vals);
+        *work = work.saturating_add(prefix.reads[f.slot()].len() as u64);
         for &i in &prefix.reads[f.slot()] {
             let a = &asked[i];
             if let Atom::Addr { .. } | Atom::Port(_) | Atom::Proto(_) | Atom::Local(_) = a.atom {
@@ -348,6 +380,7 @@ fn witness(
     checks.dedup();
     let total: usize = lists.iter().map(|(_, l)| l.len().max(1)).product();
     for n in 0..total.min(MAX_TRIES) {
+        *work += 1;
         let mut q = cur;
         let mut k = n;
         for (f, l) in &lists {
@@ -357,10 +390,10 @@ fn witness(
         if atom.eval(&q, env) != want {
             continue;
         }
-        if checks
-            .iter()
-            .all(|&i| asked[i].atom.eval(&q, env) == asked[i].value)
-        {
+        if checks.iter().all(|&i| {
+            *work += 1;
+            asked[i].atom.eval(&q, env) == asked[i].value
+        }) {
             return Some(q);
         }
     }
@@ -427,6 +460,17 @@ impl<'a> Classifier<'a> {
     }
 }
 
+/// The tables of `rs` of `family` (borrowed when that is all of them).
+pub(crate) fn of_family(rs: &Ruleset, family: IpFamily) -> std::borrow::Cow<'_, Ruleset> {
+    let ours = |t: &&crate::ir::Table| matches!(t.family, TableFamily::Iptables(f) | TableFamily::Nft(f) if f == family);
+    if rs.tables.iter().all(|t| ours(&t)) {
+        return std::borrow::Cow::Borrowed(rs);
+    }
+    std::borrow::Cow::Owned(Ruleset {
+        tables: rs.tables.iter().filter(ours).cloned().collect(),
+    })
+}
+
 /// Traces every packet class of `left` and `right` (their tables of
 /// `family`) on the node of `env`, and lists the classes they treat
 /// differently (one packet each).
@@ -450,26 +494,36 @@ pub fn compare_with(
     opts: Options,
     known: impl Fn(&Packet, &Trace, &Trace) -> bool,
 ) -> Result<Equivalence, TraceError> {
-    let of_family = |rs: &Ruleset| {
-        Ruleset {
-        tables: rs
-            .tables
-            .iter()
-            .filter(|t| matches!(t.family, TableFamily::Iptables(f) | TableFamily::Nft(f) if f == family))
-            .cloned()
-            .collect(),
-    }
-    };
-    let (left, right) = (of_family(left), of_family(right));
+    let (left, right) = (of_family(left, family), of_family(right, family));
+    let rules = size(&left) + size(&right);
+    let limit = rules
+        .saturating_mul(WORK_PER_RULE)
+        .saturating_add(WORK_FLOOR);
+    explore(&left, &right, env, family, opts, &known, limit)
+}
+
+/// [`compare_with`] of rulesets of `family` only, within `limit` work.
+fn explore(
+    left: &Ruleset,
+    right: &Ruleset,
+    env: &TraceEnv,
+    family: IpFamily,
+    opts: Options,
+    known: &dyn Fn(&Packet, &Trace, &Trace) -> bool,
+    limit: u64,
+) -> Result<Equivalence, TraceError> {
     let (tl, tr) = (
-        Tracer::new(&left, env).without_paths(),
-        Tracer::new(&right, env).without_paths(),
+        Tracer::new(left, env).without_paths(),
+        Tracer::new(right, env).without_paths(),
     );
-    let generic = Generic::new(&[&left, &right], env, family);
+    let generic = Generic::new(&[left, right], env, family);
+    let rules = size(left) + size(right);
+    let mut work = 0u64;
     let mut out = Equivalence {
         classes: 0,
         complete: true,
         differences: Vec::new(),
+        work: 0,
     };
     for origin in [
         PacketOrigin::Pod,
@@ -489,12 +543,17 @@ pub fn compare_with(
         while let Some(p) = stack.pop() {
             if out.classes >= opts.max_classes {
                 out.complete = false;
+                out.work = work;
                 return Ok(out);
             }
             out.classes += 1;
             let f = p.fields;
             let packet = Packet::new(origin, f.src, f.dst, f.proto, f.port);
             let (a, b, rec) = trace_pair(&tl, &tr, &packet)?;
+            work = work.saturating_add(rec.work);
+            if work > limit {
+                return Err(TraceError::TooMuchWork { limit, rules });
+            }
             let (fa, fb) = (fates(&a), fates(&b));
             if !same_fates(&fa, &fb) && !known(&packet, &a, &b) {
                 out.differences.push(Difference {
@@ -514,13 +573,23 @@ pub fn compare_with(
                     .any(|f| prefix.pinned[f.slot()].is_none());
                 if j >= p.at && free {
                     for want in a.atom.alternatives(a.value, &prefix.pinned) {
-                        if let Some(q) =
-                            witness(&asked[..j], &prefix, &a.atom, want, f, &generic, env)
-                        {
+                        if let Some(q) = witness(
+                            &asked[..j],
+                            &prefix,
+                            &a.atom,
+                            want,
+                            f,
+                            &generic,
+                            env,
+                            &mut work,
+                        ) {
                             found.push(Pending {
                                 at: j + 1,
                                 fields: q,
                             });
+                        }
+                        if work > limit {
+                            return Err(TraceError::TooMuchWork { limit, rules });
                         }
                     }
                 }
@@ -530,6 +599,7 @@ pub fn compare_with(
             stack.extend(found.into_iter().rev());
         }
     }
+    out.work = work;
     Ok(out)
 }
 
@@ -587,6 +657,45 @@ mod tests {
         let few = compare(&rs, &other, &env, IpFamily::V4, Options { max_classes: 10 }).unwrap();
         assert!(!few.complete);
         assert!(few.classes <= 10);
+    }
+
+    #[test]
+    fn work_is_bounded() {
+        // 200 source addresses, each its own class, each class traced
+        // through all 200 rules: quadratic.
+        let mut pre = Chain::builtin(Hook::Prerouting);
+        for i in 0..200u32 {
+            pre.push(
+                Rule::new()
+                    .with(Match::Addr {
+                        dir: Direction::Src,
+                        addr: AddrMatch::Ip(IpAddr::from((0x0a00_0000 + i).to_be_bytes())),
+                        negate: false,
+                    })
+                    .verdict(Verdict::Dnat("10.244.0.5:8080".parse().unwrap())),
+            );
+        }
+        let mut t = Table::new("nat", TableFamily::Iptables(IpFamily::V4));
+        t.chains.push(pre);
+        let rs = Ruleset { tables: vec![t] };
+        let env = TraceEnv::default();
+        let opts = Options::default();
+        let done = compare(&rs, &rs, &env, IpFamily::V4, opts).unwrap();
+        assert!(done.is_equivalent() && done.complete);
+        assert!(done.classes > 200, "{}", done.classes);
+        assert!(done.work > 200 * 200, "{}", done.work);
+        let no = |_: &Packet, _: &Trace, _: &Trace| false;
+        let err = explore(&rs, &rs, &env, IpFamily::V4, opts, &no, done.work / 2).unwrap_err();
+        assert!(
+            matches!(err, TraceError::TooMuchWork { rules: 400, .. }),
+            "{err}"
+        );
+        let line = err.to_string();
+        assert!(line.starts_with("too much work: more than "), "{line}");
+        assert!(!line.contains('\n'));
+        // Within its bound, the same comparison finishes.
+        let again = explore(&rs, &rs, &env, IpFamily::V4, opts, &no, done.work).unwrap();
+        assert_eq!(again.classes, done.classes);
     }
 
     #[test]

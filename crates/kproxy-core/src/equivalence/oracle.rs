@@ -236,6 +236,7 @@ pub fn compare_exhaustive_with(
         classes: 0,
         complete: stride == 1,
         differences: Vec::new(),
+        work: 0,
     };
     for p in classes.into_iter().step_by(stride) {
         out.classes += 1;

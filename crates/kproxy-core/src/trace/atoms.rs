@@ -4,9 +4,8 @@
 //! same questions take the same paths, so a recorded sequence of answers
 //! is a packet class (see [`crate::equivalence`]).
 
-use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 
 use crate::ir::{AddrMatch, Direction, Key, KeyValue};
@@ -183,7 +182,7 @@ impl<'a> Atom<'a> {
 
     /// A fingerprint of the question (equal questions, equal prints).
     pub(crate) fn fingerprint(&self) -> u64 {
-        let mut h = DefaultHasher::new();
+        let mut h = foldhash::quality::FixedState::default().build_hasher();
         match self {
             Atom::Proto(p) => (0u8, p).hash(&mut h),
             Atom::Port(p) => (1u8, p).hash(&mut h),
@@ -205,13 +204,10 @@ impl<'a> Atom<'a> {
         match (self, v) {
             (_, Value::Bool(b)) => vec![Value::Bool(!b)],
             (Atom::Dispatch(i), Value::Key(k)) => {
-                let mut keys: Vec<IndexKey> = i.buckets.keys().copied().collect();
-                keys.sort_by_key(|k| match k {
-                    IndexKey::Ip(ip) => (0, Some(*ip), 0),
-                    IndexKey::Port(p) => (1, None, *p),
-                });
-                let mut out: Vec<Value> = keys
-                    .into_iter()
+                let mut out: Vec<Value> = i
+                    .sorted
+                    .iter()
+                    .copied()
                     .filter(|x| Some(*x) != k)
                     .map(|x| Value::Key(Some(x)))
                     .collect();
@@ -228,26 +224,42 @@ impl<'a> Atom<'a> {
                 },
                 Value::Elem(e),
             ) => {
-                let mut out: Vec<Value> = index
-                    .keys
+                // The values the packet can no longer change.
+                let fixed: Vec<Option<KeyValue>> = consts
                     .iter()
-                    .enumerate()
-                    .filter(|(i, key)| {
-                        Some(*i as u32) != e
-                            && key.len() == consts.len()
-                            && key.iter().zip(consts).zip(keys.iter()).all(|((kv, c), k)| {
-                                let fixed = c.clone().or_else(|| {
-                                    pinned[Field::of_key(*k).slot()].map(|p| match p {
-                                        FieldValue::Addr(a) => KeyValue::Ip(a),
-                                        FieldValue::Proto(x) => KeyValue::Proto(x),
-                                        FieldValue::Port(x) => KeyValue::Port(x),
-                                    })
-                                });
-                                fixed.is_none_or(|c| super::index::key_matches(&c, kv))
+                    .zip(keys.iter())
+                    .map(|(c, k)| {
+                        c.clone().or_else(|| {
+                            pinned[Field::of_key(*k).slot()].map(|p| match p {
+                                FieldValue::Addr(a) => KeyValue::Ip(a),
+                                FieldValue::Proto(x) => KeyValue::Proto(x),
+                                FieldValue::Port(x) => KeyValue::Port(x),
                             })
+                        })
                     })
-                    .map(|(i, _)| Value::Elem(Some(i as u32)))
                     .collect();
+                let fits = |i: usize| {
+                    let Some(key) = index.keys.get(i) else {
+                        return false;
+                    };
+                    Some(i as u32) != e
+                        && key.len() == fixed.len()
+                        && key.iter().zip(&fixed).all(|(kv, c)| {
+                            c.as_ref().is_none_or(|c| super::index::key_matches(c, kv))
+                        })
+                };
+                let mut out: Vec<Value> = match index.candidates(&fixed) {
+                    Some(c) => c
+                        .into_iter()
+                        .map(|i| i as usize)
+                        .filter(|&i| fits(i))
+                        .map(|i| Value::Elem(Some(i as u32)))
+                        .collect(),
+                    None => (0..index.keys.len())
+                        .filter(|&i| fits(i))
+                        .map(|i| Value::Elem(Some(i as u32)))
+                        .collect(),
+                };
                 if e.is_some() {
                     out.push(Value::Elem(None));
                 }
@@ -424,7 +436,9 @@ pub(crate) struct Asked<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct Recorder<'a> {
     pub(crate) asked: Vec<Asked<'a>>,
-    seen: HashMap<u64, Value>,
+    seen: super::FastMap<u64, Value>,
+    /// The rules evaluated by the traces recorded.
+    pub(crate) work: u64,
 }
 
 impl<'a> Recorder<'a> {

@@ -32,6 +32,8 @@ pub(crate) enum IndexKey {
 pub(crate) struct ChainIndex {
     pub(crate) by: IndexBy,
     pub(crate) buckets: HashMap<IndexKey, Vec<u32>>,
+    /// The buckets' keys, addresses first, each in ascending order.
+    pub(crate) sorted: Vec<IndexKey>,
     rest: Vec<u32>,
 }
 
@@ -109,7 +111,17 @@ impl ChainIndex {
                 None => rest.push(i),
             }
         }
-        Some(Self { by, buckets, rest })
+        let mut sorted: Vec<IndexKey> = buckets.keys().copied().collect();
+        sorted.sort_by_key(|k| match k {
+            IndexKey::Ip(ip) => (0, Some(*ip), 0),
+            IndexKey::Port(p) => (1, None, *p),
+        });
+        Some(Self {
+            by,
+            buckets,
+            sorted,
+            rest,
+        })
     }
 
     /// The first rule at or after `from` that a packet with `key` may match.
@@ -153,6 +165,10 @@ pub(crate) struct ElemIndex<'a> {
     pub(crate) keys: Vec<&'a [KeyValue]>,
     exact: HashMap<&'a [KeyValue], u32>,
     rest: Vec<u32>,
+    /// Per key position: the elements holding each exact value there.
+    by_value: Vec<super::FastMap<&'a KeyValue, Vec<u32>>>,
+    /// Per key position: the elements holding a network there.
+    nets: Vec<Vec<u32>>,
 }
 
 impl<'a> ElemIndex<'a> {
@@ -160,6 +176,10 @@ impl<'a> ElemIndex<'a> {
     pub(crate) fn new(keys: Vec<&'a [KeyValue]>) -> Self {
         let mut exact = HashMap::new();
         let mut rest = Vec::new();
+        let width = keys.iter().map(|k| k.len()).max().unwrap_or(0);
+        let mut by_value: Vec<super::FastMap<&'a KeyValue, Vec<u32>>> =
+            (0..width).map(|_| Default::default()).collect();
+        let mut nets = vec![Vec::new(); width];
         for (i, k) in keys.iter().enumerate() {
             let Ok(i) = u32::try_from(i) else { break };
             if k.iter().any(|v| matches!(v, KeyValue::Net(_))) {
@@ -167,8 +187,47 @@ impl<'a> ElemIndex<'a> {
             } else {
                 exact.entry(*k).or_insert(i);
             }
+            for (p, v) in k.iter().enumerate() {
+                match v {
+                    KeyValue::Net(_) => nets[p].push(i),
+                    v => by_value[p].entry(v).or_default().push(i),
+                }
+            }
         }
-        Self { keys, exact, rest }
+        Self {
+            keys,
+            exact,
+            rest,
+            by_value,
+            nets,
+        }
+    }
+
+    /// The elements (in order) that may match a packet whose values at
+    /// some key positions are fixed (`fixed[p]`, a packet value: never a
+    /// network): a superset of the matching ones, from the most selective
+    /// fixed position; `None` when no position is fixed.
+    pub(crate) fn candidates(&self, fixed: &[Option<KeyValue>]) -> Option<Vec<u32>> {
+        let (p, v) = fixed
+            .iter()
+            .enumerate()
+            .filter_map(|(p, v)| Some((p, v.as_ref()?)))
+            .filter(|(p, _)| *p < self.by_value.len())
+            .min_by_key(|(p, v)| {
+                self.by_value[*p].get(v).map_or(0, Vec::len)
+                    + if matches!(v, KeyValue::Ip(_)) {
+                        self.nets[*p].len()
+                    } else {
+                        0
+                    }
+            })?;
+        let exact = self.by_value[p].get(v).map_or(&[][..], Vec::as_slice);
+        if !matches!(v, KeyValue::Ip(_)) || self.nets[p].is_empty() {
+            return Some(exact.to_vec());
+        }
+        let mut out: Vec<u32> = exact.iter().chain(&self.nets[p]).copied().collect();
+        out.sort_unstable();
+        Some(out)
     }
 
     /// The first element that packet `values` match.

@@ -99,6 +99,15 @@ pub(crate) mod atoms;
 mod index;
 
 use atoms::{Atom, Recorder, Value};
+
+/// A hash map with a fast, fixed (deterministic) hasher, for keys the
+/// tracer looks up at every rule.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// The address of a value, as a map key.
+fn addr_of<T>(v: &T) -> usize {
+    std::ptr::from_ref(v) as usize
+}
 use index::{ChainIndex, ElemIndex, IndexBy, IndexKey};
 
 /// Where a packet comes from, which decides the hooks it passes and the
@@ -503,6 +512,20 @@ pub enum TraceError {
         /// The limit.
         limit: usize,
     },
+    /// Comparing every packet class ([`crate::equivalence::compare`])
+    /// needed more rule evaluations than its bound, which grows with the
+    /// size of the rulesets ([`crate::equivalence::WORK_PER_RULE`] per
+    /// rule or element).
+    #[error(
+        "too much work: more than {limit} rule evaluations to compare the packet classes of \
+         {rules} rules and elements; the rules tell too many packets apart to compare them all"
+    )]
+    TooMuchWork {
+        /// The bound.
+        limit: u64,
+        /// The rules and set elements of both rulesets.
+        rules: u64,
+    },
 }
 
 /// The deepest chain nesting followed (netfilter itself allows 16 for
@@ -526,13 +549,16 @@ pub struct Tracer<'a> {
     ruleset: &'a Ruleset,
     env: &'a TraceEnv,
     printer: Option<&'a RulePrinter<'a>>,
-    chains: HashMap<(usize, &'a str), &'a Chain>,
+    chains: FastMap<(usize, &'a str), &'a Chain>,
+    /// The chain each jump, goto and random verdict map names, resolved
+    /// once: by the address of the name in the verdict.
+    targets: FastMap<usize, &'a Chain>,
     /// Base chains per family and hook, in priority order.
-    hooks: HashMap<(IpFamily, Hook), Vec<Entry<'a>>>,
+    hooks: FastMap<(IpFamily, Hook), Vec<Entry<'a>>>,
     /// Indexes of long chains, by the chain's address.
-    indexes: HashMap<usize, ChainIndex>,
+    indexes: FastMap<usize, ChainIndex>,
     /// Set (`false`) and map (`true`) elements per table.
-    lookups: HashMap<(usize, &'a str, bool), ElemIndex<'a>>,
+    lookups: FastMap<(usize, &'a str, bool), Lookup<'a>>,
     keep_paths: bool,
     max_paths: usize,
 }
@@ -544,6 +570,15 @@ impl fmt::Debug for Tracer<'_> {
             .field("tables", &self.ruleset.tables.len())
             .finish()
     }
+}
+
+/// A set or map of a table, indexed (the first of its name).
+struct Lookup<'a> {
+    index: ElemIndex<'a>,
+    /// The map's elements (a set: none).
+    map: Option<&'a crate::ir::Map>,
+    /// A set filled at run time (`dynamic` flag).
+    dynamic: bool,
 }
 
 /// A base chain: where a hook enters a table.
@@ -612,9 +647,27 @@ impl Drop for PathNode<'_> {
     }
 }
 
-/// One branch of the packet's possible histories.
+/// One branch of the packet's possible histories, boxed: branches move
+/// through the chains' work lists far more often than they split.
 #[derive(Clone)]
-struct Branch<'a> {
+struct Branch<'a>(Box<BranchState<'a>>);
+
+impl<'a> std::ops::Deref for Branch<'a> {
+    type Target = BranchState<'a>;
+    fn deref(&self) -> &BranchState<'a> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Branch<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+/// What a [`Branch`] knows.
+#[derive(Clone)]
+struct BranchState<'a> {
     src: IpAddr,
     dst: IpAddr,
     dport: u16,
@@ -635,6 +688,9 @@ impl Branch<'_> {
         self.prob = self.prob.mul(r);
         self
     }
+}
+
+impl BranchState<'_> {
     fn key(&self, k: Key) -> KeyValue {
         match k {
             Key::SrcAddr => KeyValue::Ip(self.src),
@@ -703,10 +759,10 @@ impl Outcomes<'_, '_> {
 impl<'a> Tracer<'a> {
     /// A tracer of `ruleset` on the node described by `env`.
     pub fn new(ruleset: &'a Ruleset, env: &'a TraceEnv) -> Self {
-        let mut chains = HashMap::new();
-        let mut hooks: HashMap<(IpFamily, Hook), Vec<Entry<'a>>> = HashMap::new();
-        let mut indexes = HashMap::new();
-        let mut lookups = HashMap::new();
+        let mut chains = FastMap::default();
+        let mut hooks: FastMap<(IpFamily, Hook), Vec<Entry<'a>>> = FastMap::default();
+        let mut indexes = FastMap::default();
+        let mut lookups = FastMap::default();
         for (i, t) in ruleset.tables.iter().enumerate() {
             for c in &t.chains {
                 chains.entry((i, c.name.as_str())).or_insert(c);
@@ -726,27 +782,41 @@ impl<'a> Tracer<'a> {
                         });
                 }
                 if let Some(idx) = ChainIndex::of(c) {
-                    indexes.insert(std::ptr::from_ref(c) as usize, idx);
+                    indexes.insert(addr_of(c), idx);
                 }
             }
             for s in &t.sets {
                 let keys = s.elements.iter().map(|e| e.key.as_slice()).collect();
-                lookups.insert((i, s.name.as_str(), false), ElemIndex::new(keys));
+                lookups
+                    .entry((i, s.name.as_str(), false))
+                    .or_insert_with(|| Lookup {
+                        index: ElemIndex::new(keys),
+                        map: None,
+                        dynamic: s.flags.iter().any(|f| f == "dynamic"),
+                    });
             }
             for m in &t.maps {
                 let keys = m.elements.iter().map(|(e, _)| e.key.as_slice()).collect();
-                lookups.insert((i, m.name.as_str(), true), ElemIndex::new(keys));
+                lookups
+                    .entry((i, m.name.as_str(), true))
+                    .or_insert_with(|| Lookup {
+                        index: ElemIndex::new(keys),
+                        map: Some(m),
+                        dynamic: false,
+                    });
             }
         }
         for entries in hooks.values_mut() {
             // Stable: ties keep table then chain order.
             entries.sort_by_key(|e| e.priority);
         }
+        let targets = resolve_targets(ruleset, &chains);
         Self {
             ruleset,
             env,
             printer: None,
             chains,
+            targets,
             hooks,
             indexes,
             lookups,
@@ -803,7 +873,7 @@ impl<'a> Tracer<'a> {
                 dst: packet.dst,
             });
         }
-        let start = Branch {
+        let start = Branch(Box::new(BranchState {
             src: packet.src,
             dst: packet.dst,
             dport: packet.dst_port,
@@ -816,7 +886,7 @@ impl<'a> Tracer<'a> {
             last: None,
             path: None,
             hook: Hook::Prerouting,
-        };
+        }));
         let mut notes = BTreeSet::new();
         let mut paths = 1usize;
         let mut finished = Outcomes {
@@ -904,6 +974,7 @@ impl<'a> Tracer<'a> {
         let Some(entries) = self.hooks.get(&(family, hook)) else {
             return Ok(live);
         };
+        let mut results = Vec::new();
         for entry in entries {
             let mut next = Vec::new();
             for b in live {
@@ -913,7 +984,9 @@ impl<'a> Tracer<'a> {
                     paths,
                     rec: rec.as_deref_mut(),
                 };
-                for (flow, b) in self.run_chain(&mut cx, entry.chain, b, 0)? {
+                results.clear();
+                self.run_chain(&mut cx, entry.chain, b, 0, &mut results)?;
+                for (flow, b) in results.drain(..) {
                     match flow {
                         Flow::Drop => finished.push(OutcomeKind::Drop, b),
                         Flow::Reject => finished.push(OutcomeKind::Reject, b),
@@ -952,6 +1025,9 @@ impl<'a> Tracer<'a> {
     }
 
     fn lookup_chain(&self, table: usize, name: &ChainName) -> Result<&'a Chain, TraceError> {
+        if let Some(c) = self.targets.get(&addr_of(name)) {
+            return Ok(c);
+        }
         self.chains
             .get(&(table, name.as_str()))
             .copied()
@@ -966,10 +1042,11 @@ impl<'a> Tracer<'a> {
         &'a self,
         cx: &mut Cx<'a, '_>,
         chain: &'a Chain,
+        index: Option<&'a ChainIndex>,
         from: usize,
         br: &Branch<'a>,
     ) -> Option<usize> {
-        let Some(idx) = self.indexes.get(&(std::ptr::from_ref(chain) as usize)) else {
+        let Some(idx) = index else {
             return (from < chain.rules.len()).then_some(from);
         };
         let key = match idx.by {
@@ -993,56 +1070,102 @@ impl<'a> Tracer<'a> {
         Ok(())
     }
 
-    /// Runs `chain` from its first rule; every result is `Return` (fell off
-    /// or returned), `Accept`, `Drop` or `Reject`.
+    /// Runs `chain` from its first rule and appends the results to `out`;
+    /// every result is `Return` (fell off or returned), `Accept`, `Drop`,
+    /// `Reject` or `Unknown`.
     fn run_chain(
         &'a self,
         cx: &mut Cx<'a, '_>,
         chain: &'a Chain,
         br: Branch<'a>,
         depth: usize,
-    ) -> Result<Vec<(Flow, Branch<'a>)>, TraceError> {
+        out: &mut Vec<(Flow, Branch<'a>)>,
+    ) -> Result<(), TraceError> {
         if depth > MAX_DEPTH {
             return Err(TraceError::TooDeep {
                 table: self.table_name(cx.table),
                 chain: chain.name.to_string(),
             });
         }
-        let mut out = Vec::new();
-        let mut pending = vec![(0usize, br)];
-        while let Some((from, br)) = pending.pop() {
-            let Some(i) = self.next_rule(cx, chain, from, &br) else {
-                out.push((Flow::Return, br));
-                continue;
-            };
-            let rule = &chain.rules[i];
-            let evaluated = self.eval_matches(cx, chain, i, rule, br)?;
-            // Keep rule order for the first branches taken: push in reverse.
-            let mut results = Vec::new();
-            for (matched, mut br) in evaluated {
-                match matched {
-                    Some(false) => {
-                        results.push((Flow::Next, br));
+        let index = self.indexes.get(&addr_of(chain));
+        // The branches still to run, last first; `current` is the top.
+        let mut pending: Vec<(usize, Branch<'a>)> = Vec::new();
+        let mut current = Some((0usize, br));
+        let mut evaluated = Vec::new();
+        let mut results = Vec::new();
+        while let Some((mut from, mut br)) = current.take().or_else(|| pending.pop()) {
+            // One branch runs on in place while its rules do not split it.
+            loop {
+                let Some(i) = self.next_rule(cx, chain, index, from, &br) else {
+                    out.push((Flow::Return, br));
+                    break;
+                };
+                if let Some(r) = cx.rec.as_deref_mut() {
+                    r.work += 1;
+                }
+                let rule = &chain.rules[i];
+                results.clear();
+                if rule
+                    .matches
+                    .iter()
+                    .any(|m| matches!(m, Match::Probability { .. }))
+                {
+                    evaluated.clear();
+                    self.eval_matches(cx, chain, i, rule, br, &mut evaluated)?;
+                    for (matched, mut br) in evaluated.drain(..) {
+                        match matched {
+                            Some(false) => results.push((Flow::Next, br)),
+                            None => {
+                                self.mark_step(cx.table, chain, i, &mut br);
+                                results.push((Flow::Unknown, br));
+                            }
+                            Some(true) => {
+                                self.mark_step(cx.table, chain, i, &mut br);
+                                self.apply_verdict(
+                                    cx,
+                                    rule.verdict.as_ref(),
+                                    br,
+                                    depth,
+                                    &mut results,
+                                )?;
+                            }
+                        }
+                    }
+                } else {
+                    match self.eval_single(cx, chain, i, rule, &mut br)? {
+                        Some(false) => {
+                            from = i + 1;
+                            continue;
+                        }
+                        None => {
+                            self.mark_step(cx.table, chain, i, &mut br);
+                            out.push((Flow::Unknown, br));
+                            break;
+                        }
+                        Some(true) => {
+                            self.mark_step(cx.table, chain, i, &mut br);
+                            self.apply_verdict(cx, rule.verdict.as_ref(), br, depth, &mut results)?;
+                        }
+                    }
+                }
+                if let [(Flow::Next, _)] = results.as_slice() {
+                    if let Some((_, b)) = results.pop() {
+                        br = b;
+                        from = i + 1;
                         continue;
                     }
-                    None => {
-                        self.mark_step(cx.table, chain, i, &mut br);
-                        results.push((Flow::Unknown, br));
-                        continue;
+                }
+                // Keep rule order for the first branches taken: push in reverse.
+                for (flow, b) in results.drain(..).rev() {
+                    match flow {
+                        Flow::Next => pending.push((i + 1, b)),
+                        other => out.push((other, b)),
                     }
-                    Some(true) => {}
                 }
-                self.mark_step(cx.table, chain, i, &mut br);
-                results.extend(self.apply_verdict(cx, rule.verdict.as_ref(), br, depth)?);
-            }
-            for (flow, br) in results.into_iter().rev() {
-                match flow {
-                    Flow::Next => pending.push((i + 1, br)),
-                    other => out.push((other, br)),
-                }
+                break;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Notes that the branch matched rule `i` of `chain`.
@@ -1102,11 +1225,11 @@ impl<'a> Tracer<'a> {
         index: usize,
         rule: &'a Rule,
         br: Branch<'a>,
-    ) -> Result<Vec<(Option<bool>, Branch<'a>)>, TraceError> {
+        out: &mut Vec<(Option<bool>, Branch<'a>)>,
+    ) -> Result<(), TraceError> {
         // Each live branch carries whether an opaque match was passed: a
         // later known match that fails still decides "no match".
         let mut live = vec![(br, false)];
-        let mut out = Vec::new();
         for m in &rule.matches {
             let mut next = Vec::new();
             for (mut b, opaque) in live {
@@ -1144,7 +1267,33 @@ impl<'a> Tracer<'a> {
             live.into_iter()
                 .map(|(b, opaque)| (if opaque { None } else { Some(true) }, b)),
         );
-        Ok(out)
+        Ok(())
+    }
+
+    /// [`Tracer::eval_matches`] of a rule without random matches: one
+    /// branch, evaluated in place.
+    fn eval_single(
+        &'a self,
+        cx: &mut Cx<'a, '_>,
+        chain: &'a Chain,
+        index: usize,
+        rule: &'a Rule,
+        b: &mut Branch<'a>,
+    ) -> Result<Option<bool>, TraceError> {
+        let mut opaque = false;
+        for m in &rule.matches {
+            match m {
+                Match::SetMark { op, value } => apply_mark(b, *op, *value),
+                Match::UpdateSet { .. } | Match::Probability { .. } => {}
+                Match::Opaque(_) => opaque = true,
+                other => {
+                    if !self.test(cx, chain, index, other, b)? {
+                        return Ok(Some(false));
+                    }
+                }
+            }
+        }
+        Ok(if opaque { None } else { Some(true) })
     }
 
     /// The interface a packet from `origin` arrives on.
@@ -1162,21 +1311,12 @@ impl<'a> Tracer<'a> {
     fn lookup(
         &'a self,
         cx: &mut Cx<'a, '_>,
-        name: &str,
+        name: &'a str,
         map: bool,
         keys: &'a [Key],
         b: &Branch<'a>,
     ) -> Option<Option<usize>> {
-        let (table, idx) = {
-            let t = self.table(cx.table)?;
-            let name: &'a str = if map {
-                t.map(name)?.name.as_str()
-            } else {
-                t.set(name)?.name.as_str()
-            };
-            (cx.table, self.lookups.get(&(cx.table, name, map))?)
-        };
-        let _ = table;
+        let idx = &self.lookups.get(&(cx.table, name, map))?.index;
         let values: Vec<KeyValue> = keys.iter().map(|k| b.key(*k)).collect();
         let hit = idx.first_match(&values);
         if keys.iter().any(|k| b.is_input(*k)) {
@@ -1299,10 +1439,10 @@ impl<'a> Tracer<'a> {
             },
             Match::InSet { keys, set, negate } => {
                 let dynamic = self
-                    .table(cx.table)
-                    .and_then(|t| t.set(set))
-                    .map(|s| s.flags.iter().any(|f| f == "dynamic"));
-                if dynamic == Some(true) {
+                    .lookups
+                    .get(&(cx.table, set.as_str(), false))
+                    .is_some_and(|l| l.dynamic);
+                if dynamic {
                     cx.notes.insert(format!(
                         "{}/{} rule {index}: set {set} is filled at run time (session affinity); \
                          assumed a new client (empty)",
@@ -1341,41 +1481,46 @@ impl<'a> Tracer<'a> {
         verdict: Option<&'a Verdict>,
         mut br: Branch<'a>,
         depth: usize,
-    ) -> Result<Vec<(Flow, Branch<'a>)>, TraceError> {
+        out: &mut Vec<(Flow, Branch<'a>)>,
+    ) -> Result<(), TraceError> {
         let Some(v) = verdict else {
-            return Ok(vec![(Flow::Next, br)]);
+            out.push((Flow::Next, br));
+            return Ok(());
         };
-        Ok(match v {
+        match v {
             Verdict::Jump(c) => {
                 let chain = self.lookup_chain(cx.table, c)?;
                 self.walk(cx, 1)?;
-                self.run_chain(cx, chain, br, depth + 1)?
-                    .into_iter()
-                    .map(|(f, b)| (if f == Flow::Return { Flow::Next } else { f }, b))
-                    .collect()
+                let start = out.len();
+                self.run_chain(cx, chain, br, depth + 1, out)?;
+                for (f, _) in &mut out[start..] {
+                    if *f == Flow::Return {
+                        *f = Flow::Next;
+                    }
+                }
             }
             Verdict::Goto(c) => {
                 let chain = self.lookup_chain(cx.table, c)?;
                 self.walk(cx, 1)?;
                 // The goto'd chain's return goes to our caller: our result is its result.
-                self.run_chain(cx, chain, br, depth + 1)?
+                self.run_chain(cx, chain, br, depth + 1, out)?;
             }
-            Verdict::Return => vec![(Flow::Return, br)],
-            Verdict::Accept => vec![(Flow::Accept, br)],
-            Verdict::Drop => vec![(Flow::Drop, br)],
-            Verdict::Reject => vec![(Flow::Reject, br)],
-            Verdict::Opaque(_) => vec![(Flow::Unknown, br)],
+            Verdict::Return => out.push((Flow::Return, br)),
+            Verdict::Accept => out.push((Flow::Accept, br)),
+            Verdict::Drop => out.push((Flow::Drop, br)),
+            Verdict::Reject => out.push((Flow::Reject, br)),
+            Verdict::Opaque(_) => out.push((Flow::Unknown, br)),
             Verdict::Dnat(to) => {
                 dnat(&mut br, *to);
-                vec![(Flow::Accept, br)]
+                out.push((Flow::Accept, br));
             }
             Verdict::Masquerade { .. } => {
                 br.masqueraded = true;
-                vec![(Flow::Accept, br)]
+                out.push((Flow::Accept, br));
             }
             Verdict::SetMark { op, value } => {
                 apply_mark(&mut br, *op, *value);
-                vec![(Flow::Next, br)]
+                out.push((Flow::Next, br));
             }
             Verdict::VerdictMap { keys, map } => {
                 let hit = self.lookup(cx, map, true, keys, &br).ok_or_else(|| {
@@ -1384,46 +1529,80 @@ impl<'a> Tracer<'a> {
                         map: map.clone(),
                     }
                 })?;
-                let m = self.table(cx.table).and_then(|t| t.map(map));
+                let m = self
+                    .lookups
+                    .get(&(cx.table, map.as_str(), true))
+                    .and_then(|l| l.map);
                 match hit.and_then(|i| m?.elements.get(i)) {
                     // A miss continues with the next rule.
-                    None => vec![(Flow::Next, br)],
+                    None => out.push((Flow::Next, br)),
                     Some((_, MapValue::Verdict(v))) => {
-                        self.apply_verdict(cx, Some(v), br, depth)?
+                        self.apply_verdict(cx, Some(v), br, depth, out)?;
                     }
                 }
             }
             Verdict::DnatRandom { to } => {
                 let n = to.len();
                 if n == 0 {
-                    return Ok(vec![(Flow::Next, br)]);
+                    out.push((Flow::Next, br));
+                    return Ok(());
                 }
                 self.walk(cx, n - 1)?;
                 let share = Ratio::new(1, n as u128).unwrap_or(Ratio::ONE);
-                to.iter()
-                    .map(|a| {
-                        let mut b = br.clone().scaled(share);
-                        dnat(&mut b, *a);
-                        (Flow::Accept, b)
-                    })
-                    .collect()
+                out.extend(to.iter().map(|a| {
+                    let mut b = br.clone().scaled(share);
+                    dnat(&mut b, *a);
+                    (Flow::Accept, b)
+                }));
             }
             Verdict::RandomVerdictMap { to } => {
                 let n = to.len();
                 if n == 0 {
-                    return Ok(vec![(Flow::Next, br)]);
+                    out.push((Flow::Next, br));
+                    return Ok(());
                 }
                 self.walk(cx, n)?;
                 let share = Ratio::new(1, n as u128).unwrap_or(Ratio::ONE);
-                let mut out = Vec::new();
                 for c in to {
                     let chain = self.lookup_chain(cx.table, c)?;
-                    out.extend(self.run_chain(cx, chain, br.clone().scaled(share), depth + 1)?);
+                    self.run_chain(cx, chain, br.clone().scaled(share), depth + 1, out)?;
                 }
-                out
             }
-        })
+        }
+        Ok(())
     }
+}
+
+/// The chain every jump, goto and random verdict map of `ruleset` names
+/// (in its own table), by the address of the name.
+fn resolve_targets<'a>(
+    ruleset: &'a Ruleset,
+    chains: &FastMap<(usize, &'a str), &'a Chain>,
+) -> FastMap<usize, &'a Chain> {
+    let mut out = FastMap::default();
+    let mut note = |table: usize, v: &'a Verdict| {
+        let names: &'a [ChainName] = match v {
+            Verdict::Jump(c) | Verdict::Goto(c) => std::slice::from_ref(c),
+            Verdict::RandomVerdictMap { to } => to.as_slice(),
+            _ => &[],
+        };
+        for n in names {
+            if let Some(c) = chains.get(&(table, n.as_str())) {
+                out.insert(addr_of(n), *c);
+            }
+        }
+    };
+    for (i, t) in ruleset.tables.iter().enumerate() {
+        for r in t.chains.iter().flat_map(|c| &c.rules) {
+            if let Some(v) = &r.verdict {
+                note(i, v);
+            }
+        }
+        for (_, MapValue::Verdict(v)) in t.maps.iter().flat_map(|m| &m.elements) {
+            note(i, v);
+        }
+    }
+    out
 }
 
 fn dnat(b: &mut Branch<'_>, to: SocketAddr) {
