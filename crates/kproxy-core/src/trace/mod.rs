@@ -1148,12 +1148,12 @@ impl<'a> Tracer<'a> {
                         }
                     }
                 }
-                if let [(Flow::Next, _)] = results.as_slice() {
-                    if let Some((_, b)) = results.pop() {
-                        br = b;
-                        from = i + 1;
-                        continue;
-                    }
+                if let [(Flow::Next, _)] = results.as_slice()
+                    && let Some((_, b)) = results.pop()
+                {
+                    br = b;
+                    from = i + 1;
+                    continue;
                 }
                 // Keep rule order for the first branches taken: push in reverse.
                 for (flow, b) in results.drain(..).rev() {
