@@ -11,7 +11,8 @@
 //! only the changed Service re-planned and laid out, then
 //! `Proxier::sync_compiled`), and the full way (plan and lay out every
 //! Service, compare with the last full ruleset, `Proxier::sync`). Last, the
-//! drift check each periodic sync runs (`Proxier::repair_drift`).
+//! drift check each periodic sync runs (`Proxier::repair_drift`), and a
+//! restarted agent's first sync on the unchanged node.
 //! Figures go to stdout. nftables syncs go as one netlink batch (the
 //! agent's default); `KPROXY_BENCH_NFT=1` times `nft -f` instead.
 
@@ -218,5 +219,17 @@ fn main() {
                 ms(t.elapsed()),
             );
         }
+        // A restarted agent on the unchanged node: a new proxier's first
+        // (full) sync reads the node's rules and writes what differs.
+        let d = desired(mode, &state, &node);
+        let mut restarted = Proxier::new(mode);
+        restarted.nft_netlink = proxier.nft_netlink;
+        let r = restarted.sync(&d, &metrics);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        println!(
+            "{}: restart on the unchanged node: first sync {}",
+            mode.name(),
+            ms(r.duration)
+        );
     }
 }
