@@ -110,8 +110,15 @@ pub fn family_diffs(
     let (node_b, node_a) = (side(&args.before_version), side(&args.after_version));
     let backend_b = args.before_backend.as_deref().or(args.backend.as_deref());
     let backend_a = args.after_backend.as_deref().or(args.backend.as_deref());
-    let (_, fb, wb) = ir_rulesets(&node_b, backend_b, args.standalone, before)?;
-    let (kind, fa, wa) = ir_rulesets(&node_a, backend_a, args.standalone, after)?;
+    // The two sides compile at the same time (the machine's second core).
+    let (b, a) = std::thread::scope(|s| {
+        let b = s.spawn(|| ir_rulesets(&node_b, backend_b, args.standalone, before));
+        let a = ir_rulesets(&node_a, backend_a, args.standalone, after);
+        let b = b.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (b, a)
+    });
+    let (_, fb, wb) = b?;
+    let (kind, fa, wa) = a?;
     let default_layout = |v: &[FamilyRules], other: &[FamilyRules]| {
         v.first()
             .or(other.first())

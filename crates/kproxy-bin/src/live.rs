@@ -175,9 +175,20 @@ pub fn load_sides(
         Input::Files(p) => load(p),
         Input::Cluster { context } => read_cluster(live, node, context.as_deref()),
     };
-    let before = read(&b)?;
-    let after = if a == b { before.clone() } else { read(&a)? };
-    Ok((before, after))
+    if a == b {
+        let before = read(&b)?;
+        return Ok((before.clone(), before));
+    }
+    // Both sides are read at the same time (the machine's second core).
+    let (before, after) = std::thread::scope(|s| {
+        let before = s.spawn(|| read(&b));
+        let after = read(&a);
+        let before = before
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (before, after)
+    });
+    Ok((before?, after?))
 }
 
 /// `NS/NAME` of `--kube-proxy-configmap`.

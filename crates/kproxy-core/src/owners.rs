@@ -39,6 +39,10 @@
 //! ```
 
 use std::collections::{BTreeSet, HashMap};
+
+/// Hash maps with a fast, fixed (deterministic) hasher: ownership is
+/// computed for every object of 10k-Service rulesets.
+type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 use std::net::IpAddr;
 
 use crate::ir::{Element, KeyValue, MapValue, Rule, Ruleset, Table, TableFamily, Verdict};
@@ -47,15 +51,15 @@ use crate::model::NamespacedName;
 /// The owners of a ruleset's objects (see the [module docs](self)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Owners {
-    tables: HashMap<String, TableOwners>,
+    tables: Map<String, TableOwners>,
 }
 
 /// The owners within one table, by name (and element key).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct TableOwners {
-    chains: HashMap<String, NamespacedName>,
-    sets: HashMap<String, NamespacedName>,
-    elements: HashMap<String, HashMap<Vec<KeyValue>, NamespacedName>>,
+    chains: Map<String, NamespacedName>,
+    sets: Map<String, NamespacedName>,
+    elements: Map<String, Map<Vec<KeyValue>, NamespacedName>>,
 }
 
 pub use crate::names::iptables::{
@@ -108,7 +112,7 @@ impl Owners {
     }
 
     fn iptables_table(&mut self, t: &Table) {
-        let index: HashMap<&str, &crate::ir::Chain> =
+        let index: Map<&str, &crate::ir::Chain> =
             t.chains.iter().map(|c| (c.name.as_str(), c)).collect();
         let own = self.tables.entry(t.name.clone()).or_default();
         let per_service = is_iptables_service_chain;
@@ -159,9 +163,9 @@ impl Owners {
         }
         // What each service's own objects say about it: the keys of its map
         // elements and the destinations it DNATs to.
-        let mut front_ends: HashMap<IpAddr, BTreeSet<NamespacedName>> = HashMap::new();
-        let mut keys: HashMap<Vec<KeyValue>, BTreeSet<NamespacedName>> = HashMap::new();
-        let mut endpoints: HashMap<(IpAddr, u16), BTreeSet<NamespacedName>> = HashMap::new();
+        let mut front_ends: Map<IpAddr, BTreeSet<NamespacedName>> = Map::default();
+        let mut keys: Map<Vec<KeyValue>, BTreeSet<NamespacedName>> = Map::default();
+        let mut endpoints: Map<(IpAddr, u16), BTreeSet<NamespacedName>> = Map::default();
         for map in &t.maps {
             for (e, v) in &map.elements {
                 let MapValue::Verdict(v) = v;
