@@ -243,7 +243,7 @@ fn print_rule(
     match table {
         TableFamily::Iptables(_) => {
             let mut s = format!("-A {chain}");
-            match kproxy_iptables::print::print_rule(&mut s, r, Default::default()) {
+            match kproxy_iptables::print::print_rule(&mut s, chain, r, Default::default()) {
                 Ok(()) => s,
                 Err(_) => kproxy_core::trace::describe_rule(r),
             }

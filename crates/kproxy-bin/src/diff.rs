@@ -221,8 +221,11 @@ impl Printer {
                     mark_style: self.mark_style,
                     profile: layout.iptables(),
                 };
-                match kproxy_iptables::print::print_rule(&mut s, rule, opts) {
+                match kproxy_iptables::print::print_rule(&mut s, chain, rule, opts) {
                     Ok(()) => s,
+                    Err(kproxy_iptables::IptablesError::Unsupported { what, .. }) => {
+                        format!("{rule:?} ({what})")
+                    }
                     Err(e) => format!("{rule:?} ({e})"),
                 }
             }

@@ -149,7 +149,7 @@ fn print_rule(
                 profile: layout.iptables(),
                 ..Default::default()
             };
-            match kproxy_iptables::print::print_rule(&mut out, rule, opts) {
+            match kproxy_iptables::print::print_rule(&mut out, chain.name.as_str(), rule, opts) {
                 Ok(()) => out,
                 Err(_) => kproxy_core::trace::describe_rule(rule),
             }

@@ -239,6 +239,7 @@ fn print_rules(rs: &Ruleset) {
                         let mut out = format!("-A {}", c.name);
                         let _ = kproxy_iptables::print::print_rule(
                             &mut out,
+                            c.name.as_str(),
                             r,
                             kproxy_iptables::PrintOptions::default(),
                         );

@@ -142,7 +142,7 @@ impl TextSink {
         let t = self.table(table);
         t.rules.push_str("-A ");
         t.rules.push_str(chain);
-        let res = print_rule(&mut t.rules, rule, opts);
+        let res = rule_words(&mut t.rules, rule, opts);
         t.rules.push('\n');
         if let (Err(what), None) = (res, &self.error) {
             self.error = Some(IptablesError::Unsupported {
@@ -189,10 +189,7 @@ fn print_table(out: &mut String, table: &Table, opts: PrintOptions) -> Result<()
         for rule in &chain.rules {
             out.push_str("-A ");
             out.push_str(chain.name.as_str());
-            print_rule(out, rule, opts).map_err(|what| IptablesError::Unsupported {
-                chain: chain.name.to_string(),
-                what,
-            })?;
+            print_rule(out, chain.name.as_str(), rule, opts)?;
             out.push('\n');
         }
     }
@@ -292,8 +289,32 @@ fn neg(negate: bool) -> &'static str {
     if negate { " !" } else { "" }
 }
 
-/// Appends ` <rule words>` for one rule.
-pub fn print_rule(out: &mut String, rule: &Rule, opts: PrintOptions) -> Result<(), String> {
+/// Appends ` <rule words>` for one rule of `chain` (the chain names the
+/// rule in the error when iptables cannot express it).
+///
+/// ```
+/// use kproxy_core::ir::{Rule, Verdict};
+/// use kproxy_iptables::{PrintOptions, print::print_rule};
+///
+/// let mut out = String::from("-A KUBE-SERVICES");
+/// let rule = Rule::new().verdict(Verdict::Jump("KUBE-NODEPORTS".into()));
+/// print_rule(&mut out, "KUBE-SERVICES", &rule, PrintOptions::default()).unwrap();
+/// assert_eq!(out, "-A KUBE-SERVICES -j KUBE-NODEPORTS");
+/// ```
+pub fn print_rule(
+    out: &mut String,
+    chain: &str,
+    rule: &Rule,
+    opts: PrintOptions,
+) -> Result<(), IptablesError> {
+    rule_words(out, rule, opts).map_err(|what| IptablesError::Unsupported {
+        chain: chain.to_string(),
+        what,
+    })
+}
+
+/// [`print_rule`], its error saying what cannot be expressed.
+fn rule_words(out: &mut String, rule: &Rule, opts: PrintOptions) -> Result<(), String> {
     for m in &rule.matches {
         print_match(out, m, opts)?;
     }

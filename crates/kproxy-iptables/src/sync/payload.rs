@@ -73,10 +73,7 @@ fn push_chain_rules(
     for rule in &chain.rules {
         out.push_str("-A ");
         out.push_str(chain.name.as_str());
-        crate::print::print_rule(out, rule, opts).map_err(|what| IptablesError::Unsupported {
-            chain: chain.name.to_string(),
-            what,
-        })?;
+        crate::print::print_rule(out, chain.name.as_str(), rule, opts)?;
         out.push('\n');
     }
     Ok(chain.rules.len())
@@ -133,12 +130,7 @@ pub fn ensure_rules(next: &Ruleset, opts: PrintOptions) -> Result<Vec<EnsureRule
         {
             for rule in c.rules.iter().rev() {
                 let mut text = String::new();
-                crate::print::print_rule(&mut text, rule, opts).map_err(|what| {
-                    IptablesError::Unsupported {
-                        chain: c.name.to_string(),
-                        what,
-                    }
-                })?;
+                crate::print::print_rule(&mut text, c.name.as_str(), rule, opts)?;
                 out.push(EnsureRule {
                     table: table.name.clone(),
                     chain: c.name.to_string(),
@@ -383,10 +375,7 @@ fn push_chain_edits(
             continue;
         };
         let _ = write!(out, "-I {name} {}", j + 1);
-        crate::print::print_rule(out, rule, opts).map_err(|what| IptablesError::Unsupported {
-            chain: name.to_string(),
-            what,
-        })?;
+        crate::print::print_rule(out, name, rule, opts)?;
         out.push('\n');
     }
     Ok(inserts.len())
