@@ -591,6 +591,9 @@ fn verdict_value(v: &MapValue) -> Result<VerdictValue<'static>, NftError> {
     })
 }
 
+/// Where the commands of a table go, one by one.
+type Emit<'a> = dyn FnMut(Command<'static>) -> Result<(), NftError> + 'a;
+
 fn add(o: NfListObject<'static>) -> Command<'static> {
     Command::Std(NfObject::CmdObject(NfCmd::Add(o)))
 }
@@ -599,7 +602,7 @@ fn set_command(
     family: NfFamily,
     tname: &str,
     s: &kproxy_core::ir::Set,
-    out: &mut Vec<Command<'static>>,
+    out: &mut Emit<'_>,
 ) -> Result<(), NftError> {
     let flags: HashSet<SetFlag> = s
         .flags
@@ -612,7 +615,7 @@ fn set_command(
             _ => None,
         })
         .collect();
-    out.push(add(NfListObject::Set(Box::new(schema::Set {
+    out(add(NfListObject::Set(Box::new(schema::Set {
         family,
         table: tname.to_string().into(),
         name: s.name.clone().into(),
@@ -625,7 +628,7 @@ fn set_command(
         gc_interval: None,
         size: None,
         comment: s.comment.clone().map(Into::into),
-    }))));
+    }))))?;
     Ok(())
 }
 
@@ -633,12 +636,12 @@ fn map_command(
     family: NfFamily,
     tname: &str,
     m: &kproxy_core::ir::Map,
-    out: &mut Vec<Command<'static>>,
+    out: &mut Emit<'_>,
 ) -> Result<(), NftError> {
     if m.value_type != "verdict" {
         return Err(unsupported(format!("map {} of {}", m.name, m.value_type)));
     }
-    out.push(Command::Ext(ExtAdd {
+    out(Command::Ext(ExtAdd {
         add: ExtObject::Map(VerdictMapDef {
             family,
             table: tname.to_string().into(),
@@ -647,7 +650,7 @@ fn map_command(
             map: VerdictType,
             comment: m.comment.clone().map(Into::into),
         }),
-    }));
+    }))?;
     Ok(())
 }
 
@@ -659,13 +662,21 @@ pub fn table_commands(
     order: &[String],
     out: &mut Vec<Command<'static>>,
 ) -> Result<(), NftError> {
+    emit_table(table, order, &mut |c| {
+        out.push(c);
+        Ok(())
+    })
+}
+
+/// [`table_commands`], each command handed to `out` as it is made.
+fn emit_table(table: &Table, order: &[String], out: &mut Emit<'_>) -> Result<(), NftError> {
     let (family, ipf) = nf_family(table);
     let tname: Cow<'static, str> = table.name.clone().into();
-    out.push(add(NfListObject::Table(schema::Table {
+    out(add(NfListObject::Table(schema::Table {
         family,
         name: tname.clone(),
         handle: None,
-    })));
+    })))?;
     for c in &table.chains {
         let mut chain = schema::Chain {
             family,
@@ -686,17 +697,17 @@ pub fn table_commands(
             chain.hook = Some(hook(*h));
             chain.prio = Some(*priority);
         }
-        out.push(add(NfListObject::Chain(chain)));
+        out(add(NfListObject::Chain(chain)))?;
     }
     for c in &table.counters {
-        out.push(add(NfListObject::Counter(schema::Counter {
+        out(add(NfListObject::Counter(schema::Counter {
             family,
             table: tname.clone(),
             name: c.name.clone().into(),
             handle: None,
             packets: Some(0),
             bytes: Some(0),
-        })));
+        })))?;
     }
     // Indexes by name: a table can hold tens of thousands of affinity sets.
     let sets: HashMap<&str, &kproxy_core::ir::Set> =
@@ -723,7 +734,7 @@ pub fn table_commands(
     }
     for c in &table.chains {
         for r in &c.rules {
-            out.push(add(NfListObject::Rule(schema::Rule {
+            out(add(NfListObject::Rule(schema::Rule {
                 family,
                 table: tname.clone(),
                 chain: c.name.to_string().into(),
@@ -731,12 +742,12 @@ pub fn table_commands(
                 handle: None,
                 index: None,
                 comment: r.comment().map(|c| c.to_string().into()),
-            })));
+            })))?;
         }
     }
     for s in &table.sets {
         if !s.elements.is_empty() {
-            out.push(Command::Ext(ExtAdd {
+            out(Command::Ext(ExtAdd {
                 add: ExtObject::Element(ElementDef {
                     family,
                     table: tname.clone(),
@@ -747,7 +758,7 @@ pub fn table_commands(
                         .map(|e| ElementItem::Key(element_key(e)))
                         .collect(),
                 }),
-            }));
+            }))?;
         }
     }
     for m in &table.maps {
@@ -756,14 +767,14 @@ pub fn table_commands(
             for (e, v) in &m.elements {
                 elem.push(ElementItem::Mapping(element_key(e), verdict_value(v)?));
             }
-            out.push(Command::Ext(ExtAdd {
+            out(Command::Ext(ExtAdd {
                 add: ExtObject::Element(ElementDef {
                     family,
                     table: tname.clone(),
                     name: m.name.clone().into(),
                     elem,
                 }),
-            }));
+            }))?;
         }
     }
     Ok(())
@@ -771,8 +782,13 @@ pub fn table_commands(
 
 /// The batch that creates the state `txs` (one transaction per family)
 /// leave on an empty ruleset.
+///
+/// The commands are written as they are made (the text of [`Batch`]
+/// without holding every command: a 10k-Service batch's commands took
+/// several times the memory of its text).
 pub fn batch(txs: &[Transaction]) -> Result<String, NftError> {
-    let mut nftables = Vec::new();
+    let mut text = String::from("{\"nftables\":[");
+    let mut first = true;
     for tx in txs {
         let order: Vec<String> = tx
             .ops
@@ -783,7 +799,16 @@ pub fn batch(txs: &[Transaction]) -> Result<String, NftError> {
                 _ => None,
             })
             .collect();
-        table_commands(&tx.apply()?, &order, &mut nftables)?;
+        emit_table(&tx.apply()?, &order, &mut |c| {
+            if !first {
+                text.push(',');
+            }
+            first = false;
+            let json = serde_json::to_string(&c).map_err(|e| NftError::Json(e.to_string()))?;
+            text.push_str(&json);
+            Ok(())
+        })?;
     }
-    serde_json::to_string(&Batch { nftables }).map_err(|e| NftError::Json(e.to_string()))
+    text.push_str("]}");
+    Ok(text)
 }
