@@ -10,7 +10,7 @@
 //!   entries DNATed to it from each front end are deleted (`--orig-dst IP
 //!   --dst-nat EP`; node port: `--dport NODEPORT --dst-nat EP`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
 use crate::model::{IpFamily, Protocol};
@@ -176,35 +176,50 @@ fn parse_listing(text: &str) -> Option<Vec<Entry>> {
     Some(out)
 }
 
-/// Whether the deletion `args` (from [`cleanup_commands`]) would delete
-/// `entry`: `--orig-dst IP`, `--dport PORT`, `--dst-nat IP` (DNATed to
-/// IP). An argument it does not know makes it match (nothing is skipped
-/// wrongly).
-fn deletes(args: &[String], entry: &Entry) -> bool {
+/// What a deletion (from [`cleanup_commands`]) selects: `--orig-dst IP`,
+/// `--dport PORT`, `--dst-nat IP` (DNATed to IP); `None` where it does not
+/// look (or cannot read the value: then it matches, nothing is skipped
+/// wrongly). `Err(())` for an argument it does not know.
+type Filter = (Option<IpAddr>, Option<u16>, Option<IpAddr>);
+
+fn filter(args: &[String]) -> Result<Filter, ()> {
+    let mut f: Filter = (None, None, None);
     let mut words = args.iter().map(String::as_str);
     while let Some(w) = words.next() {
-        let ok = match w {
-            "-D" => true,
-            "-p" | "-f" => words.next().is_some(),
-            "--orig-dst" => words
-                .next()
-                .and_then(|v| v.parse::<IpAddr>().ok())
-                .is_none_or(|ip| ip == entry.orig_dst),
-            "--dport" => words
-                .next()
-                .and_then(|v| v.parse::<u16>().ok())
-                .is_none_or(|p| p == entry.orig_dport),
-            "--dst-nat" => words
-                .next()
-                .and_then(|v| v.parse::<IpAddr>().ok())
-                .is_none_or(|ip| ip == entry.reply_src && entry.reply_src != entry.orig_dst),
-            _ => return true,
-        };
-        if !ok {
-            return false;
+        match w {
+            "-D" => {}
+            "-p" | "-f" => {
+                words.next();
+            }
+            "--orig-dst" => f.0 = words.next().and_then(|v| v.parse().ok()),
+            "--dport" => f.1 = words.next().and_then(|v| v.parse().ok()),
+            "--dst-nat" => f.2 = words.next().and_then(|v| v.parse().ok()),
+            _ => return Err(()),
         }
     }
-    true
+    Ok(f)
+}
+
+/// Every filter that selects one of the entries: each entry under each
+/// combination of the fields a deletion can look at (`--dst-nat` only for
+/// DNATed entries), so that a deletion is checked by one lookup instead of
+/// against every entry.
+fn index(entries: &[Entry]) -> HashSet<Filter> {
+    let mut out = HashSet::with_capacity(entries.len() * 4);
+    for e in entries {
+        let dnat = e.reply_src != e.orig_dst;
+        for mask in 0u8..8 {
+            if mask & 4 != 0 && !dnat {
+                continue;
+            }
+            out.insert((
+                (mask & 1 != 0).then_some(e.orig_dst),
+                (mask & 2 != 0).then_some(e.orig_dport),
+                (mask & 4 != 0).then_some(e.reply_src),
+            ));
+        }
+    }
+    out
 }
 
 /// The deletions of `commands` that would delete something, given the
@@ -230,9 +245,13 @@ pub fn needed(commands: Vec<Vec<String>>, listing: &str) -> Vec<Vec<String>> {
     let Some(entries) = parse_listing(listing) else {
         return commands;
     };
+    let selected = index(&entries);
     commands
         .into_iter()
-        .filter(|c| entries.iter().any(|e| deletes(c, e)))
+        .filter(|c| match filter(c) {
+            Ok(f) => selected.contains(&f),
+            Err(()) => !entries.is_empty(),
+        })
         .collect()
 }
 
@@ -340,5 +359,53 @@ mod tests {
         assert_eq!(needed(commands.clone(), "garbage\n"), commands);
         assert!(worth_listing(&commands) && !worth_listing(&commands[..1]));
         assert_eq!(listing_args(IpFamily::V6).join(" "), "-L -p udp -f ipv6");
+    }
+
+    /// The index gives what checking each deletion against each entry
+    /// gives (random small listings and deletions).
+    #[test]
+    fn index_agrees_with_checking_every_entry() {
+        let mut rng = crate::test_rng::Rng(7);
+        let ip = |rng: &mut crate::test_rng::Rng| format!("10.0.0.{}", rng.below(4));
+        for _ in 0..300 {
+            let mut listing = String::new();
+            let mut entries = Vec::new();
+            for _ in 0..rng.below(5) {
+                let (dst, port, reply) = (ip(&mut rng), 50 + rng.below(3), ip(&mut rng));
+                listing.push_str(&format!(
+                    "udp 17 29 src=10.9.9.9 dst={dst} sport=1 dport={port} src={reply} dst=10.9.9.9 sport=2 dport=1\n"
+                ));
+                entries.push((dst, port.to_string(), reply));
+            }
+            let mut commands = Vec::new();
+            for _ in 0..6 {
+                let mut c = cmd("-D -p udp -f ipv4");
+                if rng.below(2) == 0 {
+                    c.extend(["--orig-dst".to_string(), ip(&mut rng)]);
+                }
+                if rng.below(2) == 0 {
+                    c.extend(["--dport".to_string(), (50 + rng.below(3)).to_string()]);
+                }
+                if rng.below(2) == 0 {
+                    c.extend(["--dst-nat".to_string(), ip(&mut rng)]);
+                }
+                commands.push(c);
+            }
+            let value = |c: &[String], flag: &str| {
+                c.iter().position(|w| w == flag).map(|i| c[i + 1].clone())
+            };
+            let brute: Vec<Vec<String>> = commands
+                .iter()
+                .filter(|c| {
+                    entries.iter().any(|(dst, port, reply)| {
+                        value(c, "--orig-dst").is_none_or(|v| &v == dst)
+                            && value(c, "--dport").is_none_or(|v| &v == port)
+                            && value(c, "--dst-nat").is_none_or(|v| &v == reply && reply != dst)
+                    })
+                })
+                .cloned()
+                .collect();
+            assert_eq!(needed(commands, &listing), brute, "{listing}");
+        }
     }
 }
