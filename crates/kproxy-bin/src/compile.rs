@@ -1,5 +1,6 @@
 //! `kproxy compile`.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
@@ -258,16 +259,34 @@ pub fn layout_plan(
 
 /// Runs `kproxy compile` on an already loaded inventory.
 pub fn compile(args: &CompileArgs, inv: &Inventory) -> Result<Output> {
+    let mut out = Output::default();
+    let mut text = Vec::new();
+    compile_to(
+        args,
+        inv,
+        &mut |w| out.warnings.push(w.to_string()),
+        &mut text,
+    )?;
+    out.stdout = String::from_utf8(text)?;
+    Ok(out)
+}
+
+/// [`compile`], handing each warning to `warn` before any rule is written
+/// and writing the rules to `stdout` as they are made (the nftables JSON
+/// batch of 10k Services, tens of MB, is never held whole).
+pub fn compile_to(
+    args: &CompileArgs,
+    inv: &Inventory,
+    warn: &mut dyn FnMut(&str),
+    stdout: &mut dyn Write,
+) -> Result<()> {
     let _stage = Stage::spinner(&format!("compiling {} Services", inv.state.services.len()));
     let resolved = resolve(&args.node, inv)?;
-    let mut out = Output {
-        warnings: inv.warnings.clone(),
-        ..Output::default()
-    };
-    out.warnings.extend(resolved.warnings.iter().cloned());
     let backend = backend(args, &resolved.mode)?;
     let (layout, notes) = layout(&args.node, backend)?;
-    out.warnings.extend(notes);
+    for w in inv.warnings.iter().chain(&resolved.warnings).chain(&notes) {
+        warn(w);
+    }
     let nft_profile = match layout {
         Layout::Nftables(p) => p,
         Layout::Iptables(_) => NftablesProfile::Current,
@@ -279,9 +298,9 @@ pub fn compile(args: &CompileArgs, inv: &Inventory) -> Result<Output> {
             .iter()
             .map(|n| Layout::Nftables(nft_profile).plan(&inv.state, n))
             .collect();
-        out.stdout = kproxy_nft::render_json_profile(&plans, nft_profile)?;
-        out.stdout.push('\n');
-        return Ok(out);
+        kproxy_nft::write_json_profile(&plans, nft_profile, stdout)?;
+        stdout.write_all(b"\n")?;
+        return Ok(());
     }
     for node in &resolved.nodes {
         let text = match backend {
@@ -308,18 +327,28 @@ pub fn compile(args: &CompileArgs, inv: &Inventory) -> Result<Output> {
                 (Backend::Iptables, IpFamily::V6) => "ip6tables-restore",
                 _ => "nft -f",
             };
-            out.stdout
-                .push_str(&format!("# {} input ({tool})\n", node.family));
+            writeln!(stdout, "# {} input ({tool})", node.family)?;
         }
-        out.stdout.push_str(&text);
+        stdout.write_all(text.as_bytes())?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Runs `kproxy compile` from its arguments.
 pub fn run(args: &CompileArgs) -> Result<Output> {
     let inv = crate::live::load_input(&args.live, &args.node, &args.paths)?;
     compile(args, &inv)
+}
+
+/// [`run`] with [`compile_to`]: warnings to `warn`, then the rules written
+/// to `stdout` as they are made.
+pub fn run_to(
+    args: &CompileArgs,
+    warn: &mut dyn FnMut(&str),
+    stdout: &mut dyn Write,
+) -> Result<()> {
+    let inv = crate::live::load_input(&args.live, &args.node, &args.paths)?;
+    compile_to(args, &inv, warn, stdout)
 }
 
 /// The nftables transactions `kproxy compile` prints (one per node

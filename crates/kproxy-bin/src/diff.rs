@@ -133,7 +133,10 @@ pub fn family_diffs(
     warnings.extend(wb.into_iter().map(|w| format!("before: {w}")));
     warnings.extend(after.warnings.iter().map(|w| format!("after: {w}")));
     warnings.extend(wa.into_iter().map(|w| format!("after: {w}")));
-    let find = |v: &[FamilyRules], f: IpFamily| v.iter().find(|r| r.node.family == f).cloned();
+    // By reference: a 10k-Service ruleset is hundreds of MB to copy.
+    fn find(v: &[FamilyRules], f: IpFamily) -> Option<&FamilyRules> {
+        v.iter().find(|r| r.node.family == f)
+    }
     let mut families: Vec<IpFamily> = fa.iter().map(|r| r.node.family).collect();
     for r in &fb {
         if !families.contains(&r.node.family) {
@@ -146,19 +149,15 @@ pub fn family_diffs(
         .map(|f| {
             let b = find(&fb, f);
             let a = find(&fa, f);
-            let mark_style = a
-                .as_ref()
-                .or(b.as_ref())
-                .map(|r| r.node.mark_style)
-                .unwrap_or_default();
+            let mark_style = a.or(b).map(|r| r.node.mark_style).unwrap_or_default();
             FamilyDiff {
                 family: f,
                 mark_style,
-                before: b.as_ref().map_or(layout_b, |r| r.layout),
-                after: a.as_ref().map_or(layout_a, |r| r.layout),
+                before: b.map_or(layout_b, |r| r.layout),
+                after: a.map_or(layout_a, |r| r.layout),
                 diff: diff(
-                    b.as_ref().map_or(&empty, |r| &r.ruleset),
-                    a.as_ref().map_or(&empty, |r| &r.ruleset),
+                    b.map_or(&empty, |r| &r.ruleset),
+                    a.map_or(&empty, |r| &r.ruleset),
                 ),
             }
         })

@@ -23,6 +23,15 @@ fn keep_freed_memory() {
     }
 }
 
+/// Whether `e` comes from writing to a closed standard output (as a
+/// failed write of the output, exit status 1 without a message).
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    }) || e.to_string().contains("Broken pipe")
+}
+
 fn main() -> ExitCode {
     let cli = kproxy_bin::shell::parse();
     // --v / --vmodule (kube-proxy's) win over KPROXY_LOG; warn by default.
@@ -47,7 +56,22 @@ fn main() -> ExitCode {
     kproxy_bin::progress::set_quiet(cli.quiet);
     let mut drift = false;
     let result = match &cli.command {
-        Command::Compile(args) => kproxy_bin::compile::run(args),
+        Command::Compile(args) => {
+            // Written as it is made (a 10k-Service nftables JSON batch is
+            // tens of MB): warnings first, as for the other commands.
+            let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            let written = kproxy_bin::compile::run_to(
+                args,
+                &mut |w| eprintln!("kproxy: warning: {w}"),
+                &mut stdout,
+            );
+            match written.map(|()| stdout.flush()) {
+                Ok(Ok(())) => Ok(kproxy_bin::compile::Output::default()),
+                Ok(Err(_)) => return ExitCode::from(1),
+                Err(e) if broken_pipe(&e) => return ExitCode::from(1),
+                Err(e) => Err(e),
+            }
+        }
         Command::Trace(args) => kproxy_bin::trace::run(args),
         Command::Graph(args) => kproxy_bin::graph::run(args),
         Command::Diff(args) => kproxy_bin::diff::run(args),

@@ -787,9 +787,35 @@ fn emit_table(table: &Table, order: &[String], out: &mut Emit<'_>) -> Result<(),
 /// without holding every command: a 10k-Service batch's commands took
 /// several times the memory of its text).
 pub fn batch(txs: &[Transaction]) -> Result<String, NftError> {
-    let mut text = String::from("{\"nftables\":[");
-    let mut first = true;
+    let mut text = Vec::new();
+    let mut out = BatchWriter::new(&mut text)?;
     for tx in txs {
+        out.push(tx.clone())?;
+    }
+    out.finish()?;
+    String::from_utf8(text).map_err(|e| NftError::Json(e.to_string()))
+}
+
+fn write_error(e: std::io::Error) -> NftError {
+    NftError::Json(format!("writing the batch: {e}"))
+}
+
+/// A [`batch`] written to `out` one transaction at a time, each consumed
+/// (its rules move into the table it describes; one family's table is held
+/// at a time, and no text is held at all).
+pub(crate) struct BatchWriter<'w> {
+    out: &'w mut dyn std::io::Write,
+    first: bool,
+}
+
+impl<'w> BatchWriter<'w> {
+    pub(crate) fn new(out: &'w mut dyn std::io::Write) -> Result<Self, NftError> {
+        out.write_all(b"{\"nftables\":[").map_err(write_error)?;
+        Ok(Self { out, first: true })
+    }
+
+    /// Writes the commands that create the state `tx` leaves.
+    pub(crate) fn push(&mut self, tx: Transaction) -> Result<(), NftError> {
         let order: Vec<String> = tx
             .ops
             .iter()
@@ -799,16 +825,18 @@ pub fn batch(txs: &[Transaction]) -> Result<String, NftError> {
                 _ => None,
             })
             .collect();
-        emit_table(&tx.apply()?, &order, &mut |c| {
-            if !first {
-                text.push(',');
+        let table = tx.into_table()?;
+        let (out, first) = (&mut *self.out, &mut self.first);
+        emit_table(&table, &order, &mut |c| {
+            if !*first {
+                out.write_all(b",").map_err(write_error)?;
             }
-            first = false;
-            let json = serde_json::to_string(&c).map_err(|e| NftError::Json(e.to_string()))?;
-            text.push_str(&json);
-            Ok(())
-        })?;
+            *first = false;
+            serde_json::to_writer(&mut *out, &c).map_err(|e| NftError::Json(e.to_string()))
+        })
     }
-    text.push_str("]}");
-    Ok(text)
+
+    pub(crate) fn finish(self) -> Result<(), NftError> {
+        self.out.write_all(b"]}").map_err(write_error)
+    }
 }

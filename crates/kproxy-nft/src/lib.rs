@@ -190,6 +190,32 @@ pub fn render_json(plans: &[Plan]) -> Result<String, NftError> {
 
 /// [`render_json`] in `profile`'s layout (the plans planned with its release).
 pub fn render_json_profile(plans: &[Plan], profile: NftablesProfile) -> Result<String, NftError> {
+    let mut text = Vec::new();
+    write_json_profile(plans, profile, &mut text)?;
+    String::from_utf8(text).map_err(|e| NftError::Json(e.to_string()))
+}
+
+/// [`render_json_profile`] written to `out` as it is made: one family's
+/// transaction at a time, consumed as it is written, and no text held (a
+/// 10k-Service batch is tens of MB). Errors writing to `out` are
+/// [`NftError::Json`]; what was written before an error stays written.
+///
+/// ```
+/// use kproxy_core::model::*;
+/// use kproxy_core::plan::plan_release;
+/// use kproxy_core::profile::NftablesProfile;
+/// let node = NodeConfig::new(IpFamily::V4, "node-1");
+/// let profile = NftablesProfile::Current;
+/// let plan = plan_release(&ClusterState::default(), &node, profile.release());
+/// let mut out = Vec::new();
+/// kproxy_nft::write_json_profile(&[plan], profile, &mut out).unwrap();
+/// assert!(out.starts_with(b"{\"nftables\":[{\"add\":{\"table\""));
+/// ```
+pub fn write_json_profile(
+    plans: &[Plan],
+    profile: NftablesProfile,
+    out: &mut dyn std::io::Write,
+) -> Result<(), NftError> {
     for plan in plans {
         check_release(plan, profile)?;
     }
@@ -197,8 +223,11 @@ pub fn render_json_profile(plans: &[Plan], profile: NftablesProfile) -> Result<S
         profile,
         ..LayoutOptions::default()
     };
-    let txs: Vec<Transaction> = plans.iter().map(|p| build(p, opts)).collect();
-    json::batch(&txs)
+    let mut batch = json::BatchWriter::new(out)?;
+    for plan in plans {
+        batch.push(build(plan, opts))?;
+    }
+    batch.finish()
 }
 
 /// The table state a first full sync leaves, as IR.
