@@ -239,7 +239,15 @@ impl Building {
     }
     fn push(&mut self, chain: &str, rule: Rule) {
         if !self.declared.contains_key(chain) {
-            self.declare(chain, "-");
+            // `iptables-restore` input (what kube-proxy writes, unlike
+            // `iptables-save`) appends to the table's built-in chains
+            // without declaring them: they always exist, policy ACCEPT.
+            let policy = if is_builtin(&self.table.name, chain) {
+                "ACCEPT"
+            } else {
+                "-"
+            };
+            self.declare(chain, policy);
         }
         // The index, not a search by name: a dump of a large cluster has
         // 100k chains.
@@ -263,6 +271,19 @@ impl Building {
         }
         self.table
     }
+}
+
+/// Whether `chain` is one of `table`'s built-in chains.
+fn is_builtin(table: &str, chain: &str) -> bool {
+    let builtin: &[&str] = match table {
+        "filter" => &["INPUT", "FORWARD", "OUTPUT"],
+        "nat" => &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
+        "mangle" => &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
+        "raw" => &["PREROUTING", "OUTPUT"],
+        "security" => &["INPUT", "FORWARD", "OUTPUT"],
+        _ => &[],
+    };
+    builtin.contains(&chain)
 }
 
 fn hook_of(name: &str) -> Option<Hook> {
@@ -874,6 +895,21 @@ mod tests {
             target_verdict("MARK", &opts("--set-xmark", "0x1/0xff"), &none),
             None
         );
+    }
+
+    /// `iptables-restore` input appends to built-in chains it does not
+    /// declare: they are the built-in chains (hooked), not user chains.
+    #[test]
+    fn undeclared_builtin_chains_of_restore_input() {
+        let input = "*nat\n:KUBE-SERVICES - [0:0]\n-A PREROUTING -j KUBE-SERVICES\n-A FORWARD -j KUBE-SERVICES\nCOMMIT\n";
+        let rs = parse(input, None).unwrap();
+        let t = rs.table("nat").unwrap();
+        assert_eq!(
+            t.chain("PREROUTING").unwrap().kind,
+            Chain::builtin(Hook::Prerouting).kind
+        );
+        // Not one of nat's built-in chains: a user chain.
+        assert_eq!(t.chain("FORWARD").unwrap().kind, Chain::new("FORWARD").kind);
     }
 
     #[test]
