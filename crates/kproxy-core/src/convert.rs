@@ -243,7 +243,7 @@ impl<T> Outcome<T> {
 fn namespaced(
     kind: &'static str,
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    check_name: fn(&str) -> Result<(), String>,
+    check_name: fn(&str) -> Result<(), validate::Invalid>,
 ) -> Result<(crate::model::NamespacedName, error::Ctx), ObjectError> {
     let namespace = meta
         .namespace

@@ -22,8 +22,55 @@ const LABEL_TEXT: &str = "must be a lowercase RFC 1123 label: lower case alphanu
 const SUBDOMAIN_TEXT: &str = "must be a lowercase RFC 1123 subdomain: lower case alphanumeric characters, '-' or '.', starting and ending with an alphanumeric character";
 const LABEL_VALUE_TEXT: &str = "must be empty or consist of alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric character";
 
-fn too_long(max: usize) -> String {
-    format!("must be no more than {max} characters")
+/// Why a name or label is not what the API server accepts (the message
+/// follows the value it is about: `"a_b": must be ...`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Invalid {
+    /// Longer than the kind allows.
+    #[error("must be no more than {0} characters")]
+    TooLong(usize),
+    /// Not a DNS-1123 label.
+    #[error("{LABEL_TEXT}")]
+    NotLabel,
+    /// Not a DNS-1123 subdomain.
+    #[error("{SUBDOMAIN_TEXT}")]
+    NotSubdomain,
+    /// Not a label value.
+    #[error("{LABEL_VALUE_TEXT}")]
+    NotLabelValue,
+    /// A port name that is empty or longer than 15 characters.
+    #[error("must be 1 to 15 characters")]
+    PortNameLength,
+    /// A port name with a character other than `a-z`, `0-9`, `-`.
+    #[error("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")]
+    PortNameCharacters,
+    /// A port name without a letter.
+    #[error("must contain at least one letter (a-z)")]
+    PortNameNoLetter,
+    /// A port name with `--`.
+    #[error("must not contain consecutive hyphens")]
+    PortNameHyphens,
+    /// A port name starting or ending with `-`.
+    #[error("must not begin or end with a hyphen")]
+    PortNameEdgeHyphen,
+    /// A label key's prefix (before `/`) that is empty.
+    #[error("prefix part must be non-empty")]
+    EmptyPrefix,
+    /// A label key's prefix that is not a DNS-1123 subdomain.
+    #[error("prefix part {0}")]
+    Prefix(Box<Invalid>),
+    /// A label key without a name part.
+    #[error("name part must be non-empty")]
+    EmptyName,
+    /// A label key's name part longer than 63 characters.
+    #[error("name part must be no more than {0} characters")]
+    NameTooLong(usize),
+    /// A label key's name part with other characters.
+    #[error(
+        "name part must consist of alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric character"
+    )]
+    NameCharacters,
 }
 
 fn is_label_bytes(b: &[u8]) -> bool {
@@ -41,14 +88,14 @@ fn is_label_bytes(b: &[u8]) -> bool {
 /// assert!(dns1123_label("kube-system").is_ok());
 /// assert!(dns1123_label("9lives").is_ok());
 /// assert!(dns1123_label("a\"b").is_err());
-/// assert_eq!(dns1123_label(&"a".repeat(64)).unwrap_err(), "must be no more than 63 characters");
+/// assert_eq!(dns1123_label(&"a".repeat(64)).unwrap_err().to_string(), "must be no more than 63 characters");
 /// ```
-pub fn dns1123_label(s: &str) -> Result<(), String> {
+pub fn dns1123_label(s: &str) -> Result<(), Invalid> {
     if s.len() > DNS1123_LABEL_MAX {
-        return Err(too_long(DNS1123_LABEL_MAX));
+        return Err(Invalid::TooLong(DNS1123_LABEL_MAX));
     }
     if !is_label_bytes(s.as_bytes()) {
-        return Err(LABEL_TEXT.into());
+        return Err(Invalid::NotLabel);
     }
     Ok(())
 }
@@ -62,12 +109,12 @@ pub fn dns1123_label(s: &str) -> Result<(), String> {
 /// assert!(dns1123_subdomain("web..x").is_err());
 /// assert!(dns1123_subdomain("Web").is_err());
 /// ```
-pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
+pub fn dns1123_subdomain(s: &str) -> Result<(), Invalid> {
     if s.len() > DNS1123_SUBDOMAIN_MAX {
-        return Err(too_long(DNS1123_SUBDOMAIN_MAX));
+        return Err(Invalid::TooLong(DNS1123_SUBDOMAIN_MAX));
     }
     if !s.split('.').all(|l| is_label_bytes(l.as_bytes())) {
-        return Err(SUBDOMAIN_TEXT.into());
+        return Err(Invalid::NotSubdomain);
     }
     Ok(())
 }
@@ -83,27 +130,25 @@ pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
 /// assert!(port_name("a--b").is_err());
 /// assert!(port_name("sixteen-chars-xx").is_err());
 /// ```
-pub fn port_name(s: &str) -> Result<(), String> {
+pub fn port_name(s: &str) -> Result<(), Invalid> {
     let b = s.as_bytes();
     if b.is_empty() || b.len() > 15 {
-        return Err("must be 1 to 15 characters".into());
+        return Err(Invalid::PortNameLength);
     }
     if !b
         .iter()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
     {
-        return Err(
-            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".into(),
-        );
+        return Err(Invalid::PortNameCharacters);
     }
     if !b.iter().any(u8::is_ascii_lowercase) {
-        return Err("must contain at least one letter (a-z)".into());
+        return Err(Invalid::PortNameNoLetter);
     }
     if s.contains("--") {
-        return Err("must not contain consecutive hyphens".into());
+        return Err(Invalid::PortNameHyphens);
     }
     if b[0] == b'-' || b[b.len() - 1] == b'-' {
-        return Err("must not begin or end with a hyphen".into());
+        return Err(Invalid::PortNameEdgeHyphen);
     }
     Ok(())
 }
@@ -125,12 +170,12 @@ fn is_label_value_bytes(b: &[u8]) -> bool {
 /// assert!(label_value("My_app.v2").is_ok());
 /// assert!(label_value("a b").is_err());
 /// ```
-pub fn label_value(s: &str) -> Result<(), String> {
+pub fn label_value(s: &str) -> Result<(), Invalid> {
     if s.len() > LABEL_VALUE_MAX {
-        return Err(too_long(LABEL_VALUE_MAX));
+        return Err(Invalid::TooLong(LABEL_VALUE_MAX));
     }
     if !is_label_value_bytes(s.as_bytes()) {
-        return Err(LABEL_VALUE_TEXT.into());
+        return Err(Invalid::NotLabelValue);
     }
     Ok(())
 }
@@ -146,25 +191,25 @@ pub fn label_value(s: &str) -> Result<(), String> {
 /// assert!(qualified_name("a/b/c").is_err());
 /// assert!(qualified_name("/b").is_err());
 /// ```
-pub fn qualified_name(s: &str) -> Result<(), String> {
+pub fn qualified_name(s: &str) -> Result<(), Invalid> {
     let (prefix, name) = match s.split_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, s),
     };
     if let Some(p) = prefix {
         if p.is_empty() {
-            return Err("prefix part must be non-empty".into());
+            return Err(Invalid::EmptyPrefix);
         }
-        dns1123_subdomain(p).map_err(|e| format!("prefix part {e}"))?;
+        dns1123_subdomain(p).map_err(|e| Invalid::Prefix(Box::new(e)))?;
     }
     if name.is_empty() {
-        return Err("name part must be non-empty".into());
+        return Err(Invalid::EmptyName);
     }
     if name.len() > LABEL_VALUE_MAX {
-        return Err(format!("name part {}", too_long(LABEL_VALUE_MAX)));
+        return Err(Invalid::NameTooLong(LABEL_VALUE_MAX));
     }
     if !is_label_value_bytes(name.as_bytes()) {
-        return Err("name part must consist of alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric character".into());
+        return Err(Invalid::NameCharacters);
     }
     Ok(())
 }
@@ -200,7 +245,7 @@ pub(crate) fn field(
     ctx: &Ctx,
     field: impl Into<String>,
     value: &str,
-    check: fn(&str) -> Result<(), String>,
+    check: fn(&str) -> Result<(), Invalid>,
 ) -> Result<(), ObjectError> {
     check(value).map_err(|e| ctx.err(field, format!("{}: {e}", quoted(value))))
 }
@@ -237,7 +282,7 @@ mod tests {
         let long = vec!["a".repeat(63); 4].join(".");
         assert_eq!(long.len(), 255);
         assert_eq!(
-            dns1123_subdomain(&long).unwrap_err(),
+            dns1123_subdomain(&long).unwrap_err().to_string(),
             "must be no more than 253 characters"
         );
         assert!(dns1123_subdomain(&long[2..]).is_ok());
