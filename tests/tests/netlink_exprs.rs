@@ -87,3 +87,51 @@ fn dual_stack_rules_encode_as_nft_encodes_them() {
         &root().join("fixtures/netlink/dual-stack.yaml"),
     );
 }
+
+/// Prefixes off a byte boundary: nft 1.0.6 loads the whole address and
+/// masks it (`nft --debug=netlink` of `ip saddr 10.76.0.0/14`, `ip daddr
+/// 10.0.0.0/8`, `ip6 saddr fd00:10::/62`, `ip6 daddr fd00::/20`); a
+/// shorter load lists as `@nh,96,16` instead of `ip saddr 10.76.0.0/14`.
+#[test]
+fn prefixes_encode_as_nft_encodes_them() {
+    use kproxy_core::ir::{AddrMatch, Direction, Match, Rule, Verdict};
+    use kproxy_nft::SingleDnat;
+    let text = |f: IpFamily, dir: Direction, net: &str| {
+        let rule = Rule::new()
+            .with(Match::Addr {
+                dir,
+                addr: AddrMatch::Net(net.parse().unwrap()),
+                negate: false,
+            })
+            .verdict(Verdict::Accept);
+        let (_, exprs) = rule_exprs(f, &rule, SingleDnat::Concat).expect("encodable");
+        exprs.iter().map(|x| format!("{x}\n")).collect::<String>()
+    };
+    assert_eq!(
+        text(IpFamily::V4, Direction::Src, "10.76.0.0/14"),
+        "[ payload load 4b @ network header + 12 => reg 1 ]\n\
+         [ bitwise reg 1 = ( reg 1 & 0x0000fcff ) ^ 0x00000000 ]\n\
+         [ cmp eq reg 1 0x00004c0a ]\n\
+         [ immediate reg 0 accept ]\n"
+    );
+    assert_eq!(
+        text(IpFamily::V4, Direction::Dst, "10.0.0.0/8"),
+        "[ payload load 1b @ network header + 16 => reg 1 ]\n\
+         [ cmp eq reg 1 0x0000000a ]\n\
+         [ immediate reg 0 accept ]\n"
+    );
+    assert_eq!(
+        text(IpFamily::V6, Direction::Src, "fd00:10::/62"),
+        "[ payload load 16b @ network header + 8 => reg 1 ]\n\
+         [ bitwise reg 1 = ( reg 1 & 0xffffffff 0xfcffffff 0x00000000 0x00000000 ) ^ 0x00000000 0x00000000 0x00000000 0x00000000 ]\n\
+         [ cmp eq reg 1 0x100000fd 0x00000000 0x00000000 0x00000000 ]\n\
+         [ immediate reg 0 accept ]\n"
+    );
+    assert_eq!(
+        text(IpFamily::V6, Direction::Dst, "fd00::/20"),
+        "[ payload load 16b @ network header + 24 => reg 1 ]\n\
+         [ bitwise reg 1 = ( reg 1 & 0x00f0ffff 0x00000000 0x00000000 0x00000000 ) ^ 0x00000000 0x00000000 0x00000000 0x00000000 ]\n\
+         [ cmp eq reg 1 0x000000fd 0x00000000 0x00000000 0x00000000 ]\n\
+         [ immediate reg 0 accept ]\n"
+    );
+}

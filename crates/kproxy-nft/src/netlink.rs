@@ -625,7 +625,8 @@ fn load_keys(f: IpFamily, keys: &[Key], out: &mut Vec<Expr>) {
 }
 
 /// `ADDR` / `NET` compared at `dir`, as nft does for a single value: a
-/// prefix on a byte boundary loads only its bytes; another is masked.
+/// prefix on a byte boundary loads only its bytes; another loads the whole
+/// address and masks it.
 fn addr_match(
     f: IpFamily,
     dir: Direction,
@@ -667,24 +668,24 @@ fn addr_match(
             let bits = plen.saturating_sub(i as u32 * 8).min(8);
             *m = if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
         }
-        // nft loads only the bytes the prefix covers.
-        let used = plen.div_ceil(8) as usize;
+        // nft (1.0.x) loads and masks the whole address for a prefix off
+        // a byte boundary (`10.76.0.0/14`: 4 bytes, `& 0xfffc0000`).
         out.push(Expr::Payload {
             base: v::NFT_PAYLOAD_NETWORK_HEADER,
             offset: off,
-            len: used as u32,
+            len,
             dreg: r,
         });
         out.push(Expr::Bitwise {
             sreg: r,
             dreg: r,
-            mask: mask[..used].to_vec(),
-            xor: vec![0; used],
+            xor: vec![0; mask.len()],
+            mask,
         });
         out.push(Expr::Cmp {
             sreg: r,
             op,
-            data: bytes[..used].to_vec(),
+            data: bytes[..len as usize].to_vec(),
         });
     }
     Ok(())
