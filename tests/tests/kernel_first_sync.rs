@@ -403,8 +403,8 @@ fn foreign_rules_survive_the_first_sync() {
 
 mod nft_chunks {
     use super::*;
-    use kernel::testbed::Ns;
-    use kernel::traffic::sock;
+    use crate::kernel::testbed::Ns;
+    use crate::kernel::traffic::sock;
     use kproxy_core::model::{
         ClusterState, EndpointPort, EndpointSlice, Protocol, Service, ServicePort,
     };
@@ -628,7 +628,7 @@ mod nft_chunks {
         assert!(text.contains("flags dormant"), "{text}");
         let o = bed.tcp_within(Ns::Client, None, sock(WEB, 80), Duration::from_secs(1));
         assert!(
-            !matches!(o, kernel::traffic::Outcome::Answered { .. }),
+            !matches!(o, crate::kernel::traffic::Outcome::Answered { .. }),
             "{test}: {o:?}"
         );
         // The next sync: one transaction, the whole table.
