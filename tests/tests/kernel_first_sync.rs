@@ -476,14 +476,23 @@ mod nft_chunks {
         (text, without_handles(&json))
     }
 
-    /// The listings of the whole table loaded by one `nft -f` into a
-    /// namespace of its own.
-    fn whole(d: &[Desired]) -> (String, String) {
+    /// The listings of the whole table loaded in one transaction into a
+    /// namespace of its own, by netlink or by `nft -f`. (The netlink
+    /// encoder spells a prefix that is not byte-aligned, the testbed's
+    /// `10.76.0.0/14`, otherwise than nft does: `nft list` prints it as a
+    /// raw payload match; the same either way the table is written.)
+    fn whole(d: &[Desired], netlink: bool) -> (String, String) {
         let nss = Namespaces::new();
         let ns = nss.create("whole").unwrap_or_else(|e| panic!("{e}"));
         let table = &d[0].ruleset.tables[0];
         let tx = nft_full(table, print_options(&node())).expect("transaction");
-        netns_exec_stdin(&ns, &["nft", "-f", "-"], &tx.text).unwrap_or_else(|e| panic!("{e}"));
+        if netlink {
+            let (t, opts) = (tx.transaction.clone(), tx.options);
+            in_ns(&ns, move || kproxy_bin::agent::netlink::apply(&[t], opts))
+                .unwrap_or_else(|e| panic!("{e}"));
+        } else {
+            netns_exec_stdin(&ns, &["nft", "-f", "-"], &tx.text).unwrap_or_else(|e| panic!("{e}"));
+        }
         listings(&ns)
     }
 
@@ -505,9 +514,9 @@ mod nft_chunks {
         let r = in_ns(&node_ns, || proxier.sync(&d, &metrics));
         assert!(r.errors.is_empty() && r.full, "{test}: {:?}", r.errors);
         let commits = generation(&node_ns).wrapping_sub(before);
-        assert!(commits > 10, "{test}: {commits} commits: not split");
+        assert!(commits > 3, "{test}: {commits} commits: not split");
         let (text, json) = listings(&node_ns);
-        let (want_text, want_json) = whole(&d);
+        let (want_text, want_json) = whole(&d, loader == Loader::NftNetlink);
         assert_eq!(text, want_text, "{test}: nft list ruleset");
         assert_eq!(json, want_json, "{test}: nft -j list ruleset");
         assert!(!text.contains("dormant"));
@@ -611,12 +620,14 @@ mod nft_chunks {
         let mut engine = kproxy_nft::sync::Engine::new();
         engine.first_sync_chunk = CHUNK;
         engine.sync(std::time::Instant::now(), &d);
-        let r = drive(&mut engine, &node_ns, netlink, |i| {
-            if i == 1 {
-                netns_exec_stdin(&node_ns, &["nft", "-f", "-"], &foreign)
-                    .unwrap_or_else(|e| panic!("{e}"));
+        // Added as soon as the map is declared (the elements come last).
+        let mut added = false;
+        let r = drive(&mut engine, &node_ns, netlink, |_| {
+            if !added {
+                added = netns_exec_stdin(&node_ns, &["nft", "-f", "-"], &foreign).is_ok();
             }
         });
+        assert!(added, "{test}: the map was never declared");
         let e = r.families[0].error.as_ref().expect("the sync must fail");
         assert_eq!(
             e.kind,
@@ -637,7 +648,7 @@ mod nft_chunks {
         let r = drive(&mut engine, &node_ns, netlink, |_| count += 1);
         assert!(r.ok() && r.full, "{test}: {r:?}");
         assert_eq!(count, 1, "{test}: one transaction");
-        assert_eq!(listings(&node_ns), whole(&d), "{test}");
+        assert_eq!(listings(&node_ns), whole(&d, netlink), "{test}");
         bed.expect_spread(test, Ns::Client, sock(WEB, 80), 30, &["pod-9", "pod-10"]);
     }
 
