@@ -15,6 +15,9 @@
 //! restarted agent's first sync on the unchanged node.
 //! Figures go to stdout. nftables syncs go as one netlink batch (the
 //! agent's default); `KPROXY_BENCH_NFT=1` times `nft -f` instead.
+//! `KPROXY_BENCH_FIRST_ONLY=1` stops after each backend's first sync;
+//! `KPROXY_BENCH_CHUNK=N` sets the nftables first sync's transaction size
+//! (`Proxier::nft_first_sync_chunk`; 0: one transaction).
 
 use std::time::{Duration, Instant};
 
@@ -73,6 +76,13 @@ fn main() {
             };
             println!("nftables: applied by {how}");
         }
+        if let Some(n) = std::env::var("KPROXY_BENCH_CHUNK")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            proxier.nft_first_sync_chunk = n;
+            println!("nftables: first sync in transactions of {n} commands (0: one)");
+        }
         let minimal = std::env::var_os("KPROXY_BENCH_MINIMAL").is_some();
         proxier.minimal_partial_syncs = minimal;
         let mut state = cluster(services, endpoints);
@@ -109,6 +119,9 @@ fn main() {
                 .map(|c| c.rules.len())
                 .sum::<usize>()
         );
+        if std::env::var_os("KPROXY_BENCH_FIRST_ONLY").is_some() {
+            continue;
+        }
         let mut last = d;
         for round in 0..6u32 {
             if round == 3 && mode == Mode::Iptables && !minimal {

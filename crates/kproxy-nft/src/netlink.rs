@@ -1393,10 +1393,12 @@ impl Encoder {
         let msg =
             |kind: u16, flags: u16, b: AttrBuf| Message::nft(kind, flags, fam, b.into_bytes());
         match op {
-            Op::AddTable { comment } => {
+            Op::AddTable { comment } | Op::AddDormantTable { comment } => {
+                // NFT_TABLE_F_DORMANT; 0 wakes a dormant table.
+                let flags = u32::from(matches!(op, Op::AddDormantTable { .. }));
                 let mut b = AttrBuf::new();
                 b.put_str(a::NFTA_TABLE_NAME, t);
-                b.put_u32_be(a::NFTA_TABLE_FLAGS, 0);
+                b.put_u32_be(a::NFTA_TABLE_FLAGS, flags);
                 if let Some(c) = comment {
                     b.put(
                         a::NFTA_TABLE_USERDATA,

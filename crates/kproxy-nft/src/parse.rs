@@ -75,6 +75,10 @@ pub struct NftDump {
     pub ruleset: Ruleset,
     /// Tables of other families, not read (`inet filter`).
     pub skipped: Vec<String>,
+    /// The `ip` and `ip6` tables listed with flags (`dormant`: e.g. a
+    /// first sync written in several transactions that did not finish),
+    /// by name. kube-proxy's tables have none.
+    pub flagged: Vec<String>,
 }
 
 /// Whether `text` looks like an `nft -j` dump.
@@ -143,6 +147,9 @@ pub fn parse_json(text: &str) -> Result<NftDump, ParseError> {
         if kind == "table" {
             let mut t = Table::new(name, TableFamily::Nft(family));
             t.comment = str_field(body, "comment").map(str::to_string);
+            if body.get("flags").is_some_and(|f| !f.is_null()) {
+                out.flagged.push(name.to_string());
+            }
             out.ruleset.tables.push(t);
             continue;
         }

@@ -470,6 +470,13 @@ fn print_op_text(tx: &Transaction, op: &Op, opts: PrintOptions) -> Result<String
             Some(c) => format!("add table {fam} {t} {{ comment {} ; }}", quoted(c)?),
             None => format!("add table {fam} {t}"),
         },
+        Op::AddDormantTable { comment } => match comment {
+            Some(c) => format!(
+                "add table {fam} {t} {{ comment {} ; flags dormant ; }}",
+                quoted(c)?
+            ),
+            None => format!("add table {fam} {t} {{ flags dormant ; }}"),
+        },
         Op::AddChain(c) => format!(
             "add chain {fam} {t} {}{}",
             checked_name(c.name.as_str())?,

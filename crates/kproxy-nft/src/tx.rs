@@ -26,8 +26,16 @@ use crate::NftError;
 /// One command of a transaction (knftables verbs `add`, `flush`, `delete`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// `add table FAMILY NAME [{ comment "…" ; }]`
+    /// `add table FAMILY NAME [{ comment "…" ; }]` (on a dormant table,
+    /// wakes it: its base chains' hooks are registered).
     AddTable {
+        /// The table comment.
+        comment: Option<String>,
+    },
+    /// `add table FAMILY NAME { [comment "…" ;] flags dormant ; }`: a table
+    /// whose base chains see no packet until an [`Op::AddTable`] wakes it
+    /// (a first sync written in several transactions).
+    AddDormantTable {
         /// The table comment.
         comment: Option<String>,
     },
@@ -120,7 +128,7 @@ impl Transaction {
                 }
                 continue;
             }
-            if let Op::AddTable { comment } = op {
+            if let Op::AddTable { comment } | Op::AddDormantTable { comment } = op {
                 if state.is_none() {
                     let mut t = Table::new(table.to_string(), TableFamily::Nft(family));
                     t.comment = comment;
@@ -196,7 +204,7 @@ impl State {
     fn apply(&mut self, op: Op) -> Result<(), NftError> {
         let t = &mut self.table;
         match op {
-            Op::AddTable { .. } | Op::DeleteTable => {}
+            Op::AddTable { .. } | Op::AddDormantTable { .. } | Op::DeleteTable => {}
             Op::AddChain(c) => {
                 if !self.chains.contains_key(c.name.as_str()) {
                     let mut c = c;

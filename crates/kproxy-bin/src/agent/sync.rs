@@ -84,6 +84,10 @@ pub struct Proxier {
     /// nftables transactions go as one netlink batch (`nft -f` only when
     /// the encoder or the kernel cannot); false: `nft -f` for everything.
     pub nft_netlink: bool,
+    /// The nftables first sync into a node without a table goes as
+    /// transactions of at most this many commands (0: one); see
+    /// [`nft::Engine::first_sync_chunk`].
+    pub nft_first_sync_chunk: usize,
     /// iptables partial syncs write only the chains that changed; default:
     /// kube-proxy's partial syncs.
     pub minimal_partial_syncs: bool,
@@ -157,6 +161,7 @@ impl Proxier {
             engine,
             stale_chain_delay: Duration::from_secs(1),
             nft_netlink: true,
+            nft_first_sync_chunk: nft::FIRST_SYNC_CHUNK,
             minimal_partial_syncs: false,
             sampled_chain_rules: drift::SAMPLED_CHAIN_RULES,
             iptables_nft: None,
@@ -189,6 +194,7 @@ impl Proxier {
             }
             Engine::Nftables(e) => {
                 e.stale_chain_delay = self.stale_chain_delay;
+                e.first_sync_chunk = self.nft_first_sync_chunk;
                 while let Some(cmd) = e.poll_command(Instant::now()) {
                     let outcome = match &cmd {
                         nft::Command::Transaction {

@@ -68,9 +68,13 @@ use crate::names::TABLE;
 use crate::names::is_service_chain;
 pub use payload::{NftSync, Printed};
 use payload::{
-    as_written, nft_changes, nft_delete_stale, nft_full, nft_object_counts, nft_partial,
+    as_written, nft_changes, nft_delete_stale, nft_first, nft_full, nft_object_counts, nft_partial,
     nft_rewrite,
 };
+
+/// The default [`Engine::first_sync_chunk`]: operations per transaction
+/// of a first sync into a node without a table.
+pub const FIRST_SYNC_CHUNK: usize = 20_000;
 
 /// This backend's layout of a release, for the incremental compiler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,9 +109,11 @@ pub enum Command {
     },
     /// Read the node's table before the first sync of this engine (a
     /// restarted agent): `nft -j list table ip|ip6 TABLE`. Answer with its
-    /// JSON; a failure (no such table) makes the sync write the whole
-    /// table. The sync then writes only what differs from what the node
-    /// holds. (nft before 1.0.7 leaves the table's and chains' comments and
+    /// JSON; a failure makes the sync write the whole table (when it says
+    /// `No such file or directory`, no such table: in several transactions
+    /// when big, see [`Engine::first_sync_chunk`]). The sync then writes
+    /// only what differs from what the node holds (a dormant table, an
+    /// unfinished first sync, is written whole). (nft before 1.0.7 leaves the table's and chains' comments and
     /// the sets' `dynamic` flag out of its JSON: where they are missing,
     /// the engine takes what it would write.)
     ReadTable {
@@ -233,6 +239,10 @@ struct FamilyState {
     counts: BTreeMap<String, usize>,
     fixed: BTreeMap<ChainRef, Chain>,
     jumps: BTreeMap<ChainRef, Vec<String>>,
+    /// A first sync written in several transactions failed: the node
+    /// holds a dormant, unfinished table, which the next write replaces
+    /// whole ([`nft_full`]).
+    unfinished: bool,
 }
 
 impl FamilyState {
@@ -282,6 +292,11 @@ struct Job {
     found: bool,
     /// The node's table as read before a restarted agent's first sync.
     held: Option<Table>,
+    /// The read found no table: a first sync may be written in several
+    /// transactions ([`Engine::first_sync_chunk`]).
+    absent: bool,
+    /// The write is several transactions ([`nft_first`]).
+    chunked: bool,
 }
 
 #[derive(Debug)]
@@ -308,6 +323,14 @@ pub struct Engine {
     /// How long a stale chain stays (flushed) before a sync deletes it
     /// (kube-proxy: 1 s).
     pub stale_chain_delay: Duration,
+    /// A first sync into a node that holds no table of the family (its
+    /// read found none) is written as several transactions of at most
+    /// this many operations ([`nft_first`]: the table dormant until the
+    /// last wakes it, so that packets see it whole or not at all), when
+    /// the table has more; 0: always one transaction ([`nft_full`]). A
+    /// node that holds a table is always written in one transaction.
+    /// Default [`FIRST_SYNC_CHUNK`].
+    pub first_sync_chunk: usize,
     batches: VecDeque<Batch>,
     waiting: Option<Step>,
     reports: VecDeque<Report>,
@@ -341,6 +364,7 @@ impl Engine {
             families: BTreeMap::new(),
             full_syncs: FullSyncs::new(),
             stale_chain_delay: Duration::from_secs(1),
+            first_sync_chunk: FIRST_SYNC_CHUNK,
             batches: VecDeque::new(),
             waiting: None,
             reports: VecDeque::new(),
@@ -550,6 +574,9 @@ impl Engine {
                 if !matches!(job.work, Work::Repair { .. }) {
                     state.stale.clear();
                 }
+                if job.chunked {
+                    state.unfinished = true;
+                }
                 job.report.error = Some(failure(kind, m, &tx));
                 job.steps.clear();
                 job.phase = Phase::Finish;
@@ -560,9 +587,17 @@ impl Engine {
                 job.found = out.lines().any(|l| l.trim() == want);
             }
             (Step::ListTables, Outcome::Failed(_)) => job.found = false,
+            (Step::ReadTable(_), Outcome::Failed(m)) => job.absent = no_such_table(&m),
             (Step::ReadTable(name), Outcome::Done(json)) => match crate::parse::parse_json(&json) {
                 Ok(dump) => {
                     job.held = dump.ruleset.tables.into_iter().find(|t| t.name == name);
+                    job.absent = job.held.is_none();
+                    // Dormant: an earlier agent's first sync that did not
+                    // finish. Replaced whole.
+                    if dump.flagged.contains(&name) {
+                        job.held = None;
+                        state.unfinished = true;
+                    }
                 }
                 Err(e) => job.report.warnings.push(Failure {
                     kind: FailureKind::Other,
@@ -591,6 +626,7 @@ impl Engine {
 
     fn advance(&mut self, now: Instant) {
         let delay = self.stale_chain_delay;
+        let chunk = self.first_sync_chunk;
         let Some(job) = self.batches.front_mut().and_then(|b| b.jobs.front_mut()) else {
             return;
         };
@@ -618,6 +654,7 @@ impl Engine {
                 // A restarted agent: the node may hold the table already.
                 if let Work::Write { desired, .. } = &job.work
                     && state.last.is_none()
+                    && !state.unfinished
                     && let Some(t) = desired.ruleset.tables.first()
                 {
                     job.steps.push_back(Step::ReadTable(t.name.clone()));
@@ -625,7 +662,7 @@ impl Engine {
             }
             Phase::Plan => {
                 job.phase = Phase::Written;
-                if let Err(e) = plan_job(job, state) {
+                if let Err(e) = plan_job(job, state, chunk) {
                     job.report.error = Some(Failure {
                         kind: FailureKind::Other,
                         message: e.to_string(),
@@ -700,6 +737,8 @@ fn job(family: IpFamily, work: Work, full: bool) -> Job {
         planned: None,
         found: false,
         held: None,
+        absent: false,
+        chunked: false,
     }
 }
 
@@ -725,8 +764,15 @@ fn command(family: IpFamily, step: &Step) -> Command {
     }
 }
 
-/// Plans the job's transaction and queues it.
-fn plan_job(job: &mut Job, state: &mut FamilyState) -> Result<(), NftError> {
+/// Whether a failed read of the table says there is none (nft's and the
+/// kernel's ENOENT).
+fn no_such_table(message: &str) -> bool {
+    message.contains("No such file or directory")
+}
+
+/// Plans the job's transactions and queues them (`chunk`: see
+/// [`Engine::first_sync_chunk`]).
+fn plan_job(job: &mut Job, state: &mut FamilyState, chunk: usize) -> Result<(), NftError> {
     let family = job.family;
     match &job.work {
         Work::Write { desired, full } => {
@@ -750,12 +796,17 @@ fn plan_job(job: &mut Job, state: &mut FamilyState) -> Result<(), NftError> {
                 }
                 (None, None) => None,
             };
-            let tx = match partial.as_mut() {
-                Some(p) => std::mem::replace(&mut p.transaction, empty(family)),
-                None => nft_full(next, opts)?,
+            // A node without a table (and no unfinished one of ours): in
+            // several transactions when big.
+            let fresh = job.absent && last_table.is_none() && !state.unfinished;
+            let txs = match partial.as_mut() {
+                Some(p) => vec![std::mem::replace(&mut p.transaction, empty(family))],
+                None if fresh => nft_first(next, opts, chunk)?,
+                None => vec![nft_full(next, opts)?],
             };
-            if !tx.is_empty() {
-                job.report.bytes = tx.text.len();
+            job.chunked = txs.len() > 1;
+            for tx in txs.into_iter().filter(|t| !t.is_empty()) {
+                job.report.bytes += tx.text.len();
                 job.steps
                     .push_back(Step::Write(Arc::new(tx), Purpose::Sync));
             }
@@ -821,6 +872,7 @@ fn written(job: &mut Job, state: &mut FamilyState, now: Instant) {
                 state.counts = object_counts(next);
             }
             state.last = Some(Arc::clone(&desired.ruleset));
+            state.unfinished = false;
             state.record_written(&desired.ruleset);
             state.node = Some(desired.node.clone());
             job.report.rewrote_node_level = true;

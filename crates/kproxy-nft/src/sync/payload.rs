@@ -11,7 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kproxy_core::diff::{ContainerChange, ContainerKind, ContainerRef, TableChanges, changes};
-use kproxy_core::ir::{AddrMatch, Chain, Counter, Element, MapValue, Match, Table, TableFamily};
+use kproxy_core::ir::{
+    AddrMatch, Chain, ChainKind, Counter, Element, MapValue, Match, Table, TableFamily,
+};
 use kproxy_core::model::IpFamily;
 use kproxy_core::names::ChainName;
 
@@ -94,6 +96,127 @@ pub fn nft_full(next: &Table, opts: PrintOptions) -> Result<Printed, NftError> {
         }
     }
     Printed::new(tx, opts)
+}
+
+/// The whole table written into a node that holds no table of that name,
+/// as several transactions of at most `chunk` operations each (`nft -f`
+/// lines; the kernel's cost of a transaction grows with the square of its
+/// size), when it has more than that; otherwise [`nft_full`]'s one
+/// transaction.
+///
+/// The first transaction is [`nft_full`]'s prefix (`add table`, `delete
+/// table`: whatever table of that name is there goes) with the table
+/// added dormant ([`Op::AddDormantTable`]: its base chains see no packet),
+/// then every chain, set, map and counter declared in [`nft_full`]'s
+/// order. Then, in that order too, the rules of the regular chains and the
+/// elements, `chunk` operations per transaction; then the base chains'
+/// rules; last, alone, the [`Op::AddTable`] that wakes the table, whose
+/// hooks then see the whole table at once. The kernel then holds what
+/// [`nft_full`] leaves (the same chains, sets, rules and elements, in the
+/// same order, the table not dormant), handles aside.
+///
+/// When a transaction fails, the node holds a dormant table, possibly
+/// short of rules or elements, whose base chains are empty (or complete,
+/// when only the last failed): the next write should be [`nft_full`].
+///
+/// ```
+/// use kproxy_core::ir::{Chain, Rule, Table, TableFamily, Verdict};
+/// use kproxy_core::model::IpFamily;
+/// use kproxy_nft::Op;
+/// use kproxy_nft::sync::payload::{nft_first, nft_full};
+///
+/// let mut t = Table::new("kube-proxy", TableFamily::Nft(IpFamily::V4));
+/// t.comment = Some("rules for kube-proxy".into());
+/// for i in 0..4 {
+///     let mut c = Chain::new(format!("c{i}"));
+///     c.rules.push(Rule::new().verdict(Verdict::Drop));
+///     c.rules.push(Rule::new().verdict(Verdict::Accept));
+///     t.chains.push(c);
+/// }
+/// let opts = Default::default();
+/// let txs = nft_first(&t, opts, 5).unwrap();
+/// let ops: Vec<usize> = txs.iter().map(|p| p.transaction.ops.len()).collect();
+/// // The prefix and two chains; two chains and three rules; five rules;
+/// // the wake-up.
+/// assert_eq!(ops, [5, 5, 5, 1]);
+/// assert!(txs[0].text.starts_with(
+///     "add table ip kube-proxy\n\
+///      delete table ip kube-proxy\n\
+///      add table ip kube-proxy { comment \"rules for kube-proxy\" ; flags dormant ; }\n"
+/// ));
+/// assert_eq!(txs[3].text, "add table ip kube-proxy { comment \"rules for kube-proxy\" ; }\n");
+/// // The same table as the one transaction builds.
+/// let mut all = kproxy_nft::Transaction::new(IpFamily::V4, "kube-proxy");
+/// all.ops = txs.iter().flat_map(|p| p.transaction.ops.clone()).collect();
+/// assert_eq!(all.apply().unwrap(), nft_full(&t, opts).unwrap().transaction.apply().unwrap());
+/// // Small enough: one transaction.
+/// assert_eq!(nft_first(&t, opts, 100).unwrap(), vec![nft_full(&t, opts).unwrap()]);
+/// ```
+pub fn nft_first(next: &Table, opts: PrintOptions, chunk: usize) -> Result<Vec<Printed>, NftError> {
+    let family = nft_family(next);
+    let is_base = |c: &Chain| matches!(c.kind, ChainKind::Base { .. });
+    let mut ops: Vec<Op> = vec![
+        Op::AddTable { comment: None },
+        Op::DeleteTable,
+        Op::AddDormantTable {
+            comment: next.comment.clone(),
+        },
+    ];
+    ops.extend(next.chains.iter().map(|c| Op::AddChain(c.clone())));
+    ops.extend(next.sets.iter().map(|s| Op::AddSet(s.clone())));
+    ops.extend(next.maps.iter().map(|m| Op::AddMap(m.clone())));
+    ops.extend(next.counters.iter().map(|c| Op::AddCounter(c.clone())));
+    for c in next.chains.iter().filter(|c| !is_base(c)) {
+        ops.extend(
+            c.rules
+                .iter()
+                .map(|r| Op::AddRule(c.name.clone(), r.clone())),
+        );
+    }
+    for s in &next.sets {
+        ops.extend(
+            s.elements
+                .iter()
+                .map(|e| Op::AddSetElement(s.name.clone(), e.clone())),
+        );
+    }
+    for m in &next.maps {
+        ops.extend(
+            m.elements
+                .iter()
+                .map(|(e, v)| Op::AddMapElement(m.name.clone(), e.clone(), v.clone())),
+        );
+    }
+    let base: Vec<Op> = next
+        .chains
+        .iter()
+        .filter(|c| is_base(c))
+        .flat_map(|c| {
+            c.rules
+                .iter()
+                .map(|r| Op::AddRule(c.name.clone(), r.clone()))
+        })
+        .collect();
+    if chunk == 0 || ops.len() + base.len() <= chunk {
+        return Ok(vec![nft_full(next, opts)?]);
+    }
+    let tx = |ops: Vec<Op>| -> Result<Printed, NftError> {
+        let mut t = Transaction::new(family, next.name.clone());
+        t.ops = ops;
+        Printed::new(t, opts)
+    };
+    let mut out = Vec::new();
+    let mut rest = ops.into_iter().peekable();
+    while rest.peek().is_some() {
+        out.push(tx(rest.by_ref().take(chunk).collect())?);
+    }
+    if !base.is_empty() {
+        out.push(tx(base)?);
+    }
+    out.push(tx(vec![Op::AddTable {
+        comment: next.comment.clone(),
+    }])?);
+    Ok(out)
 }
 
 /// One incremental nftables transaction.

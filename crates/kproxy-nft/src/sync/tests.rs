@@ -293,3 +293,205 @@ fn canary() {
     );
     assert!(s.engine.next_is_full(s.now));
 }
+
+/// The engine's transactions, their operations concatenated.
+fn all_ops(cmds: &[Command]) -> Vec<Op> {
+    transactions(cmds)
+        .into_iter()
+        .flat_map(|(_, ops)| ops.iter().cloned())
+        .collect()
+}
+
+fn is_base_rule(table: &Table, op: &Op) -> bool {
+    match op {
+        Op::AddRule(c, _) => table
+            .chain(c.as_str())
+            .is_some_and(|c| matches!(c.kind, kproxy_core::ir::ChainKind::Base { .. })),
+        _ => false,
+    }
+}
+
+#[test]
+fn a_fresh_first_sync_is_split_and_woken_last() {
+    for profile in PROFILES {
+        let mut s = Setup::new(profile);
+        s.engine.first_sync_chunk = 40;
+        s.sync(&cluster(20, 2));
+        let (cmds, r) = s.drive(ok);
+        assert!(r.ok() && r.full, "{profile:?}: {r:?}");
+        let tx = transactions(&cmds);
+        assert!(tx.len() > 4, "{profile:?}: {} transactions", tx.len());
+        assert!(
+            tx.iter()
+                .all(|(p, ops)| *p == Purpose::Sync && ops.len() <= 40)
+        );
+        let table = s
+            .engine
+            .last(IpFamily::V4)
+            .and_then(|l| l.tables.first())
+            .expect("written")
+            .clone();
+        // The first replaces any table and adds it dormant.
+        let first = tx[0].1;
+        assert_eq!(first[0], Op::AddTable { comment: None });
+        assert_eq!(first[1], Op::DeleteTable);
+        assert_eq!(
+            first[2],
+            Op::AddDormantTable {
+                comment: table.comment.clone()
+            }
+        );
+        // The last wakes it, alone; the one before holds the base chains'
+        // rules, and only them.
+        let (last, before) = (tx[tx.len() - 1].1, tx[tx.len() - 2].1);
+        assert_eq!(
+            last,
+            [Op::AddTable {
+                comment: table.comment.clone()
+            }]
+        );
+        assert!(before.iter().all(|o| is_base_rule(&table, o)), "{before:?}");
+        for (_, ops) in &tx[..tx.len() - 2] {
+            assert!(!ops.iter().any(|o| is_base_rule(&table, o)));
+        }
+        // Together they build what was compiled, as the one transaction.
+        let mut together = crate::Transaction::new(IpFamily::V4, TABLE);
+        together.ops = all_ops(&cmds);
+        assert_eq!(together.apply().expect("applies"), table);
+        let one = nft_full(&table, print_options(&node())).expect("full");
+        assert_eq!(one.transaction.apply().expect("applies"), table);
+        assert_eq!(
+            r.families[0].bytes,
+            tx.iter()
+                .map(|(_, ops)| {
+                    let mut t = crate::Transaction::new(IpFamily::V4, TABLE);
+                    t.ops = ops.to_vec();
+                    crate::print::print(&t, Default::default())
+                        .expect("print")
+                        .len()
+                })
+                .sum::<usize>()
+        );
+        // The next syncs are as before.
+        s.now += Duration::from_secs(1);
+        let mut state = cluster(20, 2);
+        state.endpoint_slices[1]
+            .endpoints
+            .push(Endpoint::ready("10.99.0.1".parse().expect("ip")));
+        s.sync(&state);
+        let (cmds, r) = s.drive(ok);
+        assert!(r.ok() && !r.full);
+        assert_eq!(transactions(&cmds).len(), 1);
+    }
+}
+
+#[test]
+fn a_node_with_a_table_gets_one_transaction() {
+    let state = cluster(20, 2);
+    // The read failed for another reason than a missing table: the
+    // atomic replacement.
+    let mut s = Setup::new(NftablesProfile::Current);
+    s.engine.first_sync_chunk = 40;
+    s.sync(&state);
+    let (cmds, r) = s.drive(|c| match c {
+        Command::ReadTable { .. } => Outcome::Failed("Error: Permission denied".into()),
+        other => ok(other),
+    });
+    assert!(r.ok());
+    let tx = transactions(&cmds);
+    assert_eq!(tx.len(), 1);
+    assert_eq!(tx[0].1[1], Op::DeleteTable);
+    assert!(
+        !tx[0]
+            .1
+            .iter()
+            .any(|o| matches!(o, Op::AddDormantTable { .. }))
+    );
+    // The node holds a table: only what differs, in one transaction.
+    let mut s = Setup::new(NftablesProfile::Current);
+    s.engine.first_sync_chunk = 40;
+    s.sync(&state);
+    let held = r#"{"nftables": [{"table": {"family": "ip", "name": "kube-proxy", "handle": 1}}]}"#;
+    let (cmds, r) = s.drive(|c| match c {
+        Command::ReadTable { .. } => Outcome::Done(held.into()),
+        other => ok(other),
+    });
+    assert!(r.ok());
+    assert_eq!(transactions(&cmds).len(), 1);
+    // A later full sync: the atomic replacement.
+    s.engine.force_full_sync();
+    s.sync(&state);
+    let (cmds, r) = s.drive(ok);
+    assert!(r.ok() && r.full);
+    assert!(cmds.iter().all(|c| !matches!(c, Command::ReadTable { .. })));
+    let tx = transactions(&cmds);
+    assert_eq!(tx.len(), 1);
+    assert_eq!(tx[0].1[1], Op::DeleteTable);
+}
+
+#[test]
+fn a_failed_chunk_makes_the_next_sync_full_and_atomic() {
+    let state = cluster(20, 2);
+    let mut s = Setup::new(NftablesProfile::Current);
+    s.engine.first_sync_chunk = 40;
+    s.sync(&state);
+    let mut n = 0;
+    let (cmds, r) = s.drive(|c| match c {
+        Command::Transaction { .. } => {
+            n += 1;
+            if n == 2 {
+                Outcome::Failed("/dev/stdin:3:1-10: Error: Could not process rule".into())
+            } else {
+                Outcome::Done(String::new())
+            }
+        }
+        other => ok(other),
+    });
+    // Nothing after the failed transaction.
+    assert_eq!(transactions(&cmds).len(), 2);
+    assert_eq!(cmds.len(), 3, "the read, two transactions");
+    let e = r.families[0].error.as_ref().expect("failed");
+    assert_eq!(e.kind, FailureKind::Write { partial: false });
+    // The failure names the failed transaction's text.
+    assert_eq!(e.input.as_deref(), cmds[2].stdin());
+    assert!(s.engine.next_is_full(s.now));
+    assert!(s.engine.last(IpFamily::V4).is_none());
+    // The node holds an unfinished table: replaced whole, in one
+    // transaction, without reading it.
+    let c = s.sync(&state);
+    assert!(matches!(c[0], Compiled::Full(_)));
+    let (cmds, r) = s.drive(ok);
+    assert!(r.ok() && r.full);
+    assert!(cmds.iter().all(|c| !matches!(c, Command::ReadTable { .. })));
+    let tx = transactions(&cmds);
+    assert_eq!(tx.len(), 1);
+    let table = s
+        .engine
+        .last(IpFamily::V4)
+        .and_then(|l| l.tables.first())
+        .expect("written");
+    assert_eq!(
+        tx[0].1,
+        nft_full(table, print_options(&node()))
+            .expect("full")
+            .transaction
+            .ops
+    );
+}
+
+#[test]
+fn a_dormant_table_is_replaced_whole() {
+    // A restarted agent finds the dormant table an earlier one left.
+    let mut s = Setup::new(NftablesProfile::Current);
+    s.engine.first_sync_chunk = 40;
+    s.sync(&cluster(20, 2));
+    let held = r#"{"nftables": [{"table": {"family": "ip", "name": "kube-proxy", "handle": 1, "flags": "dormant"}}]}"#;
+    let (cmds, r) = s.drive(|c| match c {
+        Command::ReadTable { .. } => Outcome::Done(held.into()),
+        other => ok(other),
+    });
+    assert!(r.ok());
+    let tx = transactions(&cmds);
+    assert_eq!(tx.len(), 1);
+    assert_eq!(tx[0].1[1], Op::DeleteTable);
+}
