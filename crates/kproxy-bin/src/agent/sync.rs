@@ -135,6 +135,30 @@ fn apply_netlink(family: IpFamily, tx: &nft::Printed, metrics: Option<&Metrics>)
     }
 }
 
+/// Reads the node's nftables table by netlink (see [`nfnl::read_table`]);
+/// `Err` (logged, counted as a netlink fallback) when it cannot, and the
+/// caller reads it with `nft -j` instead.
+fn read_table_netlink(
+    family: IpFamily,
+    table: &str,
+    metrics: Option<&Metrics>,
+) -> Result<Option<kproxy_core::ir::Table>, ()> {
+    let started = Instant::now();
+    match nfnl::read_table(family, table, nfnl::RuleDump::default()) {
+        Ok(held) => {
+            info!(%family, table, elapsed = ?started.elapsed(), found = held.is_some(), "read the node's nftables table by netlink");
+            Ok(held)
+        }
+        Err(e) => {
+            warn!(%family, table, "reading the node's nftables table by netlink: {e}; reading it with nft -j");
+            if let Some(m) = metrics {
+                m.nftables_netlink_fallback(family);
+            }
+            Err(())
+        }
+    }
+}
+
 /// `message`, with the input line it names.
 fn describe_failure(message: &str, input: Option<&str>) -> String {
     let line =
@@ -196,6 +220,15 @@ impl Proxier {
                             transaction,
                             ..
                         } if self.nft_netlink => apply_netlink(*family, transaction, metrics),
+                        nft::Command::ReadTable { family, table } if self.nft_netlink => {
+                            match read_table_netlink(*family, table, metrics) {
+                                Ok(held) => {
+                                    e.handle_table(Instant::now(), held);
+                                    continue;
+                                }
+                                Err(()) => run(cmd.program(), &cmd.args(), cmd.stdin()),
+                            }
+                        }
                         _ => run(cmd.program(), &cmd.args(), cmd.stdin()),
                     };
                     e.handle_outcome(Instant::now(), outcome);
