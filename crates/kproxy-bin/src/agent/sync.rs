@@ -84,6 +84,10 @@ pub struct Proxier {
     /// nftables transactions go as one netlink batch (`nft -f` only when
     /// the encoder or the kernel cannot); false: `nft -f` for everything.
     pub nft_netlink: bool,
+    /// With [`Self::nft_netlink`]: a restarted agent reads the node's
+    /// nftables table by netlink ([`nfnl::read_table`]; `nft -j list table`
+    /// when it cannot); false: `nft -j` always.
+    pub nft_netlink_read: bool,
     /// iptables partial syncs write only the chains that changed; default:
     /// kube-proxy's partial syncs.
     pub minimal_partial_syncs: bool,
@@ -181,6 +185,7 @@ impl Proxier {
             engine,
             stale_chain_delay: Duration::from_secs(1),
             nft_netlink: true,
+            nft_netlink_read: true,
             minimal_partial_syncs: false,
             sampled_chain_rules: drift::SAMPLED_CHAIN_RULES,
             iptables_nft: None,
@@ -220,7 +225,9 @@ impl Proxier {
                             transaction,
                             ..
                         } if self.nft_netlink => apply_netlink(*family, transaction, metrics),
-                        nft::Command::ReadTable { family, table } if self.nft_netlink => {
+                        nft::Command::ReadTable { family, table }
+                            if self.nft_netlink && self.nft_netlink_read =>
+                        {
                             match read_table_netlink(*family, table, metrics) {
                                 Ok(held) => {
                                     e.handle_table(Instant::now(), held);
