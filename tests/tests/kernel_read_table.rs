@@ -7,7 +7,9 @@
 //! the same namespace (both rule dumps: the table's and per chain). nft
 //! 1.0.6 leaves the table's and chains' comments and the sets' `dynamic`
 //! flag out of its JSON; the reader reads them, so they are compared only
-//! where the JSON has them.
+//! where the JSON has them. A statement `parse_json` does not know
+//! (`Match::Opaque`: `meta mark & 0x80000000 != 0`, listed by nft as a
+//! prefix) may be known to the reader.
 //!
 //! Needs root, `ip` and `nft`. Without them the test prints a visible
 //! `SKIPPED` line and passes, except when `CI=true`, where it fails.
@@ -19,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kproxy_bin::agent::netlink::apply;
 use kproxy_bin::agent::nfnl::{RuleDump, read_table};
-use kproxy_core::ir::{Table, TableFamily};
+use kproxy_core::ir::{Match, Table, TableFamily, Verdict};
 use kproxy_core::model::IpFamily;
 use kproxy_nft::{PrintOptions, Transaction};
 use kproxy_tests::read_args;
@@ -212,6 +214,26 @@ fn as_listed(mut t: Table, json: &Table) -> Table {
             .is_none_or(|j| j.comment.is_none())
         {
             c.comment = None;
+        }
+    }
+    // Where nft -j lists a statement parse_json does not know (Opaque),
+    // the reader may know it (`meta mark & 0x80000000 != 0`, which nft
+    // lists as a prefix): the JSON's statement is taken.
+    for c in &mut t.chains {
+        let Some(j) = json.chain(c.name.as_str()) else {
+            continue;
+        };
+        for (r, jr) in c.rules.iter_mut().zip(&j.rules) {
+            if r.matches.len() == jr.matches.len() {
+                for (m, jm) in r.matches.iter_mut().zip(&jr.matches) {
+                    if matches!(jm, Match::Opaque(_)) {
+                        *m = jm.clone();
+                    }
+                }
+            }
+            if matches!(jr.verdict, Some(Verdict::Opaque(_))) {
+                r.verdict.clone_from(&jr.verdict);
+            }
         }
     }
     for s in &mut t.sets {

@@ -9,7 +9,8 @@
 //! read back as `nft` prints them (an anonymous set of addresses as its
 //! merged prefixes, a byte-aligned prefix as a prefix, a numgen map by
 //! index), anonymous sets and maps are resolved into the rules that use
-//! them and not listed, a base chain whose policy is `drop` gets a last
+//! them and not listed, named sets' and maps' elements are sorted as nft
+//! sorts them, a base chain whose policy is `drop` gets a last
 //! rule `drop comment "policy drop"`, handles and counters' values are
 //! left out. Unlike nft 1.0.6's JSON, the table's and chains' comments and
 //! the sets' `dynamic` flag are read too (set flags are spelled in
@@ -141,6 +142,10 @@ pub struct TableDecoder {
     drop_policy: Vec<usize>,
     sets: HashMap<String, SetInfo>,
     anon: Vec<Vec<RawElement>>,
+    /// The key bytes of each named set's and map's elements, in order
+    /// (nft lists elements sorted by them).
+    set_keys: Vec<Vec<Vec<u8>>>,
+    map_keys: Vec<Vec<Vec<u8>>>,
 }
 
 fn malformed(object: &str) -> impl Fn(NfnlError) -> DecodeError + '_ {
@@ -288,6 +293,8 @@ impl TableDecoder {
             drop_policy: Vec::new(),
             sets: HashMap::new(),
             anon: Vec::new(),
+            set_keys: Vec::new(),
+            map_keys: Vec::new(),
         }
     }
 
@@ -438,7 +445,7 @@ impl TableDecoder {
                 .collect();
             let comment =
                 udata_str(attrs, a::NFTA_SET_USERDATA, udata::SET_COMMENT).map_err(&bad)?;
-            let table = self.table_mut()?;
+            let table = self.table.as_mut().ok_or(DecodeError::NoTable)?;
             match data_type {
                 None => {
                     let timeout = find(attrs, a::NFTA_SET_TIMEOUT)
@@ -455,6 +462,7 @@ impl TableDecoder {
                         comment,
                         elements: Vec::new(),
                     });
+                    self.set_keys.push(Vec::new());
                     Place::Set(table.sets.len() - 1)
                 }
                 Some(v::NFT_DATA_VERDICT) => {
@@ -466,6 +474,7 @@ impl TableDecoder {
                         comment,
                         elements: Vec::new(),
                     });
+                    self.map_keys.push(Vec::new());
                     Place::Map(table.maps.len() - 1)
                 }
                 Some(t) => return Err(object(&what, format!("map value type {t:#x}"))),
@@ -542,6 +551,7 @@ impl TableDecoder {
                     list.push((key.to_vec(), value, end));
                 }
                 Place::Set(_) | Place::Map(_) => {
+                    let raw = sort_key(&info.key_types, key);
                     let key = key_values(&info.key_types, key)
                         .ok_or_else(|| object(&what, format!("element key {key:02x?}")))?;
                     let comment = el
@@ -554,13 +564,17 @@ impl TableDecoder {
                         });
                     let element = Element { key, comment };
                     match (info.place, value) {
-                        (Place::Set(i), None) => table.sets[i].elements.push(element),
+                        (Place::Set(i), None) => {
+                            table.sets[i].elements.push(element);
+                            self.set_keys[i].push(raw);
+                        }
                         (Place::Map(i), Some(Data::Verdict(vd))) => {
                             let verdict = verdict_of(&vd)
                                 .ok_or_else(|| object(&what, format!("map value {vd:?}")))?;
                             table.maps[i]
                                 .elements
                                 .push((element, MapValue::Verdict(verdict)));
+                            self.map_keys[i].push(raw);
                         }
                         _ => return Err(object(&what, "an element without its map value")),
                     }
@@ -633,6 +647,12 @@ impl TableDecoder {
     /// `drop comment "policy drop"`, as `parse_json` gives them).
     pub fn finish(self) -> Result<Table, DecodeError> {
         let mut table = self.table.ok_or(DecodeError::NoTable)?;
+        for (set, keys) in table.sets.iter_mut().zip(self.set_keys) {
+            set.elements = sorted(std::mem::take(&mut set.elements), keys);
+        }
+        for (map, keys) in table.maps.iter_mut().zip(self.map_keys) {
+            map.elements = sorted(std::mem::take(&mut map.elements), keys);
+        }
         for i in self.drop_policy {
             if let Some(c) = table.chains.get_mut(i) {
                 c.push(
@@ -644,6 +664,27 @@ impl TableDecoder {
         }
         Ok(table)
     }
+}
+
+/// What nft sorts a named set's elements by (`list_expr_sort`): a
+/// concatenation's bytes as one host-order (little-endian) number, a
+/// single value as its number (big-endian).
+fn sort_key(types: &[u32], key: &[u8]) -> Vec<u8> {
+    let mut k = key.to_vec();
+    if types.len() > 1 && cfg!(target_endian = "little") {
+        k.reverse();
+    }
+    k
+}
+
+/// `items` in the order of their `keys` (stable).
+fn sorted<T>(items: Vec<T>, keys: Vec<Vec<u8>>) -> Vec<T> {
+    if items.len() != keys.len() {
+        return items;
+    }
+    let mut pairs: Vec<(Vec<u8>, T)> = keys.into_iter().zip(items).collect();
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs.into_iter().map(|(_, t)| t).collect()
 }
 
 /// One expression as the kernel dumps it.
