@@ -163,7 +163,7 @@ fn object(object: &str, what: impl Into<String>) -> DecodeError {
 }
 
 /// The string attribute `kind` of `body`, if any.
-fn opt_str<'a>(body: &'a [u8], kind: u16) -> Result<Option<&'a str>, NfnlError> {
+fn opt_str(body: &[u8], kind: u16) -> Result<Option<&str>, NfnlError> {
     find(body, kind)?.map(|x| x.str()).transpose()
 }
 
