@@ -14,7 +14,7 @@
 //! drift check each periodic sync runs (`Proxier::repair_drift`), and a
 //! restarted agent's first sync on the unchanged node (its table read by
 //! netlink; also by `nft -j` with `KPROXY_BENCH_JSON_RESTART=1`), and the
-//! table read alone both ways.
+//! table read alone (by netlink; also by `nft -j` with that variable).
 //! Figures go to stdout. nftables syncs go as one netlink batch (the
 //! agent's default); `KPROXY_BENCH_NFT=1` times `nft -f` instead.
 
@@ -63,6 +63,9 @@ fn read_alone(d: &Desired) {
             ms(took),
             held == *written
         );
+    }
+    if std::env::var_os("KPROXY_BENCH_JSON_RESTART").is_none() {
+        return;
     }
     let t = Instant::now();
     let fam = if family == IpFamily::V4 { "ip" } else { "ip6" };
