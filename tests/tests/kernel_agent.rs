@@ -610,6 +610,18 @@ fn restart_writes_only_what_differs_nft(test: &str, loader: Loader) {
     assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
     let generation = || in_ns(&ns, kproxy_bin::agent::nfnl::generation).expect("generation");
     let before = generation();
+    if netlink {
+        // What the restart reads (by netlink, decoded) is what was written.
+        use kproxy_bin::agent::nfnl::{RuleDump, read_table};
+        let written = &d[0].ruleset.tables[0];
+        let mut held = in_ns(&ns, || {
+            read_table(node.family, &written.name, RuleDump::Table)
+        })
+        .expect("netlink read")
+        .expect("the table is there");
+        kproxy_nft::sync::payload::as_written(&mut held, written);
+        assert!(held == *written, "{test}: the netlink read differs");
+    }
     // Restarted with the same state: nothing written.
     let mut again = proxier();
     let r = in_ns(&ns, || again.sync(&d, &metrics));

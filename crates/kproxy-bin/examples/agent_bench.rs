@@ -12,7 +12,9 @@
 //! `Proxier::sync_compiled`), and the full way (plan and lay out every
 //! Service, compare with the last full ruleset, `Proxier::sync`). Last, the
 //! drift check each periodic sync runs (`Proxier::repair_drift`), and a
-//! restarted agent's first sync on the unchanged node.
+//! restarted agent's first sync on the unchanged node (its table read by
+//! netlink; also by `nft -j` with `KPROXY_BENCH_JSON_RESTART=1`), and the
+//! table read alone (by netlink; also by `nft -j` with that variable).
 //! Figures go to stdout. nftables syncs go as one netlink batch (the
 //! agent's default); `KPROXY_BENCH_NFT=1` times `nft -f` instead.
 //! `KPROXY_BENCH_FIRST_ONLY=1` stops after each backend's first sync;
@@ -42,6 +44,46 @@ fn desired(mode: Mode, state: &ClusterState, node: &NodeConfig) -> Vec<Desired> 
         Mode::Nftables => Layout::Nftables(NftablesProfile::Current),
     };
     vec![Desired::compile(state, node, AgentLayout(layout)).expect("rules")]
+}
+
+/// The node's table read alone: by netlink (table-wide and per-chain rule
+/// dumps, decoded) and by `nft -j list table` (parsed), each compared with
+/// what was written.
+fn read_alone(d: &Desired) {
+    use kproxy_bin::agent::nfnl::{RuleDump, read_table};
+    let Some(written) = d.ruleset.tables.first() else {
+        return;
+    };
+    let family = d.node.family;
+    for dump in [RuleDump::Table, RuleDump::PerChain] {
+        let t = Instant::now();
+        let read = read_table(family, &written.name, dump).expect("netlink read");
+        let took = t.elapsed();
+        let mut held = read.expect("the table is there");
+        kproxy_nft::sync::payload::as_written(&mut held, written);
+        println!(
+            "nftables: table read by netlink ({dump:?} rule dump) and decoded: {}, as written: {}",
+            ms(took),
+            held == *written
+        );
+    }
+    if std::env::var_os("KPROXY_BENCH_JSON_RESTART").is_none() {
+        return;
+    }
+    let t = Instant::now();
+    let fam = if family == IpFamily::V4 { "ip" } else { "ip6" };
+    let out = std::process::Command::new("nft")
+        .args(["-j", "list", "table", fam, &written.name])
+        .output()
+        .expect("nft");
+    let listed = t.elapsed();
+    let dump = kproxy_nft::parse::parse_json(&String::from_utf8_lossy(&out.stdout)).expect("json");
+    println!(
+        "nftables: table read by nft -j list table: {} (+ parse_json {})",
+        ms(listed),
+        ms(t.elapsed() - listed),
+    );
+    drop(dump);
 }
 
 fn main() {
@@ -235,6 +277,18 @@ fn main() {
         // A restarted agent on the unchanged node: a new proxier's first
         // (full) sync reads the node's rules and writes what differs.
         let d = desired(mode, &state, &node);
+        if mode == Mode::Nftables && std::env::var_os("KPROXY_BENCH_JSON_RESTART").is_some() {
+            // The restart as before the netlink reader: nft -j list table.
+            let mut restarted = Proxier::new(mode);
+            restarted.nft_netlink = proxier.nft_netlink;
+            restarted.nft_netlink_read = false;
+            let r = restarted.sync(&d, &metrics);
+            assert!(r.errors.is_empty(), "{:?}", r.errors);
+            println!(
+                "nftables: restart on the unchanged node, read by nft -j: first sync {}",
+                ms(r.duration)
+            );
+        }
         let mut restarted = Proxier::new(mode);
         restarted.nft_netlink = proxier.nft_netlink;
         let r = restarted.sync(&d, &metrics);
@@ -244,5 +298,8 @@ fn main() {
             mode.name(),
             ms(r.duration)
         );
+        if mode == Mode::Nftables {
+            read_alone(&d[0]);
+        }
     }
 }

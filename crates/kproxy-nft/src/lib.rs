@@ -38,6 +38,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod decode;
 pub mod json;
 pub mod layout;
 pub mod names;

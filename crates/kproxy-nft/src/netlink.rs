@@ -42,31 +42,31 @@ use crate::print::SingleDnat;
 use crate::tx::{Op, Transaction};
 
 /// nft's data types (`enum datatypes`), for set keys and values.
-const TYPE_VERDICT: u32 = 1;
-const TYPE_INTEGER: u32 = 4;
-const TYPE_IPADDR: u32 = 7;
-const TYPE_IP6ADDR: u32 = 8;
-const TYPE_INET_PROTOCOL: u32 = 12;
-const TYPE_INET_SERVICE: u32 = 13;
-const TYPE_MARK: u32 = 19;
+pub(crate) const TYPE_VERDICT: u32 = 1;
+pub(crate) const TYPE_INTEGER: u32 = 4;
+pub(crate) const TYPE_IPADDR: u32 = 7;
+pub(crate) const TYPE_IP6ADDR: u32 = 8;
+pub(crate) const TYPE_INET_PROTOCOL: u32 = 12;
+pub(crate) const TYPE_INET_SERVICE: u32 = 13;
+pub(crate) const TYPE_MARK: u32 = 19;
 /// nft's `TYPE_BITS`: a concatenation's type is its fields' types shifted
 /// in this many bits each.
-const TYPE_BITS: u32 = 6;
+pub(crate) const TYPE_BITS: u32 = 6;
 /// nft's byte orders (`enum byteorder`), stored in set user data.
 const BYTEORDER_INVALID: u32 = 0;
 const BYTEORDER_HOST: u32 = 1;
 const BYTEORDER_BIG: u32 = 2;
 /// `RTN_LOCAL`: fib's address type of a local address.
-const RTN_LOCAL: u32 = 2;
+pub(crate) const RTN_LOCAL: u32 = 2;
 /// Conntrack state bits (`NF_CT_STATE_BIT`) and the DNAT status bit.
-const CT_INVALID: u32 = 1;
-const CT_ESTABLISHED: u32 = 2;
-const CT_RELATED: u32 = 4;
-const CT_NEW: u32 = 8;
-const IPS_DST_NAT: u32 = 0x20;
+pub(crate) const CT_INVALID: u32 = 1;
+pub(crate) const CT_ESTABLISHED: u32 = 2;
+pub(crate) const CT_RELATED: u32 = 4;
+pub(crate) const CT_NEW: u32 = 8;
+pub(crate) const IPS_DST_NAT: u32 = 0x20;
 /// ICMP / ICMPv6 "port unreachable".
-const ICMP_PORT_UNREACH: u32 = 3;
-const ICMPV6_PORT_UNREACH: u32 = 4;
+pub(crate) const ICMP_PORT_UNREACH: u32 = 3;
+pub(crate) const ICMPV6_PORT_UNREACH: u32 = 4;
 
 /// A register as nft numbers it: 32-bit slots from 1; printed and sent as
 /// the kernel's number (a 128-bit register when aligned, else `NFT_REG32_*`).
@@ -79,8 +79,18 @@ impl Reg {
     /// The first data register.
     pub const FIRST: Reg = Reg(1);
 
+    /// The register of the kernel's number `n` (`None`: not a register).
+    pub fn from_kernel(n: u32) -> Option<Reg> {
+        match n {
+            v::NFT_REG_VERDICT => Some(Reg(0)),
+            1..=4 => Some(Reg(1 + (n - 1) * 4)),
+            8..=23 => Some(Reg(n - 8 + 1)),
+            _ => None,
+        }
+    }
+
     /// The register `words` 32-bit slots after this one.
-    fn after(self, words: u32) -> Reg {
+    pub(crate) fn after(self, words: u32) -> Reg {
         Reg(self.0 + words)
     }
 
@@ -559,14 +569,14 @@ fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
     }
 }
 
-fn addr_len(f: IpFamily) -> u32 {
+pub(crate) fn addr_len(f: IpFamily) -> u32 {
     match f {
         IpFamily::V4 => 4,
         IpFamily::V6 => 16,
     }
 }
 
-fn addr_offset(f: IpFamily, dir: Direction) -> u32 {
+pub(crate) fn addr_offset(f: IpFamily, dir: Direction) -> u32 {
     match (f, dir) {
         (IpFamily::V4, Direction::Src) => 12,
         (IpFamily::V4, Direction::Dst) => 16,

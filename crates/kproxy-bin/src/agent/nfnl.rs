@@ -350,6 +350,233 @@ pub fn read_comments(family: IpFamily, table: &str) -> io::Result<Option<Comment
     Ok(Some(out))
 }
 
+/// Why [`read_table`] could not read a table.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The socket failed.
+    #[error("netlink: {0}")]
+    Io(#[from] io::Error),
+    /// The dump holds something the decoder does not know.
+    #[error("decoding the table: {0}")]
+    Decode(#[from] kproxy_nft::decode::DecodeError),
+    /// The ruleset kept changing while it was read.
+    #[error("the ruleset changed while it was read")]
+    Changed,
+    /// The dump is larger than [`MAX_TABLE_DUMP`].
+    #[error("the table's dump is larger than {MAX_TABLE_DUMP} bytes")]
+    TooLarge,
+    /// The table has flags (dormant: a first sync in chunks that did not
+    /// finish); `nft -j` reads them for the engine, which replaces the
+    /// table whole.
+    #[error("the table has flags {0:#x} (dormant)")]
+    Flagged(u32),
+}
+
+/// The most bytes of attributes [`read_table`] reads (a 10,000-Service
+/// table dumps about 100 MB).
+pub const MAX_TABLE_DUMP: usize = 2 << 30;
+
+/// How [`read_table`] dumps the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuleDump {
+    /// One dump of the table's rules.
+    #[default]
+    Table,
+    /// One dump per chain.
+    PerChain,
+}
+
+/// Reads table `table` of `family` whole, as `nft -j list table` would
+/// show it (see [`kproxy_nft::decode`]): `None` when there is no such
+/// table. The table, its chains, its sets and maps (anonymous ones
+/// included) and each one's elements, its counters and its rules are
+/// dumped in turn; the nf_tables generation is read before and after,
+/// and a read during which it changed is done again (twice at most).
+pub fn read_table(
+    family: IpFamily,
+    table: &str,
+    rules: RuleDump,
+) -> Result<Option<kproxy_core::ir::Table>, ReadError> {
+    let mut sock = Socket::open()?;
+    for _ in 0..3 {
+        let before = sock_generation(&mut sock)?;
+        let read = read_table_once(&mut sock, family, table, rules)?;
+        if sock_generation(&mut sock)? == before {
+            return Ok(read);
+        }
+    }
+    Err(ReadError::Changed)
+}
+
+fn sock_generation(sock: &mut Socket) -> io::Result<u32> {
+    let mut id = None;
+    sock.request(m::NFT_MSG_GETGEN, 0, None, AttrBuf::new(), |kind, body| {
+        if kind == m::NFT_MSG_NEWGEN
+            && let Ok(Some(v)) = find(body, a::NFTA_GEN_ID)
+        {
+            id = v.u32_be().ok();
+        }
+    })?;
+    id.ok_or_else(|| io::Error::other("netlink: no ruleset generation"))
+}
+
+fn read_table_once(
+    sock: &mut Socket,
+    family: IpFamily,
+    table: &str,
+    rules: RuleDump,
+) -> Result<Option<kproxy_core::ir::Table>, ReadError> {
+    use kproxy_nft::decode::{DecodeError, TableDecoder};
+    let mut dec = TableDecoder::new(family);
+    let mut failed: Option<DecodeError> = None;
+    let mut total = 0usize;
+    let in_table = |body: &[u8], attr: u16| {
+        find(body, attr)
+            .ok()
+            .flatten()
+            .is_some_and(|n| n.str() == Ok(table))
+    };
+    // Hands one answer to the decoder (the first error kept).
+    let mut feed =
+        |dec: &mut TableDecoder, kind: u16, body: &[u8], failed: &mut Option<DecodeError>| {
+            total = total.saturating_add(body.len());
+            if failed.is_none()
+                && total <= MAX_TABLE_DUMP
+                && let Err(e) = dec.message(kind, body)
+            {
+                *failed = Some(e);
+            }
+        };
+    let mut q = AttrBuf::new();
+    q.put_str(a::NFTA_TABLE_NAME, table);
+    let mut found = false;
+    let mut flags = 0;
+    let exists = sock.request(m::NFT_MSG_GETTABLE, 0, Some(family), q, |kind, body| {
+        if kind == m::NFT_MSG_NEWTABLE {
+            found = true;
+            flags = find(body, a::NFTA_TABLE_FLAGS)
+                .ok()
+                .flatten()
+                .and_then(|f| f.u32_be().ok())
+                .unwrap_or(0);
+            feed(&mut dec, kind, body, &mut failed);
+        }
+    })?;
+    if !exists || !found {
+        return Ok(None);
+    }
+    if flags != 0 {
+        return Err(ReadError::Flagged(flags));
+    }
+    let mut chains = Vec::new();
+    let mut q = AttrBuf::new();
+    q.put_str(a::NFTA_CHAIN_TABLE, table);
+    sock.request(
+        m::NFT_MSG_GETCHAIN,
+        nl::NLM_F_DUMP,
+        Some(family),
+        q,
+        |kind, body| {
+            if kind == m::NFT_MSG_NEWCHAIN && in_table(body, a::NFTA_CHAIN_TABLE) {
+                if rules == RuleDump::PerChain
+                    && let Ok(Some(n)) = find(body, a::NFTA_CHAIN_NAME)
+                    && let Ok(n) = n.str()
+                {
+                    chains.push(n.to_string());
+                }
+                feed(&mut dec, kind, body, &mut failed);
+            }
+        },
+    )?;
+    let mut sets = Vec::new();
+    let mut q = AttrBuf::new();
+    q.put_str(a::NFTA_SET_TABLE, table);
+    sock.request(
+        m::NFT_MSG_GETSET,
+        nl::NLM_F_DUMP,
+        Some(family),
+        q,
+        |kind, body| {
+            if kind == m::NFT_MSG_NEWSET && in_table(body, a::NFTA_SET_TABLE) {
+                if let Ok(Some(n)) = find(body, a::NFTA_SET_NAME)
+                    && let Ok(n) = n.str()
+                {
+                    sets.push(n.to_string());
+                }
+                feed(&mut dec, kind, body, &mut failed);
+            }
+        },
+    )?;
+    for set in &sets {
+        let mut q = AttrBuf::new();
+        q.put_str(a::NFTA_SET_ELEM_LIST_TABLE, table);
+        q.put_str(a::NFTA_SET_ELEM_LIST_SET, set);
+        sock.request(
+            m::NFT_MSG_GETSETELEM,
+            nl::NLM_F_DUMP,
+            Some(family),
+            q,
+            |kind, body| {
+                if kind == m::NFT_MSG_NEWSETELEM {
+                    feed(&mut dec, kind, body, &mut failed);
+                }
+            },
+        )?;
+        if failed.is_some() {
+            break;
+        }
+    }
+    let mut q = AttrBuf::new();
+    q.put_str(a::NFTA_OBJ_TABLE, table);
+    q.put_u32_be(
+        a::NFTA_OBJ_TYPE,
+        kproxy_nfnl::consts::val::NFT_OBJECT_COUNTER,
+    );
+    sock.request(
+        m::NFT_MSG_GETOBJ,
+        nl::NLM_F_DUMP,
+        Some(family),
+        q,
+        |kind, body| {
+            if kind == m::NFT_MSG_NEWOBJ && in_table(body, a::NFTA_OBJ_TABLE) {
+                feed(&mut dec, kind, body, &mut failed);
+            }
+        },
+    )?;
+    let mut rule_dump = |sock: &mut Socket, q: AttrBuf| -> io::Result<bool> {
+        sock.request(
+            m::NFT_MSG_GETRULE,
+            nl::NLM_F_DUMP,
+            Some(family),
+            q,
+            |kind, body| {
+                if kind == m::NFT_MSG_NEWRULE && in_table(body, a::NFTA_RULE_TABLE) {
+                    feed(&mut dec, kind, body, &mut failed);
+                }
+            },
+        )
+    };
+    match rules {
+        RuleDump::Table => {
+            let mut q = AttrBuf::new();
+            q.put_str(a::NFTA_RULE_TABLE, table);
+            rule_dump(sock, q)?;
+        }
+        RuleDump::PerChain => {
+            for c in &chains {
+                rule_dump(sock, names(table, a::NFTA_RULE_CHAIN, c))?;
+            }
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    if total > MAX_TABLE_DUMP {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(Some(dec.finish()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,6 +88,10 @@ pub struct Proxier {
     /// transactions of at most this many commands (0: one); see
     /// [`nft::Engine::first_sync_chunk`].
     pub nft_first_sync_chunk: usize,
+    /// With [`Self::nft_netlink`]: a restarted agent reads the node's
+    /// nftables table by netlink ([`nfnl::read_table`]; `nft -j list table`
+    /// when it cannot); false: `nft -j` always.
+    pub nft_netlink_read: bool,
     /// iptables partial syncs write only the chains that changed; default:
     /// kube-proxy's partial syncs.
     pub minimal_partial_syncs: bool,
@@ -139,6 +143,30 @@ fn apply_netlink(family: IpFamily, tx: &nft::Printed, metrics: Option<&Metrics>)
     }
 }
 
+/// Reads the node's nftables table by netlink (see [`nfnl::read_table`]);
+/// `Err` (logged, counted as a netlink fallback) when it cannot, and the
+/// caller reads it with `nft -j` instead.
+fn read_table_netlink(
+    family: IpFamily,
+    table: &str,
+    metrics: Option<&Metrics>,
+) -> Result<Option<kproxy_core::ir::Table>, ()> {
+    let started = Instant::now();
+    match nfnl::read_table(family, table, nfnl::RuleDump::default()) {
+        Ok(held) => {
+            info!(%family, table, elapsed = ?started.elapsed(), found = held.is_some(), "read the node's nftables table by netlink");
+            Ok(held)
+        }
+        Err(e) => {
+            warn!(%family, table, "reading the node's nftables table by netlink: {e}; reading it with nft -j");
+            if let Some(m) = metrics {
+                m.nftables_netlink_fallback(family);
+            }
+            Err(())
+        }
+    }
+}
+
 /// `message`, with the input line it names.
 fn describe_failure(message: &str, input: Option<&str>) -> String {
     let line =
@@ -162,6 +190,7 @@ impl Proxier {
             stale_chain_delay: Duration::from_secs(1),
             nft_netlink: true,
             nft_first_sync_chunk: nft::FIRST_SYNC_CHUNK,
+            nft_netlink_read: true,
             minimal_partial_syncs: false,
             sampled_chain_rules: drift::SAMPLED_CHAIN_RULES,
             iptables_nft: None,
@@ -202,6 +231,17 @@ impl Proxier {
                             transaction,
                             ..
                         } if self.nft_netlink => apply_netlink(*family, transaction, metrics),
+                        nft::Command::ReadTable { family, table }
+                            if self.nft_netlink && self.nft_netlink_read =>
+                        {
+                            match read_table_netlink(*family, table, metrics) {
+                                Ok(held) => {
+                                    e.handle_table(Instant::now(), held);
+                                    continue;
+                                }
+                                Err(()) => run(cmd.program(), &cmd.args(), cmd.stdin()),
+                            }
+                        }
                         _ => run(cmd.program(), &cmd.args(), cmd.stdin()),
                     };
                     e.handle_outcome(Instant::now(), outcome);

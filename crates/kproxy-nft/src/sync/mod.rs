@@ -619,6 +619,56 @@ impl Engine {
         }
     }
 
+    /// Answers the [`Command::ReadTable`] that [`Self::poll_command`] last
+    /// returned with the table already read (by netlink and
+    /// [`crate::decode::TableDecoder`], say) instead of `nft -j` output:
+    /// `None` when the node holds no such table (a first sync into it may
+    /// then go in chunks, see [`Self::first_sync_chunk`]). A table with
+    /// flags (dormant: an unfinished chunked first sync) must not be
+    /// answered this way: answer with `nft -j` output, which says so, and
+    /// the engine replaces it whole. Any other command waiting is left
+    /// waiting.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use kproxy_core::model::{ClusterState, IpFamily, NodeConfig};
+    /// use kproxy_core::profile::NftablesProfile;
+    /// use kproxy_core::sync::{Compiled, Compiler};
+    /// use kproxy_nft::sync::{Command, Engine, Layout};
+    ///
+    /// let node = NodeConfig::new(IpFamily::V4, "node-1");
+    /// let targets = [(node, Layout(NftablesProfile::Current))];
+    /// let now = Instant::now();
+    /// let compiled = Compiler::new()
+    ///     .compile(&ClusterState::default(), &targets, true)
+    ///     .unwrap();
+    /// let Compiled::Full(desired) = &compiled[0] else { unreachable!() };
+    /// // The node already holds what the engine would write (a restarted
+    /// // agent): read, nothing written.
+    /// let held = desired.ruleset.tables[0].clone();
+    /// let mut engine = Engine::new();
+    /// engine.sync_compiled(now, &compiled);
+    /// let cmd = engine.poll_command(now).unwrap();
+    /// assert!(matches!(cmd, Command::ReadTable { .. }));
+    /// engine.handle_table(now, Some(held));
+    /// assert_eq!(engine.poll_command(now), None);
+    /// assert!(engine.poll_report().unwrap().sync().unwrap().ok());
+    /// ```
+    pub fn handle_table(&mut self, _now: Instant, table: Option<Table>) {
+        match self.waiting.take() {
+            Some(Step::ReadTable(name)) => self.read_table(name, table),
+            other => self.waiting = other,
+        }
+    }
+
+    fn read_table(&mut self, name: String, table: Option<Table>) {
+        let Some(job) = self.batches.front_mut().and_then(|b| b.jobs.front_mut()) else {
+            return;
+        };
+        job.held = table.filter(|t| t.name == name);
+        job.absent = job.held.is_none();
+    }
+
     /// What the engine finished, in order.
     pub fn poll_report(&mut self) -> Option<Report> {
         self.reports.pop_front()

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kproxy_core::diff::{ContainerChange, ContainerKind, ContainerRef, TableChanges, changes};
 use kproxy_core::ir::{
-    AddrMatch, Chain, ChainKind, Counter, Element, MapValue, Match, Table, TableFamily,
+    AddrMatch, Chain, ChainKind, Counter, Element, MapValue, Match, Table, TableFamily, Verdict,
 };
 use kproxy_core::model::IpFamily;
 use kproxy_core::names::ChainName;
@@ -238,7 +238,8 @@ pub struct NftSync {
 /// Whether two matches are the same in the kernel: equal, or spelled
 /// differently by `nft -j` than written (a one-member anonymous address
 /// set is compiled to, and listed as, the plain address match; a
-/// full-length prefix as the address).
+/// full-length prefix as the address; an anonymous set's members are
+/// listed sorted).
 fn same_match(a: &Match, b: &Match) -> bool {
     let norm = |m: &Match| -> Match {
         let m = match m {
@@ -247,6 +248,28 @@ fn same_match(a: &Match, b: &Match) -> bool {
                 addr: addrs[0],
                 negate: *negate,
             },
+            // nft lists an anonymous set's members sorted, a full-length
+            // prefix as its address.
+            Match::AddrSet { dir, addrs, negate } => {
+                let mut addrs: Vec<AddrMatch> = addrs
+                    .iter()
+                    .map(|a| match a {
+                        AddrMatch::Net(n) if n.prefix_len() == n.max_prefix_len() => {
+                            AddrMatch::Ip(n.addr())
+                        }
+                        a => *a,
+                    })
+                    .collect();
+                addrs.sort_by_key(|a| match a {
+                    AddrMatch::Ip(ip) => (*ip, u8::MAX),
+                    AddrMatch::Net(n) => (n.network(), n.prefix_len()),
+                });
+                Match::AddrSet {
+                    dir: *dir,
+                    addrs,
+                    negate: *negate,
+                }
+            }
             m => m.clone(),
         };
         match m {
@@ -261,6 +284,16 @@ fn same_match(a: &Match, b: &Match) -> bool {
             },
             m => m,
         }
+    };
+    a == b || norm(a) == norm(b)
+}
+
+/// Whether two verdicts are the same in the kernel: a random DNAT to one
+/// destination is a plain DNAT.
+fn same_verdict(a: Option<&Verdict>, b: Option<&Verdict>) -> bool {
+    let norm = |v: Option<&Verdict>| match v {
+        Some(Verdict::DnatRandom { to }) if to.len() == 1 => Some(Verdict::Dnat(to[0])),
+        v => v.cloned(),
     };
     a == b || norm(a) == norm(b)
 }
@@ -302,7 +335,7 @@ pub fn as_written(held: &mut Table, written: &Table) {
         }
         let same = c.rules.len() == w.rules.len()
             && c.rules.iter().zip(&w.rules).all(|(a, b)| {
-                a.verdict == b.verdict
+                same_verdict(a.verdict.as_ref(), b.verdict.as_ref())
                     && a.matches.len() == b.matches.len()
                     && a.matches
                         .iter()
