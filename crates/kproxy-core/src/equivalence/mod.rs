@@ -340,6 +340,8 @@ fn witness(
     work: &mut u64,
 ) -> Option<Fields> {
     let fields = atom.fields();
+    let mut seen: std::collections::HashSet<FieldValue, foldhash::fast::FixedState> =
+        std::collections::HashSet::default();
     let mut lists: Vec<(Field, Vec<FieldValue>)> = Vec::new();
     for f in &fields {
         if let Some(v) = prefix.pinned[f.slot()] {
@@ -361,7 +363,7 @@ fn witness(
                 vals.extend(a.atom.witnesses(a.value, *f, env));
             }
         }
-        let mut seen = std::collections::HashSet::new();
+        seen.clear();
         vals.retain(|v| generic.fits(v) && seen.insert(*v));
         lists.push((*f, vals));
     }
