@@ -19,7 +19,21 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn replay(name: &str) {
+/// Replays on a thread with a large stack: a debug build's frames are
+/// several times a release build's, and the corpora hold documents nested
+/// up to the readers' depth limits (which the release build reads within a
+/// 2 MiB thread stack).
+fn replay(name: &'static str) {
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(256 << 20)
+        .spawn(move || replay_here(name))
+        .expect("a replay thread")
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p));
+}
+
+fn replay_here(name: &str) {
     let target = kproxy_fuzz::target(name).expect("a fuzz target of kproxy-fuzz");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let corpus = files(&root.join("corpus").join(name));
