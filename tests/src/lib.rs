@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod known_differences;
+pub mod netns;
 pub mod nft;
 
 use std::collections::BTreeMap;

@@ -8,25 +8,14 @@
 //! Needs root, `ip` and `nft`. Without them the test prints a visible
 //! `SKIPPED` line and passes, except when `CI=true`, where it fails.
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
+
+use kproxy_tests::netns::{Netns, tool_ok};
 
 use kproxy_bin::agent::netlink::{ApplyError, apply};
 use kproxy_nft::{PrintOptions, Transaction};
 use kproxy_tests::read_args;
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-fn tool_ok(cmd: &str, args: &[&str]) -> bool {
-    Command::new(cmd)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 fn skip_or_fail(test: &str) -> bool {
     let root = Command::new("id")
@@ -51,69 +40,6 @@ fn skip_or_fail(test: &str) -> bool {
         return true;
     }
     false
-}
-
-/// A network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Self {
-        let name = format!(
-            "kproxy-nl-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        assert!(
-            tool_ok("ip", &["netns", "add", &name]),
-            "ip netns add {name}"
-        );
-        Netns(name)
-    }
-
-    fn nft(&self, args: &[&str], input: &str) -> Result<String, String> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(input.as_bytes())
-                .map_err(|e| e.to_string())?;
-        }
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).to_string())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).to_string())
-        }
-    }
-
-    /// Runs `f` on a thread inside the namespace.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/var/run/netns/{}", self.0);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let file = std::fs::File::open(&path).expect("open netns");
-                use std::os::fd::AsRawFd;
-                // SAFETY: setns on this thread only, with a namespace fd we own.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {path}");
-                f()
-            })
-            .join()
-            .expect("netns thread")
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = tool_ok("ip", &["netns", "del", &self.0]);
-    }
 }
 
 /// The transactions of `kproxy compile ARGS INPUT`.
@@ -150,11 +76,11 @@ fn check(name: &str, txs: &[(Transaction, PrintOptions)]) -> Result<(), String> 
     for (tx, opts) in txs {
         text.push_str(&kproxy_nft::print::print(tx, *opts).map_err(|e| e.to_string())?);
     }
-    let by_nft = Netns::new();
+    let by_nft = Netns::new("kproxy-nl");
     by_nft
         .nft(&["-f", "-"], &text)
         .map_err(|e| format!("{name}: nft -f: {e}"))?;
-    let by_netlink = Netns::new();
+    let by_netlink = Netns::new("kproxy-nl");
     let only: Vec<Transaction> = txs.iter().map(|(t, _)| t.clone()).collect();
     let opts = txs[0].1;
     by_netlink
@@ -263,7 +189,7 @@ fn a_refused_batch_changes_nothing_and_names_the_command() {
     use kproxy_core::ir::{Chain, Rule, Verdict};
     use kproxy_core::model::IpFamily;
     use kproxy_nft::Op;
-    let ns = Netns::new();
+    let ns = Netns::new("kproxy-nl");
     let mut tx = Transaction::new(IpFamily::V4, "kube-proxy");
     tx.push(Op::AddTable { comment: None });
     tx.push(Op::AddChain(Chain::new("a")));

@@ -14,10 +14,10 @@
 //! Needs root, `ip` and `nft`. Without them the test prints a visible
 //! `SKIPPED` line and passes, except when `CI=true`, where it fails.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
+
+use kproxy_tests::netns::{Netns, tool_ok};
 
 use kproxy_bin::agent::netlink::apply;
 use kproxy_bin::agent::nfnl::{RuleDump, read_table};
@@ -25,17 +25,6 @@ use kproxy_core::ir::{Match, Table, TableFamily, Verdict};
 use kproxy_core::model::IpFamily;
 use kproxy_nft::{PrintOptions, Transaction};
 use kproxy_tests::read_args;
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-fn tool_ok(cmd: &str, args: &[&str]) -> bool {
-    Command::new(cmd)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 fn skip_or_fail(test: &str) -> bool {
     let root = Command::new("id")
@@ -60,69 +49,6 @@ fn skip_or_fail(test: &str) -> bool {
         return true;
     }
     false
-}
-
-/// A network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Self {
-        let name = format!(
-            "kproxy-rt-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        assert!(
-            tool_ok("ip", &["netns", "add", &name]),
-            "ip netns add {name}"
-        );
-        Netns(name)
-    }
-
-    fn nft(&self, args: &[&str], input: &str) -> Result<String, String> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(input.as_bytes())
-                .map_err(|e| e.to_string())?;
-        }
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).to_string())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).to_string())
-        }
-    }
-
-    /// Runs `f` on a thread inside the namespace.
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/var/run/netns/{}", self.0);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let file = std::fs::File::open(&path).expect("open netns");
-                use std::os::fd::AsRawFd;
-                // SAFETY: setns on this thread only, with a namespace fd we own.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns {path}");
-                f()
-            })
-            .join()
-            .expect("netns thread")
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = tool_ok("ip", &["netns", "del", &self.0]);
-    }
 }
 
 fn root() -> &'static Path {
@@ -326,12 +252,12 @@ fn check(name: &str, txs: &[(Transaction, PrintOptions)]) -> Result<(), String> 
             tables.push(t);
         }
     }
-    let by_nft = Netns::new();
+    let by_nft = Netns::new("kproxy-rt");
     by_nft
         .nft(&["-f", "-"], &text)
         .map_err(|e| format!("{name}: nft -f: {e}"))?;
     compare(&by_nft, &format!("{name}, loaded by nft -f"), &tables)?;
-    let by_netlink = Netns::new();
+    let by_netlink = Netns::new("kproxy-rt");
     let only: Vec<Transaction> = txs.iter().map(|(t, _)| t.clone()).collect();
     by_netlink
         .run(|| apply(&only, txs[0].1))
@@ -394,7 +320,7 @@ fn a_missing_table_reads_as_none() {
     if skip_or_fail("a_missing_table_reads_as_none") {
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("kproxy-rt");
     for family in [IpFamily::V4, IpFamily::V6] {
         let got = ns
             .run(|| read_table(family, "kube-proxy", RuleDump::Table))

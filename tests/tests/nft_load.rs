@@ -7,23 +7,12 @@
 //! Needs root, `ip` and `nft`. Without them the test prints a visible
 //! `SKIPPED` line and passes, except when `CI=true`, where it fails.
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
+
+use kproxy_tests::netns::{Netns, tool_ok};
 
 use kproxy_tests::{compile, read_args};
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-fn tool_ok(cmd: &str, args: &[&str]) -> bool {
-    Command::new(cmd)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 /// Why the test cannot run here, if it cannot.
 fn cannot_run() -> Option<String> {
@@ -55,53 +44,9 @@ fn skip_or_fail() -> bool {
     false
 }
 
-/// A network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Self {
-        let name = format!(
-            "kproxy-nftload-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        let ok = tool_ok("ip", &["netns", "add", &name]);
-        assert!(ok, "ip netns add {name} failed");
-        Netns(name)
-    }
-    /// Runs `nft ARGS` in the namespace with `input` on stdin.
-    fn nft(&self, args: &[&str], input: &str) -> Result<String, String> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(input.as_bytes())
-                .map_err(|e| e.to_string())?;
-        }
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).to_string())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).to_string())
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = tool_ok("ip", &["netns", "del", &self.0]);
-    }
-}
-
 /// Loads `input` with `nft ARGS -f -` into a fresh namespace; returns `nft list ruleset`.
 fn load(args: &[&str], input: &str) -> Result<String, String> {
-    let ns = Netns::new();
+    let ns = Netns::new("kproxy-nftload");
     let mut full: Vec<&str> = args.to_vec();
     full.extend(["-f", "-"]);
     ns.nft(&full, input)?;
