@@ -383,3 +383,36 @@ macro_rules! shared_scenarios {
         $snap!(non_canonical_ips, "non-canonical-ips.yaml");
     };
 }
+
+/// The node flags of the dual-stack netlink fixture
+/// (`fixtures/netlink/dual-stack.yaml`), without `--ip-family`.
+pub const DUAL_STACK_ARGS: &[&str] = &[
+    "--proxy-mode=nftables",
+    "--hostname-override=test-node",
+    "--detect-local-mode=ClusterCIDR",
+    "--cluster-cidr=10.0.0.0/8,fd00:10::/64",
+    "--bind-address=192.168.0.2",
+    "--node-address=192.168.0.2/24",
+    "--node-address=2001:db8::1/64",
+    "--service-cidr=172.30.0.0/16",
+    "--service-cidr=fd00:172:30::/112",
+    "--feature-gates=KubeProxyNFTablesLocalhostNodePorts=true",
+];
+
+/// [`DUAL_STACK_ARGS`] for each node family (dual, ipv4, ipv6) and each
+/// nftables layout (current, pre-1.36), named.
+pub fn dual_stack_variants() -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for family in ["dual", "ipv4", "ipv6"] {
+        for (layout, extra) in [
+            ("current", None),
+            ("pre-1.36", Some("--kube-proxy-version=1.35")),
+        ] {
+            let mut args: Vec<String> = DUAL_STACK_ARGS.iter().map(|s| s.to_string()).collect();
+            args.push(format!("--ip-family={family}"));
+            args.extend(extra.map(str::to_string));
+            out.push((format!("dual-stack input, {family} node, {layout}"), args));
+        }
+    }
+    out
+}

@@ -89,3 +89,48 @@ impl Drop for Netns {
         let _ = tool_ok("ip", &["netns", "del", &self.0]);
     }
 }
+
+/// Whether a kernel test that needs root, `nft` and `ip netns` must be
+/// skipped here: prints `SKIPPED TEST: why` and returns true; fails under
+/// `CI=true` instead (a skip in CI is a failure).
+pub fn skip_without_nft(test: &str) -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let why = if !root {
+        Some("not running as root")
+    } else if !tool_ok("nft", &["--version"]) {
+        Some("`nft` is not installed (apt-get install -y nftables)")
+    } else if !tool_ok("ip", &["netns", "list"]) {
+        Some("`ip netns` is not available")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test} cannot run under CI=true: {why}"
+        );
+        println!("SKIPPED {test}: {why}");
+        return true;
+    }
+    false
+}
+
+/// `"handle": N` removed from an `nft -j` listing (pretty-printed).
+pub fn without_handles(json: &str) -> String {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("handle");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v: serde_json::Value = serde_json::from_str(json).expect("nft -j output");
+    strip(&mut v);
+    serde_json::to_string_pretty(&v).unwrap_or_default()
+}

@@ -451,29 +451,12 @@ mod nft_chunks {
         vec![Desired::compile(state, &node(), layout).expect("rules")]
     }
 
-    /// `"handle": N` removed from a JSON listing.
-    fn without_handles(json: &str) -> String {
-        fn strip(v: &mut serde_json::Value) {
-            match v {
-                serde_json::Value::Object(m) => {
-                    m.remove("handle");
-                    m.values_mut().for_each(strip);
-                }
-                serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
-                _ => {}
-            }
-        }
-        let mut v: serde_json::Value = serde_json::from_str(json).expect("nft -j output");
-        strip(&mut v);
-        serde_json::to_string_pretty(&v).unwrap_or_default()
-    }
-
     /// `nft list ruleset` and `nft -j list ruleset` (handles aside).
     fn listings(ns: &str) -> (String, String) {
         let text = netns_exec(ns, &["nft", "list", "ruleset"]).unwrap_or_else(|e| panic!("{e}"));
         let json =
             netns_exec(ns, &["nft", "-j", "list", "ruleset"]).unwrap_or_else(|e| panic!("{e}"));
-        (text, without_handles(&json))
+        (text, kproxy_tests::netns::without_handles(&json))
     }
 
     /// The listings of the whole table loaded in one transaction into a

@@ -9,59 +9,17 @@
 //! `SKIPPED` line and passes, except when `CI=true`, where it fails.
 
 use std::path::Path;
-use std::process::Command;
 
-use kproxy_tests::netns::{Netns, tool_ok};
+use kproxy_tests::dual_stack_variants;
+use kproxy_tests::netns::{Netns, skip_without_nft, without_handles};
 
 use kproxy_bin::agent::netlink::{ApplyError, apply};
 use kproxy_nft::{PrintOptions, Transaction};
 use kproxy_tests::read_args;
 
-fn skip_or_fail(test: &str) -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let why = if !root {
-        Some("not running as root")
-    } else if !tool_ok("nft", &["--version"]) {
-        Some("`nft` is not installed")
-    } else if !tool_ok("ip", &["netns", "list"]) {
-        Some("`ip netns` is not available")
-    } else {
-        None
-    };
-    if let Some(why) = why {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test} cannot run under CI=true: {why}"
-        );
-        println!("SKIPPED {test}: {why}");
-        return true;
-    }
-    false
-}
-
 /// The transactions of `kproxy compile ARGS INPUT`.
 fn transactions(args: &[String], input: &Path) -> Vec<(Transaction, PrintOptions)> {
     kproxy_tests::compile_nft_transactions(args, &[input]).expect("transactions")
-}
-
-/// `"handle": N` removed from a JSON listing.
-fn without_handles(json: &str) -> String {
-    let mut v: serde_json::Value = serde_json::from_str(json).expect("nft -j output");
-    fn strip(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(m) => {
-                m.remove("handle");
-                m.values_mut().for_each(strip);
-            }
-            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    strip(&mut v);
-    serde_json::to_string_pretty(&v).unwrap_or_default()
 }
 
 fn listings(ns: &Netns) -> Result<(String, String), String> {
@@ -109,38 +67,9 @@ fn fixture(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-/// `kproxy compile` arguments for `fixtures/netlink/dual-stack.yaml`.
-fn dual_stack_variants() -> Vec<(String, Vec<String>)> {
-    let base = [
-        "--proxy-mode=nftables",
-        "--hostname-override=test-node",
-        "--detect-local-mode=ClusterCIDR",
-        "--cluster-cidr=10.0.0.0/8,fd00:10::/64",
-        "--bind-address=192.168.0.2",
-        "--node-address=192.168.0.2/24",
-        "--node-address=2001:db8::1/64",
-        "--service-cidr=172.30.0.0/16",
-        "--service-cidr=fd00:172:30::/112",
-        "--feature-gates=KubeProxyNFTablesLocalhostNodePorts=true",
-    ];
-    let mut out = Vec::new();
-    for family in ["dual", "ipv4", "ipv6"] {
-        for (layout, extra) in [
-            ("current", None),
-            ("pre-1.36", Some("--kube-proxy-version=1.35")),
-        ] {
-            let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
-            args.push(format!("--ip-family={family}"));
-            args.extend(extra.map(str::to_string));
-            out.push((format!("dual-stack input, {family} node, {layout}"), args));
-        }
-    }
-    out
-}
-
 #[test]
 fn goldens_by_netlink_list_as_by_nft() {
-    if skip_or_fail("goldens_by_netlink_list_as_by_nft") {
+    if skip_without_nft("goldens_by_netlink_list_as_by_nft") {
         return;
     }
     let mut failures = Vec::new();
@@ -183,7 +112,7 @@ fn goldens_by_netlink_list_as_by_nft() {
 
 #[test]
 fn a_refused_batch_changes_nothing_and_names_the_command() {
-    if skip_or_fail("a_refused_batch_changes_nothing_and_names_the_command") {
+    if skip_without_nft("a_refused_batch_changes_nothing_and_names_the_command") {
         return;
     }
     use kproxy_core::ir::{Chain, Rule, Verdict};

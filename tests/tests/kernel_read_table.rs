@@ -15,9 +15,9 @@
 //! `SKIPPED` line and passes, except when `CI=true`, where it fails.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use kproxy_tests::netns::{Netns, tool_ok};
+use kproxy_tests::dual_stack_variants;
+use kproxy_tests::netns::{Netns, skip_without_nft};
 
 use kproxy_bin::agent::netlink::apply;
 use kproxy_bin::agent::nfnl::{RuleDump, read_table};
@@ -25,31 +25,6 @@ use kproxy_core::ir::{Match, Table, TableFamily, Verdict};
 use kproxy_core::model::IpFamily;
 use kproxy_nft::{PrintOptions, Transaction};
 use kproxy_tests::read_args;
-
-fn skip_or_fail(test: &str) -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let why = if !root {
-        Some("not running as root")
-    } else if !tool_ok("nft", &["--version"]) {
-        Some("`nft` is not installed")
-    } else if !tool_ok("ip", &["netns", "list"]) {
-        Some("`ip netns` is not available")
-    } else {
-        None
-    };
-    if let Some(why) = why {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test} cannot run under CI=true: {why}"
-        );
-        println!("SKIPPED {test}: {why}");
-        return true;
-    }
-    false
-}
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -97,35 +72,6 @@ fn snapshot_cases() -> Vec<(String, Vec<String>, Vec<PathBuf>)> {
         out.push((name, args, paths));
     }
     assert!(out.len() >= 40, "snapshot scenarios missing: {}", out.len());
-    out
-}
-
-/// `kproxy compile` arguments for `fixtures/netlink/dual-stack.yaml`.
-fn dual_stack_variants() -> Vec<(String, Vec<String>)> {
-    let base = [
-        "--proxy-mode=nftables",
-        "--hostname-override=test-node",
-        "--detect-local-mode=ClusterCIDR",
-        "--cluster-cidr=10.0.0.0/8,fd00:10::/64",
-        "--bind-address=192.168.0.2",
-        "--node-address=192.168.0.2/24",
-        "--node-address=2001:db8::1/64",
-        "--service-cidr=172.30.0.0/16",
-        "--service-cidr=fd00:172:30::/112",
-        "--feature-gates=KubeProxyNFTablesLocalhostNodePorts=true",
-    ];
-    let mut out = Vec::new();
-    for family in ["dual", "ipv4", "ipv6"] {
-        for (layout, extra) in [
-            ("current", None),
-            ("pre-1.36", Some("--kube-proxy-version=1.35")),
-        ] {
-            let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
-            args.push(format!("--ip-family={family}"));
-            args.extend(extra.map(str::to_string));
-            out.push((format!("dual-stack input, {family} node, {layout}"), args));
-        }
-    }
     out
 }
 
@@ -267,7 +213,7 @@ fn check(name: &str, txs: &[(Transaction, PrintOptions)]) -> Result<(), String> 
 
 #[test]
 fn every_scenario_reads_back_by_netlink_as_nft_json_lists_it() {
-    if skip_or_fail("every_scenario_reads_back_by_netlink_as_nft_json_lists_it") {
+    if skip_without_nft("every_scenario_reads_back_by_netlink_as_nft_json_lists_it") {
         return;
     }
     let mut cases: Vec<(String, Vec<String>, Vec<PathBuf>)> =
@@ -317,7 +263,7 @@ fn every_scenario_reads_back_by_netlink_as_nft_json_lists_it() {
 
 #[test]
 fn a_missing_table_reads_as_none() {
-    if skip_or_fail("a_missing_table_reads_as_none") {
+    if skip_without_nft("a_missing_table_reads_as_none") {
         return;
     }
     let ns = Netns::new("kproxy-rt");

@@ -65,22 +65,11 @@ fn golden_rules_encode_as_nft_encodes_them() {
 
 #[test]
 fn dual_stack_rules_encode_as_nft_encodes_them() {
-    let args: Vec<String> = [
-        "--proxy-mode=nftables",
-        "--hostname-override=test-node",
-        "--detect-local-mode=ClusterCIDR",
-        "--cluster-cidr=10.0.0.0/8,fd00:10::/64",
-        "--bind-address=192.168.0.2",
-        "--node-address=192.168.0.2/24",
-        "--node-address=2001:db8::1/64",
-        "--service-cidr=172.30.0.0/16",
-        "--service-cidr=fd00:172:30::/112",
-        "--feature-gates=KubeProxyNFTablesLocalhostNodePorts=true",
-        "--ip-family=dual",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args: Vec<String> = kproxy_tests::DUAL_STACK_ARGS
+        .iter()
+        .chain(&["--ip-family=dual"])
+        .map(|s| s.to_string())
+        .collect();
     compare(
         "dual-stack.txt",
         &args,

@@ -8,41 +8,10 @@
 //! `SKIPPED` line and passes, except when `CI=true`, where it fails.
 
 use std::path::Path;
-use std::process::Command;
 
-use kproxy_tests::netns::{Netns, tool_ok};
+use kproxy_tests::netns::{Netns, skip_without_nft};
 
 use kproxy_tests::{compile, read_args};
-
-/// Why the test cannot run here, if it cannot.
-fn cannot_run() -> Option<String> {
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    if uid.as_deref() != Some("0") {
-        return Some("not running as root".into());
-    }
-    if !tool_ok("nft", &["--version"]) {
-        return Some("`nft` is not installed (apt-get install -y nftables)".into());
-    }
-    if !tool_ok("ip", &["netns", "list"]) {
-        return Some("`ip netns` is not available".into());
-    }
-    None
-}
-
-fn skip_or_fail() -> bool {
-    if let Some(why) = cannot_run() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(!ci, "nft_load cannot run under CI=true: {why}");
-        println!("SKIPPED nft_load: {why}");
-        eprintln!("SKIPPED nft_load: {why}");
-        return true;
-    }
-    false
-}
 
 /// Loads `input` with `nft ARGS -f -` into a fresh namespace; returns `nft list ruleset`.
 fn load(args: &[&str], input: &str) -> Result<String, String> {
@@ -91,7 +60,7 @@ fn check(name: &str, args: &[String], input: &Path) -> Result<(), String> {
 
 #[test]
 fn goldens_load_natively_and_as_json() {
-    if skip_or_fail() {
+    if skip_without_nft("nft_load") {
         return;
     }
     let mut failures = Vec::new();
@@ -193,28 +162,17 @@ ports:
 
 #[test]
 fn dual_stack_loads_natively_and_as_json() {
-    if skip_or_fail() {
+    if skip_without_nft("nft_load") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("kproxy-nftload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let input = dir.join("dual.yaml");
     std::fs::write(&input, DUAL_STACK).expect("write input");
-    let base: Vec<String> = [
-        "--proxy-mode=nftables",
-        "--hostname-override=test-node",
-        "--detect-local-mode=ClusterCIDR",
-        "--cluster-cidr=10.0.0.0/8,fd00:10::/64",
-        "--bind-address=192.168.0.2",
-        "--node-address=192.168.0.2/24",
-        "--node-address=2001:db8::1/64",
-        "--service-cidr=172.30.0.0/16",
-        "--service-cidr=fd00:172:30::/112",
-        "--feature-gates=KubeProxyNFTablesLocalhostNodePorts=true",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let base: Vec<String> = kproxy_tests::DUAL_STACK_ARGS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let variants: Vec<(&str, Vec<&str>)> = vec![
         ("dual, all node addresses", vec!["--ip-family=dual"]),
         (
@@ -247,7 +205,7 @@ fn dual_stack_loads_natively_and_as_json() {
 /// NodePorts, ServiceCIDRs) load both ways and give the same state.
 #[test]
 fn scenario_fixtures_load_natively_and_as_json() {
-    if skip_or_fail() {
+    if skip_without_nft("nft_load") {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");

@@ -143,16 +143,7 @@ impl Socket {
 /// as when the node last held what kproxy wrote, nothing can have changed
 /// since.
 pub fn generation() -> io::Result<u32> {
-    let mut sock = Socket::open()?;
-    let mut id = None;
-    sock.request(m::NFT_MSG_GETGEN, 0, None, AttrBuf::new(), |kind, body| {
-        if kind == m::NFT_MSG_NEWGEN
-            && let Ok(Some(v)) = find(body, a::NFTA_GEN_ID)
-        {
-            id = v.u32_be().ok();
-        }
-    })?;
-    id.ok_or_else(|| io::Error::other("netlink: no ruleset generation"))
+    sock_generation(&mut Socket::open()?)
 }
 
 /// The attributes naming a table and a chain (or a rule's chain).
