@@ -295,6 +295,55 @@ impl Prefix {
     }
 }
 
+/// What a question about one field that only questions about the same
+/// field came before: the question, the packet's value of the field, and
+/// the earlier questions about it with their answers. The packets that
+/// answer such a question otherwise (its witnesses) depend on nothing
+/// else, so classes that meet it again reuse them.
+#[derive(PartialEq, Eq, Hash)]
+struct OneField {
+    print: u64,
+    field: Field,
+    cur: FieldValue,
+    before: Vec<(u64, Value)>,
+}
+
+impl OneField {
+    /// The key of `atom` (asked at `prefix`'s end) when its witnesses
+    /// depend on one field only.
+    fn of(
+        atom: &Atom<'_>,
+        print: u64,
+        asked: &[Asked<'_>],
+        prefix: &Prefix,
+        cur: &Fields,
+    ) -> Option<Self> {
+        let [f] = atom.fields()[..] else {
+            return None;
+        };
+        let reads = &prefix.reads[f.slot()];
+        let mut before = Vec::with_capacity(reads.len());
+        for &i in reads {
+            let a = &asked[i];
+            if a.atom.fields() != [f] {
+                return None;
+            }
+            before.push((a.print, a.value));
+        }
+        Some(Self {
+            print,
+            field: f,
+            cur: cur.get(f),
+            before,
+        })
+    }
+}
+
+/// The witnesses found for [`OneField`] questions: the field's value of
+/// each, in the order of the question's alternatives.
+type OneFieldMemo =
+    std::collections::HashMap<OneField, Vec<FieldValue>, foldhash::fast::FixedState>;
+
 /// The most value combinations tried for one question.
 const MAX_TRIES: usize = 4096;
 
@@ -521,6 +570,7 @@ fn explore(
     let generic = Generic::new(&[left, right], env, family);
     let rules = size(left) + size(right);
     let mut work = 0u64;
+    let mut memo = OneFieldMemo::default();
     let mut out = Equivalence {
         classes: 0,
         complete: true,
@@ -574,24 +624,44 @@ fn explore(
                     .iter()
                     .any(|f| prefix.pinned[f.slot()].is_none());
                 if j >= p.at && free {
-                    for want in a.atom.alternatives(a.value, &prefix.pinned) {
-                        if let Some(q) = witness(
-                            &asked[..j],
-                            &prefix,
-                            &a.atom,
-                            want,
-                            f,
-                            &generic,
-                            env,
-                            &mut work,
-                        ) {
-                            found.push(Pending {
+                    let key = OneField::of(&a.atom, a.print, &asked[..j], &prefix, &f);
+                    let known = key.as_ref().and_then(|k| memo.get(k));
+                    if let (Some(known), Some(k)) = (known, &key) {
+                        work = work.saturating_add(known.len() as u64 + 1);
+                        found.extend(known.iter().map(|&v| {
+                            let mut q = f;
+                            q.set(k.field, v);
+                            Pending {
                                 at: j + 1,
                                 fields: q,
-                            });
+                            }
+                        }));
+                    } else {
+                        let from = found.len();
+                        for want in a.atom.alternatives(a.value, &prefix.pinned) {
+                            if let Some(q) = witness(
+                                &asked[..j],
+                                &prefix,
+                                &a.atom,
+                                want,
+                                f,
+                                &generic,
+                                env,
+                                &mut work,
+                            ) {
+                                found.push(Pending {
+                                    at: j + 1,
+                                    fields: q,
+                                });
+                            }
+                            if work > limit {
+                                return Err(TraceError::TooMuchWork { limit, rules });
+                            }
                         }
-                        if work > limit {
-                            return Err(TraceError::TooMuchWork { limit, rules });
+                        if let Some(k) = key {
+                            let field = k.field;
+                            let vals = found[from..].iter().map(|p| p.fields.get(field));
+                            memo.insert(k, vals.collect());
                         }
                     }
                 }
