@@ -310,7 +310,9 @@ struct OneField {
 
 impl OneField {
     /// The key of `atom` (asked at `prefix`'s end) when its witnesses
-    /// depend on one field only.
+    /// depend on one field only and it has many answers (a chain index's
+    /// buckets, a set's elements): a yes-or-no question has one other
+    /// answer, cheaper to look for again than to remember.
     fn of(
         atom: &Atom<'_>,
         print: u64,
@@ -318,6 +320,9 @@ impl OneField {
         prefix: &Prefix,
         cur: &Fields,
     ) -> Option<Self> {
+        if !matches!(atom, Atom::Dispatch(_) | Atom::Lookup { .. }) {
+            return None;
+        }
         let [f] = atom.fields()[..] else {
             return None;
         };
@@ -374,9 +379,71 @@ fn size(rs: &Ruleset) -> u64 {
         .sum::<usize>() as u64
 }
 
+/// What every alternative answer of one question tries: per field, the
+/// values the packet and the earlier questions suggest, and the earlier
+/// questions a packet must still answer as recorded. Gathered once per
+/// question (on first use), not once per alternative.
+#[derive(Default)]
+struct Tries {
+    tails: [Option<Vec<FieldValue>>; 4],
+    checks: Option<Vec<usize>>,
+}
+
+impl Tries {
+    /// The values of `f` worth trying whatever the answer wanted: the
+    /// packet's own, the generic ones, and the witnesses of the earlier
+    /// questions about `f` (each once, in that order).
+    #[allow(clippy::too_many_arguments)]
+    fn tail(
+        &mut self,
+        f: Field,
+        asked: &[Asked<'_>],
+        prefix: &Prefix,
+        cur: &Fields,
+        generic: &Generic,
+        env: &TraceEnv,
+        work: &mut u64,
+    ) -> &[FieldValue] {
+        self.tails[f.slot()].get_or_insert_with(|| {
+            let mut vals = vec![cur.get(f)];
+            generic.values(f, &mut vals);
+            *work = work.saturating_add(prefix.reads[f.slot()].len() as u64);
+            for &i in &prefix.reads[f.slot()] {
+                let a = &asked[i];
+                vals.extend(a.atom.witnesses(a.value, f, env));
+                if let Atom::Addr { .. } | Atom::Port(_) | Atom::Proto(_) | Atom::Local(_) = a.atom
+                {
+                    for alt in a.atom.alternatives(a.value, &prefix.pinned) {
+                        vals.extend(a.atom.witnesses(alt, f, env));
+                    }
+                }
+            }
+            let mut seen: std::collections::HashSet<FieldValue, foldhash::fast::FixedState> =
+                std::collections::HashSet::default();
+            vals.retain(|v| generic.fits(v) && seen.insert(*v));
+            vals
+        })
+    }
+
+    /// The earlier questions about any of `fields`, in order.
+    fn checks(&mut self, fields: &[Field], prefix: &Prefix) -> &[usize] {
+        self.checks.get_or_insert_with(|| {
+            let mut checks: Vec<usize> = fields
+                .iter()
+                .flat_map(|f| prefix.reads[f.slot()].iter().copied())
+                .collect();
+            checks.sort_unstable();
+            checks.dedup();
+            checks
+        })
+    }
+}
+
 /// A packet that answers `asked[..at]` as recorded and `atom` with `want`,
 /// changing only the fields `atom` reads (from `cur`, which answers the
-/// prefix).
+/// prefix). The values tried for a field are, in order: the one a pinned
+/// field or the answer wanted allows (nothing else can give it), else the
+/// question's own witnesses for `want` and then `tries`' tail.
 #[allow(clippy::too_many_arguments)]
 fn witness(
     asked: &[Asked<'_>],
@@ -386,34 +453,41 @@ fn witness(
     cur: Fields,
     generic: &Generic,
     env: &TraceEnv,
+    tries: &mut Tries,
     work: &mut u64,
 ) -> Option<Fields> {
     let fields = atom.fields();
-    let mut seen: std::collections::HashSet<FieldValue, foldhash::fast::FixedState> =
-        std::collections::HashSet::default();
-    let mut lists: Vec<(Field, Vec<FieldValue>)> = Vec::new();
+    let pins = atom.pins(want);
+    let mut lists: Vec<(Field, Vec<FieldValue>)> = Vec::with_capacity(fields.len());
     for f in &fields {
         if let Some(v) = prefix.pinned[f.slot()] {
             lists.push((*f, vec![v]));
             continue;
         }
-        let mut vals = atom.witnesses(want, *f, env);
-        vals.push(cur.get(*f));
-        generic.values(*f, &mut vals);
-        *work = work.saturating_add(prefix.reads[f.slot()].len() as u64);
-        for &i in &prefix.reads[f.slot()] {
-            let a = &asked[i];
-            if let Atom::Addr { .. } | Atom::Port(_) | Atom::Proto(_) | Atom::Local(_) = a.atom {
-                vals.extend(a.atom.witnesses(a.value, *f, env));
-                for alt in a.atom.alternatives(a.value, &prefix.pinned) {
-                    vals.extend(a.atom.witnesses(alt, *f, env));
-                }
-            } else {
-                vals.extend(a.atom.witnesses(a.value, *f, env));
+        let mut head: Vec<FieldValue> = pins
+            .iter()
+            .filter(|(pf, _)| pf == f)
+            .map(|(_, v)| *v)
+            .collect();
+        let pinned = !head.is_empty();
+        if !pinned {
+            head = atom.witnesses(want, *f, env);
+        }
+        let mut vals: Vec<FieldValue> = Vec::with_capacity(head.len());
+        for v in head {
+            if generic.fits(&v) && !vals.contains(&v) {
+                vals.push(v);
             }
         }
-        seen.clear();
-        vals.retain(|v| generic.fits(v) && seen.insert(*v));
+        if !pinned {
+            let own = vals.len();
+            let tail = tries.tail(*f, asked, prefix, &cur, generic, env, work);
+            for v in tail {
+                if !vals[..own].contains(v) {
+                    vals.push(*v);
+                }
+            }
+        }
         lists.push((*f, vals));
     }
     if lists
@@ -423,18 +497,16 @@ fn witness(
         // Only the packet itself: it answers the question as before.
         return None;
     }
-    let mut checks: Vec<usize> = fields
-        .iter()
-        .flat_map(|f| prefix.reads[f.slot()].iter().copied())
-        .collect();
-    checks.sort_unstable();
-    checks.dedup();
+    let checks = tries.checks(&fields, prefix);
     let total: usize = lists.iter().map(|(_, l)| l.len().max(1)).product();
     for n in 0..total.min(MAX_TRIES) {
         *work += 1;
         let mut q = cur;
         let mut k = n;
         for (f, l) in &lists {
+            if l.is_empty() {
+                continue;
+            }
             q.set(*f, l[k % l.len()]);
             k /= l.len();
         }
@@ -638,6 +710,7 @@ fn explore(
                         }));
                     } else {
                         let from = found.len();
+                        let mut tries = Tries::default();
                         for want in a.atom.alternatives(a.value, &prefix.pinned) {
                             if let Some(q) = witness(
                                 &asked[..j],
@@ -647,6 +720,7 @@ fn explore(
                                 f,
                                 &generic,
                                 env,
+                                &mut tries,
                                 &mut work,
                             ) {
                                 found.push(Pending {
