@@ -20,7 +20,6 @@
 //! disagreement is reported; [`iptables_1_5_profile_on_seed_states`]
 //! compares kube-proxy 1.5's iptables layout with the current one.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -183,9 +182,10 @@ fn compare_all(
         &Packet,
         &kproxy_core::trace::Trace,
         &kproxy_core::trace::Trace,
-    ) -> Option<&'static str>,
+    ) -> Option<&'static str>
+    + Sync,
 ) -> (Equivalence, Found) {
-    let met = RefCell::new(BTreeMap::new());
+    let met = std::sync::Mutex::new(BTreeMap::new());
     let eq = compare_with(
         left,
         right,
@@ -194,14 +194,17 @@ fn compare_all(
         Options::default(),
         |p, a, b| match known(p, a, b) {
             Some(why) => {
-                *met.borrow_mut().entry(why).or_insert(0) += 1;
+                *met.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(why)
+                    .or_insert(0) += 1;
                 true
             }
             None => false,
         },
     )
     .unwrap_or_else(|e| panic!("trace: {e}"));
-    (eq, met.into_inner())
+    (eq, met.into_inner().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// The iptables and nftables IR of `case`, per family, with the plan the

@@ -75,7 +75,10 @@ fn check_finds_and_names_one_endpoint_drift_at_1k() {
     dnat.set_port(9999);
     // The classes are explored Service by Service, svc0's first: a budget
     // keeps the debug build fast (the whole comparison is in the bench).
-    let budget = Options { max_classes: 500 };
+    let budget = Options {
+        max_classes: 500,
+        ..Options::default()
+    };
     let r = check(
         &compiled,
         &on_node,

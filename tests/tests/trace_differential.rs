@@ -509,6 +509,12 @@ fn same_as_exhaustive(
     };
     let fail = |e: kproxy_core::trace::TraceError| TestCaseError::fail(e.to_string());
     let new = compare(left, right, env, family, Options::default()).map_err(fail)?;
+    // On several threads: the same classes and differences, in order.
+    let shared =
+        compare(left, right, env, family, Options::default().with_threads(3)).map_err(fail)?;
+    prop_assert_eq!(shared.classes, new.classes);
+    prop_assert_eq!(shared.complete, new.complete);
+    prop_assert_eq!(&shared.differences, &new.differences);
     let old = compare_exhaustive(left, right, env, family, Options::default()).map_err(fail)?;
     prop_assert!(new.complete && old.complete);
     prop_assert_eq!(new.is_equivalent(), old.is_equivalent());

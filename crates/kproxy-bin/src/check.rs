@@ -161,6 +161,12 @@ pub struct FamilyCheck {
     pub diff: FamilyDiff,
 }
 
+/// The threads a comparison traces classes on: the CPUs this process may
+/// use.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Checks already read dumps against an already loaded inventory.
 pub fn check_dumps(
     args: &CheckArgs,
@@ -200,7 +206,7 @@ pub fn check_dumps(
             mode,
             &env,
             r.node.family,
-            Options::default(),
+            Options::default().with_threads(threads()),
         )?;
         out.push(FamilyCheck {
             family: r.node.family,

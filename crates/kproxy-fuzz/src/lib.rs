@@ -375,6 +375,7 @@ pub fn trace_check(data: &[u8]) {
         IpFamily::V4,
         Options {
             max_classes: MAX_CLASSES,
+            ..Options::default()
         },
     );
     let tracer = Tracer::new(&node_rs, &env);

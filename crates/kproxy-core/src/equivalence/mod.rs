@@ -55,17 +55,15 @@
 //! assert!(diff.differences.iter().all(|d| d.packet.protocol != Protocol::Tcp));
 //! ```
 
-use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::ir::{Match, Ruleset, TableFamily};
-use crate::model::{IpFamily, Protocol};
-use crate::trace::atoms::{Asked, Atom, Field, FieldValue, Fields, Recorder, Value};
-use crate::trace::{
-    OutcomeKind, Packet, PacketOrigin, Probability, Trace, TraceEnv, TraceError, Tracer,
-};
+use crate::ir::{Ruleset, TableFamily};
+use crate::model::IpFamily;
+use crate::trace::atoms::Recorder;
+use crate::trace::{OutcomeKind, Packet, Probability, Trace, TraceEnv, TraceError, Tracer};
 
 mod oracle;
+mod search;
 
 pub use oracle::{compare_exhaustive, compare_exhaustive_with, packet_classes};
 
@@ -76,12 +74,30 @@ pub struct Options {
     /// [`Equivalence::complete`] is false. ([`compare_exhaustive`]: an
     /// evenly spread subset is traced.)
     pub max_classes: usize,
+    /// The threads that trace classes (at least one). The verdict, the
+    /// classes and the differences do not depend on it; the work done
+    /// (see [`Equivalence::work`]) may, since each thread remembers what
+    /// it found on its own.
+    pub threads: usize,
+}
+
+impl Options {
+    /// These options, tracing on `threads` threads.
+    ///
+    /// ```
+    /// use kproxy_core::equivalence::Options;
+    /// assert_eq!(Options::default().with_threads(2).threads, 2);
+    /// ```
+    pub fn with_threads(self, threads: usize) -> Self {
+        Self { threads, ..self }
+    }
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             max_classes: 5_000_000,
+            threads: 1,
         }
     }
 }
@@ -189,169 +205,6 @@ fn outside(family: IpFamily) -> IpAddr {
     }
 }
 
-/// Values tried for every field, whatever the question.
-struct Generic {
-    family: IpFamily,
-    addrs: Vec<IpAddr>,
-    other_port: u16,
-}
-
-impl Generic {
-    fn new(rulesets: &[&Ruleset], env: &TraceEnv, family: IpFamily) -> Self {
-        let mut ports = BTreeSet::new();
-        let note = |ports: &mut BTreeSet<u16>, k: &crate::ir::KeyValue| {
-            if let crate::ir::KeyValue::Port(p) = k {
-                ports.insert(*p);
-            }
-        };
-        for rs in rulesets {
-            for t in &rs.tables {
-                for c in &t.chains {
-                    for r in &c.rules {
-                        for m in &r.matches {
-                            if let Match::DstPort(p) = m {
-                                ports.insert(*p);
-                            }
-                        }
-                        match &r.verdict {
-                            Some(crate::ir::Verdict::Dnat(sa)) => {
-                                ports.insert(sa.port());
-                            }
-                            Some(crate::ir::Verdict::DnatRandom { to }) => {
-                                ports.extend(to.iter().map(|sa| sa.port()));
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                for s in &t.sets {
-                    s.elements
-                        .iter()
-                        .flat_map(|e| &e.key)
-                        .for_each(|k| note(&mut ports, k));
-                }
-                for m in &t.maps {
-                    m.elements
-                        .iter()
-                        .flat_map(|(e, _)| &e.key)
-                        .for_each(|k| note(&mut ports, k));
-                }
-            }
-        }
-        let other_port = (1..=u16::MAX).find(|p| !ports.contains(p)).unwrap_or(1);
-        let mut addrs = vec![outside(family)];
-        for n in env.local.iter().filter(|n| family.contains(&n.addr())) {
-            addrs.push(n.addr());
-            addrs.push(n.network());
-        }
-        Self {
-            family,
-            addrs,
-            other_port,
-        }
-    }
-
-    fn values(&self, f: Field, out: &mut Vec<FieldValue>) {
-        match f {
-            Field::Proto => {
-                out.extend([Protocol::Tcp, Protocol::Udp, Protocol::Sctp].map(FieldValue::Proto))
-            }
-            Field::Src | Field::Dst => out.extend(self.addrs.iter().map(|a| FieldValue::Addr(*a))),
-            Field::Port => out.push(FieldValue::Port(self.other_port)),
-        }
-    }
-
-    fn fits(&self, v: &FieldValue) -> bool {
-        match v {
-            FieldValue::Addr(a) => self.family.contains(a),
-            _ => true,
-        }
-    }
-}
-
-/// A class still to trace: a packet that answers the questions as the
-/// class does; questions from `at` on are new to it.
-struct Pending {
-    at: usize,
-    fields: Fields,
-}
-
-/// What the questions before a point fix: per field, a value a true
-/// answer pinned it to, and the questions that read it.
-#[derive(Default)]
-struct Prefix {
-    pinned: [Option<FieldValue>; 4],
-    reads: [Vec<usize>; 4],
-}
-
-impl Prefix {
-    fn add(&mut self, i: usize, a: &Asked<'_>) {
-        for (f, v) in a.atom.pins(a.value) {
-            self.pinned[f.slot()].get_or_insert(v);
-        }
-        for f in a.atom.fields() {
-            self.reads[f.slot()].push(i);
-        }
-    }
-}
-
-/// What a question about one field that only questions about the same
-/// field came before: the question, the packet's value of the field, and
-/// the earlier questions about it with their answers. The packets that
-/// answer such a question otherwise (its witnesses) depend on nothing
-/// else, so classes that meet it again reuse them.
-#[derive(PartialEq, Eq, Hash)]
-struct OneField {
-    print: u64,
-    field: Field,
-    cur: FieldValue,
-    before: Vec<(u64, Value)>,
-}
-
-impl OneField {
-    /// The key of `atom` (asked at `prefix`'s end) when its witnesses
-    /// depend on one field only and it has many answers (a chain index's
-    /// buckets, a set's elements): a yes-or-no question has one other
-    /// answer, cheaper to look for again than to remember.
-    fn of(
-        atom: &Atom<'_>,
-        print: u64,
-        asked: &[Asked<'_>],
-        prefix: &Prefix,
-        cur: &Fields,
-    ) -> Option<Self> {
-        if !matches!(atom, Atom::Dispatch(_) | Atom::Lookup { .. }) {
-            return None;
-        }
-        let [f] = atom.fields()[..] else {
-            return None;
-        };
-        let reads = &prefix.reads[f.slot()];
-        let mut before = Vec::with_capacity(reads.len());
-        for &i in reads {
-            let a = &asked[i];
-            if a.atom.fields() != [f] {
-                return None;
-            }
-            before.push((a.print, a.value));
-        }
-        Some(Self {
-            print,
-            field: f,
-            cur: cur.get(f),
-            before,
-        })
-    }
-}
-
-/// The witnesses found for [`OneField`] questions: the field's value of
-/// each, in the order of the question's alternatives.
-type OneFieldMemo =
-    std::collections::HashMap<OneField, Vec<FieldValue>, foldhash::fast::FixedState>;
-
-/// The most value combinations tried for one question.
-const MAX_TRIES: usize = 4096;
-
 /// The work [`compare`] may do per rule and set element of the two
 /// rulesets, beyond [`WORK_FLOOR`]: rules evaluated, earlier questions
 /// gathered and re-asked while looking for a packet of the next class,
@@ -377,150 +230,6 @@ fn size(rs: &Ruleset) -> u64 {
                 + t.maps.iter().map(|m| m.elements.len()).sum::<usize>()
         })
         .sum::<usize>() as u64
-}
-
-/// What every alternative answer of one question tries: per field, the
-/// values the packet and the earlier questions suggest, and the earlier
-/// questions a packet must still answer as recorded. Gathered once per
-/// question (on first use), not once per alternative.
-#[derive(Default)]
-struct Tries {
-    tails: [Option<Vec<FieldValue>>; 4],
-    checks: Option<Vec<usize>>,
-}
-
-impl Tries {
-    /// The values of `f` worth trying whatever the answer wanted: the
-    /// packet's own, the generic ones, and the witnesses of the earlier
-    /// questions about `f` (each once, in that order).
-    #[allow(clippy::too_many_arguments)]
-    fn tail(
-        &mut self,
-        f: Field,
-        asked: &[Asked<'_>],
-        prefix: &Prefix,
-        cur: &Fields,
-        generic: &Generic,
-        env: &TraceEnv,
-        work: &mut u64,
-    ) -> &[FieldValue] {
-        self.tails[f.slot()].get_or_insert_with(|| {
-            let mut vals = vec![cur.get(f)];
-            generic.values(f, &mut vals);
-            *work = work.saturating_add(prefix.reads[f.slot()].len() as u64);
-            for &i in &prefix.reads[f.slot()] {
-                let a = &asked[i];
-                vals.extend(a.atom.witnesses(a.value, f, env));
-                if let Atom::Addr { .. } | Atom::Port(_) | Atom::Proto(_) | Atom::Local(_) = a.atom
-                {
-                    for alt in a.atom.alternatives(a.value, &prefix.pinned) {
-                        vals.extend(a.atom.witnesses(alt, f, env));
-                    }
-                }
-            }
-            let mut seen: std::collections::HashSet<FieldValue, foldhash::fast::FixedState> =
-                std::collections::HashSet::default();
-            vals.retain(|v| generic.fits(v) && seen.insert(*v));
-            vals
-        })
-    }
-
-    /// The earlier questions about any of `fields`, in order.
-    fn checks(&mut self, fields: &[Field], prefix: &Prefix) -> &[usize] {
-        self.checks.get_or_insert_with(|| {
-            let mut checks: Vec<usize> = fields
-                .iter()
-                .flat_map(|f| prefix.reads[f.slot()].iter().copied())
-                .collect();
-            checks.sort_unstable();
-            checks.dedup();
-            checks
-        })
-    }
-}
-
-/// A packet that answers `asked[..at]` as recorded and `atom` with `want`,
-/// changing only the fields `atom` reads (from `cur`, which answers the
-/// prefix). The values tried for a field are, in order: the one a pinned
-/// field or the answer wanted allows (nothing else can give it), else the
-/// question's own witnesses for `want` and then `tries`' tail.
-#[allow(clippy::too_many_arguments)]
-fn witness(
-    asked: &[Asked<'_>],
-    prefix: &Prefix,
-    atom: &Atom<'_>,
-    want: Value,
-    cur: Fields,
-    generic: &Generic,
-    env: &TraceEnv,
-    tries: &mut Tries,
-    work: &mut u64,
-) -> Option<Fields> {
-    let fields = atom.fields();
-    let pins = atom.pins(want);
-    let mut lists: Vec<(Field, Vec<FieldValue>)> = Vec::with_capacity(fields.len());
-    for f in &fields {
-        if let Some(v) = prefix.pinned[f.slot()] {
-            lists.push((*f, vec![v]));
-            continue;
-        }
-        let mut head: Vec<FieldValue> = pins
-            .iter()
-            .filter(|(pf, _)| pf == f)
-            .map(|(_, v)| *v)
-            .collect();
-        let pinned = !head.is_empty();
-        if !pinned {
-            head = atom.witnesses(want, *f, env);
-        }
-        let mut vals: Vec<FieldValue> = Vec::with_capacity(head.len());
-        for v in head {
-            if generic.fits(&v) && !vals.contains(&v) {
-                vals.push(v);
-            }
-        }
-        if !pinned {
-            let own = vals.len();
-            let tail = tries.tail(*f, asked, prefix, &cur, generic, env, work);
-            for v in tail {
-                if !vals[..own].contains(v) {
-                    vals.push(*v);
-                }
-            }
-        }
-        lists.push((*f, vals));
-    }
-    if lists
-        .iter()
-        .all(|(f, l)| l.len() == 1 && l[0] == cur.get(*f))
-    {
-        // Only the packet itself: it answers the question as before.
-        return None;
-    }
-    let checks = tries.checks(&fields, prefix);
-    let total: usize = lists.iter().map(|(_, l)| l.len().max(1)).product();
-    for n in 0..total.min(MAX_TRIES) {
-        *work += 1;
-        let mut q = cur;
-        let mut k = n;
-        for (f, l) in &lists {
-            if l.is_empty() {
-                continue;
-            }
-            q.set(*f, l[k % l.len()]);
-            k /= l.len();
-        }
-        if atom.eval(&q, env) != want {
-            continue;
-        }
-        if checks.iter().all(|&i| {
-            *work += 1;
-            asked[i].atom.eval(&q, env) == asked[i].value
-        }) {
-            return Some(q);
-        }
-    }
-    None
 }
 
 /// Traces `packet` through both tracers, recording the questions.
@@ -615,145 +324,22 @@ pub fn compare_with(
     env: &TraceEnv,
     family: IpFamily,
     opts: Options,
-    known: impl Fn(&Packet, &Trace, &Trace) -> bool,
+    known: impl Fn(&Packet, &Trace, &Trace) -> bool + Sync,
 ) -> Result<Equivalence, TraceError> {
     let (left, right) = (of_family(left, family), of_family(right, family));
     let rules = size(&left) + size(&right);
     let limit = rules
         .saturating_mul(WORK_PER_RULE)
         .saturating_add(WORK_FLOOR);
-    explore(&left, &right, env, family, opts, &known, limit)
-}
-
-/// [`compare_with`] of rulesets of `family` only, within `limit` work.
-fn explore(
-    left: &Ruleset,
-    right: &Ruleset,
-    env: &TraceEnv,
-    family: IpFamily,
-    opts: Options,
-    known: &dyn Fn(&Packet, &Trace, &Trace) -> bool,
-    limit: u64,
-) -> Result<Equivalence, TraceError> {
-    let (tl, tr) = (
-        Tracer::new(left, env).without_paths(),
-        Tracer::new(right, env).without_paths(),
-    );
-    let generic = Generic::new(&[left, right], env, family);
-    let rules = size(left) + size(right);
-    let mut work = 0u64;
-    let mut memo = OneFieldMemo::default();
-    let mut out = Equivalence {
-        classes: 0,
-        complete: true,
-        differences: Vec::new(),
-        work: 0,
-    };
-    for origin in [
-        PacketOrigin::Pod,
-        PacketOrigin::Node,
-        PacketOrigin::External,
-    ] {
-        let root = Fields {
-            proto: Protocol::Tcp,
-            src: outside(family),
-            dst: outside(family),
-            port: generic.other_port,
-        };
-        let mut stack = vec![Pending {
-            at: 0,
-            fields: root,
-        }];
-        while let Some(p) = stack.pop() {
-            if out.classes >= opts.max_classes {
-                out.complete = false;
-                out.work = work;
-                return Ok(out);
-            }
-            out.classes += 1;
-            let f = p.fields;
-            let packet = Packet::new(origin, f.src, f.dst, f.proto, f.port);
-            let (a, b, rec) = trace_pair(&tl, &tr, &packet)?;
-            work = work.saturating_add(rec.work);
-            if work > limit {
-                return Err(TraceError::TooMuchWork { limit, rules });
-            }
-            let (fa, fb) = (fates(&a), fates(&b));
-            if !same_fates(&fa, &fb) && !known(&packet, &a, &b) {
-                out.differences.push(Difference {
-                    packet,
-                    left: fa,
-                    right: fb,
-                });
-            }
-            let asked = rec.asked;
-            let mut prefix = Prefix::default();
-            let mut found = Vec::new();
-            for (j, a) in asked.iter().enumerate() {
-                let free = a
-                    .atom
-                    .fields()
-                    .iter()
-                    .any(|f| prefix.pinned[f.slot()].is_none());
-                if j >= p.at && free {
-                    let key = OneField::of(&a.atom, a.print, &asked[..j], &prefix, &f);
-                    let known = key.as_ref().and_then(|k| memo.get(k));
-                    if let (Some(known), Some(k)) = (known, &key) {
-                        work = work.saturating_add(known.len() as u64 + 1);
-                        found.extend(known.iter().map(|&v| {
-                            let mut q = f;
-                            q.set(k.field, v);
-                            Pending {
-                                at: j + 1,
-                                fields: q,
-                            }
-                        }));
-                    } else {
-                        let from = found.len();
-                        let mut tries = Tries::default();
-                        for want in a.atom.alternatives(a.value, &prefix.pinned) {
-                            if let Some(q) = witness(
-                                &asked[..j],
-                                &prefix,
-                                &a.atom,
-                                want,
-                                f,
-                                &generic,
-                                env,
-                                &mut tries,
-                                &mut work,
-                            ) {
-                                found.push(Pending {
-                                    at: j + 1,
-                                    fields: q,
-                                });
-                            }
-                            if work > limit {
-                                return Err(TraceError::TooMuchWork { limit, rules });
-                            }
-                        }
-                        if let Some(k) = key {
-                            let field = k.field;
-                            let vals = found[from..].iter().map(|p| p.fields.get(field));
-                            memo.insert(k, vals.collect());
-                        }
-                    }
-                }
-                prefix.add(j, a);
-            }
-            // The first questions' alternatives are traced first.
-            stack.extend(found.into_iter().rev());
-        }
-    }
-    out.work = work;
-    Ok(out)
+    search::explore(&left, &right, env, family, opts, &known, limit)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ir::{AddrMatch, Direction, Rule, Table, Verdict};
-    use crate::ir::{Chain, Hook};
+    use crate::ir::{Chain, Hook, Match};
+    use std::collections::BTreeSet;
     use std::net::IpAddr;
 
     #[test]
@@ -800,9 +386,32 @@ mod tests {
             let s = d.packet.src.to_string();
             d.packet.dst_port == 80 && (s == "10.0.0.2" || s == "10.0.0.3")
         }));
-        let few = compare(&rs, &other, &env, IpFamily::V4, Options { max_classes: 10 }).unwrap();
+        let few = compare(
+            &rs,
+            &other,
+            &env,
+            IpFamily::V4,
+            Options {
+                max_classes: 10,
+                ..Options::default()
+            },
+        )
+        .unwrap();
         assert!(!few.complete);
         assert!(few.classes <= 10);
+        // Several threads find the same classes and differences, cut at
+        // the same place.
+        for max_classes in [1, 2, 3, 5, 10, 1000] {
+            let opts = Options {
+                max_classes,
+                ..Options::default()
+            };
+            let one = compare(&rs, &other, &env, IpFamily::V4, opts).unwrap();
+            let three = compare(&rs, &other, &env, IpFamily::V4, opts.with_threads(3)).unwrap();
+            assert_eq!(one.classes, three.classes, "{max_classes}");
+            assert_eq!(one.complete, three.complete, "{max_classes}");
+            assert_eq!(one.differences, three.differences, "{max_classes}");
+        }
     }
 
     #[test]
@@ -831,7 +440,8 @@ mod tests {
         assert!(done.classes > 200, "{}", done.classes);
         assert!(done.work > 200 * 200, "{}", done.work);
         let no = |_: &Packet, _: &Trace, _: &Trace| false;
-        let err = explore(&rs, &rs, &env, IpFamily::V4, opts, &no, done.work / 2).unwrap_err();
+        let err =
+            search::explore(&rs, &rs, &env, IpFamily::V4, opts, &no, done.work / 2).unwrap_err();
         assert!(
             matches!(err, TraceError::TooMuchWork { rules: 400, .. }),
             "{err}"
@@ -840,7 +450,7 @@ mod tests {
         assert!(line.starts_with("too much work: more than "), "{line}");
         assert!(!line.contains('\n'));
         // Within its bound, the same comparison finishes.
-        let again = explore(&rs, &rs, &env, IpFamily::V4, opts, &no, done.work).unwrap();
+        let again = search::explore(&rs, &rs, &env, IpFamily::V4, opts, &no, done.work).unwrap();
         assert_eq!(again.classes, done.classes);
     }
 

@@ -537,7 +537,7 @@ pub const MAX_DEPTH: usize = 64;
 pub const MAX_PATHS: usize = 1_000_000;
 
 /// Spells a rule for [`Step::rule_text`].
-pub type RulePrinter<'a> = dyn Fn(&Table, &Chain, &Rule) -> String + 'a;
+pub type RulePrinter<'a> = dyn Fn(&Table, &Chain, &Rule) -> String + Sync + 'a;
 
 /// Traces `packet` through `ruleset` with the neutral rule printer.
 pub fn trace(ruleset: &Ruleset, env: &TraceEnv, packet: &Packet) -> Result<Trace, TraceError> {
