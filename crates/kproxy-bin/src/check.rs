@@ -419,8 +419,15 @@ pub fn run(args: &CheckArgs) -> Result<CheckOutput> {
         "json" => true,
         other => bail!("--output: {other:?} is not text or json"),
     };
-    let dumps = read_dumps(&args.rules)?;
-    let inv = crate::live::load_input(&args.live, &args.node, &args.paths)?;
+    // The dumps are parsed while the cluster state is read.
+    let (dumps, inv) = std::thread::scope(|s| {
+        let dumps = s.spawn(|| read_dumps(&args.rules));
+        let inv = crate::live::load_input(&args.live, &args.node, &args.paths);
+        let dumps = dumps
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        Ok::<_, anyhow::Error>((dumps?, inv?))
+    })?;
     let (backend, checks, warnings) = check_dumps(args, &dumps, &inv)?;
     let stdout = if json_out {
         let mut s = serde_json::to_string_pretty(&to_json(backend, &checks))?;

@@ -168,8 +168,12 @@ pub fn check(
     family: IpFamily,
     opts: Options,
 ) -> Result<CheckReport, TraceError> {
-    let compiled = canonical(&of_family(compiled, family));
-    let node = canonical(&of_family(node, family));
+    // Both sides at once: each is a copy of a whole ruleset.
+    let (compiled, node) = std::thread::scope(|s| {
+        let c = s.spawn(|| canonical(&of_family(compiled, family)));
+        let n = canonical(&of_family(node, family));
+        (c.join().unwrap_or_else(|e| std::panic::resume_unwind(e)), n)
+    });
     let mut report = CheckReport::default();
     let owners = crate::owners::Owners::of(&node);
 
@@ -329,7 +333,8 @@ pub fn check(
         }
     }
     // Tables the mode needs that are missing entirely show up in the diff.
-    let d = diff(&compiled, &canonical(&scoped));
+    // `scoped` is part of the canonical `node`, so canonical itself.
+    let d = diff(&compiled, &scoped);
     report.by_service = d.by_service();
     report.diff = d;
     // Freed before the comparison, whose memory can reuse them.

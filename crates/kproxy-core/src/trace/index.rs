@@ -3,7 +3,6 @@
 //! the elements of a large set or map that hold another key. Both give the
 //! same answers as scanning in order; they only skip work.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::ir::{AddrMatch, Chain, Direction, KeyValue, Match, Rule};
@@ -31,7 +30,7 @@ pub(crate) enum IndexKey {
 #[derive(Debug)]
 pub(crate) struct ChainIndex {
     pub(crate) by: IndexBy,
-    pub(crate) buckets: HashMap<IndexKey, Vec<u32>>,
+    pub(crate) buckets: super::FastMap<IndexKey, Vec<u32>>,
     /// The buckets' keys, addresses first, each in ascending order.
     pub(crate) sorted: Vec<IndexKey>,
     rest: Vec<u32>,
@@ -102,7 +101,7 @@ impl ChainIndex {
         } else {
             IndexBy::Port
         };
-        let mut buckets: HashMap<IndexKey, Vec<u32>> = HashMap::new();
+        let mut buckets: super::FastMap<IndexKey, Vec<u32>> = Default::default();
         let mut rest = Vec::new();
         for (i, r) in chain.rules.iter().enumerate() {
             let i = i as u32;
@@ -163,7 +162,7 @@ pub(crate) fn element_matches(values: &[KeyValue], key: &[KeyValue]) -> bool {
 pub(crate) struct ElemIndex<'a> {
     /// Every element's key, in order.
     pub(crate) keys: Vec<&'a [KeyValue]>,
-    exact: HashMap<&'a [KeyValue], u32>,
+    exact: super::FastMap<&'a [KeyValue], u32>,
     rest: Vec<u32>,
     /// Per key position: the elements holding each exact value there.
     by_value: Vec<super::FastMap<&'a KeyValue, Vec<u32>>>,
@@ -174,7 +173,7 @@ pub(crate) struct ElemIndex<'a> {
 impl<'a> ElemIndex<'a> {
     /// The index of `keys` (in element order).
     pub(crate) fn new(keys: Vec<&'a [KeyValue]>) -> Self {
-        let mut exact = HashMap::new();
+        let mut exact = super::FastMap::default();
         let mut rest = Vec::new();
         let width = keys.iter().map(|k| k.len()).max().unwrap_or(0);
         let mut by_value: Vec<super::FastMap<&'a KeyValue, Vec<u32>>> =
