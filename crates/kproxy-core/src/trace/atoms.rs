@@ -436,7 +436,8 @@ pub(crate) struct Asked<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct Recorder<'a> {
     pub(crate) asked: Vec<Asked<'a>>,
-    seen: super::FastMap<u64, Value>,
+    /// The fingerprints asked, once there are too many to scan.
+    seen: std::collections::HashSet<u64, foldhash::fast::FixedState>,
     /// The rules evaluated by the traces recorded.
     pub(crate) work: u64,
 }
@@ -444,8 +445,22 @@ pub(crate) struct Recorder<'a> {
 impl<'a> Recorder<'a> {
     /// Records `atom`'s answer `value` unless it was asked before.
     pub(crate) fn record(&mut self, atom: Atom<'a>, value: Value) {
+        // A trace asks a few dozen questions: scanning them is cheaper
+        // than hashing, until there are many.
+        const SCAN: usize = 48;
         let print = atom.fingerprint();
-        if self.seen.insert(print, value).is_none() {
+        let new = if self.asked.len() < SCAN {
+            self.asked.iter().all(|a| a.print != print)
+        } else {
+            if self.seen.is_empty() {
+                self.seen.extend(self.asked.iter().map(|a| a.print));
+            }
+            self.seen.insert(print)
+        };
+        if new {
+            if self.asked.capacity() == 0 {
+                self.asked.reserve(SCAN);
+            }
             self.asked.push(Asked { atom, value, print });
         }
     }
