@@ -143,3 +143,57 @@ fn trace_at_1k() {
     assert!((total - 1.0).abs() < 1e-9);
     assert!(t.outcomes.iter().all(|o| !o.path.is_empty()));
 }
+
+/// The whole comparison of a 1k node (NodePorts, LoadBalancers with
+/// source ranges, affinity, UDP), on two threads: complete, every class
+/// traced, the one drifted endpoint chain found and named. (Before the
+/// search remembered the witnesses of chain-index questions, this stopped
+/// with "too much work".)
+#[test]
+fn full_check_of_a_mixed_1k_node() {
+    let (compiled, node) = iptables(1000);
+    let env = TraceEnv::from_node(&node);
+    let (svc, seps) = first_service(&compiled);
+    let mut on_node = compiled.clone();
+    let chain = on_node
+        .table_mut("nat")
+        .unwrap()
+        .chain_mut(&seps[0])
+        .unwrap();
+    let dnat = chain
+        .rules
+        .iter_mut()
+        .find_map(|r| match &mut r.verdict {
+            Some(Verdict::Dnat(to)) => Some(to),
+            _ => None,
+        })
+        .unwrap();
+    dnat.set_port(9999);
+    let r = check(
+        &compiled,
+        &on_node,
+        Mode::Iptables,
+        &env,
+        IpFamily::V4,
+        Options::default().with_threads(2),
+    )
+    .unwrap();
+    assert!(r.equivalence.complete);
+    assert!(r.equivalence.classes > 20_000, "{}", r.equivalence.classes);
+    assert!(r.drift());
+    let names: Vec<String> = r
+        .by_service
+        .keys()
+        .map(|k| k.as_ref().map(|s| s.to_string()).unwrap_or_default())
+        .collect();
+    assert_eq!(names, vec![svc]);
+    assert!(!r.equivalence.differences.is_empty());
+    assert!(
+        r.equivalence.differences.iter().all(|d| d
+            .right
+            .iter()
+            .any(|f| matches!(f.kind, OutcomeKind::Endpoint(a) if a.port() == 9999))),
+        "{:?}",
+        r.equivalence.differences.first()
+    );
+}
