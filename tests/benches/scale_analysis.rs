@@ -57,6 +57,16 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("check", services), &rs, |b, rs| {
             b.iter(|| check(rs, rs, Mode::Iptables, &env, IpFamily::V4, opts).expect("check"))
         });
+        // As `kproxy check` runs it: on every CPU.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let all = opts.with_threads(cpus);
+        g.bench_with_input(
+            BenchmarkId::new("check_all_cpus", services),
+            &rs,
+            |b, rs| {
+                b.iter(|| check(rs, rs, Mode::Iptables, &env, IpFamily::V4, all).expect("check"))
+            },
+        );
         g.bench_with_input(BenchmarkId::new("graph", services), &rs, |b, rs| {
             b.iter(|| Graph::from_rulesets(std::slice::from_ref(rs)).to_dot())
         });

@@ -63,6 +63,7 @@ use crate::trace::atoms::Recorder;
 use crate::trace::{OutcomeKind, Packet, Probability, Trace, TraceEnv, TraceError, Tracer};
 
 mod oracle;
+mod same;
 mod search;
 
 pub use oracle::{compare_exhaustive, compare_exhaustive_with, packet_classes};
@@ -241,6 +242,26 @@ fn trace_pair<'a>(
     let mut rec = Recorder::default();
     let a = tl.trace_recorded(packet, &mut rec)?;
     let b = tr.trace_recorded(packet, &mut rec)?;
+    Ok((a, b, rec))
+}
+
+/// [`trace_pair`] when `tl` watches the chains `tr`'s ruleset does not
+/// hold the same and both enter their rulesets alike: a packet whose
+/// trace through `tl` enters none of them takes the same path through
+/// `tr` (the same rules, in the same order, on the same packet), so its
+/// first trace stands for both.
+fn trace_pair_watched<'a>(
+    tl: &'a Tracer<'a>,
+    tr: &'a Tracer<'a>,
+    packet: &Packet,
+) -> Result<(Trace, Trace, Recorder<'a>), TraceError> {
+    let mut rec = Recorder::default();
+    let a = tl.trace_recorded(packet, &mut rec)?;
+    let b = if rec.touched {
+        tr.trace_recorded(packet, &mut rec)?
+    } else {
+        a.clone()
+    };
     Ok((a, b, rec))
 }
 

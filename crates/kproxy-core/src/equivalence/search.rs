@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::{Difference, Equivalence, Options, fates, outside, same_fates, trace_pair};
+use super::{
+    Difference, Equivalence, Options, fates, outside, same_fates, trace_pair, trace_pair_watched,
+};
 use crate::ir::{Match, Ruleset};
 use crate::model::{IpFamily, Protocol};
 use crate::trace::atoms::{Asked, Atom, Field, FieldValue, Fields, Value};
@@ -354,6 +356,8 @@ struct Explorer<'t, 'a> {
     work: u64,
     /// Classes traced in the current share of subtrees.
     traced: usize,
+    /// `tl` watches the chains that differ: see [`trace_pair_watched`].
+    watched: bool,
 }
 
 /// The classes of one subtree, depth first.
@@ -395,7 +399,11 @@ impl<'t, 'a> Explorer<'t, 'a> {
     ) -> Result<(Option<Difference>, Vec<Pending>), TraceError> {
         let f = p.fields;
         let packet = Packet::new(origin, f.src, f.dst, f.proto, f.port);
-        let (a, b, rec) = trace_pair(self.tl, self.tr, &packet)?;
+        let (a, b, rec) = if self.watched {
+            trace_pair_watched(self.tl, self.tr, &packet)?
+        } else {
+            trace_pair(self.tl, self.tr, &packet)?
+        };
         self.work = self.work.saturating_add(rec.work);
         if self.over() {
             return Err(self.budget.exceeded());
@@ -687,10 +695,18 @@ pub(super) fn explore(
     known: &Known<'_>,
     limit: u64,
 ) -> Result<Equivalence, TraceError> {
-    let (tl, tr) = (
+    let (mut tl, tr) = (
         Tracer::new(left, env).without_paths(),
         Tracer::new(right, env).without_paths(),
     );
+    // Classes that only enter chains both hold the same are traced once.
+    let watched = match super::same::differing(left, right) {
+        Some(chains) if tl.same_entries(&tr) => {
+            tl = tl.watching(chains);
+            true
+        }
+        _ => false,
+    };
     let generic = Generic::new(&[left, right], env, family);
     let budget = Budget {
         spent: AtomicU64::new(0),
@@ -709,6 +725,7 @@ pub(super) fn explore(
             memo: OneFieldMemo::default(),
             work: 0,
             traced: 0,
+            watched,
         })
         .collect();
     let mut out = Equivalence {

@@ -440,6 +440,9 @@ pub(crate) struct Recorder<'a> {
     seen: std::collections::HashSet<u64, foldhash::fast::FixedState>,
     /// The rules evaluated by the traces recorded.
     pub(crate) work: u64,
+    /// A trace entered a chain its tracer watches
+    /// ([`super::Tracer::watching`]).
+    pub(crate) touched: bool,
 }
 
 impl<'a> Recorder<'a> {

@@ -561,6 +561,9 @@ pub struct Tracer<'a> {
     lookups: FastMap<(usize, &'a str, bool), Lookup<'a>>,
     keep_paths: bool,
     max_paths: usize,
+    /// Chains whose entering a recorded trace notes (see
+    /// [`Tracer::watching`]), by address.
+    watch: FastMap<usize, ()>,
 }
 
 impl fmt::Debug for Tracer<'_> {
@@ -822,7 +825,38 @@ impl<'a> Tracer<'a> {
             lookups,
             keep_paths: true,
             max_paths: MAX_PATHS,
+            watch: FastMap::default(),
         }
+    }
+
+    /// Notes in the recorder ([`Recorder::touched`]) when a recorded trace
+    /// enters one of `chains` (chains of this tracer's ruleset).
+    pub(crate) fn watching(mut self, chains: impl IntoIterator<Item = &'a Chain>) -> Self {
+        self.watch = chains.into_iter().map(|c| (addr_of(c), ())).collect();
+        self
+    }
+
+    /// Whether `other` enters its ruleset as this one does: the same base
+    /// chains (by table and chain name) at each hook, in the same order.
+    pub(crate) fn same_entries(&self, other: &Tracer<'_>) -> bool {
+        let names = |t: &Tracer<'_>, e: &Entry<'_>| {
+            let table = t.ruleset.tables.get(e.table);
+            (
+                table.map(|t| (t.family, t.name.clone())),
+                e.chain.name.to_string(),
+                e.priority,
+            )
+        };
+        self.hooks.len() == other.hooks.len()
+            && self.hooks.iter().all(|(k, mine)| {
+                other.hooks.get(k).is_some_and(|theirs| {
+                    mine.len() == theirs.len()
+                        && mine
+                            .iter()
+                            .zip(theirs)
+                            .all(|(a, b)| names(self, a) == names(other, b))
+                })
+            })
     }
 
     /// Spells the rules of [`Step::rule_text`] with `printer` (e.g. the
@@ -1086,6 +1120,12 @@ impl<'a> Tracer<'a> {
                 table: self.table_name(cx.table),
                 chain: chain.name.to_string(),
             });
+        }
+        if !self.watch.is_empty()
+            && self.watch.contains_key(&addr_of(chain))
+            && let Some(r) = cx.rec.as_deref_mut()
+        {
+            r.touched = true;
         }
         let index = self.indexes.get(&addr_of(chain));
         // The branches still to run, last first; `current` is the top.
