@@ -200,8 +200,15 @@ pub struct ElementEdit {
 
 /// Compares two rulesets of one family.
 pub fn diff(before: &Ruleset, after: &Ruleset) -> RulesetDiff {
-    let ob = Owners::of(before);
-    let oa = Owners::of(after);
+    // Both sides' owners at once: each walks a whole ruleset.
+    let (ob, oa) = std::thread::scope(|s| {
+        let ob = s.spawn(|| Owners::of(before));
+        let oa = Owners::of(after);
+        (
+            ob.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            oa,
+        )
+    });
     let mut tables = Vec::new();
     for ta in &after.tables {
         let d = match before.table(&ta.name) {
