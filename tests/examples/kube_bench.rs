@@ -168,7 +168,7 @@ fn main() {
     let mut proxier = Proxier::new(mode);
     let mut compiler = Compiler::new();
     let t = Instant::now();
-    let mut source = KubeSource::start(Some(&cfg), "node-3").expect("start the kube source");
+    let mut source = KubeSource::start(Some(cfg.path()), "node-3").expect("start the kube source");
     while !source.synced() {
         assert!(t.elapsed() < PATIENCE, "initial lists not complete in time");
         std::thread::sleep(Duration::from_millis(1));
@@ -319,5 +319,5 @@ fn main() {
         );
     }
     drop(source);
-    let _ = std::fs::remove_file(cfg);
+    drop(cfg);
 }

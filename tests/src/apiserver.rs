@@ -25,18 +25,20 @@
 //! fx.put(SERVICES, serde_json::json!({"apiVersion": "v1", "kind": "Service",
 //!     "metadata": {"name": "a", "namespace": "default"}}));
 //! let port = fx.serve();
-//! let cfg = kubeconfig(port); // for KubeSource::start / --kubeconfig
+//! let cfg = kubeconfig(port); // cfg.path() for KubeSource::start / --kubeconfig
 //! # let _ = cfg;
 //! ```
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use crate::Scratch;
 
 /// The Services resource path (every namespace).
 pub const SERVICES: &str = "/api/v1/services";
@@ -509,13 +511,50 @@ fn fields_match(selector: &str, obj: &Value) -> bool {
     })
 }
 
+/// A kubeconfig file written by [`kubeconfig`], in a scratch directory
+/// removed (with the file and anything else put next to it) on drop. It
+/// dereferences to the file's [`Path`]; keep it alive while that is used.
+#[derive(Debug)]
+pub struct Kubeconfig {
+    file: PathBuf,
+    _dir: Scratch,
+}
+
+impl Kubeconfig {
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.file
+    }
+}
+
+impl std::ops::Deref for Kubeconfig {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.file
+    }
+}
+
+impl AsRef<Path> for Kubeconfig {
+    fn as_ref(&self) -> &Path {
+        &self.file
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Kubeconfig {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.file.as_os_str()
+    }
+}
+
 /// Writes a kubeconfig for the fixture on `127.0.0.1:port` (plain HTTP, no
-/// credentials) into the temporary directory; returns its path.
-pub fn kubeconfig(port: u16) -> PathBuf {
-    let path =
-        std::env::temp_dir().join(format!("kproxy-kubeconfig-{}-{port}", std::process::id()));
+/// credentials) into a scratch directory; the file and the directory go
+/// when the returned guard is dropped.
+pub fn kubeconfig(port: u16) -> Kubeconfig {
+    let dir = Scratch::new("kproxy-kubeconfig", &port.to_string());
+    let file = dir.join("kubeconfig");
     std::fs::write(
-        &path,
+        &file,
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\n\
              contexts:\n- name: t\n  context: {{cluster: t, user: u}}\ncurrent-context: t\n\
@@ -523,5 +562,5 @@ pub fn kubeconfig(port: u16) -> PathBuf {
         ),
     )
     .expect("write kubeconfig");
-    path
+    Kubeconfig { file, _dir: dir }
 }

@@ -6,6 +6,9 @@ pub mod apiserver;
 pub mod known_differences;
 pub mod netns;
 pub mod nft;
+pub mod scratch;
+
+pub use scratch::Scratch;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -16,18 +16,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use kproxy_tests::compile;
+use kproxy_tests::{Scratch, compile};
 
 fn kproxy_bin() -> &'static Path {
     kproxy_tests::kproxy_binary()
 }
 
-/// A scratch directory for one test's input files.
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kproxy-cli-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch directory for one test's input files, removed on drop.
+fn scratch(test: &str) -> Scratch {
+    Scratch::new("kproxy-cli", test)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

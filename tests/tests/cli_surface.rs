@@ -3,7 +3,9 @@
 //! pages, `--version`, and kube-proxy's ConfigMap (as kubectl prints it)
 //! read as the configuration.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use kproxy_tests::Scratch;
 use std::process::Command;
 
 struct Run {
@@ -45,11 +47,9 @@ fn seed(state: &str) -> String {
         .to_string()
 }
 
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kproxy-surface-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch directory for one test's files, removed on drop.
+fn scratch(test: &str) -> Scratch {
+    Scratch::new("kproxy-surface", test)
 }
 
 const ESC: &str = "\x1b[";

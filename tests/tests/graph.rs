@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use kproxy_bin::cli::{Cli, Command};
+use kproxy_tests::Scratch;
 
 fn state(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -199,12 +200,10 @@ fn readme_picture_is_current() {
 /// `kproxy graph ARGS... FILE` in-process on a synthetic cluster of
 /// `services` Services x 10 endpoints: (stdout, warnings).
 fn synthetic_graph(args: &[&str], services: u32) -> (String, Vec<String>) {
-    let dir = std::env::temp_dir().join(format!(
-        "kproxy-graph-{services}-{}-{}",
-        std::process::id(),
-        args.join("_").replace('/', "-")
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = Scratch::new(
+        &format!("kproxy-graph-{services}"),
+        &args.join("_").replace('/', "-"),
+    );
     let file = dir.join("cluster.json");
     std::fs::write(&file, kproxy_core::synthetic::manifests(services, 10)).expect("write");
     let mut argv: Vec<String> = vec!["kproxy".into(), "graph".into()];
@@ -215,7 +214,6 @@ fn synthetic_graph(args: &[&str], services: u32) -> (String, Vec<String>) {
         panic!("not a graph command");
     };
     let out = kproxy_bin::graph::run(&g).expect("kproxy graph");
-    let _ = std::fs::remove_dir_all(&dir);
     (out.stdout, out.warnings)
 }
 

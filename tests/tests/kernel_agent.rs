@@ -37,6 +37,7 @@ use kproxy_core::ir::Ruleset;
 use kproxy_core::model::*;
 use kproxy_core::profile::{IptablesProfile, NftablesProfile};
 use kproxy_core::synthetic::cluster;
+use kproxy_tests::Scratch;
 
 // ---------------------------------------------------------------------------
 // In-process: incremental == full.
@@ -925,8 +926,10 @@ fn agent_follows_directory(test: &str, backend: &str, loader: Loader) {
     let Some(bed) = testbed(test, loader) else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("kproxy-agent-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // The manifests in a directory of the test's scratch directory, which
+    // also holds the agent's log (`manifests.log`); removed on drop.
+    let scratch = Scratch::new("kproxy-agent", test);
+    let dir = scratch.join("manifests");
     std::fs::create_dir_all(&dir).expect("scratch dir");
     std::fs::write(dir.join("svc.yaml"), SVC).expect("write");
     std::fs::write(dir.join("slice.yaml"), slice(&[9, 10])).expect("write");
@@ -1060,8 +1063,6 @@ fn agent_follows_directory(test: &str, backend: &str, loader: Loader) {
         matches!(bed.tcp(Ns::Client, None, np), Outcome::Answered { .. }),
         "rules must stay after SIGTERM"
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(&agent.log);
 }
 
 #[test]
@@ -1090,8 +1091,10 @@ fn agent_follows_host_addresses(test: &str, backend: &str, loader: Loader) {
     let Some(bed) = testbed(test, loader) else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("kproxy-agent-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // The manifests in a directory of the test's scratch directory, which
+    // also holds the agent's log (`manifests.log`); removed on drop.
+    let scratch = Scratch::new("kproxy-agent", test);
+    let dir = scratch.join("manifests");
     std::fs::create_dir_all(&dir).expect("scratch dir");
     std::fs::write(dir.join("svc.yaml"), SVC_NODEPORT).expect("write");
     std::fs::write(dir.join("slice.yaml"), slice(&[9, 10])).expect("write");
@@ -1162,8 +1165,6 @@ fn agent_follows_host_addresses(test: &str, backend: &str, loader: Loader) {
         "kproxy run exited with {status}\n{}",
         agent.log()
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(&agent.log);
 }
 
 #[test]
@@ -1795,8 +1796,10 @@ fn agent_repairs_drift(test: &str, backend: &str, loader: Loader) {
     let Some(bed) = testbed(test, loader) else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("kproxy-agent-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // The manifests in a directory of the test's scratch directory, which
+    // also holds the agent's log (`manifests.log`); removed on drop.
+    let scratch = Scratch::new("kproxy-agent", test);
+    let dir = scratch.join("manifests");
     std::fs::create_dir_all(&dir).expect("scratch dir");
     std::fs::write(dir.join("svc.yaml"), SVC).expect("write");
     std::fs::write(dir.join("slice.yaml"), slice(&[9, 10])).expect("write");
@@ -1857,7 +1860,6 @@ fn agent_repairs_drift(test: &str, backend: &str, loader: Loader) {
         answered,
     );
     println!("{test}: repaired after {took:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -1878,14 +1880,14 @@ fn agent_stops_promptly(test: &str, backend: &str, loader: Loader) {
     let Some(bed) = testbed(test, loader) else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("kproxy-agent-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let bin = dir.with_extension("bin");
-    let _ = std::fs::remove_dir_all(&bin);
+    // The manifests, the tool wrappers, the agent's log and the `slow`
+    // switch side by side in the test's scratch directory (removed on drop).
+    let scratch = Scratch::new("kproxy-agent", test);
+    let dir = scratch.join("manifests");
+    let bin = scratch.join("bin");
     std::fs::create_dir_all(&dir).expect("scratch dir");
     std::fs::create_dir_all(&bin).expect("scratch dir");
-    let slow = dir.with_extension("slow");
-    let _ = std::fs::remove_file(&slow);
+    let slow = scratch.join("slow");
     let (name, when) = match backend {
         "iptables" => ("iptables-restore", "true"),
         _ => ("nft", "[ \"$1\" = -f ]"),
@@ -1954,9 +1956,6 @@ fn agent_stops_promptly(test: &str, backend: &str, loader: Loader) {
         !pods.is_empty() && pods.iter().all(|p| p == "pod-9" || p == "pod-10"),
         "{test}: answered by {pods:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&bin);
-    let _ = std::fs::remove_file(&slow);
 }
 
 #[test]

@@ -24,6 +24,7 @@ use kernel::testbed::Namespaces;
 use kernel::traffic::{Outcome, sock};
 use kernel::*;
 use kproxy_bin::agent::http;
+use kproxy_tests::Scratch;
 
 const GOOD: &str = "apiVersion: v1
 kind: Service
@@ -91,9 +92,7 @@ fn bad_names_are_skipped_and_the_rest_loads() {
             r#"{name: "we\nb-1", namespace: shop, labels: {kubernetes.io/service-name: "we\nb"}}"#,
         ),
     ];
-    let dir = std::env::temp_dir().join(format!("kproxy-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let dir = Scratch::new("kproxy", test);
     let input = dir.join("cluster.yaml");
     std::fs::write(&input, format!("{}---\n{GOOD}", bad.join("---\n"))).expect("write");
     for loader in [Loader::Iptables, Loader::NftText, Loader::NftJson] {
@@ -125,7 +124,6 @@ fn bad_names_are_skipped_and_the_rest_loads() {
             .and_then(|()| loader.load(&ns, Family::V4, &rules, false))
             .unwrap_or_else(|e| panic!("{loader:?}: the tool rejected the rules: {e}"));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The longest names the API server accepts (63-character namespace,
@@ -165,9 +163,7 @@ endpoints: [{{addresses: [{ep}], nodeName: n1}}, {{addresses: [{ep}0], nodeName:
 "
         )
     };
-    let dir = std::env::temp_dir().join(format!("kproxy-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let dir = Scratch::new("kproxy", test);
     let cases = [
         (
             Family::V4,
@@ -227,7 +223,6 @@ endpoints: [{{addresses: [{ep}], nodeName: n1}}, {{addresses: [{ep}0], nodeName:
                 .unwrap_or_else(|e| panic!("{family:?} {loader:?} {extra:?}: rejected: {e}"));
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------------------
@@ -301,8 +296,7 @@ fn agent_isolates_rejected_service(test: &str, backend: &str, loader: Loader) {
     let Some(bed) = testbed(test, loader) else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("kproxy-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = Scratch::new("kproxy", test);
     let manifests = dir.join("manifests");
     let bin = dir.join("bin");
     std::fs::create_dir_all(&manifests).expect("scratch dir");
@@ -419,7 +413,6 @@ fn agent_isolates_rejected_service(test: &str, backend: &str, loader: Loader) {
         assert!(body.contains(want), "{want} missing from /metrics:\n{body}");
     }
     drop(agent);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

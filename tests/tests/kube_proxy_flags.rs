@@ -14,6 +14,7 @@ use kproxy_bin::cli::{Cli, Command as Sub, kube_proxy_args};
 use kproxy_bin::settings::{log_filter, run_settings};
 use kproxy_core::config::{KubeProxyConfiguration, ProxyMode};
 use kproxy_core::convert::Inventory;
+use kproxy_tests::Scratch;
 
 /// Whether the flag is a boolean (`--flag`, `--flag=false`).
 const BOOL: bool = true;
@@ -219,13 +220,15 @@ fn configuration_flags_apply_without_a_file() {
     );
 }
 
-fn scratch(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("kproxy-flags-{}-{name}", std::process::id()))
+/// A scratch directory for one test's files, removed on drop.
+fn scratch(test: &str) -> Scratch {
+    Scratch::new("kproxy-flags", test)
 }
 
 #[test]
 fn a_configuration_file_wins_over_configuration_flags() {
-    let cfg = scratch("config.yaml");
+    let dir = scratch("config");
+    let cfg = dir.join("config.yaml");
     std::fs::write(
         &cfg,
         "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
@@ -245,7 +248,6 @@ fn a_configuration_file_wins_over_configuration_flags() {
     ]);
     let (s, warnings) =
         run_settings(&a.node, &a.kube_proxy, &Inventory::default()).expect("settings");
-    let _ = std::fs::remove_file(&cfg);
     assert_eq!(s.conntrack.max_per_core, 0);
     assert_eq!(s.conntrack.udp_timeout, Duration::from_secs(45));
     assert_eq!(s.oom_score_adj, -100);
@@ -323,8 +325,6 @@ fn unknown_flags_exit_2_and_kube_proxy_is_kproxy_run() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     // Started under kube-proxy's name, the arguments are `run`'s.
     let dir = scratch("bin");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
     let link = dir.join("kube-proxy");
     std::os::unix::fs::symlink(kproxy_tests::kproxy_binary(), &link).expect("symlink");
     let out = Command::new(&link)
@@ -338,13 +338,13 @@ fn unknown_flags_exit_2_and_kube_proxy_is_kproxy_run() {
         .output()
         .expect("run kube-proxy");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn write_config_to_writes_the_effective_configuration() {
-    let out_file = scratch("written.yaml");
-    let again = scratch("again.yaml");
+    let dir = scratch("write-config");
+    let out_file = dir.join("written.yaml");
+    let again = dir.join("again.yaml");
     let status = kproxy()
         .args([
             "run",
@@ -392,8 +392,6 @@ fn write_config_to_writes_the_effective_configuration() {
         .expect("run kproxy");
     assert!(status.success());
     assert_eq!(std::fs::read_to_string(&again).expect("written"), text);
-    let _ = std::fs::remove_file(&out_file);
-    let _ = std::fs::remove_file(&again);
 }
 
 /// The repository's root.

@@ -80,7 +80,7 @@ fn kube_source_lists_watches_and_relists() {
     fx.put(NODES, node());
     let port = fx.serve();
     let cfg = kubeconfig(port);
-    let mut src = KubeSource::start(Some(&cfg), "node1").expect("start");
+    let mut src = KubeSource::start(Some(cfg.path()), "node1").expect("start");
 
     // The initial lists.
     wait(&mut src, "initial lists", KubeSource::synced);
@@ -139,7 +139,6 @@ fn kube_source_lists_watches_and_relists() {
     wait(&mut src, "after server errors", |s| {
         services(s) == ["b", "c", "d", "e"]
     });
-    let _ = std::fs::remove_file(cfg);
 }
 
 #[test]
@@ -150,14 +149,13 @@ fn kube_source_waits_for_every_initial_list() {
     fx.api().fail_next = 1_000_000;
     let port = fx.serve();
     let cfg = kubeconfig(port);
-    let mut src = KubeSource::start(Some(&cfg), "node1").expect("start");
+    let mut src = KubeSource::start(Some(cfg.path()), "node1").expect("start");
     std::thread::sleep(Duration::from_millis(500));
     let _ = src.poll();
     assert!(!src.synced());
     fx.api().fail_next = 0;
     wait(&mut src, "initial lists after errors", KubeSource::synced);
     assert_eq!(services(&src), ["a"]);
-    let _ = std::fs::remove_file(cfg);
 }
 
 // ---------------------------------------------------------------------------
@@ -303,8 +301,6 @@ fn agent_follows_the_api(test: &str, backend: &str, loader: Loader) {
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    let _ = std::fs::remove_file(&cfg);
-    let _ = std::fs::remove_file(&log);
 }
 
 #[test]

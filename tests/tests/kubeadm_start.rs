@@ -16,12 +16,13 @@
 mod kernel;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kernel::traffic::{Outcome, sock};
 use kernel::{Loader, Ns, netns_exec, tool};
+use kproxy_tests::Scratch;
 use kproxy_tests::apiserver::{
     Fixture, NODES, SERVICE_CIDRS, SERVICES, SLICES, hostnames_service as service,
     hostnames_slice as slice, kubeconfig,
@@ -127,9 +128,7 @@ fn kubeadm_command_line_follows_the_api() {
     let listener = bed.in_ns(Ns::Node, || TcpListener::bind("127.0.0.1:0").expect("bind"));
     let port = fx.serve_on(listener);
     let kc = kubeconfig(port);
-    let dir: PathBuf = std::env::temp_dir().join(format!("kproxy-kubeadm-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let dir = Scratch::new("kproxy-kubeadm", "start");
     let cfg = dir.join("config.conf");
     std::fs::write(&cfg, config(&kc)).expect("write config");
     let cfg_arg = format!("--config={}", cfg.display());
@@ -258,6 +257,4 @@ fn kubeadm_command_line_follows_the_api() {
         !kube_services_chain(&node_ns),
         "--cleanup left KUBE-SERVICES"
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(&kc);
 }

@@ -10,13 +10,14 @@
 //! * `--config` wins over the ConfigMap (which is then not read);
 //! * a server error or a hung server is a one-line error, exit status 2.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command as Process;
 
 use clap::Parser;
 use kproxy_bin::cli::{Cli, Command};
+use kproxy_tests::Scratch;
 use kproxy_tests::apiserver::{
-    CONFIGMAPS, Fixture, NODES, SERVICE_CIDRS, SERVICES, SLICES, kubeconfig,
+    CONFIGMAPS, Fixture, Kubeconfig, NODES, SERVICE_CIDRS, SERVICES, SLICES, kubeconfig,
 };
 use serde_json::{Value, json};
 
@@ -114,7 +115,7 @@ fn cluster() -> Vec<(&'static str, Value, bool)> {
     ]
 }
 
-fn serve(objects: &[(&'static str, Value, bool)]) -> (Fixture, PathBuf) {
+fn serve(objects: &[(&'static str, Value, bool)]) -> (Fixture, Kubeconfig) {
     let fx = Fixture::default();
     for (path, o, _) in objects {
         fx.put(path, o.clone());
@@ -125,11 +126,9 @@ fn serve(objects: &[(&'static str, Value, bool)]) -> (Fixture, PathBuf) {
 }
 
 /// The objects kube-proxy sees, one JSON file each (the fixture's, with
-/// their resource versions), in a fresh directory.
-fn files(test: &str, objects: &[(&'static str, Value, bool)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kproxy-live-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// their resource versions), in a fresh directory (removed on drop).
+fn files(test: &str, objects: &[(&'static str, Value, bool)]) -> Scratch {
+    let dir = Scratch::new("kproxy-live", test);
     for (i, (_, o, seen)) in objects.iter().enumerate() {
         if *seen {
             let mut o = o.clone();
@@ -308,8 +307,7 @@ fn diff_sides_may_be_the_live_cluster() {
 fn config_file_wins_over_the_configmap() {
     let objects = cluster();
     let (fx, cfg) = serve(&objects);
-    let dir = std::env::temp_dir().join(format!("kproxy-live-{}-config", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("kproxy-live", "config");
     let file = dir.join("kube-proxy.yaml");
     std::fs::write(&file, KUBE_PROXY_CONFIG.replace("nftables", "iptables")).unwrap();
     let out = run(&[
@@ -367,7 +365,8 @@ fn binary(args: &[&str]) -> Run {
 fn server_errors_and_timeouts_are_one_line_and_exit_2() {
     let objects = cluster();
     let (fx, cfg) = serve(&objects);
-    let config = std::env::temp_dir().join(format!("kproxy-live-{}-err.yaml", std::process::id()));
+    let dir = Scratch::new("kproxy-live", "err");
+    let config = dir.join("err.yaml");
     std::fs::write(&config, KUBE_PROXY_CONFIG).unwrap();
 
     fx.api().fail_next = 1;

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use kproxy_tests::netns::{Netns, skip_without_nft};
 
-use kproxy_tests::{compile, read_args};
+use kproxy_tests::{Scratch, compile, read_args};
 
 /// Loads `input` with `nft ARGS -f -` into a fresh namespace; returns `nft list ruleset`.
 fn load(args: &[&str], input: &str) -> Result<String, String> {
@@ -165,8 +165,7 @@ fn dual_stack_loads_natively_and_as_json() {
     if skip_without_nft("nft_load") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("kproxy-nftload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = Scratch::new("kproxy-nftload", "dual-stack");
     let input = dir.join("dual.yaml");
     std::fs::write(&input, DUAL_STACK).expect("write input");
     let base: Vec<String> = kproxy_tests::DUAL_STACK_ARGS
@@ -196,7 +195,6 @@ fn dual_stack_loads_natively_and_as_json() {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "failed: {failures:?}");
 }
 

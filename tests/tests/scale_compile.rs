@@ -9,6 +9,7 @@ use clap::Parser;
 use kproxy_bin::cli::{Cli, Command};
 use kproxy_core::model::{IpFamily, LocalDetector, NodeConfig};
 use kproxy_core::synthetic::{cluster, manifests};
+use kproxy_tests::Scratch;
 
 const SERVICES: u32 = 1000;
 /// Every fifth Service has a UDP port too.
@@ -28,10 +29,9 @@ fn node() -> NodeConfig {
     node
 }
 
-/// Writes `text` to a fresh file of this test's own directory.
-fn write(test: &str, name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kproxy-scale-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+/// Writes `text` to a fresh file of this test's own directory
+/// ([`Scratch`]`::new("kproxy-scale", test)`, removed when the test drops it).
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write");
     path
@@ -60,7 +60,8 @@ fn compile(backend: &str, path: &Path) -> String {
 
 #[test]
 fn compile_1k_json_list_equals_compiling_the_model() {
-    let path = write("compile", "list.json", &manifests(SERVICES, 10));
+    let dir = Scratch::new("kproxy-scale", "compile");
+    let path = write(&dir, "list.json", &manifests(SERVICES, 10));
     let state = cluster(SERVICES, 10);
 
     let ipt = compile("iptables", &path);
@@ -103,8 +104,9 @@ fn compile_1k_json_list_equals_compiling_the_model() {
 
 #[test]
 fn diff_1k_names_exactly_the_added_services() {
-    let before = write("diff", "before.json", &manifests(SERVICES, 10));
-    let after = write("diff", "after.json", &manifests(SERVICES + 10, 10));
+    let dir = Scratch::new("kproxy-scale", "diff");
+    let before = write(&dir, "before.json", &manifests(SERVICES, 10));
+    let after = write(&dir, "after.json", &manifests(SERVICES + 10, 10));
     let diff = |a: &Path, b: &Path| {
         let mut argv: Vec<String> = ["kproxy", "diff", "--quiet", "--backend", "iptables"]
             .iter()

@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use kproxy_tests::compile;
+use kproxy_tests::{Scratch, compile};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -217,14 +217,15 @@ fn large_cluster_mode() {
             .unwrap();
         }
     }
-    let path =
-        std::env::temp_dir().join(format!("kproxy-large-cluster-{}.yaml", std::process::id()));
+    // `$TMP/kproxy-large-cluster-PID-mode/large-cluster.yaml`, shown as
+    // `$TMP/large-cluster.yaml`; the directory goes when `dir` is dropped.
+    let dir = Scratch::new("kproxy-large-cluster", "mode");
+    let path = dir.join("large-cluster.yaml");
     std::fs::write(&path, &yaml).unwrap();
     let text = render(BASE, std::slice::from_ref(&path));
-    std::fs::remove_file(&path).ok();
     let text = text.replace(
-        &format!("kproxy-large-cluster-{}.yaml", std::process::id()),
-        "large-cluster.yaml",
+        &format!("kproxy-large-cluster-{}-mode/", std::process::id()),
+        "",
     );
 
     // The SEP chains `big` jumps to, in rule order.
