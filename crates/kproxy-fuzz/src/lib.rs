@@ -367,17 +367,30 @@ pub fn trace_check(data: &[u8]) {
         return;
     };
     let env = TraceEnv::from_node(&exp.node);
-    let _ = check(
+    let opts = Options {
+        max_classes: MAX_CLASSES,
+        ..Options::default()
+    };
+    let one = check(compiled, &node_rs, mode, &env, IpFamily::V4, opts);
+    // On two threads: the same classes and differences (only the work
+    // done, and so where the work bound stops, may differ).
+    let two = check(
         compiled,
         &node_rs,
         mode,
         &env,
         IpFamily::V4,
-        Options {
-            max_classes: MAX_CLASSES,
-            ..Options::default()
-        },
+        opts.with_threads(2),
     );
+    if let (Ok(one), Ok(two)) = (&one, &two) {
+        let (a, b) = (&one.equivalence, &two.equivalence);
+        assert_eq!(a.classes, b.classes, "classes on one and two threads");
+        assert_eq!(a.complete, b.complete, "complete on one and two threads");
+        assert_eq!(
+            a.differences, b.differences,
+            "differences on one and two threads"
+        );
+    }
     let tracer = Tracer::new(&node_rs, &env);
     for packet in packets(&node_rs) {
         let _ = tracer.trace(&packet);
