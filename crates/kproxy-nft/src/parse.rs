@@ -108,22 +108,155 @@ fn compact(v: &Value) -> String {
 }
 
 /// Parses `nft -j list ruleset` output.
+/// Parses `nft -j list ruleset` output.
+///
+/// The document is read twice: once to find a syntax error (as a whole,
+/// without keeping it), then item by item, each `nftables` item read into a
+/// value, turned into tables, chains, rules, sets and maps, and dropped, so
+/// the memory needed is the result's, not the document tree's (a 10k
+/// Services dump is 40 MB of JSON, about 1 GB as a tree).
 pub fn parse_json(text: &str) -> Result<NftDump, ParseError> {
-    let doc: Value = serde_json::from_str(text).map_err(|e| ParseError::Format(e.to_string()))?;
-    let items = doc
-        .get("nftables")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ParseError::Format("no \"nftables\" array".into()))?;
-    let mut out = NftDump::default();
-    let mut drop_policy: Vec<(usize, String)> = Vec::new();
-    let mut chain_index: std::collections::HashMap<(usize, String), usize> =
-        std::collections::HashMap::new();
-    for item in items {
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| ParseError::Format(e.to_string()))?;
+    let mut b = Builder::default();
+    let mut de = serde_json::Deserializer::from_str(text);
+    let found = serde::de::DeserializeSeed::deserialize(Document(&mut b), &mut de)
+        .map_err(|e| ParseError::Format(e.to_string()))?;
+    if !found {
+        return Err(ParseError::Format("no \"nftables\" array".into()));
+    }
+    if let Some(e) = b.error {
+        return Err(e);
+    }
+    Ok(b.finish())
+}
+
+/// The top-level object: whether it has an `nftables` array, whose items
+/// go to the builder (the last such key counts, as in a parsed tree).
+struct Document<'b>(&'b mut Builder);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Document<'_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Document<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an nft -j document")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut found = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "nftables" {
+                // A later key replaces an earlier one.
+                *self.0 = Builder::default();
+                found = map.next_value_seed(Items(&mut *self.0))?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+/// The `nftables` value: each item of an array to the builder; anything
+/// else is no array.
+struct Items<'b>(&'b mut Builder);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Items<'_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Items<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the nftables array")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while let Some(item) = seq.next_element::<Value>()? {
+            if self.0.error.is_none()
+                && let Err(e) = self.0.item(&item)
+            {
+                self.0.error = Some(e);
+            }
+        }
+        Ok(true)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(false)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+/// The dump being read, item by item.
+#[derive(Default)]
+struct Builder {
+    out: NftDump,
+    /// Base chains whose policy is not accept.
+    drop_policy: Vec<(usize, String)>,
+    /// Each table's chains by name: a large cluster's table has 100k.
+    chain_index: std::collections::HashMap<(usize, String), usize>,
+    /// The first item that could not be read (the rest are not).
+    error: Option<ParseError>,
+}
+
+impl Builder {
+    /// Adds one item of the `nftables` array.
+    fn item(&mut self, item: &Value) -> Result<(), ParseError> {
         let Some((kind, body)) = item.as_object().and_then(|o| o.iter().next()) else {
-            continue;
+            return Ok(());
         };
         if kind == "metainfo" {
-            continue;
+            return Ok(());
         }
         let name = str_field(body, "name").unwrap_or_default();
         let table_name = if kind == "table" {
@@ -134,10 +267,10 @@ pub fn parse_json(text: &str) -> Result<NftDump, ParseError> {
         let fam_word = str_field(body, "family").unwrap_or_default();
         let Some(family) = family_of(body) else {
             let t = format!("{fam_word} {table_name}");
-            if !out.skipped.contains(&t) {
-                out.skipped.push(t);
+            if !self.out.skipped.contains(&t) {
+                self.out.skipped.push(t);
             }
-            continue;
+            return Ok(());
         };
         let object = |what: &str| format!("{kind} {fam_word} {table_name} {what}");
         let bad = |what: &str, message: &str| ParseError::Object {
@@ -148,18 +281,19 @@ pub fn parse_json(text: &str) -> Result<NftDump, ParseError> {
             let mut t = Table::new(name, TableFamily::Nft(family));
             t.comment = str_field(body, "comment").map(str::to_string);
             if body.get("flags").is_some_and(|f| !f.is_null()) {
-                out.flagged.push(name.to_string());
+                self.out.flagged.push(name.to_string());
             }
-            out.ruleset.tables.push(t);
-            continue;
+            self.out.ruleset.tables.push(t);
+            return Ok(());
         }
-        let ti = out
+        let ti = self
+            .out
             .ruleset
             .tables
             .iter()
             .position(|t| t.name == table_name && t.family == TableFamily::Nft(family))
             .ok_or_else(|| bad(name, "its table is not in the dump"))?;
-        let table = &mut out.ruleset.tables[ti];
+        let table = &mut self.out.ruleset.tables[ti];
         match kind.as_str() {
             "chain" => {
                 let mut c = Chain::new(name);
@@ -180,10 +314,11 @@ pub fn parse_json(text: &str) -> Result<NftDump, ParseError> {
                         priority,
                     };
                     if str_field(body, "policy").is_some_and(|p| p != "accept") {
-                        drop_policy.push((ti, name.to_string()));
+                        self.drop_policy.push((ti, name.to_string()));
                     }
                 }
-                chain_index.insert((ti, c.name.to_string()), table.chains.len());
+                self.chain_index
+                    .insert((ti, c.name.to_string()), table.chains.len());
                 table.chains.push(c);
             }
             "rule" => {
@@ -198,7 +333,7 @@ pub fn parse_json(text: &str) -> Result<NftDump, ParseError> {
                 }
                 // The index, not a search by name: a large cluster's table
                 // has 100k chains.
-                chain_index
+                self.chain_index
                     .get(&(ti, chain.to_string()))
                     .and_then(|&i| table.chains.get_mut(i))
                     .ok_or_else(|| bad(chain, "a rule of a chain that is not in the dump"))?
@@ -269,22 +404,28 @@ pub fn parse_json(text: &str) -> Result<NftDump, ParseError> {
             }),
             _ => {}
         }
+        Ok(())
     }
-    for (ti, chain) in drop_policy {
-        if let Some(c) = out
-            .ruleset
-            .tables
-            .get_mut(ti)
-            .and_then(|t| t.chain_mut(&chain))
-        {
-            c.push(
-                Rule::new()
-                    .with(Match::Comment("policy drop".into()))
-                    .verdict(Verdict::Drop),
-            );
+
+    /// The dump, with the policies of the base chains as rules.
+    fn finish(mut self) -> NftDump {
+        for (ti, chain) in std::mem::take(&mut self.drop_policy) {
+            if let Some(c) = self
+                .out
+                .ruleset
+                .tables
+                .get_mut(ti)
+                .and_then(|t| t.chain_mut(&chain))
+            {
+                c.push(
+                    Rule::new()
+                        .with(Match::Comment("policy drop".into()))
+                        .verdict(Verdict::Drop),
+                );
+            }
         }
+        self.out
     }
-    Ok(out)
 }
 
 fn parse_hook(s: &str) -> Option<Hook> {
@@ -734,6 +875,40 @@ mod tests {
 
     fn stmt(json: &str) -> Option<Stmt> {
         parse_stmt(&serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn the_document_is_read_item_by_item_as_a_tree_would_be() {
+        let table = r#"{"table": {"family": "ip", "name": "kube-proxy", "handle": 1}}"#;
+        let chain =
+            r#"{"chain": {"family": "ip", "table": "kube-proxy", "name": "c", "handle": 2}}"#;
+        let names = |text: &str| {
+            parse_json(text).map(|d| {
+                d.ruleset
+                    .tables
+                    .iter()
+                    .map(|t| format!("{} {}", t.name, t.chains.len()))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let doc = format!(r#"{{"nftables": [{table}, {chain}]}}"#);
+        assert_eq!(names(&doc).unwrap(), vec!["kube-proxy 1"]);
+        // The last "nftables" key counts.
+        let twice = format!(r#"{{"nftables": [{table}], "x": 1, "nftables": [{table}, {chain}]}}"#);
+        assert_eq!(names(&twice).unwrap(), vec!["kube-proxy 1"]);
+        let no = Err(ParseError::Format("no \"nftables\" array".into()));
+        assert_eq!(names(r#"{"nftables": {"a": 1}}"#), no);
+        assert_eq!(names(r#"[1, 2]"#), no);
+        assert_eq!(names(r#"{"other": []}"#), no);
+        // A syntax error anywhere comes first, as when parsing a tree.
+        let broken = format!(r#"{{"nftables": [{chain}, {table}] x"#);
+        let want = serde_json::from_str::<Value>(&broken)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(names(&broken), Err(ParseError::Format(want)));
+        // Otherwise the first item that cannot be read.
+        let orphan = format!(r#"{{"nftables": [{chain}, {table}]}}"#);
+        assert!(matches!(names(&orphan), Err(ParseError::Object { .. })));
     }
 
     #[test]
