@@ -199,10 +199,11 @@ pub fn check_dumps(
     let mut out = Vec::new();
     for r in &families {
         let env = TraceEnv::from_node(&r.node);
-        let node = dumps.family(r.node.family);
+        // `check` takes the family's tables itself (without a copy when the
+        // dump holds no other family).
         let report = check(
             &r.ruleset,
-            &node,
+            &dumps.ruleset,
             mode,
             &env,
             r.node.family,
