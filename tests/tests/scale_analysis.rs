@@ -50,19 +50,10 @@ fn first_service(rs: &Ruleset) -> (String, Vec<String>) {
     (String::from("ns0/svc0"), seps)
 }
 
-#[test]
-fn check_finds_and_names_one_endpoint_drift_at_1k() {
-    let (compiled, node) = iptables(1000);
-    let env = TraceEnv::from_node(&node);
-    let (svc, seps) = first_service(&compiled);
-    assert!(seps.len() >= 5, "{svc}: {seps:?}");
-    // The node's rules: one endpoint chain of svc0 DNATs elsewhere.
-    let mut on_node = compiled.clone();
-    let chain = on_node
-        .table_mut("nat")
-        .unwrap()
-        .chain_mut(&seps[3])
-        .unwrap();
+/// Drift: the DNAT of endpoint chain `sep` goes to port 9999 instead;
+/// returns where it went before.
+fn move_endpoint(rs: &mut Ruleset, sep: &str) -> std::net::SocketAddr {
+    let chain = rs.table_mut("nat").unwrap().chain_mut(sep).unwrap();
     let dnat = chain
         .rules
         .iter_mut()
@@ -73,6 +64,18 @@ fn check_finds_and_names_one_endpoint_drift_at_1k() {
         .unwrap();
     let was = *dnat;
     dnat.set_port(9999);
+    was
+}
+
+#[test]
+fn check_finds_and_names_one_endpoint_drift_at_1k() {
+    let (compiled, node) = iptables(1000);
+    let env = TraceEnv::from_node(&node);
+    let (svc, seps) = first_service(&compiled);
+    assert!(seps.len() >= 5, "{svc}: {seps:?}");
+    // The node's rules: one endpoint chain of svc0 DNATs elsewhere.
+    let mut on_node = compiled.clone();
+    let was = move_endpoint(&mut on_node, &seps[3]);
     // The classes are explored Service by Service, svc0's first: a budget
     // keeps the debug build fast (the whole comparison is in the bench).
     let budget = Options {
@@ -155,20 +158,7 @@ fn full_check_of_a_mixed_1k_node() {
     let env = TraceEnv::from_node(&node);
     let (svc, seps) = first_service(&compiled);
     let mut on_node = compiled.clone();
-    let chain = on_node
-        .table_mut("nat")
-        .unwrap()
-        .chain_mut(&seps[0])
-        .unwrap();
-    let dnat = chain
-        .rules
-        .iter_mut()
-        .find_map(|r| match &mut r.verdict {
-            Some(Verdict::Dnat(to)) => Some(to),
-            _ => None,
-        })
-        .unwrap();
-    dnat.set_port(9999);
+    move_endpoint(&mut on_node, &seps[0]);
     let r = check(
         &compiled,
         &on_node,

@@ -108,7 +108,6 @@ fn compact(v: &Value) -> String {
 }
 
 /// Parses `nft -j list ruleset` output.
-/// Parses `nft -j list ruleset` output.
 ///
 /// The document is read twice: once to find a syntax error (as a whole,
 /// without keeping it), then item by item, each `nftables` item read into a
@@ -120,8 +119,13 @@ pub fn parse_json(text: &str) -> Result<NftDump, ParseError> {
         .map_err(|e| ParseError::Format(e.to_string()))?;
     let mut b = Builder::default();
     let mut de = serde_json::Deserializer::from_str(text);
-    let found = serde::de::DeserializeSeed::deserialize(Document(&mut b), &mut de)
-        .map_err(|e| ParseError::Format(e.to_string()))?;
+    // A data error is a document of another shape; the nesting limit,
+    // counted on the items as on a tree, is the tree's error.
+    let found = match serde::de::DeserializeSeed::deserialize(Document(&mut b), &mut de) {
+        Ok(found) => found,
+        Err(e) if e.classify() == serde_json::error::Category::Data => false,
+        Err(e) => return Err(ParseError::Format(e.to_string())),
+    };
     if !found {
         return Err(ParseError::Format("no \"nftables\" array".into()));
     }
@@ -133,12 +137,13 @@ pub fn parse_json(text: &str) -> Result<NftDump, ParseError> {
 
 /// The top-level object: whether it has an `nftables` array, whose items
 /// go to the builder (the last such key counts, as in a parsed tree).
+/// Anything but an object is an error.
 struct Document<'b>(&'b mut Builder);
 
 impl<'de> serde::de::DeserializeSeed<'de> for Document<'_> {
     type Value = bool;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_any(self)
+        d.deserialize_map(self)
     }
 }
 
@@ -159,28 +164,6 @@ impl<'de> serde::de::Visitor<'de> for Document<'_> {
             }
         }
         Ok(found)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(false)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_unit<E>(self) -> Result<bool, E> {
-        Ok(false)
     }
 }
 
@@ -907,6 +890,11 @@ mod tests {
             .to_string();
         assert_eq!(names(&broken), Err(ParseError::Format(want)));
         // Otherwise the first item that cannot be read.
+        let deep = format!(r#"{{"nftables": {}{}}}"#, "[".repeat(500), "]".repeat(500));
+        let want = serde_json::from_str::<Value>(&deep)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(names(&deep), Err(ParseError::Format(want)));
         let orphan = format!(r#"{{"nftables": [{chain}, {table}]}}"#);
         assert!(matches!(names(&orphan), Err(ParseError::Object { .. })));
     }

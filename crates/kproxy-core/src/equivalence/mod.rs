@@ -233,34 +233,24 @@ fn size(rs: &Ruleset) -> u64 {
         .sum::<usize>() as u64
 }
 
-/// Traces `packet` through both tracers, recording the questions.
+/// Traces `packet` through both tracers, recording the questions. With
+/// `watched` (`tl` watches the chains `tr`'s ruleset does not hold the
+/// same, and both enter their rulesets alike), a packet whose trace
+/// through `tl` enters none of them takes the same path through `tr` (the
+/// same rules, in the same order, on the same packet): its first trace
+/// stands for both.
 fn trace_pair<'a>(
     tl: &'a Tracer<'a>,
     tr: &'a Tracer<'a>,
     packet: &Packet,
+    watched: bool,
 ) -> Result<(Trace, Trace, Recorder<'a>), TraceError> {
     let mut rec = Recorder::default();
     let a = tl.trace_recorded(packet, &mut rec)?;
-    let b = tr.trace_recorded(packet, &mut rec)?;
-    Ok((a, b, rec))
-}
-
-/// [`trace_pair`] when `tl` watches the chains `tr`'s ruleset does not
-/// hold the same and both enter their rulesets alike: a packet whose
-/// trace through `tl` enters none of them takes the same path through
-/// `tr` (the same rules, in the same order, on the same packet), so its
-/// first trace stands for both.
-fn trace_pair_watched<'a>(
-    tl: &'a Tracer<'a>,
-    tr: &'a Tracer<'a>,
-    packet: &Packet,
-) -> Result<(Trace, Trace, Recorder<'a>), TraceError> {
-    let mut rec = Recorder::default();
-    let a = tl.trace_recorded(packet, &mut rec)?;
-    let b = if rec.touched {
-        tr.trace_recorded(packet, &mut rec)?
-    } else {
+    let b = if watched && !rec.touched {
         a.clone()
+    } else {
+        tr.trace_recorded(packet, &mut rec)?
     };
     Ok((a, b, rec))
 }
@@ -306,7 +296,7 @@ impl<'a> Classifier<'a> {
     /// The class of `packet`.
     pub fn class_of(&self, packet: &Packet) -> Result<u64, TraceError> {
         use std::hash::{Hash, Hasher};
-        let (_, _, rec) = trace_pair(&self.left, &self.right, packet)?;
+        let (_, _, rec) = trace_pair(&self.left, &self.right, packet, false)?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (packet.origin.as_str(), rec.class()).hash(&mut h);
         Ok(h.finish())

@@ -6,9 +6,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::{
-    Difference, Equivalence, Options, fates, outside, same_fates, trace_pair, trace_pair_watched,
-};
+use super::{Difference, Equivalence, Options, fates, outside, same_fates, trace_pair};
 use crate::ir::{Match, Ruleset};
 use crate::model::{IpFamily, Protocol};
 use crate::trace::atoms::{Asked, Atom, Field, FieldValue, Fields, Value};
@@ -356,7 +354,7 @@ struct Explorer<'t, 'a> {
     work: u64,
     /// Classes traced in the current share of subtrees.
     traced: usize,
-    /// `tl` watches the chains that differ: see [`trace_pair_watched`].
+    /// `tl` watches the chains that differ: see [`trace_pair`].
     watched: bool,
 }
 
@@ -399,11 +397,7 @@ impl<'t, 'a> Explorer<'t, 'a> {
     ) -> Result<(Option<Difference>, Vec<Pending>), TraceError> {
         let f = p.fields;
         let packet = Packet::new(origin, f.src, f.dst, f.proto, f.port);
-        let (a, b, rec) = if self.watched {
-            trace_pair_watched(self.tl, self.tr, &packet)?
-        } else {
-            trace_pair(self.tl, self.tr, &packet)?
-        };
+        let (a, b, rec) = trace_pair(self.tl, self.tr, &packet, self.watched)?;
         self.work = self.work.saturating_add(rec.work);
         if self.over() {
             return Err(self.budget.exceeded());
