@@ -614,12 +614,27 @@ fn restart_writes_only_what_differs_nft(test: &str, loader: Loader) {
     if netlink {
         // What the restart reads (by netlink, decoded) is what was written.
         use kproxy_bin::agent::nfnl::{RuleDump, read_table};
+        use kproxy_nft::anon::AnonDigests;
         let written = &d[0].ruleset.tables[0];
-        let mut held = in_ns(&ns, || {
-            read_table(node.family, &written.name, RuleDump::Table)
-        })
-        .expect("netlink read")
-        .expect("the table is there");
+        let single = kproxy_nft::sync::print_options(&node).single_dnat;
+        let known = std::sync::Arc::new(AnonDigests::of_table(node.family, written, single));
+        let read = |known| {
+            in_ns(&ns, || {
+                read_table(node.family, &written.name, RuleDump::Table, known)
+            })
+            .expect("netlink read")
+            .expect("the table is there")
+        };
+        let dumped = read(None);
+        // The anonymous maps kproxy wrote are taken by their digest, the
+        // named sets and maps dumped, and the table read is the same.
+        let by_digest = read(Some(&known));
+        let named = written.sets.len() + written.maps.len();
+        assert_eq!(by_digest.dumped, named, "{test}");
+        assert_eq!(by_digest.taken, dumped.dumped - named, "{test}");
+        assert!(by_digest.taken >= 12, "{test}: {} taken", by_digest.taken);
+        assert_eq!(by_digest.table, dumped.table, "{test}");
+        let mut held = by_digest.table;
         kproxy_nft::sync::payload::as_written(&mut held, written);
         // Elements in any order: the kernel lists a set's elements in its
         // own order (the engine compares them as sets).

@@ -15,6 +15,7 @@
 //! `SKIPPED` line and passes, except when `CI=true`, where it fails.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kproxy_tests::dual_stack_variants;
 use kproxy_tests::netns::{Netns, skip_without_nft};
@@ -23,6 +24,7 @@ use kproxy_bin::agent::netlink::apply;
 use kproxy_bin::agent::nfnl::{RuleDump, read_table};
 use kproxy_core::ir::{Match, Table, TableFamily, Verdict};
 use kproxy_core::model::IpFamily;
+use kproxy_nft::anon::AnonDigests;
 use kproxy_nft::{PrintOptions, Transaction};
 use kproxy_tests::read_args;
 
@@ -157,10 +159,30 @@ fn family_word(f: IpFamily) -> &'static str {
     }
 }
 
+/// How anonymous sets' elements are expected to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Anon {
+    /// Dumped: no digest known to the reader.
+    Dumped,
+    /// kproxy's netlink batch wrote a digest into each: all taken by it,
+    /// none dumped.
+    Taken,
+    /// nft wrote them (no digest): all dumped though the reader knows the
+    /// digests.
+    DumpedThoughKnown,
+}
+
 /// Each family's table of `ns`, read by netlink (both rule dumps) and by
-/// `nft -j`, compared.
-fn compare(ns: &Netns, how: &str, tables: &[(IpFamily, String)]) -> Result<(), String> {
-    for (family, name) in tables {
+/// `nft -j`, compared. `tables` holds the digests of the anonymous sets of
+/// each table as written. The anonymous sets taken by digest, in all.
+fn compare(
+    ns: &Netns,
+    how: &str,
+    tables: &[(IpFamily, String, Arc<AnonDigests>)],
+    anon: Anon,
+) -> Result<usize, String> {
+    let mut all = 0;
+    for (family, name, known) in tables {
         let json = ns
             .nft(&["-j", "list", "table", family_word(*family), name], "")
             .map_err(|e| format!("{how}: nft -j list table: {e}"))?;
@@ -171,12 +193,30 @@ fn compare(ns: &Netns, how: &str, tables: &[(IpFamily, String)]) -> Result<(), S
             .into_iter()
             .find(|t| t.name == *name && t.family == TableFamily::Nft(*family))
             .ok_or_else(|| format!("{how}: no table {name} in nft -j"))?;
+        let known = match anon {
+            Anon::Dumped => None,
+            Anon::Taken | Anon::DumpedThoughKnown => Some(known),
+        };
         for dump in [RuleDump::Table, RuleDump::PerChain] {
-            let got = ns
-                .run(|| read_table(*family, name, dump))
+            let read = ns
+                .run(|| read_table(*family, name, dump, known))
                 .map_err(|e| format!("{how} ({dump:?}): read_table: {e}"))?
                 .ok_or_else(|| format!("{how} ({dump:?}): read_table found no table"))?;
-            let got = as_listed(got, &want);
+            let named = read.table.sets.len() + read.table.maps.len();
+            let anonymous = read.taken + read.dumped - named;
+            let (taken, dumped) = match anon {
+                Anon::Taken => (anonymous, named),
+                Anon::Dumped | Anon::DumpedThoughKnown => (0, named + anonymous),
+            };
+            if (read.taken, read.dumped) != (taken, dumped) {
+                return Err(format!(
+                    "{how} ({dump:?}), {family:?}: {} sets taken by digest and {} dumped, \
+                     want {taken} and {dumped}",
+                    read.taken, read.dumped
+                ));
+            }
+            all += read.taken;
+            let got = as_listed(read.table, &want);
             if got != want {
                 return Err(format!(
                     "{how} ({dump:?}), {family:?}: {}",
@@ -185,30 +225,41 @@ fn compare(ns: &Netns, how: &str, tables: &[(IpFamily, String)]) -> Result<(), S
             }
         }
     }
-    Ok(())
+    Ok(all)
 }
 
-fn check(name: &str, txs: &[(Transaction, PrintOptions)]) -> Result<(), String> {
+/// The scenario loaded both ways and read back; the anonymous sets the
+/// reader took by their digest.
+fn check(name: &str, txs: &[(Transaction, PrintOptions)]) -> Result<usize, String> {
     let mut text = String::new();
-    let mut tables: Vec<(IpFamily, String)> = Vec::new();
+    let mut tables: Vec<(IpFamily, String, Arc<AnonDigests>)> = Vec::new();
     for (tx, opts) in txs {
         text.push_str(&kproxy_nft::print::print(tx, *opts).map_err(|e| e.to_string())?);
-        let t = (tx.family, tx.table.clone());
-        if !tables.contains(&t) {
-            tables.push(t);
+        if tables
+            .iter()
+            .any(|(f, t, _)| *f == tx.family && *t == tx.table)
+        {
+            return Err(format!("{name}: two transactions for table {}", tx.table));
         }
+        let written = tx.apply().map_err(|e| format!("{name}: {e}"))?;
+        let known = AnonDigests::of_table(tx.family, &written, opts.single_dnat);
+        tables.push((tx.family, tx.table.clone(), Arc::new(known)));
     }
     let by_nft = Netns::new("kproxy-rt");
     by_nft
         .nft(&["-f", "-"], &text)
         .map_err(|e| format!("{name}: nft -f: {e}"))?;
-    compare(&by_nft, &format!("{name}, loaded by nft -f"), &tables)?;
+    let how = format!("{name}, loaded by nft -f");
+    compare(&by_nft, &how, &tables, Anon::Dumped)?;
+    compare(&by_nft, &how, &tables, Anon::DumpedThoughKnown)?;
     let by_netlink = Netns::new("kproxy-rt");
     let only: Vec<Transaction> = txs.iter().map(|(t, _)| t.clone()).collect();
     by_netlink
         .run(|| apply(&only, txs[0].1))
         .map_err(|e| format!("{name}: netlink: {e}"))?;
-    compare(&by_netlink, &format!("{name}, loaded by netlink"), &tables)
+    let how = format!("{name}, loaded by netlink");
+    compare(&by_netlink, &how, &tables, Anon::Dumped)?;
+    compare(&by_netlink, &how, &tables, Anon::Taken)
 }
 
 #[test]
@@ -239,6 +290,7 @@ fn every_scenario_reads_back_by_netlink_as_nft_json_lists_it() {
         cases.push((format!("{name}, pre-1.36"), old, paths));
     }
     let mut failures = Vec::new();
+    let mut taken = 0;
     for (name, args, paths) in &cases {
         let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
         let txs = match kproxy_tests::compile_nft_transactions(args, &refs) {
@@ -250,7 +302,10 @@ fn every_scenario_reads_back_by_netlink_as_nft_json_lists_it() {
             }
         };
         match check(name, &txs) {
-            Ok(()) => println!("ok   {name}"),
+            Ok(n) => {
+                println!("ok   {name}");
+                taken += n;
+            }
             Err(e) => {
                 println!("FAIL {e}");
                 failures.push(name.clone());
@@ -259,6 +314,9 @@ fn every_scenario_reads_back_by_netlink_as_nft_json_lists_it() {
     }
     assert!(cases.len() >= 90, "{} cases", cases.len());
     assert!(failures.is_empty(), "failed: {failures:?}");
+    // The scenarios have anonymous sets and maps (numgen maps, address
+    // sets), read by digest after the netlink load.
+    assert!(taken >= 100, "{taken} anonymous sets taken by digest");
 }
 
 #[test]
@@ -269,7 +327,7 @@ fn a_missing_table_reads_as_none() {
     let ns = Netns::new("kproxy-rt");
     for family in [IpFamily::V4, IpFamily::V6] {
         let got = ns
-            .run(|| read_table(family, "kube-proxy", RuleDump::Table))
+            .run(|| read_table(family, "kube-proxy", RuleDump::Table, None))
             .expect("read");
         assert_eq!(got, None);
     }
@@ -277,7 +335,7 @@ fn a_missing_table_reads_as_none() {
     ns.nft(&["-f", "-"], "add table ip6 kube-proxy\n")
         .expect("nft");
     let got = ns
-        .run(|| read_table(IpFamily::V4, "kube-proxy", RuleDump::Table))
+        .run(|| read_table(IpFamily::V4, "kube-proxy", RuleDump::Table, None))
         .expect("read");
     assert_eq!(got, None);
 }

@@ -14,7 +14,9 @@
 //! drift check each periodic sync runs (`Proxier::repair_drift`), and a
 //! restarted agent's first sync on the unchanged node (its table read by
 //! netlink; also by `nft -j` with `KPROXY_BENCH_JSON_RESTART=1`), and the
-//! table read alone (by netlink; also by `nft -j` with that variable).
+//! table read alone (by netlink, anonymous sets taken by their digest;
+//! also dumping them with `KPROXY_BENCH_DUMP_ANON=1`; also by `nft -j`
+//! with `KPROXY_BENCH_JSON_RESTART=1`).
 //! Figures go to stdout. nftables syncs go as one netlink batch (the
 //! agent's default); `KPROXY_BENCH_NFT=1` times `nft -f` instead.
 //! `KPROXY_BENCH_FIRST_ONLY=1` stops after each backend's first sync;
@@ -35,6 +37,7 @@ use kproxy_core::model::{ClusterState, Endpoint, IpFamily, LocalDetector, NodeCo
 use kproxy_core::profile::{IptablesProfile, NftablesProfile};
 use kproxy_core::synthetic::cluster;
 use kproxy_iptables::sync::payload::iptables_partial;
+use kproxy_nft::anon::AnonDigests;
 use kproxy_nft::sync::payload::nft_partial;
 use kproxy_nft::sync::print_options as nft_print_opts;
 
@@ -55,17 +58,35 @@ fn read_alone(d: &Desired) {
         return;
     };
     let family = d.node.family;
+    let t = Instant::now();
+    let single = kproxy_nft::sync::print_options(&d.node).single_dnat;
+    let known = std::sync::Arc::new(AnonDigests::of_table(family, written, single));
+    println!(
+        "nftables: digests of the {} anonymous sets to write: {}",
+        known.len(),
+        ms(t.elapsed())
+    );
+    let slow = std::env::var_os("KPROXY_BENCH_DUMP_ANON").is_some();
     for dump in [RuleDump::Table, RuleDump::PerChain] {
-        let t = Instant::now();
-        let read = read_table(family, &written.name, dump).expect("netlink read");
-        let took = t.elapsed();
-        let mut held = read.expect("the table is there");
-        kproxy_nft::sync::payload::as_written(&mut held, written);
-        println!(
-            "nftables: table read by netlink ({dump:?} rule dump) and decoded: {}, as written: {}",
-            ms(took),
-            held == *written
-        );
+        for by_digest in [true, false] {
+            if !by_digest && !slow {
+                continue;
+            }
+            let t = Instant::now();
+            let read = read_table(family, &written.name, dump, by_digest.then_some(&known))
+                .expect("netlink read")
+                .expect("the table is there");
+            let took = t.elapsed();
+            let mut held = read.table;
+            kproxy_nft::sync::payload::as_written(&mut held, written);
+            println!(
+                "nftables: table read by netlink ({dump:?} rule dump, {} sets taken by digest, {} dumped) and decoded: {}, as written: {}",
+                read.taken,
+                read.dumped,
+                ms(took),
+                held == *written
+            );
+        }
     }
     if std::env::var_os("KPROXY_BENCH_JSON_RESTART").is_none() {
         return;

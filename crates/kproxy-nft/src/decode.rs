@@ -2,7 +2,10 @@
 //! the caller dumps one table (`NFT_MSG_GETTABLE`, then `GETCHAIN`,
 //! `GETSET`, `GETSETELEM` per set, `GETOBJ` and `GETRULE` dumps) and hands
 //! each answer's attributes to a [`TableDecoder`], in that order (a rule's
-//! anonymous sets must be known before the rule).
+//! anonymous sets must be known before the rule). A decoder made
+//! [`knowing`](TableDecoder::knowing) the anonymous sets the caller would
+//! write takes those carrying a known digest ([`crate::anon`]) without
+//! their elements' dumps.
 //!
 //! The result is the [`Table`] that [`crate::parse::parse_json`] gives for
 //! `nft -j list table` of the same kernel state: rules' expressions are
@@ -43,8 +46,9 @@
 //! assert_eq!(d.finish().unwrap(), tx.apply().unwrap());
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use kproxy_core::ir::{
@@ -58,6 +62,7 @@ use kproxy_nfnl::attr::{Attr, find};
 use kproxy_nfnl::consts::{attr as a, expr as e, msg as m, val as v};
 use kproxy_nfnl::udata::{self, Udata};
 
+use crate::anon::{AnonDigests, digest_in};
 use crate::netlink::{
     CT_ESTABLISHED, CT_INVALID, CT_NEW, CT_RELATED, Data, Expr, ICMP_PORT_UNREACH,
     ICMPV6_PORT_UNREACH, IPS_DST_NAT, RTN_LOCAL, Reg, TYPE_BITS, TYPE_INET_PROTOCOL,
@@ -73,6 +78,9 @@ const CHAIN_BINDING: u32 = 4;
 /// The most elements an anonymous set may hold (nft writes one per
 /// endpoint or address range).
 const MAX_ANON_ELEMENTS: usize = 1 << 20;
+/// The most anonymous sets taken by their digest: each holds a copy of
+/// its elements, so a dump of more sets than that reads the rest.
+const MAX_TAKEN: usize = 1 << 22;
 
 /// Why a dump could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,6 +154,11 @@ pub struct TableDecoder {
     /// (nft lists elements sorted by them).
     set_keys: Vec<Vec<Vec<u8>>>,
     map_keys: Vec<Vec<Vec<u8>>>,
+    /// Anonymous sets the reader may take by their digest.
+    known: Option<Arc<AnonDigests>>,
+    /// Anonymous sets taken by their digest (their elements, if dumped
+    /// too, are not read again).
+    taken: HashSet<String>,
 }
 
 fn malformed(object: &str) -> impl Fn(NfnlError) -> DecodeError + '_ {
@@ -295,7 +308,61 @@ impl TableDecoder {
             anon: Vec::new(),
             set_keys: Vec::new(),
             map_keys: Vec::new(),
+            known: None,
+            taken: HashSet::new(),
         }
+    }
+
+    /// A decoder that takes an anonymous set carrying one of `known`'s
+    /// digests (see [`crate::anon`]) as that digest's elements: the caller
+    /// need not dump its elements ([`Self::elements_known`]).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kproxy_core::ir::{AddrMatch, Chain, Direction, Match, Rule, Table, Verdict};
+    /// use kproxy_core::model::IpFamily;
+    /// use kproxy_nfnl::consts::msg;
+    /// use kproxy_nft::anon::AnonDigests;
+    /// use kproxy_nft::decode::TableDecoder;
+    /// use kproxy_nft::netlink::Encoder;
+    /// use kproxy_nft::tx::{Op, Transaction};
+    /// use kproxy_nft::SingleDnat;
+    ///
+    /// let rule = Rule::new()
+    ///     .with(Match::AddrSet {
+    ///         dir: Direction::Src,
+    ///         addrs: vec![
+    ///             AddrMatch::Net("10.1.0.0/16".parse().unwrap()),
+    ///             AddrMatch::Net("10.3.0.0/16".parse().unwrap()),
+    ///         ],
+    ///         negate: false,
+    ///     })
+    ///     .verdict(Verdict::Drop);
+    /// let mut tx = Transaction::new(IpFamily::V4, "kube-proxy");
+    /// tx.push(Op::AddTable { comment: None });
+    /// tx.push(Op::AddChain(Chain::new("filter")));
+    /// tx.push(Op::AddRule("filter".into(), rule));
+    /// let written = tx.apply().unwrap();
+    /// let known = AnonDigests::of_table(IpFamily::V4, &written, SingleDnat::Concat);
+    /// let enc = Encoder::new(SingleDnat::Concat).encode(&tx).unwrap();
+    /// // A dump without the anonymous set's elements.
+    /// let mut d = TableDecoder::new(IpFamily::V4).knowing(Arc::new(known));
+    /// for m in enc.messages.iter().filter(|m| m.nft_kind() != msg::NFT_MSG_NEWSETELEM) {
+    ///     d.message(m.nft_kind(), &m.attrs).unwrap();
+    /// }
+    /// assert!(d.elements_known("__set%d"));
+    /// assert_eq!(d.finish().unwrap(), written);
+    /// ```
+    pub fn knowing(mut self, known: Arc<AnonDigests>) -> Self {
+        self.known = Some(known);
+        self
+    }
+
+    /// Whether the elements of set `set`, declared earlier in the dump,
+    /// were taken by its digest ([`Self::knowing`]): its elements need not
+    /// be dumped.
+    pub fn elements_known(&self, set: &str) -> bool {
+        self.taken.contains(set)
     }
 
     /// One answer of the dump: its nf_tables message type (`NFT_MSG_NEW*`)
@@ -421,7 +488,18 @@ impl TableDecoder {
         }
         let key_types = type_fields(key_type);
         let place = if flags & v::NFT_SET_ANONYMOUS != 0 {
-            self.anon.push(Vec::new());
+            let known = self.known.as_ref().and_then(|k| {
+                let udata = find(attrs, a::NFTA_SET_USERDATA).ok().flatten()?;
+                k.get(&digest_in(udata.payload())?)
+            });
+            if let Some(elements) = known
+                && self.taken.len() < MAX_TAKEN
+            {
+                self.anon.push(elements.to_vec());
+                self.taken.insert(name.to_string());
+            } else {
+                self.anon.push(Vec::new());
+            }
             Place::Anon(self.anon.len() - 1)
         } else {
             let names: Option<Vec<&str>> = key_types.iter().map(|t| type_name(*t)).collect();
@@ -504,6 +582,9 @@ impl TableDecoder {
             .sets
             .get(set)
             .ok_or_else(|| object(&what, "the set is not in the dump"))?;
+        if self.taken.contains(set) {
+            return Ok(());
+        }
         let Some(list) = find(attrs, a::NFTA_SET_ELEM_LIST_ELEMENTS).map_err(&bad)? else {
             return Ok(());
         };

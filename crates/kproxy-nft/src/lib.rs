@@ -38,6 +38,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod anon;
 pub mod decode;
 pub mod json;
 pub mod layout;

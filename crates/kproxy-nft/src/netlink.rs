@@ -1690,7 +1690,10 @@ impl Encoder {
         b.nest(a::NFTA_SET_DESC, |d| {
             d.put_u32_be(a::NFTA_SET_DESC_SIZE, s.elements.len() as u32);
         });
-        b.put(a::NFTA_SET_USERDATA, s.udata.as_bytes());
+        // nft's records, then kproxy's digest (see [`crate::anon`]).
+        let mut udata = s.udata.clone();
+        udata.put(crate::anon::ANON_DIGEST_UDATA, &s.digest());
+        b.put(a::NFTA_SET_USERDATA, udata.as_bytes());
         out.push(Message::nft(
             m::NFT_MSG_NEWSET,
             nl::NLM_F_CREATE,

@@ -8,11 +8,13 @@
 //! ...), in the network namespace of the calling thread.
 
 use std::io;
+use std::sync::Arc;
 
 use kproxy_core::model::IpFamily;
 use kproxy_nfnl::attr::{AttrBuf, find};
 use kproxy_nfnl::consts::{attr as a, msg as m, netlink as nl, nfnl as nf};
 use kproxy_nfnl::msg::{Message, Reply, replies};
+use kproxy_nft::anon::AnonDigests;
 use netlink_sys::{Socket as NlSocket, SocketAddr, protocols::NETLINK_NETFILTER};
 
 pub use kproxy_core::sync::drift::ChainSeen;
@@ -377,21 +379,39 @@ pub enum RuleDump {
     PerChain,
 }
 
+/// A table read by [`read_table`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRead {
+    /// The table, as `nft -j list table` would show it.
+    pub table: kproxy_core::ir::Table,
+    /// Anonymous sets and maps taken by their digest (not dumped).
+    pub taken: usize,
+    /// Sets and maps whose elements were dumped (named ones, and
+    /// anonymous ones without a known digest).
+    pub dumped: usize,
+}
+
 /// Reads table `table` of `family` whole, as `nft -j list table` would
 /// show it (see [`kproxy_nft::decode`]): `None` when there is no such
 /// table. The table, its chains, its sets and maps (anonymous ones
 /// included) and each one's elements, its counters and its rules are
 /// dumped in turn; the nf_tables generation is read before and after,
 /// and a read during which it changed is done again (twice at most).
+///
+/// An anonymous set carrying one of `known`'s digests (kproxy wrote it,
+/// see [`kproxy_nft::anon`]) is taken as those elements without dumping
+/// them: each such dump costs the kernel a walk of the table's whole set
+/// list, which at 10,000 Services made the read take tens of seconds.
 pub fn read_table(
     family: IpFamily,
     table: &str,
     rules: RuleDump,
-) -> Result<Option<kproxy_core::ir::Table>, ReadError> {
+    known: Option<&Arc<AnonDigests>>,
+) -> Result<Option<TableRead>, ReadError> {
     let mut sock = Socket::open()?;
     for _ in 0..3 {
         let before = sock_generation(&mut sock)?;
-        let read = read_table_once(&mut sock, family, table, rules)?;
+        let read = read_table_once(&mut sock, family, table, rules, known)?;
         if sock_generation(&mut sock)? == before {
             return Ok(read);
         }
@@ -416,9 +436,13 @@ fn read_table_once(
     family: IpFamily,
     table: &str,
     rules: RuleDump,
-) -> Result<Option<kproxy_core::ir::Table>, ReadError> {
+    known: Option<&Arc<AnonDigests>>,
+) -> Result<Option<TableRead>, ReadError> {
     use kproxy_nft::decode::{DecodeError, TableDecoder};
     let mut dec = TableDecoder::new(family);
+    if let Some(k) = known {
+        dec = dec.knowing(Arc::clone(k));
+    }
     let mut failed: Option<DecodeError> = None;
     let mut total = 0usize;
     let in_table = |body: &[u8], attr: u16| {
@@ -498,7 +522,12 @@ fn read_table_once(
             }
         },
     )?;
+    let mut dumped = 0;
     for set in &sets {
+        if dec.elements_known(set) {
+            continue;
+        }
+        dumped += 1;
         let mut q = AttrBuf::new();
         q.put_str(a::NFTA_SET_ELEM_LIST_TABLE, table);
         q.put_str(a::NFTA_SET_ELEM_LIST_SET, set);
@@ -565,7 +594,11 @@ fn read_table_once(
     if total > MAX_TABLE_DUMP {
         return Err(ReadError::TooLarge);
     }
-    Ok(Some(dec.finish()?))
+    Ok(Some(TableRead {
+        table: dec.finish()?,
+        taken: sets.len() - dumped,
+        dumped,
+    }))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! counted, and makes the next sync full.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kproxy_core::ir::Ruleset;
@@ -26,6 +27,7 @@ use super::metrics::Metrics;
 use super::nfnl;
 use kproxy_core::sync::tool::{error_line, payload_line, split_args};
 use kproxy_iptables::sync as ipt;
+use kproxy_nft::anon::AnonDigests;
 use kproxy_nft::sync as nft;
 
 /// Which backend applies the rules.
@@ -149,13 +151,22 @@ fn apply_netlink(family: IpFamily, tx: &nft::Printed, metrics: Option<&Metrics>)
 fn read_table_netlink(
     family: IpFamily,
     table: &str,
+    known: &Arc<AnonDigests>,
     metrics: Option<&Metrics>,
 ) -> Result<Option<kproxy_core::ir::Table>, ()> {
     let started = Instant::now();
-    match nfnl::read_table(family, table, nfnl::RuleDump::default()) {
+    match nfnl::read_table(family, table, nfnl::RuleDump::default(), Some(known)) {
         Ok(held) => {
-            info!(%family, table, elapsed = ?started.elapsed(), found = held.is_some(), "read the node's nftables table by netlink");
-            Ok(held)
+            info!(
+                %family,
+                table,
+                elapsed = ?started.elapsed(),
+                found = held.is_some(),
+                sets_taken_by_digest = held.as_ref().map_or(0, |r| r.taken),
+                sets_dumped = held.as_ref().map_or(0, |r| r.dumped),
+                "read the node's nftables table by netlink"
+            );
+            Ok(held.map(|r| r.table))
         }
         Err(e) => {
             warn!(%family, table, "reading the node's nftables table by netlink: {e}; reading it with nft -j");
@@ -231,10 +242,13 @@ impl Proxier {
                             transaction,
                             ..
                         } if self.nft_netlink => apply_netlink(*family, transaction, metrics),
-                        nft::Command::ReadTable { family, table }
-                            if self.nft_netlink && self.nft_netlink_read =>
-                        {
-                            match read_table_netlink(*family, table, metrics) {
+                        nft::Command::ReadTable {
+                            family,
+                            table,
+                            known,
+                            ..
+                        } if self.nft_netlink && self.nft_netlink_read => {
+                            match read_table_netlink(*family, table, known, metrics) {
                                 Ok(held) => {
                                     e.handle_table(Instant::now(), held);
                                     continue;

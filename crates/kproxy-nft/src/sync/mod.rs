@@ -64,6 +64,7 @@ use kproxy_core::sync::{
 };
 
 use crate::NftError;
+use crate::anon::AnonDigests;
 use crate::names::TABLE;
 use crate::names::is_service_chain;
 pub use payload::{NftSync, Printed};
@@ -121,6 +122,10 @@ pub enum Command {
         family: IpFamily,
         /// The table.
         table: String,
+        /// The anonymous sets the sync would write, by digest: a netlink
+        /// reader ([`crate::decode::TableDecoder::knowing`]) need not dump
+        /// the elements of a set kproxy wrote with one of these.
+        known: Arc<AnonDigests>,
     },
     /// The tables of a family: `nft list tables ip|ip6`.
     ListTables {
@@ -178,7 +183,7 @@ impl Command {
     pub fn args(&self) -> Vec<String> {
         match self {
             Command::Transaction { .. } => vec!["-f".into(), "-".into()],
-            Command::ReadTable { family, table } => vec![
+            Command::ReadTable { family, table, .. } => vec![
                 "-j".into(),
                 "list".into(),
                 "table".into(),
@@ -264,7 +269,7 @@ enum Step {
     Stale(Vec<String>, Arc<Printed>),
     Write(Arc<Printed>, Purpose),
     ListTables,
-    ReadTable(String),
+    ReadTable(String, Arc<AnonDigests>),
     Conntrack(Vec<String>),
     ListConntrack(Vec<Vec<String>>),
 }
@@ -587,24 +592,26 @@ impl Engine {
                 job.found = out.lines().any(|l| l.trim() == want);
             }
             (Step::ListTables, Outcome::Failed(_)) => job.found = false,
-            (Step::ReadTable(_), Outcome::Failed(m)) => job.absent = no_such_table(&m),
-            (Step::ReadTable(name), Outcome::Done(json)) => match crate::parse::parse_json(&json) {
-                Ok(dump) => {
-                    job.held = dump.ruleset.tables.into_iter().find(|t| t.name == name);
-                    job.absent = job.held.is_none();
-                    // Dormant: an earlier agent's first sync that did not
-                    // finish. Replaced whole.
-                    if dump.flagged.contains(&name) {
-                        job.held = None;
-                        state.unfinished = true;
+            (Step::ReadTable(..), Outcome::Failed(m)) => job.absent = no_such_table(&m),
+            (Step::ReadTable(name, _), Outcome::Done(json)) => {
+                match crate::parse::parse_json(&json) {
+                    Ok(dump) => {
+                        job.held = dump.ruleset.tables.into_iter().find(|t| t.name == name);
+                        job.absent = job.held.is_none();
+                        // Dormant: an earlier agent's first sync that did not
+                        // finish. Replaced whole.
+                        if dump.flagged.contains(&name) {
+                            job.held = None;
+                            state.unfinished = true;
+                        }
                     }
+                    Err(e) => job.report.warnings.push(Failure {
+                        kind: FailureKind::Other,
+                        message: format!("cannot read the node's table {name}: {e}"),
+                        input: None,
+                    }),
                 }
-                Err(e) => job.report.warnings.push(Failure {
-                    kind: FailureKind::Other,
-                    message: format!("cannot read the node's table {name}: {e}"),
-                    input: None,
-                }),
-            },
+            }
             (Step::ListConntrack(commands), outcome) => {
                 let commands = match outcome {
                     Outcome::Done(listing) => needed(commands, &listing),
@@ -656,7 +663,7 @@ impl Engine {
     /// ```
     pub fn handle_table(&mut self, _now: Instant, table: Option<Table>) {
         match self.waiting.take() {
-            Some(Step::ReadTable(name)) => self.read_table(name, table),
+            Some(Step::ReadTable(name, _)) => self.read_table(name, table),
             other => self.waiting = other,
         }
     }
@@ -707,7 +714,10 @@ impl Engine {
                     && !state.unfinished
                     && let Some(t) = desired.ruleset.tables.first()
                 {
-                    job.steps.push_back(Step::ReadTable(t.name.clone()));
+                    let single = print_options(&desired.node).single_dnat;
+                    let known = AnonDigests::of_table(job.family, t, single);
+                    job.steps
+                        .push_back(Step::ReadTable(t.name.clone(), Arc::new(known)));
                 }
             }
             Phase::Plan => {
@@ -805,9 +815,10 @@ fn command(family: IpFamily, step: &Step) -> Command {
             transaction: Arc::clone(tx),
         },
         Step::ListTables => Command::ListTables { family },
-        Step::ReadTable(table) => Command::ReadTable {
+        Step::ReadTable(table, known) => Command::ReadTable {
             family,
             table: table.clone(),
+            known: Arc::clone(known),
         },
         Step::Conntrack(args) => Command::Conntrack { args: args.clone() },
         Step::ListConntrack(_) => Command::ListConntrack { family },
