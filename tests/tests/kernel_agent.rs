@@ -610,6 +610,21 @@ fn restart_writes_only_what_differs_nft(test: &str, loader: Loader) {
     let r = in_ns(&ns, || first.sync(&d, &metrics));
     assert!(r.errors.is_empty() && r.full, "{:?}", r.errors);
     let generation = || in_ns(&ns, kproxy_bin::agent::nfnl::generation).expect("generation");
+    // A client's session affinity entry, as the kernel adds one when a
+    // packet passes (`update @affinity-...`): a restart keeps it.
+    let affinity = d[0].ruleset.tables[0]
+        .sets
+        .iter()
+        .find(|s| s.name.starts_with("affinity-"))
+        .map(|s| s.name.clone())
+        .expect("an affinity set");
+    let entry = format!("add element ip kube-proxy {affinity} {{ 10.77.0.1 timeout 1h }}\n");
+    netns_exec_stdin(&ns, &["nft", "-f", "-"], &entry).unwrap_or_else(|e| panic!("{e}"));
+    let listed = || {
+        netns_exec(&ns, &["nft", "list", "set", "ip", "kube-proxy", &affinity])
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert!(listed().contains("10.77.0.1"), "{test}: {}", listed());
     let before = generation();
     if netlink {
         // What the restart reads (by netlink, decoded) is what was written.
@@ -629,7 +644,9 @@ fn restart_writes_only_what_differs_nft(test: &str, loader: Loader) {
         // The anonymous maps kproxy wrote are taken by their digest, the
         // named sets and maps dumped, and the table read is the same.
         let by_digest = read(Some(&known));
-        let named = written.sets.len() + written.maps.len();
+        // Affinity sets are named, `dynamic`, and not read.
+        let named = written.sets.len() + written.maps.len() - by_digest.dynamic;
+        assert!(by_digest.dynamic > 0, "{test}");
         assert_eq!(by_digest.dumped, named, "{test}");
         assert_eq!(by_digest.taken, dumped.dumped - named, "{test}");
         assert!(by_digest.taken >= 12, "{test}: {} taken", by_digest.taken);
@@ -661,6 +678,11 @@ fn restart_writes_only_what_differs_nft(test: &str, loader: Loader) {
         generation(),
         before,
         "{test}: a restart with nothing changed committed"
+    );
+    assert!(
+        listed().contains("10.77.0.1"),
+        "{test}: the affinity entry is gone: {}",
+        listed()
     );
     // Restarted after one endpoint more and one Service less.
     state.endpoint_slices[2]

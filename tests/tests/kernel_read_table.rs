@@ -202,7 +202,8 @@ fn compare(
                 .run(|| read_table(*family, name, dump, known))
                 .map_err(|e| format!("{how} ({dump:?}): read_table: {e}"))?
                 .ok_or_else(|| format!("{how} ({dump:?}): read_table found no table"))?;
-            let named = read.table.sets.len() + read.table.maps.len();
+            // Named `dynamic` sets (affinity) are not read.
+            let named = read.table.sets.len() + read.table.maps.len() - read.dynamic;
             let anonymous = read.taken + read.dumped - named;
             let (taken, dumped) = match anon {
                 Anon::Taken => (anonymous, named),

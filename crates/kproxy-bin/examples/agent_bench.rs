@@ -49,6 +49,68 @@ fn desired(mode: Mode, state: &ClusterState, node: &NodeConfig) -> Vec<Desired> 
     vec![Desired::compile(state, node, AgentLayout(layout)).expect("rules")]
 }
 
+/// `t` with its chains, sets and maps sorted by name, and their elements
+/// sorted (the kernel lists them in its own order).
+fn sorted_elements(mut t: kproxy_core::ir::Table) -> kproxy_core::ir::Table {
+    t.chains
+        .sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+    t.sets.sort_by(|a, b| a.name.cmp(&b.name));
+    t.maps.sort_by(|a, b| a.name.cmp(&b.name));
+    for s in &mut t.sets {
+        s.elements.sort_by_cached_key(|e| format!("{e:?}"));
+    }
+    for m in &mut t.maps {
+        m.elements.sort_by_cached_key(|e| format!("{e:?}"));
+    }
+    t
+}
+
+/// Where two tables first differ (a chain, set or map, or the rest).
+fn first_difference(got: &kproxy_core::ir::Table, want: &kproxy_core::ir::Table) -> String {
+    for c in &want.chains {
+        match got.chain(c.name.as_str()) {
+            None => return format!("chain {} missing", c.name),
+            Some(g) if g != c => {
+                let at = g.rules.iter().zip(&c.rules).position(|(a, b)| a != b);
+                return format!(
+                    "chain {}: {} rules read, {} written; first different rule: {:?} / {:?}",
+                    c.name,
+                    g.rules.len(),
+                    c.rules.len(),
+                    at.map(|i| &g.rules[i]),
+                    at.map(|i| &c.rules[i]),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    for s in &want.sets {
+        if got.sets.iter().find(|g| g.name == s.name) != Some(s) {
+            return format!(
+                "set {:?} / {:?}",
+                got.sets.iter().find(|g| g.name == s.name),
+                s
+            );
+        }
+    }
+    for m in &want.maps {
+        if got.maps.iter().find(|g| g.name == m.name) != Some(m) {
+            return format!("map {}", m.name);
+        }
+    }
+    format!(
+        "chains {} / {}, sets {} / {}, maps {} / {}, counters {} / {}",
+        got.chains.len(),
+        want.chains.len(),
+        got.sets.len(),
+        want.sets.len(),
+        got.maps.len(),
+        want.maps.len(),
+        got.counters.len(),
+        want.counters.len()
+    )
+}
+
 /// The node's table read alone: by netlink (table-wide and per-chain rule
 /// dumps, decoded) and by `nft -j list table` (parsed), each compared with
 /// what was written.
@@ -79,10 +141,20 @@ fn read_alone(d: &Desired) {
             let took = t.elapsed();
             let mut held = read.table;
             kproxy_nft::sync::payload::as_written(&mut held, written);
+            // Elements in any order: the kernel lists them in its own.
+            let held = sorted_elements(held);
+            let written = &sorted_elements(written.clone());
+            if held != *written {
+                println!(
+                    "nftables: the read differs: {}",
+                    first_difference(&held, written)
+                );
+            }
             println!(
-                "nftables: table read by netlink ({dump:?} rule dump, {} sets taken by digest, {} dumped) and decoded: {}, as written: {}",
+                "nftables: table read by netlink ({dump:?} rule dump, {} sets taken by digest, {} dumped, {} dynamic not read) and decoded: {}, as written: {}",
                 read.taken,
                 read.dumped,
+                read.dynamic,
                 ms(took),
                 held == *written
             );

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use kproxy_core::model::IpFamily;
 use kproxy_nfnl::attr::{AttrBuf, find};
-use kproxy_nfnl::consts::{attr as a, msg as m, netlink as nl, nfnl as nf};
+use kproxy_nfnl::consts::{attr as a, msg as m, netlink as nl, nfnl as nf, val};
 use kproxy_nfnl::msg::{Message, Reply, replies};
 use kproxy_nft::anon::AnonDigests;
 use netlink_sys::{Socket as NlSocket, SocketAddr, protocols::NETLINK_NETFILTER};
@@ -389,11 +389,16 @@ pub struct TableRead {
     /// Sets and maps whose elements were dumped (named ones, and
     /// anonymous ones without a known digest).
     pub dumped: usize,
+    /// Named `dynamic` sets, whose elements were not read: the kernel adds
+    /// them as packets pass (`update @set`, session affinity), and a sync
+    /// never changes them.
+    pub dynamic: usize,
 }
 
 /// Reads table `table` of `family` whole, as `nft -j list table` would
-/// show it (see [`kproxy_nft::decode`]): `None` when there is no such
-/// table. The table, its chains, its sets and maps (anonymous ones
+/// show it (see [`kproxy_nft::decode`]) but for the elements of named
+/// `dynamic` sets (session affinity entries, left out): `None` when there
+/// is no such table. The table, its chains, its sets and maps (anonymous ones
 /// included) and each one's elements, its counters and its rules are
 /// dumped in turn; the nf_tables generation is read before and after,
 /// and a read during which it changed is done again (twice at most).
@@ -516,14 +521,28 @@ fn read_table_once(
                 if let Ok(Some(n)) = find(body, a::NFTA_SET_NAME)
                     && let Ok(n) = n.str()
                 {
-                    sets.push(n.to_string());
+                    let flags = find(body, a::NFTA_SET_FLAGS)
+                        .ok()
+                        .flatten()
+                        .and_then(|f| f.u32_be().ok())
+                        .unwrap_or(0);
+                    // A named set the kernel fills (`update @set`: session
+                    // affinity): its elements are traffic, not rules.
+                    let dynamic =
+                        flags & (val::NFT_SET_EVAL | val::NFT_SET_ANONYMOUS) == val::NFT_SET_EVAL;
+                    sets.push((n.to_string(), dynamic));
                 }
                 feed(&mut dec, kind, body, &mut failed);
             }
         },
     )?;
     let mut dumped = 0;
-    for set in &sets {
+    let mut dynamic = 0;
+    for (set, kernel_filled) in &sets {
+        if *kernel_filled {
+            dynamic += 1;
+            continue;
+        }
         if dec.elements_known(set) {
             continue;
         }
@@ -596,8 +615,9 @@ fn read_table_once(
     }
     Ok(Some(TableRead {
         table: dec.finish()?,
-        taken: sets.len() - dumped,
+        taken: sets.len() - dumped - dynamic,
         dumped,
+        dynamic,
     }))
 }
 

@@ -8,11 +8,12 @@
 //! element adds and deletes. Chains that went away are flushed and deleted
 //! by a later [`nft_delete_stale`] transaction, as kube-proxy does.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kproxy_core::diff::{ContainerChange, ContainerKind, ContainerRef, TableChanges, changes};
 use kproxy_core::ir::{
-    AddrMatch, Chain, ChainKind, Counter, Element, MapValue, Match, Table, TableFamily, Verdict,
+    AddrMatch, Chain, ChainKind, Counter, Element, MapValue, Match, Set, Table, TableFamily,
+    Verdict,
 };
 use kproxy_core::model::IpFamily;
 use kproxy_core::names::ChainName;
@@ -304,7 +305,10 @@ fn same_verdict(a: Option<&Verdict>, b: Option<&Verdict>) -> bool {
 /// differs: chains whose rules are the same in the kernel take `written`'s
 /// rules; the table's and chains' comments and the sets' `dynamic` flag,
 /// which nft before 1.0.7 leaves out of its JSON, are taken from `written`
-/// where `held` has none.
+/// where `held` has none. A `dynamic` set's elements are the kernel's (it
+/// adds them as packets pass: session affinity) and are taken from
+/// `written` too, so that a restarted agent keeps them, as kube-proxy,
+/// which never flushes its affinity sets, does.
 ///
 /// ```
 /// use kproxy_core::ir::{Chain, Table, TableFamily};
@@ -326,8 +330,17 @@ pub fn as_written(held: &mut Table, written: &Table) {
     if held.comment.is_none() {
         held.comment.clone_from(&written.comment);
     }
+    // By name (the first of a name, as `Table::chain` finds it).
+    let mut chains: HashMap<&str, &Chain> = HashMap::with_capacity(written.chains.len());
+    for c in &written.chains {
+        chains.entry(c.name.as_str()).or_insert(c);
+    }
+    let mut sets: HashMap<&str, &Set> = HashMap::with_capacity(written.sets.len());
+    for s in &written.sets {
+        sets.entry(s.name.as_str()).or_insert(s);
+    }
     for c in &mut held.chains {
-        let Some(w) = written.chain(c.name.as_str()) else {
+        let Some(w) = chains.get(c.name.as_str()) else {
             continue;
         };
         if c.comment.is_none() {
@@ -347,10 +360,15 @@ pub fn as_written(held: &mut Table, written: &Table) {
         }
     }
     for set in &mut held.sets {
-        let Some(w) = written.sets.iter().find(|w| w.name == set.name) else {
+        let Some(w) = sets.get(set.name.as_str()) else {
             continue;
         };
         let dynamic = "dynamic";
+        // Its elements are the kernel's (`update @set` as packets pass:
+        // session affinity); a sync leaves them, as kube-proxy does.
+        if w.flags.iter().any(|f| f == dynamic) {
+            set.elements.clone_from(&w.elements);
+        }
         if w.flags.iter().any(|f| f == dynamic) && !set.flags.iter().any(|f| f == dynamic) {
             let mut with: Vec<String> = set.flags.clone();
             with.push(dynamic.to_string());
