@@ -436,6 +436,45 @@ fn sock_generation(sock: &mut Socket) -> io::Result<u32> {
     id.ok_or_else(|| io::Error::other("netlink: no ruleset generation"))
 }
 
+/// The decoder of one read and what it was handed.
+struct Feed<'a> {
+    table: &'a str,
+    dec: kproxy_nft::decode::TableDecoder,
+    /// The first decoding error (the rest of the dump is not decoded).
+    failed: Option<kproxy_nft::decode::DecodeError>,
+    /// Bytes handed so far (at most [`MAX_TABLE_DUMP`] are decoded).
+    total: usize,
+}
+
+impl Feed<'_> {
+    /// Whether the object's `attr` names this table.
+    fn in_table(&self, body: &[u8], attr: u16) -> bool {
+        find(body, attr)
+            .ok()
+            .flatten()
+            .is_some_and(|n| n.str() == Ok(self.table))
+    }
+
+    /// Hands one answer to the decoder (the first error kept).
+    fn feed(&mut self, kind: u16, body: &[u8]) {
+        self.total = self.total.saturating_add(body.len());
+        if self.failed.is_none()
+            && self.total <= MAX_TABLE_DUMP
+            && let Err(e) = self.dec.message(kind, body)
+        {
+            self.failed = Some(e);
+        }
+    }
+}
+
+/// A set of the table, as its declaration was dumped.
+struct SetDumped {
+    name: String,
+    /// A named set the kernel fills (`update @set`: session affinity):
+    /// its elements are traffic, not rules, and are not read.
+    dynamic: bool,
+}
+
 fn read_table_once(
     sock: &mut Socket,
     family: IpFamily,
@@ -443,30 +482,17 @@ fn read_table_once(
     rules: RuleDump,
     known: Option<&Arc<AnonDigests>>,
 ) -> Result<Option<TableRead>, ReadError> {
-    use kproxy_nft::decode::{DecodeError, TableDecoder};
+    use kproxy_nft::decode::TableDecoder;
     let mut dec = TableDecoder::new(family);
     if let Some(k) = known {
         dec = dec.knowing(Arc::clone(k));
     }
-    let mut failed: Option<DecodeError> = None;
-    let mut total = 0usize;
-    let in_table = |body: &[u8], attr: u16| {
-        find(body, attr)
-            .ok()
-            .flatten()
-            .is_some_and(|n| n.str() == Ok(table))
+    let mut f = Feed {
+        table,
+        dec,
+        failed: None,
+        total: 0,
     };
-    // Hands one answer to the decoder (the first error kept).
-    let mut feed =
-        |dec: &mut TableDecoder, kind: u16, body: &[u8], failed: &mut Option<DecodeError>| {
-            total = total.saturating_add(body.len());
-            if failed.is_none()
-                && total <= MAX_TABLE_DUMP
-                && let Err(e) = dec.message(kind, body)
-            {
-                *failed = Some(e);
-            }
-        };
     let mut q = AttrBuf::new();
     q.put_str(a::NFTA_TABLE_NAME, table);
     let mut found = false;
@@ -479,7 +505,7 @@ fn read_table_once(
                 .flatten()
                 .and_then(|f| f.u32_be().ok())
                 .unwrap_or(0);
-            feed(&mut dec, kind, body, &mut failed);
+            f.feed(kind, body);
         }
     })?;
     if !exists || !found {
@@ -497,17 +523,79 @@ fn read_table_once(
         Some(family),
         q,
         |kind, body| {
-            if kind == m::NFT_MSG_NEWCHAIN && in_table(body, a::NFTA_CHAIN_TABLE) {
+            if kind == m::NFT_MSG_NEWCHAIN && f.in_table(body, a::NFTA_CHAIN_TABLE) {
                 if rules == RuleDump::PerChain
                     && let Ok(Some(n)) = find(body, a::NFTA_CHAIN_NAME)
                     && let Ok(n) = n.str()
                 {
                     chains.push(n.to_string());
                 }
-                feed(&mut dec, kind, body, &mut failed);
+                f.feed(kind, body);
             }
         },
     )?;
+    let (sets, per_chain) = match rules {
+        RuleDump::PerChain => std::thread::scope(|s| {
+            // The rules on other threads while this one reads the sets.
+            let rules = s.spawn(|| rules_per_chain(family, table, &chains));
+            let sets = read_sets(sock, &mut f, family);
+            let rules = rules
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("netlink: a rule reader panicked")));
+            (sets, Some(rules))
+        }),
+        RuleDump::Table => (read_sets(sock, &mut f, family), None),
+    };
+    let sets = sets?;
+    match per_chain {
+        Some(dumped) => {
+            for raw in dumped? {
+                for body in raw.bodies() {
+                    f.feed(m::NFT_MSG_NEWRULE, body);
+                }
+            }
+        }
+        None => {
+            let mut q = AttrBuf::new();
+            q.put_str(a::NFTA_RULE_TABLE, table);
+            sock.request(
+                m::NFT_MSG_GETRULE,
+                nl::NLM_F_DUMP,
+                Some(family),
+                q,
+                |kind, body| {
+                    if kind == m::NFT_MSG_NEWRULE && f.in_table(body, a::NFTA_RULE_TABLE) {
+                        f.feed(kind, body);
+                    }
+                },
+            )?;
+        }
+    }
+    if let Some(e) = f.failed {
+        return Err(e.into());
+    }
+    if f.total > MAX_TABLE_DUMP {
+        return Err(ReadError::TooLarge);
+    }
+    let dumped = sets.iter().filter(|s| s.1).count();
+    let dynamic = sets.iter().filter(|s| s.0.dynamic).count();
+    Ok(Some(TableRead {
+        table: f.dec.finish()?,
+        taken: sets.len() - dumped - dynamic,
+        dumped,
+        dynamic,
+    }))
+}
+
+/// The table's sets and maps, their elements (but for those the decoder
+/// takes by digest, and the kernel-filled ones) and its counters, handed
+/// to the decoder; each set with whether its elements were dumped.
+fn read_sets(
+    sock: &mut Socket,
+    f: &mut Feed<'_>,
+    family: IpFamily,
+) -> io::Result<Vec<(SetDumped, bool)>> {
+    let table = f.table;
     let mut sets = Vec::new();
     let mut q = AttrBuf::new();
     q.put_str(a::NFTA_SET_TABLE, table);
@@ -517,7 +605,7 @@ fn read_table_once(
         Some(family),
         q,
         |kind, body| {
-            if kind == m::NFT_MSG_NEWSET && in_table(body, a::NFTA_SET_TABLE) {
+            if kind == m::NFT_MSG_NEWSET && f.in_table(body, a::NFTA_SET_TABLE) {
                 if let Ok(Some(n)) = find(body, a::NFTA_SET_NAME)
                     && let Ok(n) = n.str()
                 {
@@ -526,99 +614,120 @@ fn read_table_once(
                         .flatten()
                         .and_then(|f| f.u32_be().ok())
                         .unwrap_or(0);
-                    // A named set the kernel fills (`update @set`: session
-                    // affinity): its elements are traffic, not rules.
-                    let dynamic =
-                        flags & (val::NFT_SET_EVAL | val::NFT_SET_ANONYMOUS) == val::NFT_SET_EVAL;
-                    sets.push((n.to_string(), dynamic));
+                    sets.push(SetDumped {
+                        name: n.to_string(),
+                        dynamic: flags & (val::NFT_SET_EVAL | val::NFT_SET_ANONYMOUS)
+                            == val::NFT_SET_EVAL,
+                    });
                 }
-                feed(&mut dec, kind, body, &mut failed);
+                f.feed(kind, body);
             }
         },
     )?;
-    let mut dumped = 0;
-    let mut dynamic = 0;
-    for (set, kernel_filled) in &sets {
-        if *kernel_filled {
-            dynamic += 1;
-            continue;
+    let mut out = Vec::with_capacity(sets.len());
+    for set in sets {
+        let dump = !set.dynamic && !f.dec.elements_known(&set.name) && f.failed.is_none();
+        if dump {
+            let mut q = AttrBuf::new();
+            q.put_str(a::NFTA_SET_ELEM_LIST_TABLE, table);
+            q.put_str(a::NFTA_SET_ELEM_LIST_SET, &set.name);
+            sock.request(
+                m::NFT_MSG_GETSETELEM,
+                nl::NLM_F_DUMP,
+                Some(family),
+                q,
+                |kind, body| {
+                    if kind == m::NFT_MSG_NEWSETELEM {
+                        f.feed(kind, body);
+                    }
+                },
+            )?;
         }
-        if dec.elements_known(set) {
-            continue;
-        }
-        dumped += 1;
-        let mut q = AttrBuf::new();
-        q.put_str(a::NFTA_SET_ELEM_LIST_TABLE, table);
-        q.put_str(a::NFTA_SET_ELEM_LIST_SET, set);
-        sock.request(
-            m::NFT_MSG_GETSETELEM,
-            nl::NLM_F_DUMP,
-            Some(family),
-            q,
-            |kind, body| {
-                if kind == m::NFT_MSG_NEWSETELEM {
-                    feed(&mut dec, kind, body, &mut failed);
-                }
-            },
-        )?;
-        if failed.is_some() {
-            break;
-        }
+        out.push((set, dump));
     }
     let mut q = AttrBuf::new();
     q.put_str(a::NFTA_OBJ_TABLE, table);
-    q.put_u32_be(
-        a::NFTA_OBJ_TYPE,
-        kproxy_nfnl::consts::val::NFT_OBJECT_COUNTER,
-    );
+    q.put_u32_be(a::NFTA_OBJ_TYPE, val::NFT_OBJECT_COUNTER);
     sock.request(
         m::NFT_MSG_GETOBJ,
         nl::NLM_F_DUMP,
         Some(family),
         q,
         |kind, body| {
-            if kind == m::NFT_MSG_NEWOBJ && in_table(body, a::NFTA_OBJ_TABLE) {
-                feed(&mut dec, kind, body, &mut failed);
+            if kind == m::NFT_MSG_NEWOBJ && f.in_table(body, a::NFTA_OBJ_TABLE) {
+                f.feed(kind, body);
             }
         },
     )?;
-    let mut rule_dump = |sock: &mut Socket, q: AttrBuf| -> io::Result<bool> {
-        sock.request(
-            m::NFT_MSG_GETRULE,
-            nl::NLM_F_DUMP,
-            Some(family),
-            q,
-            |kind, body| {
-                if kind == m::NFT_MSG_NEWRULE && in_table(body, a::NFTA_RULE_TABLE) {
-                    feed(&mut dec, kind, body, &mut failed);
-                }
-            },
-        )
-    };
-    match rules {
-        RuleDump::Table => {
-            let mut q = AttrBuf::new();
-            q.put_str(a::NFTA_RULE_TABLE, table);
-            rule_dump(sock, q)?;
-        }
-        RuleDump::PerChain => {
-            for c in &chains {
-                rule_dump(sock, names(table, a::NFTA_RULE_CHAIN, c))?;
+    Ok(out)
+}
+
+/// Rule messages as dumped, one after the other.
+#[derive(Default)]
+struct RawRules {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl RawRules {
+    fn push(&mut self, body: &[u8]) {
+        self.bytes.extend_from_slice(body);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn bodies(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(s, e)| &self.bytes[s..*e])
+    }
+}
+
+/// How many threads dump rules chain by chain.
+const RULE_READERS: usize = 2;
+
+/// The rules of `chains` of `table`, one dump per chain (the kernel finds
+/// a chain by hash; a dump of the whole table instead walks the table's
+/// rules from the start for each 32 kB it answers, quadratic in the rules)
+/// on [`RULE_READERS`] threads of their own sockets; chain `i` goes to
+/// reader `i % RULE_READERS`. Each reader's rules, in its chains' order.
+fn rules_per_chain(family: IpFamily, table: &str, chains: &[String]) -> io::Result<Vec<RawRules>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let total = AtomicUsize::new(0);
+    let readers = RULE_READERS.min(chains.len()).max(1);
+    let read = |k: usize| -> io::Result<RawRules> {
+        let mut sock = Socket::open()?;
+        let mut raw = RawRules::default();
+        for c in chains.iter().skip(k).step_by(readers) {
+            let q = names(table, a::NFTA_RULE_CHAIN, c);
+            sock.request(
+                m::NFT_MSG_GETRULE,
+                nl::NLM_F_DUMP,
+                Some(family),
+                q,
+                |kind, body| {
+                    if kind == m::NFT_MSG_NEWRULE
+                        && total.fetch_add(body.len(), Ordering::Relaxed) <= MAX_TABLE_DUMP
+                    {
+                        raw.push(body);
+                    }
+                },
+            )?;
+            if total.load(Ordering::Relaxed) > MAX_TABLE_DUMP {
+                break;
             }
         }
-    }
-    if let Some(e) = failed {
-        return Err(e.into());
-    }
-    if total > MAX_TABLE_DUMP {
-        return Err(ReadError::TooLarge);
-    }
-    Ok(Some(TableRead {
-        table: dec.finish()?,
-        taken: sets.len() - dumped - dynamic,
-        dumped,
-        dynamic,
-    }))
+        Ok(raw)
+    };
+    std::thread::scope(|s| {
+        let others: Vec<_> = (1..readers).map(|k| s.spawn(move || read(k))).collect();
+        let mut out = vec![read(0)?];
+        for h in others {
+            out.push(
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("netlink: a rule reader panicked")))?,
+            );
+        }
+        Ok(out)
+    })
 }
 
 #[cfg(test)]
