@@ -47,9 +47,9 @@
 //! assert_eq!(known.get(&anon[0].digest()), Some(&anon[0].elements[..]));
 //! ```
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
-use kproxy_core::ir::Table;
+use kproxy_core::ir::{Match, Rule, Table, Verdict};
 use kproxy_core::model::IpFamily;
 use sha2::{Digest, Sha256};
 
@@ -119,6 +119,21 @@ impl AnonSet {
     }
 }
 
+/// Whether [`rule_exprs`] may make an anonymous set for `rule`: a match
+/// on several addresses, a random DNAT to several endpoints, a numgen
+/// verdict map. (Lowering only these rules keeps [`AnonDigests::of_table`]
+/// cheap; a set missed here would only be dumped.)
+fn makes_anonymous(rule: &Rule) -> bool {
+    rule.matches
+        .iter()
+        .any(|m| matches!(m, Match::AddrSet { addrs, .. } if addrs.len() > 1))
+        || match &rule.verdict {
+            Some(Verdict::DnatRandom { to }) => to.len() > 1,
+            Some(Verdict::RandomVerdictMap { .. }) => true,
+            _ => false,
+        }
+}
+
 /// The digest record in an anonymous set's user data, if it has one.
 pub fn digest_in(udata: &[u8]) -> Option<AnonDigest> {
     kproxy_nfnl::udata::Udata::get(udata, ANON_DIGEST_UDATA)?
@@ -149,7 +164,8 @@ impl AnonDigests {
     /// writes no digest).
     pub fn of_table(family: IpFamily, table: &Table, single: SingleDnat) -> Self {
         let mut sets = HashMap::new();
-        for rule in table.chains.iter().flat_map(|c| &c.rules) {
+        let rules = table.chains.iter().flat_map(|c| &c.rules);
+        for rule in rules.filter(|r| makes_anonymous(r)) {
             let Ok((anon, _)) = rule_exprs(family, rule, single) else {
                 continue;
             };
@@ -175,5 +191,45 @@ impl AnonDigests {
     /// Whether the table makes none.
     pub fn is_empty(&self) -> bool {
         self.sets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kproxy_core::model::NodeConfig;
+    use kproxy_core::profile::NftablesProfile;
+    use kproxy_core::sync::{Compiled, Compiler};
+
+    /// Every rule of the synthetic cluster's tables (both layouts, both
+    /// families) that the encoder gives an anonymous set is one
+    /// `makes_anonymous` picks, and the digests are those of the sets.
+    #[test]
+    fn the_filter_misses_no_anonymous_set() {
+        let state = kproxy_core::synthetic::cluster(60, 4);
+        let mut anonymous = 0;
+        for family in [IpFamily::V4, IpFamily::V6] {
+            for profile in [NftablesProfile::Current, NftablesProfile::Pre1_36] {
+                let targets = [(
+                    NodeConfig::new(family, "node-3"),
+                    crate::sync::Layout(profile),
+                )];
+                let compiled = Compiler::new().compile(&state, &targets, true).unwrap();
+                let Compiled::Full(desired) = &compiled[0] else {
+                    panic!("a first compile is full");
+                };
+                let table = &desired.ruleset.tables[0];
+                let known = AnonDigests::of_table(family, table, SingleDnat::Concat);
+                for rule in table.chains.iter().flat_map(|c| &c.rules) {
+                    let (anon, _) = rule_exprs(family, rule, SingleDnat::Concat).unwrap();
+                    assert!(anon.is_empty() || makes_anonymous(rule), "{rule:?}");
+                    for s in anon {
+                        assert_eq!(known.get(&s.digest()), Some(&s.elements[..]));
+                        anonymous += 1;
+                    }
+                }
+            }
+        }
+        assert!(anonymous > 100, "{anonymous}");
     }
 }

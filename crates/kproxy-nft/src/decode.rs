@@ -46,7 +46,7 @@
 //! assert_eq!(d.finish().unwrap(), tx.apply().unwrap());
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 

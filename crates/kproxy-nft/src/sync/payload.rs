@@ -8,7 +8,9 @@
 //! element adds and deletes. Chains that went away are flushed and deleted
 //! by a later [`nft_delete_stale`] transaction, as kube-proxy does.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt};
 
 use kproxy_core::diff::{ContainerChange, ContainerKind, ContainerRef, TableChanges, changes};
 use kproxy_core::ir::{
