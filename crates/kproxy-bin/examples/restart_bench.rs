@@ -14,7 +14,8 @@
 //! sets the sync would write, the table read by netlink (anonymous sets
 //! taken by their digest, both rule dumps), and a new proxier's first
 //! sync; and first, `2 x ROUNDS` changes of one Service each, as the agent
-//! syncs them (netlink and `nft -f` in turn).
+//! syncs them (netlink and `nft -f` in turn). `KPROXY_BENCH_READS_ONLY=1`:
+//! the reads alone.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -133,7 +134,10 @@ fn main() {
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         println!("first sync into {name}: {}", ms(t.elapsed()));
     }
-    changes(&mut state.clone(), &node, rounds, &metrics);
+    let reads_only = std::env::var_os("KPROXY_BENCH_READS_ONLY").is_some();
+    if !reads_only {
+        changes(&mut state.clone(), &node, rounds, &metrics);
+    }
     let written = &d[0].ruleset.tables[0];
     let single = kproxy_nft::sync::print_options(&node).single_dnat;
     for _ in 0..rounds {
@@ -154,6 +158,9 @@ fn main() {
                 read.dumped,
                 read.dynamic,
             );
+        }
+        if reads_only {
+            continue;
         }
         let before = generation().expect("generation");
         let t = Instant::now();

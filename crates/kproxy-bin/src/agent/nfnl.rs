@@ -372,10 +372,12 @@ pub const MAX_TABLE_DUMP: usize = 2 << 30;
 /// How [`read_table`] dumps the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RuleDump {
-    /// One dump of the table's rules.
-    #[default]
+    /// One dump of the table's rules (the kernel walks them from the
+    /// start again for each 32 kB it answers).
     Table,
-    /// One dump per chain.
+    /// One dump per chain (the kernel finds each by hash), on
+    /// [`RULE_READERS`] threads while the sets are read.
+    #[default]
     PerChain,
 }
 
@@ -682,7 +684,7 @@ impl RawRules {
 }
 
 /// How many threads dump rules chain by chain.
-const RULE_READERS: usize = 2;
+pub const RULE_READERS: usize = 2;
 
 /// The rules of `chains` of `table`, one dump per chain (the kernel finds
 /// a chain by hash; a dump of the whole table instead walks the table's
