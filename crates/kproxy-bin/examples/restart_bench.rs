@@ -151,12 +151,27 @@ fn main() {
                 .expect("netlink read")
                 .expect("the table is there");
             let took = t.elapsed();
+            // What the engine then does with it: nothing to write.
+            let t = Instant::now();
+            let mut held = read.table;
+            kproxy_nft::sync::payload::as_written(&mut held, written);
+            let opts = kproxy_nft::sync::print_options(&node);
+            let partial = kproxy_nft::sync::payload::nft_partial(&held, written, opts)
+                .expect("partial")
+                .expect("the same table");
+            let compared = t.elapsed();
+            let t = Instant::now();
+            drop(held);
+            let dropped = t.elapsed();
             println!(
-                "read by netlink ({dump:?} rule dump) {} ({} sets taken by digest, {} dumped, {} dynamic not read)",
+                "read by netlink ({dump:?} rule dump) {} ({} sets taken by digest, {} dumped, {} dynamic not read); compared {} ({} bytes to write), dropped {}",
                 ms(took),
                 read.taken,
                 read.dumped,
                 read.dynamic,
+                ms(compared),
+                partial.transaction.text.len(),
+                ms(dropped),
             );
         }
         if reads_only {

@@ -348,7 +348,10 @@ pub fn as_written(held: &mut Table, written: &Table) {
         if c.comment.is_none() {
             c.comment.clone_from(&w.comment);
         }
-        let same = c.rules.len() == w.rules.len()
+        // Most chains read back spelled as written: nothing to copy.
+        let spelled_differently = c.rules != w.rules;
+        let same = spelled_differently
+            && c.rules.len() == w.rules.len()
             && c.rules.iter().zip(&w.rules).all(|(a, b)| {
                 same_verdict(a.verdict.as_ref(), b.verdict.as_ref())
                     && a.matches.len() == b.matches.len()
