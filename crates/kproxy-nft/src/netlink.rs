@@ -1700,9 +1700,12 @@ impl Encoder {
             fam,
             b.into_bytes(),
         ));
+        // The elements name their set by the batch's id alone: the kernel
+        // then finds it among the sets this batch creates, last first,
+        // instead of comparing the name with every set of the table (at
+        // 10k Services, tens of thousands of sets for each anonymous set).
         let mut b = AttrBuf::new();
         b.put_str(a::NFTA_SET_ELEM_LIST_TABLE, t);
-        b.put_str(a::NFTA_SET_ELEM_LIST_SET, name);
         b.put_u32_be(a::NFTA_SET_ELEM_LIST_SET_ID, id);
         b.nest(a::NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
             for (key, data, end) in &s.elements {

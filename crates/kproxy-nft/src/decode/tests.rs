@@ -39,6 +39,33 @@ fn dump_of(table: &Table, single: SingleDnat) -> Vec<Message> {
         _ => 5,
     };
     let mut msgs = enc.messages;
+    // Anonymous sets' elements name their set by the batch's id; a dump
+    // names it.
+    let mut names = std::collections::HashMap::new();
+    for msg in &msgs {
+        if msg.nft_kind() == m::NFT_MSG_NEWSET
+            && let (Ok(Some(id)), Ok(Some(name))) = (
+                find(&msg.attrs, a::NFTA_SET_ID),
+                find(&msg.attrs, a::NFTA_SET_NAME),
+            )
+        {
+            names.insert(id.payload().to_vec(), name.str().unwrap().to_string());
+        }
+    }
+    for msg in &mut msgs {
+        if msg.nft_kind() == m::NFT_MSG_NEWSETELEM
+            && find(&msg.attrs, a::NFTA_SET_ELEM_LIST_SET)
+                .unwrap()
+                .is_none()
+        {
+            let id = find(&msg.attrs, a::NFTA_SET_ELEM_LIST_SET_ID)
+                .unwrap()
+                .unwrap();
+            let mut b = AttrBuf::new();
+            b.put_str(a::NFTA_SET_ELEM_LIST_SET, &names[id.payload()]);
+            msg.attrs.extend_from_slice(b.as_bytes());
+        }
+    }
     msgs.sort_by_key(|m| rank(m.nft_kind()));
     let mut handle = 100u64;
     for msg in &mut msgs {
