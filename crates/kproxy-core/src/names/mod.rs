@@ -36,6 +36,41 @@ pub fn hash_base32(input: &str, len: usize) -> String {
     s
 }
 
+/// The 16 characters of a per-service chain's hash: the base32 of the
+/// digest's first 10 bytes (80 bits, exactly 16 characters) is the first 16
+/// characters of the whole digest's, so only those are encoded.
+fn push_hash16(name: &mut String, hasher: Sha256) {
+    let digest = hasher.finalize();
+    let mut text = [0u8; 16];
+    BASE32.encode_mut(&digest[..10], &mut text);
+    // Base32 is ASCII.
+    name.extend(text.iter().map(|&b| char::from(b)));
+}
+
+/// A chain name `prefix` + the 16 hash characters of `hasher`'s input.
+fn hashed_chain(prefix: &str, hasher: Sha256) -> ChainName {
+    let mut name = String::with_capacity(prefix.len() + 16);
+    name.push_str(prefix);
+    push_hash16(&mut name, hasher);
+    ChainName(name)
+}
+
+/// A SHA-256 state fed with [`ServicePortName::hash_input`] (what every
+/// per-service chain name of the current layouts starts from), without
+/// formatting it.
+fn service_port_hasher(spn: &ServicePortName) -> Sha256 {
+    let mut h = Sha256::new();
+    h.update(spn.service.namespace.as_bytes());
+    h.update(b"/");
+    h.update(spn.service.name.as_bytes());
+    if !spn.port.is_empty() {
+        h.update(b":");
+        h.update(spn.port.as_bytes());
+    }
+    h.update(spn.protocol.as_lower().as_bytes());
+    h
+}
+
 /// A chain name (iptables chain or nftables chain).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChainName(String);
@@ -156,12 +191,19 @@ pub struct IptablesServiceChains {
 impl IptablesServiceChains {
     /// Names the chains of `spn` (current layout).
     pub fn new(spn: &ServicePortName) -> Self {
-        let h = hash_base32(&spn.hash_input(), 16);
+        let mut h = String::with_capacity(16);
+        push_hash16(&mut h, service_port_hasher(spn));
+        let name = |prefix: &str| {
+            let mut n = String::with_capacity(prefix.len() + h.len());
+            n.push_str(prefix);
+            n.push_str(&h);
+            ChainName(n)
+        };
         Self {
-            svc: ChainName(format!("{SVC_PREFIX}{h}")),
-            svl: ChainName(format!("{SVL_PREFIX}{h}")),
-            ext: ChainName(format!("{EXT_PREFIX}{h}")),
-            fw: ChainName(format!("{FW_PREFIX}{h}")),
+            svc: name(SVC_PREFIX),
+            svl: name(SVL_PREFIX),
+            ext: name(EXT_PREFIX),
+            fw: name(FW_PREFIX),
         }
     }
 }
@@ -216,14 +258,43 @@ pub fn iptables_endpoint_chain_v1_5(spn: &ServicePortName, endpoint: &str) -> Ch
     ChainName(format!("{SEP_PREFIX}{}", hash_base32(&input, 16)))
 }
 
-/// `KUBE-SEP-…`: the iptables chain of one endpoint of `spn`.
+/// `KUBE-SEP-…`: the iptables chain of one endpoint of `spn` (for several
+/// endpoints of one service port, [`IptablesEndpointChains`] hashes the
+/// service port's part once).
 pub fn iptables_endpoint_chain(spn: &ServicePortName, endpoint: &str) -> ChainName {
-    let mut input = spn.hash_input();
-    input.push_str(endpoint);
-    let mut name = String::with_capacity(25);
-    name.push_str(SEP_PREFIX);
-    name.push_str(&hash_base32(&input, 16));
-    ChainName(name)
+    IptablesEndpointChains::new(spn).chain(endpoint)
+}
+
+/// Names the `KUBE-SEP-…` chains of one service port's endpoints: the hash
+/// of the service port name is taken once, each endpoint only adds its own
+/// string.
+///
+/// ```
+/// use kproxy_core::model::Protocol;
+/// use kproxy_core::names::{IptablesEndpointChains, ServicePortName, iptables_endpoint_chain};
+/// let spn = ServicePortName::new("ns1", "svc1", "p80", Protocol::Tcp);
+/// let chains = IptablesEndpointChains::new(&spn);
+/// assert_eq!(chains.chain("10.180.0.1:80").as_str(), "KUBE-SEP-SXIVWICOYRO3J4NJ");
+/// assert_eq!(chains.chain("10.180.0.2:80"), iptables_endpoint_chain(&spn, "10.180.0.2:80"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct IptablesEndpointChains {
+    prefix: Sha256,
+}
+
+impl IptablesEndpointChains {
+    /// The namer of `spn`'s endpoint chains.
+    pub fn new(spn: &ServicePortName) -> Self {
+        Self {
+            prefix: service_port_hasher(spn),
+        }
+    }
+    /// The chain of `endpoint` (`ip:port`, as [`endpoint_string`] spells it).
+    pub fn chain(&self, endpoint: &str) -> ChainName {
+        let mut h = self.prefix.clone();
+        h.update(endpoint.as_bytes());
+        hashed_chain(SEP_PREFIX, h)
+    }
 }
 
 #[cfg(test)]
@@ -251,6 +322,26 @@ mod tests {
             iptables_endpoint_chain(&s, &ep).as_str(),
             "KUBE-SEP-SXIVWICOYRO3J4NJ"
         );
+    }
+
+    #[test]
+    fn the_hasher_is_fed_the_hash_input() {
+        for port in ["", "p80"] {
+            for proto in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+                let s = ServicePortName::new("ns1", "svc1", port, proto);
+                let mut whole = String::new();
+                push_hash16(&mut whole, service_port_hasher(&s));
+                assert_eq!(whole, hash_base32(&s.hash_input(), 16));
+                let ep = "10.180.0.1:80";
+                assert_eq!(
+                    IptablesEndpointChains::new(&s).chain(ep).as_str(),
+                    format!(
+                        "{SEP_PREFIX}{}",
+                        hash_base32(&format!("{}{ep}", s.hash_input()), 16)
+                    )
+                );
+            }
+        }
     }
 
     #[test]

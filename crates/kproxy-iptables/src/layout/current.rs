@@ -9,7 +9,7 @@ use kproxy_core::ir::{
     AddrMatch, CtState, Direction, Hook, MarkOp, Match, Rule, Verdict, local_traffic_matches,
 };
 use kproxy_core::model::{Protocol, TrafficPolicy};
-use kproxy_core::names::{ChainName, IptablesServiceChains, iptables_endpoint_chain};
+use kproxy_core::names::{ChainName, IptablesEndpointChains, IptablesServiceChains};
 use kproxy_core::plan::{
     ClusterIpMasquerade, Disposition, ExternalMasquerade, LbSourceFilter, NodePlan,
     NodePortDestinations, Plan, PlannedEndpoint, ServicePortPlan,
@@ -614,17 +614,18 @@ fn service_chains<S: Sink>(
     }
 
     // 10, 11. Endpoint selection; the endpoint chains are named once.
+    let namer = IptablesEndpointChains::new(&sp.name);
     let seps: Vec<ChainName> = sp
         .reachable_endpoints
         .iter()
-        .map(|ep| iptables_endpoint_chain(&sp.name, ep.endpoint_str()))
+        .map(|ep| namer.chain(ep.endpoint_str()))
         .collect();
     let sep_of = |ep: &PlannedEndpoint| -> ChainName {
         sp.reachable_endpoints
             .binary_search_by(|r| r.endpoint_str().cmp(ep.endpoint_str()))
             .ok()
             .and_then(|i| seps.get(i).cloned())
-            .unwrap_or_else(|| iptables_endpoint_chain(&sp.name, ep.endpoint_str()))
+            .unwrap_or_else(|| namer.chain(ep.endpoint_str()))
     };
     if sp.uses_cluster_chain() {
         endpoint_selection(out, ctx, &spn, sp, svc, &sp.cluster_endpoints, &sep_of);
