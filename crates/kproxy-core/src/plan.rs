@@ -30,7 +30,8 @@ use crate::model::{
     AddressType, ClusterState, Endpoint, EndpointSlice, IpFamily, LocalDetector, MarkStyle,
     NodeConfig, Protocol, Service, ServiceType, TrafficPolicy,
 };
-use crate::names::{ServicePortName, endpoint_string};
+use crate::names::{ServicePortName, endpoint_arc};
+use crate::trace::FastMap;
 
 /// More endpoints than this (summed over all service ports) switch
 /// kube-proxy to large-cluster mode, which drops per-endpoint comments.
@@ -409,7 +410,7 @@ pub(crate) fn plan_service_group(
 fn plan_service_into(
     svc: &Service,
     node: &NodeConfig,
-    endpoints: &BTreeMap<EndpointKey<'_>, Vec<PlannedEndpoint>>,
+    endpoints: &Endpoints<'_>,
     release: Release,
     out: &mut Vec<ServicePortPlan>,
 ) {
@@ -589,18 +590,23 @@ fn cluster_ip_masquerade(node: &NodeConfig) -> ClusterIpMasquerade {
 /// namespace, service, port name, protocol
 type EndpointKey<'a> = (&'a str, &'a str, &'a str, Protocol);
 
+/// Each service port's endpoints (only looked up: the order of the map
+/// never shows).
+type Endpoints<'a> = FastMap<EndpointKey<'a>, Vec<PlannedEndpoint>>;
+
 /// Merges the EndpointSlices of the node's family into per-service-port
 /// endpoint lists, de-duplicated and sorted as kube-proxy does.
 fn collect_endpoints<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     node: &NodeConfig,
-) -> BTreeMap<EndpointKey<'a>, Vec<PlannedEndpoint>> {
+) -> Endpoints<'a> {
     let mut slices: Vec<_> = slices
         .into_iter()
         .filter(|s| s.address_type == AddressType::Ip(node.family))
         .collect();
     slices.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut map: BTreeMap<EndpointKey<'a>, Vec<PlannedEndpoint>> = BTreeMap::new();
+    let mut map: Endpoints<'a> =
+        FastMap::with_capacity_and_hasher(slices.len(), Default::default());
     for slice in slices {
         for port in &slice.ports {
             let (Some(name), Some(p)) = (&port.name, port.port) else {
@@ -641,7 +647,7 @@ fn planned_endpoint(ep: &Endpoint, port: u16, node_name: &str) -> PlannedEndpoin
         terminating: ep.conditions.terminating,
         zone_hints: ep.zone_hints.clone(),
         node_hints: ep.node_hints.clone(),
-        endpoint: endpoint_string(ep.address, port).into(),
+        endpoint: endpoint_arc(ep.address, port),
     }
 }
 
@@ -664,7 +670,7 @@ fn plan_service_port(
     svc: &Service,
     index: usize,
     node: &NodeConfig,
-    endpoints: &BTreeMap<EndpointKey<'_>, Vec<PlannedEndpoint>>,
+    endpoints: &Endpoints<'_>,
     release: Release,
 ) -> Option<ServicePortPlan> {
     let v1_5 = release == Release::V1_5;

@@ -39,20 +39,26 @@ pub fn hash_base32(input: &str, len: usize) -> String {
 /// The 16 characters of a per-service chain's hash: the base32 of the
 /// digest's first 10 bytes (80 bits, exactly 16 characters) is the first 16
 /// characters of the whole digest's, so only those are encoded.
-fn push_hash16(name: &mut String, hasher: Sha256) {
+fn hash16(hasher: Sha256) -> Hash16 {
     let digest = hasher.finalize();
     let mut text = [0u8; 16];
     BASE32.encode_mut(&digest[..10], &mut text);
-    // Base32 is ASCII.
-    name.extend(text.iter().map(|&b| char::from(b)));
+    Hash16(text)
+}
+
+/// The 16 base32 characters of a chain name's hash.
+struct Hash16([u8; 16]);
+
+impl Hash16 {
+    fn as_str(&self) -> &str {
+        // Base32 is ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// A chain name `prefix` + the 16 hash characters of `hasher`'s input.
 fn hashed_chain(prefix: &str, hasher: Sha256) -> ChainName {
-    let mut name = String::with_capacity(prefix.len() + 16);
-    name.push_str(prefix);
-    push_hash16(&mut name, hasher);
-    ChainName(name)
+    ChainName::concat(prefix, hash16(hasher).as_str())
 }
 
 /// A SHA-256 state fed with [`ServicePortName::hash_input`] (what every
@@ -83,6 +89,13 @@ impl ChainName {
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+    /// `prefix` + `rest`, in one allocation of the right size.
+    fn concat(prefix: &str, rest: &str) -> Self {
+        let mut name = String::with_capacity(prefix.len() + rest.len());
+        name.push_str(prefix);
+        name.push_str(rest);
+        Self(name)
     }
 }
 
@@ -162,16 +175,66 @@ impl fmt::Display for ServicePortName {
 /// The endpoint string kube-proxy uses: `ip:port` or `[ipv6]:port`, with the
 /// IP in canonical form.
 pub fn endpoint_string(ip: IpAddr, port: u16) -> String {
-    use std::fmt::Write as _;
     match ip {
-        // The hot path of large clusters, without `fmt`'s padding machinery.
-        IpAddr::V4(v4) => {
-            let mut s = String::with_capacity(21);
-            let [a, b, c, d] = v4.octets();
-            let _ = write!(s, "{a}.{b}.{c}.{d}:{port}");
-            s
-        }
+        IpAddr::V4(v4) => V4Endpoint::new(v4.octets(), port).as_str().to_string(),
         IpAddr::V6(_) => SocketAddr::new(ip, port).to_string(),
+    }
+}
+
+/// [`endpoint_string`], shared (the planner's endpoints hold it so).
+pub(crate) fn endpoint_arc(ip: IpAddr, port: u16) -> std::sync::Arc<str> {
+    match ip {
+        // The hot path of large clusters: one allocation, no `fmt`.
+        IpAddr::V4(v4) => V4Endpoint::new(v4.octets(), port).as_str().into(),
+        IpAddr::V6(_) => SocketAddr::new(ip, port).to_string().into(),
+    }
+}
+
+/// `a.b.c.d:port` spelled into a buffer on the stack.
+struct V4Endpoint {
+    buf: [u8; 21],
+    len: usize,
+}
+
+impl V4Endpoint {
+    fn new(octets: [u8; 4], port: u16) -> Self {
+        let mut e = Self {
+            buf: [0; 21],
+            len: 0,
+        };
+        for (i, o) in octets.into_iter().enumerate() {
+            if i > 0 {
+                e.push(b'.');
+            }
+            e.push_decimal(u32::from(o));
+        }
+        e.push(b':');
+        e.push_decimal(u32::from(port));
+        e
+    }
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+    /// `n` is at most 65535 (an octet or a port).
+    fn push_decimal(&mut self, n: u32) {
+        let digits = match n {
+            0..=9 => 1,
+            10..=99 => 2,
+            100..=999 => 3,
+            1000..=9999 => 4,
+            _ => 5,
+        };
+        let mut n = n;
+        for i in (self.len..self.len + digits).rev() {
+            self.buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        self.len += digits;
+    }
+    fn as_str(&self) -> &str {
+        // Only ASCII digits, dots and a colon were written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
     }
 }
 
@@ -191,14 +254,8 @@ pub struct IptablesServiceChains {
 impl IptablesServiceChains {
     /// Names the chains of `spn` (current layout).
     pub fn new(spn: &ServicePortName) -> Self {
-        let mut h = String::with_capacity(16);
-        push_hash16(&mut h, service_port_hasher(spn));
-        let name = |prefix: &str| {
-            let mut n = String::with_capacity(prefix.len() + h.len());
-            n.push_str(prefix);
-            n.push_str(&h);
-            ChainName(n)
-        };
+        let h = hash16(service_port_hasher(spn));
+        let name = |prefix: &str| ChainName::concat(prefix, h.as_str());
         Self {
             svc: name(SVC_PREFIX),
             svl: name(SVL_PREFIX),
@@ -329,9 +386,8 @@ mod tests {
         for port in ["", "p80"] {
             for proto in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
                 let s = ServicePortName::new("ns1", "svc1", port, proto);
-                let mut whole = String::new();
-                push_hash16(&mut whole, service_port_hasher(&s));
-                assert_eq!(whole, hash_base32(&s.hash_input(), 16));
+                let whole = hash16(service_port_hasher(&s));
+                assert_eq!(whole.as_str(), hash_base32(&s.hash_input(), 16));
                 let ep = "10.180.0.1:80";
                 assert_eq!(
                     IptablesEndpointChains::new(&s).chain(ep).as_str(),
@@ -364,6 +420,21 @@ mod tests {
             spn("default", "hostnames", "").to_string(),
             "default/hostnames"
         );
+    }
+
+    #[test]
+    fn ipv4_endpoint_string_is_the_socket_address() {
+        for (ip, port) in [
+            ("0.0.0.0", 0),
+            ("10.180.0.1", 80),
+            ("255.255.255.255", 65535),
+            ("1.20.100.9", 8080),
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let want = SocketAddr::new(ip, port).to_string();
+            assert_eq!(endpoint_string(ip, port), want);
+            assert_eq!(&*endpoint_arc(ip, port), want);
+        }
     }
 
     #[test]
