@@ -103,40 +103,50 @@ pub fn stream(
         })
         .sum();
     let ports = plan.service_ports.len();
+    let filter_rules = ports * 60 + 1024;
+    let nat_decls = (endpoints / 2 + ports * 3) * 32;
+    // nat's rules, the largest part, become the output: room for what goes
+    // in front of them (the filter table, nat's declarations) is reserved
+    // too, so that they are moved in place, not copied to a new buffer.
     sink.tables[TableId::Nat as usize]
         .rules
-        .reserve(endpoints * 110 + ports * 400);
-    sink.tables[TableId::Nat as usize]
-        .decls
-        .reserve((endpoints / 2 + ports * 3) * 32);
+        .reserve(endpoints * 110 + ports * 400 + filter_rules + nat_decls);
+    sink.tables[TableId::Nat as usize].decls.reserve(nat_decls);
     sink.tables[TableId::Filter as usize]
         .rules
-        .reserve(ports * 60 + 1024);
+        .reserve(filter_rules);
     crate::layout::emit(plan, layout, &mut sink);
     if let Some(e) = sink.error {
         return Err(e);
     }
-    // Assemble in one buffer of the exact size: nat's rules, the largest
-    // part, are copied once.
     let [filter, nat, mangle] = sink.tables;
-    let parts = [("filter", &filter), ("nat", &nat), ("mangle", &mangle)];
-    let len: usize = parts
-        .iter()
-        .filter(|(_, t)| t.used)
-        .map(|(name, t)| name.len() + 2 + t.decls.len() + t.rules.len() + "COMMIT\n".len())
-        .sum();
-    let mut out = String::with_capacity(len);
-    for (name, t) in parts {
-        if t.used {
-            out.push('*');
-            out.push_str(name);
-            out.push('\n');
-            out.push_str(&t.decls);
-            out.push_str(&t.rules);
-            out.push_str("COMMIT\n");
-        }
+    let mut head = String::new();
+    let mut tail = String::new();
+    table_text(&mut head, "filter", &filter);
+    drop(filter);
+    if nat.used {
+        head.push_str("*nat\n");
+        head.push_str(&nat.decls);
+        tail.push_str("COMMIT\n");
     }
+    table_text(&mut tail, "mangle", &mangle);
+    let mut out = nat.rules;
+    out.reserve(head.len() + tail.len());
+    out.insert_str(0, &head);
+    out.push_str(&tail);
     Ok(out)
+}
+
+/// Appends table `name` whole, if it was used.
+fn table_text(out: &mut String, name: &str, t: &TextTable) {
+    if t.used {
+        out.push('*');
+        out.push_str(name);
+        out.push('\n');
+        out.push_str(&t.decls);
+        out.push_str(&t.rules);
+        out.push_str("COMMIT\n");
+    }
 }
 
 #[derive(Default)]
