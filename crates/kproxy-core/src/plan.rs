@@ -379,7 +379,7 @@ pub fn plan(state: &ClusterState, node: &NodeConfig) -> Plan {
 /// Plans `state` for the family of `node` with the decisions of `release`.
 pub fn plan_release(state: &ClusterState, node: &NodeConfig, release: Release) -> Plan {
     let mut endpoints = collect_endpoints(&state.endpoint_slices, node);
-    let mut service_ports = Vec::new();
+    let mut service_ports = Vec::with_capacity(state.services.len());
     for svc in &state.services {
         plan_service_into(svc, node, &mut endpoints, release, &mut service_ports);
     }
