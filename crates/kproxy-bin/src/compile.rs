@@ -259,16 +259,61 @@ pub fn layout_plan(
 
 /// Runs `kproxy compile` on an already loaded inventory.
 pub fn compile(args: &CompileArgs, inv: &Inventory) -> Result<Output> {
-    let mut out = Output::default();
-    let mut text = Vec::new();
-    compile_to(
+    let mut warnings = Vec::new();
+    let mut stdout = String::new();
+    compile_into(
         args,
         inv,
-        &mut |w| out.warnings.push(w.to_string()),
-        &mut text,
+        &mut |w| warnings.push(w.to_string()),
+        &mut TextOut::Text(&mut stdout),
     )?;
-    out.stdout = String::from_utf8(text)?;
-    Ok(out)
+    Ok(Output { stdout, warnings })
+}
+
+/// Where [`compile_into`] puts the rules: a writer, or a string that takes
+/// a family's text as it is (one family: no copy of tens of MB).
+enum TextOut<'a> {
+    Writer(&'a mut dyn Write),
+    Text(&'a mut String),
+}
+
+impl TextOut<'_> {
+    fn text(&mut self, text: String) -> Result<()> {
+        match self {
+            TextOut::Writer(w) => w.write_all(text.as_bytes())?,
+            TextOut::Text(s) if s.is_empty() => **s = text,
+            TextOut::Text(s) => s.push_str(&text),
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, line: std::fmt::Arguments<'_>) -> Result<()> {
+        match self {
+            TextOut::Writer(w) => writeln!(w, "{line}")?,
+            TextOut::Text(s) => {
+                use std::fmt::Write as _;
+                writeln!(s, "{line}")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `write` on a writer (text written to a string is UTF-8 checked).
+    fn with_writer(&mut self, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+        match self {
+            TextOut::Writer(w) => write(&mut **w),
+            TextOut::Text(s) => {
+                let mut bytes = Vec::new();
+                write(&mut bytes)?;
+                if s.is_empty() {
+                    **s = String::from_utf8(bytes)?;
+                } else {
+                    s.push_str(std::str::from_utf8(&bytes)?);
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// [`compile`], handing each warning to `warn` before any rule is written
@@ -279,6 +324,15 @@ pub fn compile_to(
     inv: &Inventory,
     warn: &mut dyn FnMut(&str),
     stdout: &mut dyn Write,
+) -> Result<()> {
+    compile_into(args, inv, warn, &mut TextOut::Writer(stdout))
+}
+
+fn compile_into(
+    args: &CompileArgs,
+    inv: &Inventory,
+    warn: &mut dyn FnMut(&str),
+    stdout: &mut TextOut<'_>,
 ) -> Result<()> {
     let _stage = Stage::spinner(&format!("compiling {} Services", inv.state.services.len()));
     let resolved = resolve(&args.node, inv)?;
@@ -298,9 +352,11 @@ pub fn compile_to(
             .iter()
             .map(|n| Layout::Nftables(nft_profile).plan(&inv.state, n))
             .collect();
-        kproxy_nft::write_json_profile(&plans, nft_profile, stdout)?;
-        stdout.write_all(b"\n")?;
-        return Ok(());
+        return stdout.with_writer(|w| {
+            kproxy_nft::write_json_profile(&plans, nft_profile, &mut *w)?;
+            w.write_all(b"\n")?;
+            Ok(())
+        });
     }
     for node in &resolved.nodes {
         let text = match backend {
@@ -327,9 +383,9 @@ pub fn compile_to(
                 (Backend::Iptables, IpFamily::V6) => "ip6tables-restore",
                 _ => "nft -f",
             };
-            writeln!(stdout, "# {} input ({tool})", node.family)?;
+            stdout.line(format_args!("# {} input ({tool})", node.family))?;
         }
-        stdout.write_all(text.as_bytes())?;
+        stdout.text(text)?;
     }
     Ok(())
 }

@@ -30,7 +30,8 @@ use crate::model::{
     AddressType, ClusterState, Endpoint, EndpointSlice, IpFamily, LocalDetector, MarkStyle,
     NodeConfig, Protocol, Service, ServiceType, TrafficPolicy,
 };
-use crate::names::{ServicePortName, endpoint_string};
+use crate::names::{ServicePortName, endpoint_arc};
+use crate::trace::FastMap;
 
 /// More endpoints than this (summed over all service ports) switch
 /// kube-proxy to large-cluster mode, which drops per-endpoint comments.
@@ -377,10 +378,10 @@ pub fn plan(state: &ClusterState, node: &NodeConfig) -> Plan {
 
 /// Plans `state` for the family of `node` with the decisions of `release`.
 pub fn plan_release(state: &ClusterState, node: &NodeConfig, release: Release) -> Plan {
-    let endpoints = collect_endpoints(&state.endpoint_slices, node);
-    let mut service_ports = Vec::new();
+    let mut endpoints = collect_endpoints(&state.endpoint_slices, node);
+    let mut service_ports = Vec::with_capacity(state.services.len());
     for svc in &state.services {
-        plan_service_into(svc, node, &endpoints, release, &mut service_ports);
+        plan_service_into(svc, node, &mut endpoints, release, &mut service_ports);
     }
     sort_service_ports(&mut service_ports);
     finish_plan(node, release, service_ports)
@@ -397,19 +398,19 @@ pub(crate) fn plan_service_group(
     node: &NodeConfig,
     release: Release,
 ) -> Vec<ServicePortPlan> {
-    let endpoints = collect_endpoints(slices.iter().copied(), node);
+    let mut endpoints = collect_endpoints(slices.iter().copied(), node);
     let mut service_ports = Vec::new();
     for svc in services {
-        plan_service_into(svc, node, &endpoints, release, &mut service_ports);
+        plan_service_into(svc, node, &mut endpoints, release, &mut service_ports);
     }
     sort_service_ports(&mut service_ports);
     service_ports
 }
 
-fn plan_service_into(
-    svc: &Service,
+fn plan_service_into<'a>(
+    svc: &'a Service,
     node: &NodeConfig,
-    endpoints: &BTreeMap<EndpointKey<'_>, Vec<PlannedEndpoint>>,
+    endpoints: &mut Endpoints<'a>,
     release: Release,
     out: &mut Vec<ServicePortPlan>,
 ) {
@@ -589,18 +590,23 @@ fn cluster_ip_masquerade(node: &NodeConfig) -> ClusterIpMasquerade {
 /// namespace, service, port name, protocol
 type EndpointKey<'a> = (&'a str, &'a str, &'a str, Protocol);
 
+/// Each service port's endpoints (only looked up: the order of the map
+/// never shows).
+type Endpoints<'a> = FastMap<EndpointKey<'a>, Vec<PlannedEndpoint>>;
+
 /// Merges the EndpointSlices of the node's family into per-service-port
 /// endpoint lists, de-duplicated and sorted as kube-proxy does.
 fn collect_endpoints<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     node: &NodeConfig,
-) -> BTreeMap<EndpointKey<'a>, Vec<PlannedEndpoint>> {
+) -> Endpoints<'a> {
     let mut slices: Vec<_> = slices
         .into_iter()
         .filter(|s| s.address_type == AddressType::Ip(node.family))
         .collect();
     slices.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut map: BTreeMap<EndpointKey<'a>, Vec<PlannedEndpoint>> = BTreeMap::new();
+    let mut map: Endpoints<'a> =
+        FastMap::with_capacity_and_hasher(slices.len(), Default::default());
     for slice in slices {
         for port in &slice.ports {
             let (Some(name), Some(p)) = (&port.name, port.port) else {
@@ -616,6 +622,7 @@ fn collect_endpoints<'a>(
                 port.protocol,
             );
             let list = map.entry(key).or_default();
+            list.reserve(slice.endpoints.len());
             for ep in slice
                 .endpoints
                 .iter()
@@ -641,7 +648,7 @@ fn planned_endpoint(ep: &Endpoint, port: u16, node_name: &str) -> PlannedEndpoin
         terminating: ep.conditions.terminating,
         zone_hints: ep.zone_hints.clone(),
         node_hints: ep.node_hints.clone(),
-        endpoint: endpoint_string(ep.address, port).into(),
+        endpoint: endpoint_arc(ep.address, port),
     }
 }
 
@@ -660,11 +667,15 @@ fn merge_endpoint(list: &mut Vec<PlannedEndpoint>, planned: PlannedEndpoint) {
     }
 }
 
-fn plan_service_port(
-    svc: &Service,
+/// Plans one port of `svc`, taking its endpoint list out of `endpoints`:
+/// a second service port of the same name (the same Service listed twice)
+/// finds none, and is the one [`sort_service_ports`] drops, since the
+/// first one planned stays.
+fn plan_service_port<'a>(
+    svc: &'a Service,
     index: usize,
     node: &NodeConfig,
-    endpoints: &BTreeMap<EndpointKey<'_>, Vec<PlannedEndpoint>>,
+    endpoints: &mut Endpoints<'a>,
     release: Release,
 ) -> Option<ServicePortPlan> {
     let v1_5 = release == Release::V1_5;
@@ -722,23 +733,16 @@ fn plan_service_port(
         port.name.as_str(),
         port.protocol,
     );
-    let all = endpoints.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+    let mut all = endpoints.remove(&key).unwrap_or_default();
     // 1.5 read Endpoints: ready addresses only, without hints.
-    let ready_only: Vec<PlannedEndpoint>;
-    let all = if v1_5 {
-        ready_only = all
-            .iter()
-            .filter(|e| e.ready)
-            .map(|e| PlannedEndpoint {
-                zone_hints: BTreeSet::new(),
-                node_hints: BTreeSet::new(),
-                ..e.clone()
-            })
-            .collect();
-        ready_only.as_slice()
-    } else {
-        all
-    };
+    if v1_5 {
+        all.retain(|e| e.ready);
+        for e in &mut all {
+            e.zone_hints.clear();
+            e.node_hints.clear();
+        }
+    }
+    let total_endpoints = all.len();
     let usage = EndpointUsage {
         cluster: internal_policy == TrafficPolicy::Cluster || externally_accessible,
         local: internal_policy == TrafficPolicy::Local
@@ -778,7 +782,7 @@ fn plan_service_port(
         },
         local_endpoints: if usage.local { sel.local } else { Vec::new() },
         reachable_endpoints: sel.reachable,
-        total_endpoints: all.len(),
+        total_endpoints,
         has_endpoints: sel.has_any,
         internal,
         external,
@@ -839,18 +843,18 @@ struct Selection {
 }
 
 fn topology_mode(eps: &[PlannedEndpoint], node_name: &str, zone: Option<&str>) -> TopologyMode {
-    let ready: Vec<_> = eps.iter().filter(|e| e.ready).collect();
-    if ready.is_empty() {
+    let ready = || eps.iter().filter(|e| e.ready);
+    if ready().next().is_none() {
         return TopologyMode::None;
     }
-    let all_node_hints = ready.iter().all(|e| !e.node_hints.is_empty());
-    let for_node = ready.iter().any(|e| e.node_hints.contains(node_name));
+    let all_node_hints = ready().all(|e| !e.node_hints.is_empty());
+    let for_node = ready().any(|e| e.node_hints.contains(node_name));
     if all_node_hints && for_node {
         return TopologyMode::SameNode;
     }
     let zone = zone.unwrap_or("");
-    let all_zone_hints = ready.iter().all(|e| !e.zone_hints.is_empty());
-    let for_zone = ready.iter().any(|e| e.zone_hints.contains(zone));
+    let all_zone_hints = ready().all(|e| !e.zone_hints.is_empty());
+    let for_zone = ready().any(|e| e.zone_hints.contains(zone));
     if all_zone_hints && for_zone {
         return TopologyMode::SameZone;
     }
@@ -874,7 +878,7 @@ fn available_for_topology(
 /// the serving-terminating fallback), local endpoints (ready, else local
 /// serving-terminating) and their union.
 fn categorize_endpoints(
-    eps: &[PlannedEndpoint],
+    eps: Vec<PlannedEndpoint>,
     usage: EndpointUsage,
     node_name: &str,
     zone: Option<&str>,
@@ -885,12 +889,18 @@ fn categorize_endpoints(
     }
     let mut mode = TopologyMode::None;
     if usage.cluster {
-        mode = topology_mode(eps, node_name, zone);
-        sel.cluster = eps
-            .iter()
-            .filter(|e| e.ready && available_for_topology(e, mode, node_name, zone))
-            .cloned()
-            .collect();
+        mode = topology_mode(&eps, node_name, zone);
+        let cluster =
+            |e: &PlannedEndpoint| e.ready && available_for_topology(e, mode, node_name, zone);
+        if !usage.local && eps.iter().all(cluster) {
+            // The common case: every endpoint, and nothing else to select
+            // from the list; it is taken as it is.
+            sel.has_any = true;
+            sel.reachable = eps.clone();
+            sel.cluster = eps;
+            return sel;
+        }
+        sel.cluster = eps.iter().filter(|e| cluster(e)).cloned().collect();
         if sel.cluster.is_empty() {
             sel.cluster = eps
                 .iter()
@@ -906,7 +916,7 @@ fn categorize_endpoints(
     }
     let mut local_ready = false;
     let mut local_terminating = false;
-    for e in eps {
+    for e in &eps {
         if e.ready {
             sel.has_any = true;
             local_ready |= e.is_local;

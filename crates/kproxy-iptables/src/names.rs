@@ -13,6 +13,6 @@
 
 pub use kproxy_core::names::iptables::*;
 pub use kproxy_core::names::{
-    ChainName, IptablesServiceChains, ServicePortName, V1_5ServiceChains, iptables_endpoint_chain,
-    iptables_endpoint_chain_v1_5,
+    ChainName, IptablesEndpointChains, IptablesServiceChains, ServicePortName, V1_5ServiceChains,
+    iptables_endpoint_chain, iptables_endpoint_chain_v1_5,
 };

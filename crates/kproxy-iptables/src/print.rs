@@ -51,6 +51,33 @@ pub fn format_probability_for(one_in: u32, profile: IptablesProfile) -> String {
     }
 }
 
+/// The probabilities already spelled, by N (a cluster's Services have few
+/// distinct endpoint counts, and formatting a float exactly is slow).
+#[derive(Debug, Default)]
+struct Probabilities {
+    text: Vec<String>,
+}
+
+impl Probabilities {
+    /// Larger N are spelled each time (and never held).
+    const CACHED: u32 = 4096;
+
+    fn push(&mut self, out: &mut String, one_in: u32, profile: IptablesProfile) {
+        if one_in >= Self::CACHED {
+            out.push_str(&format_probability_for(one_in, profile));
+            return;
+        }
+        let i = one_in as usize;
+        if self.text.len() <= i {
+            self.text.resize(i + 1, String::new());
+        }
+        if self.text[i].is_empty() {
+            self.text[i] = format_probability_for(one_in, profile);
+        }
+        out.push_str(&self.text[i]);
+    }
+}
+
 /// Prints the layout as it is emitted, the way kube-proxy writes its
 /// buffers: per table the chain declarations, then the rules in emission
 /// order (rules of different chains interleave, as in kube-proxy's payload).
@@ -64,6 +91,7 @@ pub fn stream(
         opts,
         tables: Default::default(),
         error: None,
+        probabilities: Probabilities::default(),
     };
     // Reserve roughly what the rules take, so that the buffers of a large
     // cluster do not grow by copying.
@@ -75,34 +103,25 @@ pub fn stream(
         })
         .sum();
     let ports = plan.service_ports.len();
+    let filter_rules = ports * 60 + 1024;
+    let nat_decls = (endpoints / 2 + ports * 3) * 32;
+    // nat's rules, the largest part, become the output: room for what goes
+    // in front of them (the filter table, nat's declarations) is reserved
+    // too, so that they are moved in place, not copied to a new buffer.
     sink.tables[TableId::Nat as usize]
         .rules
-        .reserve(endpoints * 110 + ports * 400);
-    sink.tables[TableId::Nat as usize]
-        .decls
-        .reserve((endpoints / 2 + ports * 3) * 32);
+        .reserve(endpoints * 110 + ports * 400 + filter_rules + nat_decls);
+    sink.tables[TableId::Nat as usize].decls.reserve(nat_decls);
     sink.tables[TableId::Filter as usize]
         .rules
-        .reserve(ports * 60 + 1024);
+        .reserve(filter_rules);
     crate::layout::emit(plan, layout, &mut sink);
     if let Some(e) = sink.error {
         return Err(e);
     }
-    // Assemble in the largest buffer (nat's rules) so that a large payload
-    // is held once: everything before it is inserted in front.
     let [filter, nat, mangle] = sink.tables;
     let mut head = String::new();
     let mut tail = String::new();
-    let table_text = |out: &mut String, name: &str, t: &TextTable| {
-        if t.used {
-            out.push('*');
-            out.push_str(name);
-            out.push('\n');
-            out.push_str(&t.decls);
-            out.push_str(&t.rules);
-            out.push_str("COMMIT\n");
-        }
-    };
     table_text(&mut head, "filter", &filter);
     drop(filter);
     if nat.used {
@@ -118,6 +137,18 @@ pub fn stream(
     Ok(out)
 }
 
+/// Appends table `name` whole, if it was used.
+fn table_text(out: &mut String, name: &str, t: &TextTable) {
+    if t.used {
+        out.push('*');
+        out.push_str(name);
+        out.push('\n');
+        out.push_str(&t.decls);
+        out.push_str(&t.rules);
+        out.push_str("COMMIT\n");
+    }
+}
+
 #[derive(Default)]
 struct TextTable {
     used: bool,
@@ -129,6 +160,7 @@ struct TextSink {
     opts: PrintOptions,
     tables: [TextTable; 3],
     error: Option<IptablesError>,
+    probabilities: Probabilities,
 }
 
 impl TextSink {
@@ -139,10 +171,11 @@ impl TextSink {
     }
     fn rule(&mut self, table: TableId, chain: &str, rule: &Rule) {
         let opts = self.opts;
-        let t = self.table(table);
+        let t = &mut self.tables[table as usize];
+        t.used = true;
         t.rules.push_str("-A ");
         t.rules.push_str(chain);
-        let res = rule_words(&mut t.rules, rule, opts);
+        let res = rule_words(&mut t.rules, rule, opts, &mut self.probabilities);
         t.rules.push('\n');
         if let (Err(what), None) = (res, &self.error) {
             self.error = Some(IptablesError::Unsupported {
@@ -172,13 +205,19 @@ impl Sink for TextSink {
 /// chain declarations, the rules chain by chain, `COMMIT`.
 pub fn print(ruleset: &Ruleset, opts: PrintOptions) -> Result<String, IptablesError> {
     let mut out = String::new();
+    let mut probabilities = Probabilities::default();
     for table in &ruleset.tables {
-        print_table(&mut out, table, opts)?;
+        print_table(&mut out, table, opts, &mut probabilities)?;
     }
     Ok(out)
 }
 
-fn print_table(out: &mut String, table: &Table, opts: PrintOptions) -> Result<(), IptablesError> {
+fn print_table(
+    out: &mut String,
+    table: &Table,
+    opts: PrintOptions,
+    probabilities: &mut Probabilities,
+) -> Result<(), IptablesError> {
     let _ = writeln!(out, "*{}", table.name);
     for chain in &table.chains {
         if chain.kind == ChainKind::Regular {
@@ -189,7 +228,12 @@ fn print_table(out: &mut String, table: &Table, opts: PrintOptions) -> Result<()
         for rule in &chain.rules {
             out.push_str("-A ");
             out.push_str(chain.name.as_str());
-            print_rule(out, chain.name.as_str(), rule, opts)?;
+            rule_words(out, rule, opts, probabilities).map_err(|what| {
+                IptablesError::Unsupported {
+                    chain: chain.name.to_string(),
+                    what,
+                }
+            })?;
             out.push('\n');
         }
     }
@@ -307,16 +351,23 @@ pub fn print_rule(
     rule: &Rule,
     opts: PrintOptions,
 ) -> Result<(), IptablesError> {
-    rule_words(out, rule, opts).map_err(|what| IptablesError::Unsupported {
-        chain: chain.to_string(),
-        what,
+    rule_words(out, rule, opts, &mut Probabilities::default()).map_err(|what| {
+        IptablesError::Unsupported {
+            chain: chain.to_string(),
+            what,
+        }
     })
 }
 
 /// [`print_rule`], its error saying what cannot be expressed.
-fn rule_words(out: &mut String, rule: &Rule, opts: PrintOptions) -> Result<(), String> {
+fn rule_words(
+    out: &mut String,
+    rule: &Rule,
+    opts: PrintOptions,
+    probabilities: &mut Probabilities,
+) -> Result<(), String> {
     for m in &rule.matches {
-        print_match(out, m, opts)?;
+        print_match(out, m, opts, probabilities)?;
     }
     if let Some(v) = &rule.verdict {
         print_verdict(out, v, opts)?;
@@ -324,7 +375,12 @@ fn rule_words(out: &mut String, rule: &Rule, opts: PrintOptions) -> Result<(), S
     Ok(())
 }
 
-fn print_match(out: &mut String, m: &Match, opts: PrintOptions) -> Result<(), String> {
+fn print_match(
+    out: &mut String,
+    m: &Match,
+    opts: PrintOptions,
+    probabilities: &mut Probabilities,
+) -> Result<(), String> {
     match m {
         Match::Comment(c) => {
             out.push_str(" -m comment --comment ");
@@ -396,18 +452,17 @@ fn print_match(out: &mut String, m: &Match, opts: PrintOptions) -> Result<(), St
             );
         }
         Match::Probability { one_in } => {
-            let _ = write!(
-                out,
-                " -m statistic --mode random --probability {}",
-                format_probability_for(*one_in, opts.profile)
-            );
+            out.push_str(" -m statistic --mode random --probability ");
+            probabilities.push(out, *one_in, opts.profile);
         }
         Match::Recent { name, op } => {
-            let _ = write!(out, " -m recent --name {name}");
+            out.push_str(" -m recent --name ");
+            out.push_str(name);
             match op {
                 RecentOp::Set => out.push_str(" --set"),
                 RecentOp::Check { seconds, reap } => {
-                    let _ = write!(out, " --rcheck --seconds {seconds}");
+                    out.push_str(" --rcheck --seconds ");
+                    push_u32(out, *seconds);
                     if *reap {
                         out.push_str(" --reap");
                     }

@@ -4,12 +4,13 @@
 //! model or re-decides Kubernetes semantics.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use kproxy_core::ir::{
     AddrMatch, CtState, Direction, Hook, MarkOp, Match, Rule, Verdict, local_traffic_matches,
 };
 use kproxy_core::model::{Protocol, TrafficPolicy};
-use kproxy_core::names::{ChainName, IptablesServiceChains, iptables_endpoint_chain};
+use kproxy_core::names::{ChainName, IptablesEndpointChains, IptablesServiceChains};
 use kproxy_core::plan::{
     ClusterIpMasquerade, Disposition, ExternalMasquerade, LbSourceFilter, NodePlan,
     NodePortDestinations, Plan, PlannedEndpoint, ServicePortPlan,
@@ -614,17 +615,25 @@ fn service_chains<S: Sink>(
     }
 
     // 10, 11. Endpoint selection; the endpoint chains are named once.
+    let namer = IptablesEndpointChains::new(&sp.name);
     let seps: Vec<ChainName> = sp
         .reachable_endpoints
         .iter()
-        .map(|ep| iptables_endpoint_chain(&sp.name, ep.endpoint_str()))
+        .map(|ep| namer.chain(ep.endpoint_str()))
         .collect();
-    let sep_of = |ep: &PlannedEndpoint| -> ChainName {
-        sp.reachable_endpoints
-            .binary_search_by(|r| r.endpoint_str().cmp(ep.endpoint_str()))
-            .ok()
-            .and_then(|i| seps.get(i).cloned())
-            .unwrap_or_else(|| iptables_endpoint_chain(&sp.name, ep.endpoint_str()))
+    // `i`: the endpoint's place in its list, which is its place among the
+    // reachable endpoints too when the lists are the same (the common case:
+    // they share their strings then).
+    let sep_of = |i: usize, ep: &PlannedEndpoint| -> ChainName {
+        let at = match sp.reachable_endpoints.get(i) {
+            Some(r) if Arc::ptr_eq(&r.endpoint, &ep.endpoint) => Some(i),
+            _ => sp
+                .reachable_endpoints
+                .binary_search_by(|r| r.endpoint_str().cmp(ep.endpoint_str()))
+                .ok(),
+        };
+        at.and_then(|i| seps.get(i).cloned())
+            .unwrap_or_else(|| namer.chain(ep.endpoint_str()))
     };
     if sp.uses_cluster_chain() {
         endpoint_selection(out, ctx, &spn, sp, svc, &sp.cluster_endpoints, &sep_of);
@@ -652,11 +661,12 @@ fn endpoint_selection<S: Sink>(
     sp: &ServicePortPlan,
     chain: &str,
     endpoints: &[PlannedEndpoint],
-    sep_of: &dyn Fn(&PlannedEndpoint) -> ChainName,
+    sep_of: &dyn Fn(usize, &PlannedEndpoint) -> ChainName,
 ) {
     let named: Vec<(&str, ChainName)> = endpoints
         .iter()
-        .map(|ep| (ep.endpoint_str(), sep_of(ep)))
+        .enumerate()
+        .map(|(i, ep)| (ep.endpoint_str(), sep_of(i, ep)))
         .collect();
     if let Some(seconds) = sp.affinity_timeout {
         for (s, sep) in &named {
