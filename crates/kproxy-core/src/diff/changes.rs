@@ -2,7 +2,10 @@
 //! one comparison [`super::diff`] and a node agent's partial syncs are
 //! built on.
 
-use std::collections::{HashMap, HashSet};
+/// Looked up only (the order never shows): a fixed-seed foldhash, as the
+/// rest of the core hashes.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::FixedState>;
 
 use crate::ir::{Chain, Element, KeyValue, Map, MapValue, Set, Table};
 use crate::names::ChainName;
