@@ -457,6 +457,26 @@ impl Feed<'_> {
             .is_some_and(|n| n.str() == Ok(self.table))
     }
 
+    /// One dump of `get` (answered by `new` messages): each answer about
+    /// this table (named by its `table_attr`; `None`: every answer) goes
+    /// to `seen`, then to the decoder.
+    fn dump(
+        &mut self,
+        sock: &mut Socket,
+        family: IpFamily,
+        (get, new): (u16, u16),
+        table_attr: Option<u16>,
+        q: AttrBuf,
+        mut seen: impl FnMut(&[u8]),
+    ) -> io::Result<bool> {
+        sock.request(get, nl::NLM_F_DUMP, Some(family), q, |kind, body| {
+            if kind == new && table_attr.is_none_or(|t| self.in_table(body, t)) {
+                seen(body);
+                self.feed(kind, body);
+            }
+        })
+    }
+
     /// Hands one answer to the decoder (the first error kept).
     fn feed(&mut self, kind: u16, body: &[u8]) {
         self.total = self.total.saturating_add(body.len());
@@ -467,6 +487,15 @@ impl Feed<'_> {
             self.failed = Some(e);
         }
     }
+}
+
+/// A 32-bit attribute of `body`; 0 when missing or malformed.
+fn u32_or_zero(body: &[u8], attr: u16) -> u32 {
+    find(body, attr)
+        .ok()
+        .flatten()
+        .and_then(|f| f.u32_be().ok())
+        .unwrap_or(0)
 }
 
 /// A set of the table, as its declaration was dumped.
@@ -502,11 +531,7 @@ fn read_table_once(
     let exists = sock.request(m::NFT_MSG_GETTABLE, 0, Some(family), q, |kind, body| {
         if kind == m::NFT_MSG_NEWTABLE {
             found = true;
-            flags = find(body, a::NFTA_TABLE_FLAGS)
-                .ok()
-                .flatten()
-                .and_then(|f| f.u32_be().ok())
-                .unwrap_or(0);
+            flags = u32_or_zero(body, a::NFTA_TABLE_FLAGS);
             f.feed(kind, body);
         }
     })?;
@@ -519,20 +544,19 @@ fn read_table_once(
     let mut chains = Vec::new();
     let mut q = AttrBuf::new();
     q.put_str(a::NFTA_CHAIN_TABLE, table);
-    sock.request(
-        m::NFT_MSG_GETCHAIN,
-        nl::NLM_F_DUMP,
-        Some(family),
+    let chain_msgs = (m::NFT_MSG_GETCHAIN, m::NFT_MSG_NEWCHAIN);
+    f.dump(
+        sock,
+        family,
+        chain_msgs,
+        Some(a::NFTA_CHAIN_TABLE),
         q,
-        |kind, body| {
-            if kind == m::NFT_MSG_NEWCHAIN && f.in_table(body, a::NFTA_CHAIN_TABLE) {
-                if rules == RuleDump::PerChain
-                    && let Ok(Some(n)) = find(body, a::NFTA_CHAIN_NAME)
-                    && let Ok(n) = n.str()
-                {
-                    chains.push(n.to_string());
-                }
-                f.feed(kind, body);
+        |body| {
+            if rules == RuleDump::PerChain
+                && let Ok(Some(n)) = find(body, a::NFTA_CHAIN_NAME)
+                && let Ok(n) = n.str()
+            {
+                chains.push(n.to_string());
             }
         },
     )?;
@@ -560,17 +584,8 @@ fn read_table_once(
         None => {
             let mut q = AttrBuf::new();
             q.put_str(a::NFTA_RULE_TABLE, table);
-            sock.request(
-                m::NFT_MSG_GETRULE,
-                nl::NLM_F_DUMP,
-                Some(family),
-                q,
-                |kind, body| {
-                    if kind == m::NFT_MSG_NEWRULE && f.in_table(body, a::NFTA_RULE_TABLE) {
-                        f.feed(kind, body);
-                    }
-                },
-            )?;
+            let rule_msgs = (m::NFT_MSG_GETRULE, m::NFT_MSG_NEWRULE);
+            f.dump(sock, family, rule_msgs, Some(a::NFTA_RULE_TABLE), q, |_| {})?;
         }
     }
     if let Some(e) = f.failed {
@@ -601,31 +616,18 @@ fn read_sets(
     let mut sets = Vec::new();
     let mut q = AttrBuf::new();
     q.put_str(a::NFTA_SET_TABLE, table);
-    sock.request(
-        m::NFT_MSG_GETSET,
-        nl::NLM_F_DUMP,
-        Some(family),
-        q,
-        |kind, body| {
-            if kind == m::NFT_MSG_NEWSET && f.in_table(body, a::NFTA_SET_TABLE) {
-                if let Ok(Some(n)) = find(body, a::NFTA_SET_NAME)
-                    && let Ok(n) = n.str()
-                {
-                    let flags = find(body, a::NFTA_SET_FLAGS)
-                        .ok()
-                        .flatten()
-                        .and_then(|f| f.u32_be().ok())
-                        .unwrap_or(0);
-                    sets.push(SetDumped {
-                        name: n.to_string(),
-                        dynamic: flags & (val::NFT_SET_EVAL | val::NFT_SET_ANONYMOUS)
-                            == val::NFT_SET_EVAL,
-                    });
-                }
-                f.feed(kind, body);
-            }
-        },
-    )?;
+    let set_msgs = (m::NFT_MSG_GETSET, m::NFT_MSG_NEWSET);
+    f.dump(sock, family, set_msgs, Some(a::NFTA_SET_TABLE), q, |body| {
+        if let Ok(Some(n)) = find(body, a::NFTA_SET_NAME)
+            && let Ok(n) = n.str()
+        {
+            let flags = u32_or_zero(body, a::NFTA_SET_FLAGS);
+            sets.push(SetDumped {
+                name: n.to_string(),
+                dynamic: flags & (val::NFT_SET_EVAL | val::NFT_SET_ANONYMOUS) == val::NFT_SET_EVAL,
+            });
+        }
+    })?;
     let mut out = Vec::with_capacity(sets.len());
     for set in sets {
         let dump = !set.dynamic && !f.dec.elements_known(&set.name) && f.failed.is_none();
@@ -633,34 +635,16 @@ fn read_sets(
             let mut q = AttrBuf::new();
             q.put_str(a::NFTA_SET_ELEM_LIST_TABLE, table);
             q.put_str(a::NFTA_SET_ELEM_LIST_SET, &set.name);
-            sock.request(
-                m::NFT_MSG_GETSETELEM,
-                nl::NLM_F_DUMP,
-                Some(family),
-                q,
-                |kind, body| {
-                    if kind == m::NFT_MSG_NEWSETELEM {
-                        f.feed(kind, body);
-                    }
-                },
-            )?;
+            let elem_msgs = (m::NFT_MSG_GETSETELEM, m::NFT_MSG_NEWSETELEM);
+            f.dump(sock, family, elem_msgs, None, q, |_| {})?;
         }
         out.push((set, dump));
     }
     let mut q = AttrBuf::new();
     q.put_str(a::NFTA_OBJ_TABLE, table);
     q.put_u32_be(a::NFTA_OBJ_TYPE, val::NFT_OBJECT_COUNTER);
-    sock.request(
-        m::NFT_MSG_GETOBJ,
-        nl::NLM_F_DUMP,
-        Some(family),
-        q,
-        |kind, body| {
-            if kind == m::NFT_MSG_NEWOBJ && f.in_table(body, a::NFTA_OBJ_TABLE) {
-                f.feed(kind, body);
-            }
-        },
-    )?;
+    let obj_msgs = (m::NFT_MSG_GETOBJ, m::NFT_MSG_NEWOBJ);
+    f.dump(sock, family, obj_msgs, Some(a::NFTA_OBJ_TABLE), q, |_| {})?;
     Ok(out)
 }
 
