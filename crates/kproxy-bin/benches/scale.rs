@@ -9,8 +9,12 @@
 //! * `diff/N`: two loaded states (the second with 10 Services more) compiled
 //!   and compared, the text report printed.
 //!
-//! Whole-process figures (with reading the file and the allocator) are
-//! measured with `hyperfine` on the release binary: see the README.
+//! The allocator is the `kproxy` binary's (mimalloc, with the default
+//! `mimalloc` feature), set up as the one-shot commands set it up
+//! ([`kproxy_bin::memory::keep_freed_memory`]), so the figures are those of
+//! the binary's code.
+//! Whole-process figures (with reading the file) are measured on the
+//! release binary: see the README.
 
 use std::hint::black_box;
 
@@ -21,6 +25,10 @@ use kproxy_bin::compile::CompileArgs;
 use kproxy_bin::diff::DiffArgs;
 use kproxy_core::convert::{Inventory, inventory, parse_documents};
 use kproxy_core::synthetic::manifests;
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const NODE_ARGS: &[&str] = &[
     "--hostname-override",
@@ -67,6 +75,7 @@ fn diff_args() -> DiffArgs {
 }
 
 fn scale(c: &mut Criterion) {
+    kproxy_bin::memory::keep_freed_memory();
     for (label, services) in [("1k", 1000), ("10k", 10_000)] {
         let text = manifests(services, 10);
         let inv = load(&text);

@@ -8,21 +8,6 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// For the one-shot commands: mimalloc keeps the memory it frees instead of
-/// returning it to the OS after 10 ms. A 10k-Service compile frees and
-/// allocates hundreds of MiB in turns, and every page given back was
-/// faulted in and zeroed again: on a VM, as much system time as the whole
-/// compile's user time. (`kproxy run` lives long and keeps the default.)
-fn keep_freed_memory() {
-    #[cfg(feature = "mimalloc")]
-    {
-        // `mi_option_purge_delay` in mimalloc.h (v2 and v3); -1: never purge.
-        const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-        // SAFETY: sets a global option; mimalloc reads options atomically.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-    }
-}
-
 /// Whether `e` comes from writing to a closed standard output (as a
 /// failed write of the output, exit status 1 without a message).
 fn broken_pipe(e: &anyhow::Error) -> bool {
@@ -51,7 +36,7 @@ fn main() -> ExitCode {
         .init();
     kproxy_bin::color::detect_terminal();
     if !matches!(cli.command, Command::Run(_)) {
-        keep_freed_memory();
+        kproxy_bin::memory::keep_freed_memory();
     }
     kproxy_bin::progress::set_quiet(cli.quiet);
     let mut drift = false;

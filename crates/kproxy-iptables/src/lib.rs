@@ -192,7 +192,6 @@ mod tests {
     use std::collections::BTreeMap;
 
     use kproxy_core::model::{IpFamily, LocalDetector, NodeConfig};
-    use kproxy_core::plan::plan;
     use kproxy_core::synthetic::cluster;
 
     use super::*;
@@ -217,22 +216,37 @@ mod tests {
         out
     }
 
+    /// The printer writes the per-endpoint rules from their parts
+    /// ([`layout::Sink::push_parts`]), the collector makes them [`Rule`]s:
+    /// both layouts, with and without large-cluster mode (which drops the
+    /// endpoint comments), must print the same.
     #[test]
     fn streamed_and_collected_output_agree() {
         let state = cluster(60, 4);
         let mut node = NodeConfig::new(IpFamily::V4, "node-3");
         node.local_detector = LocalDetector::Cidr("10.0.0.0/8".parse().unwrap());
-        let plan = plan(&state, &node);
-        for standalone in [false, true] {
-            let layout = LayoutOptions {
-                standalone,
-                ..LayoutOptions::default()
-            };
-            let opts = PrintOptions::default();
-            let streamed = print::stream(&plan, layout, opts).unwrap();
-            let collected = print::print(&build(&plan, layout), opts).unwrap();
-            assert_eq!(by_chain(&streamed), by_chain(&collected));
-            assert!(streamed.lines().count() > 1000);
+        for profile in [IptablesProfile::Current, IptablesProfile::V1_5] {
+            let mut plan = Layout::Iptables(profile).plan(&state, &node);
+            assert!(
+                plan.service_ports
+                    .iter()
+                    .any(|sp| sp.affinity_timeout.is_some())
+            );
+            for (large_cluster, standalone) in [(false, false), (false, true), (true, false)] {
+                plan.large_cluster = large_cluster;
+                let layout = LayoutOptions {
+                    standalone,
+                    profile,
+                };
+                let opts = PrintOptions {
+                    profile,
+                    ..PrintOptions::default()
+                };
+                let streamed = print::stream(&plan, layout, opts).unwrap();
+                let collected = print::print(&build(&plan, layout), opts).unwrap();
+                assert_eq!(by_chain(&streamed), by_chain(&collected));
+                assert!(streamed.lines().count() > 1000);
+            }
         }
     }
 }

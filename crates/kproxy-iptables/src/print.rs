@@ -10,7 +10,7 @@ use kproxy_core::model::MarkStyle;
 use kproxy_core::profile::IptablesProfile;
 
 use crate::IptablesError;
-use crate::layout::{Sink, TableId};
+use crate::layout::{Sink, TableId, VerdictRef};
 
 /// Printer options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -170,12 +170,28 @@ impl TextSink {
         t
     }
     fn rule(&mut self, table: TableId, chain: &str, rule: &Rule) {
+        let verdict = rule.verdict.as_ref().map(VerdictRef::Verdict);
+        self.rule_of(table, chain, &rule.matches, verdict);
+    }
+    fn rule_of(
+        &mut self,
+        table: TableId,
+        chain: &str,
+        matches: &[Match],
+        verdict: Option<VerdictRef<'_>>,
+    ) {
         let opts = self.opts;
         let t = &mut self.tables[table as usize];
         t.used = true;
         t.rules.push_str("-A ");
         t.rules.push_str(chain);
-        let res = rule_words(&mut t.rules, rule, opts, &mut self.probabilities);
+        let res = words(
+            &mut t.rules,
+            matches,
+            verdict,
+            opts,
+            &mut self.probabilities,
+        );
         t.rules.push('\n');
         if let (Err(what), None) = (res, &self.error) {
             self.error = Some(IptablesError::Unsupported {
@@ -198,6 +214,15 @@ impl Sink for TextSink {
     }
     fn push_builtin(&mut self, table: TableId, hook: Hook, rule: Rule) {
         self.rule(table, hook.as_iptables(), &rule);
+    }
+    fn push_parts(
+        &mut self,
+        table: TableId,
+        chain: &str,
+        matches: &[Match],
+        verdict: VerdictRef<'_>,
+    ) {
+        self.rule_of(table, chain, matches, Some(verdict));
     }
 }
 
@@ -285,31 +310,20 @@ fn push_comment(out: &mut String, text: &str) -> Result<(), String> {
 }
 
 /// Appends a decimal number without going through `fmt`.
-fn push_u32(out: &mut String, mut n: u32) {
-    let mut buf = [0u8; 10];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &b in &buf[i..] {
-        out.push(char::from(b));
-    }
+fn push_u32(out: &mut String, n: u32) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// Appends an address (IPv4 without `fmt`, the hot path; IPv6 canonical).
 fn push_ip(out: &mut String, ip: &IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
-            for (i, o) in v4.octets().iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                push_u32(out, u32::from(*o));
+            let mut digits = itoa::Buffer::new();
+            let [a, b, c, d] = v4.octets();
+            out.push_str(digits.format(a));
+            for o in [b, c, d] {
+                out.push('.');
+                out.push_str(digits.format(o));
             }
         }
         IpAddr::V6(v6) => {
@@ -366,13 +380,33 @@ fn rule_words(
     opts: PrintOptions,
     probabilities: &mut Probabilities,
 ) -> Result<(), String> {
-    for m in &rule.matches {
+    let verdict = rule.verdict.as_ref().map(VerdictRef::Verdict);
+    words(out, &rule.matches, verdict, opts, probabilities)
+}
+
+/// [`rule_words`] of a rule's parts.
+fn words(
+    out: &mut String,
+    matches: &[Match],
+    verdict: Option<VerdictRef<'_>>,
+    opts: PrintOptions,
+    probabilities: &mut Probabilities,
+) -> Result<(), String> {
+    for m in matches {
         print_match(out, m, opts, probabilities)?;
     }
-    if let Some(v) = &rule.verdict {
-        print_verdict(out, v, opts)?;
+    match verdict {
+        Some(VerdictRef::Jump(chain)) => push_jump(out, chain),
+        Some(VerdictRef::Verdict(v)) => print_verdict(out, v, opts)?,
+        None => {}
     }
     Ok(())
+}
+
+/// ` -j CHAIN`.
+fn push_jump(out: &mut String, chain: &str) {
+    out.push_str(" -j ");
+    out.push_str(chain);
 }
 
 fn print_match(
@@ -487,10 +521,7 @@ fn print_match(
 
 fn print_verdict(out: &mut String, v: &Verdict, opts: PrintOptions) -> Result<(), String> {
     match v {
-        Verdict::Jump(c) => {
-            out.push_str(" -j ");
-            out.push_str(c.as_str());
-        }
+        Verdict::Jump(c) => push_jump(out, c.as_str()),
         Verdict::Goto(c) => {
             let _ = write!(out, " -g {c}");
         }

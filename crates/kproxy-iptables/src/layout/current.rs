@@ -3,6 +3,7 @@
 //! Every function here lowers facts the planner decided; none looks at the
 //! model or re-decides Kubernetes semantics.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use crate::names::{
     KUBE_POSTROUTING, KUBE_PROXY_CANARY, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
 };
 
-use super::rules::{affinity_check, comment, endpoint_chain_rules, endpoint_jump, jump};
+use super::rules::{Parts, affinity_check, comment, endpoint_chain_rules, endpoint_jump, jump};
 use super::{CT_STATE_INVALID_COUNTER, LOCALHOST_NODEPORTS_COUNTER, LayoutOptions, Sink, TableId};
 
 use TableId::{Filter, Mangle, Nat};
@@ -615,37 +616,58 @@ fn service_chains<S: Sink>(
     }
 
     // 10, 11. Endpoint selection; the endpoint chains are named once.
-    let namer = IptablesEndpointChains::new(&sp.name);
-    let seps: Vec<ChainName> = sp
-        .reachable_endpoints
-        .iter()
-        .map(|ep| namer.chain(ep.endpoint_str()))
-        .collect();
-    // `i`: the endpoint's place in its list, which is its place among the
-    // reachable endpoints too when the lists are the same (the common case:
-    // they share their strings then).
-    let sep_of = |i: usize, ep: &PlannedEndpoint| -> ChainName {
-        let at = match sp.reachable_endpoints.get(i) {
-            Some(r) if Arc::ptr_eq(&r.endpoint, &ep.endpoint) => Some(i),
-            _ => sp
-                .reachable_endpoints
-                .binary_search_by(|r| r.endpoint_str().cmp(ep.endpoint_str()))
-                .ok(),
-        };
-        at.and_then(|i| seps.get(i).cloned())
-            .unwrap_or_else(|| namer.chain(ep.endpoint_str()))
-    };
+    let seps = EndpointChains::new(sp);
+    let mut parts = Parts::default();
     if sp.uses_cluster_chain() {
-        endpoint_selection(out, ctx, &spn, sp, svc, &sp.cluster_endpoints, &sep_of);
+        let cluster = &sp.cluster_endpoints;
+        endpoint_selection(out, ctx, &mut parts, &spn, sp, svc, cluster, &seps);
     }
     if sp.uses_local_chain() {
         let svl = chains.svl.as_str();
-        endpoint_selection(out, ctx, &spn, sp, svl, &sp.local_endpoints, &sep_of);
+        let local = &sp.local_endpoints;
+        endpoint_selection(out, ctx, &mut parts, &spn, sp, svl, local, &seps);
     }
 
     // 12. Endpoint chains.
-    for (ep, sep) in sp.reachable_endpoints.iter().zip(&seps) {
-        endpoint_chain(out, ctx, &spn, sp, ep, sep);
+    for (ep, sep) in sp.reachable_endpoints.iter().zip(&seps.names) {
+        endpoint_chain(out, ctx, &mut parts, &spn, sp, ep, sep);
+    }
+}
+
+/// The endpoint chains of a service port, named once.
+struct EndpointChains<'a> {
+    sp: &'a ServicePortPlan,
+    namer: IptablesEndpointChains,
+    /// The chain of each reachable endpoint, in their order.
+    names: Vec<ChainName>,
+}
+
+impl<'a> EndpointChains<'a> {
+    fn new(sp: &'a ServicePortPlan) -> Self {
+        let namer = IptablesEndpointChains::new(&sp.name);
+        let names = sp
+            .reachable_endpoints
+            .iter()
+            .map(|ep| namer.chain(ep.endpoint_str()))
+            .collect();
+        Self { sp, namer, names }
+    }
+
+    /// The chain of `ep`, the `i`th endpoint of its list, which is its
+    /// place among the reachable endpoints too when the lists are the same
+    /// (the common case: they share their strings then).
+    fn of(&self, i: usize, ep: &PlannedEndpoint) -> Cow<'_, ChainName> {
+        let reachable = &self.sp.reachable_endpoints;
+        let at = match reachable.get(i) {
+            Some(r) if Arc::ptr_eq(&r.endpoint, &ep.endpoint) => Some(i),
+            _ => reachable
+                .binary_search_by(|r| r.endpoint_str().cmp(ep.endpoint_str()))
+                .ok(),
+        };
+        match at.and_then(|i| self.names.get(i)) {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(self.namer.chain(ep.endpoint_str())),
+        }
     }
 }
 
@@ -654,46 +676,46 @@ fn endpoint_comment(ctx: &Ctx<'_>, text: impl FnOnce() -> String) -> Option<Matc
     (!ctx.large_cluster).then(|| Match::Comment(text()))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn endpoint_selection<S: Sink>(
     out: &mut S,
     ctx: &Ctx<'_>,
+    parts: &mut Parts,
     spn: &str,
     sp: &ServicePortPlan,
     chain: &str,
     endpoints: &[PlannedEndpoint],
-    sep_of: &dyn Fn(usize, &PlannedEndpoint) -> ChainName,
+    seps: &EndpointChains<'_>,
 ) {
-    let named: Vec<(&str, ChainName)> = endpoints
+    let named: Vec<(&str, Cow<'_, ChainName>)> = endpoints
         .iter()
         .enumerate()
-        .map(|(i, ep)| (ep.endpoint_str(), sep_of(i, ep)))
+        .map(|(i, ep)| (ep.endpoint_str(), seps.of(i, ep)))
         .collect();
     if let Some(seconds) = sp.affinity_timeout {
         for (s, sep) in &named {
-            let comments = endpoint_comment(ctx, || format!("{spn} -> {s}"));
-            out.push(Nat, chain, affinity_check(comments, sep, seconds));
+            let comment = endpoint_comment(ctx, || format!("{spn} -> {s}"));
+            affinity_check(out, chain, parts, comment.as_slice(), sep, seconds);
         }
     }
     let n = named.len();
-    for (i, (s, sep)) in named.into_iter().enumerate() {
-        let comments = endpoint_comment(ctx, || format!("{spn} -> {s}"));
-        out.push(Nat, chain, endpoint_jump(comments, i, n, sep));
+    for (i, (s, sep)) in named.iter().enumerate() {
+        let comment = endpoint_comment(ctx, || format!("{spn} -> {s}"));
+        endpoint_jump(out, chain, parts, comment.as_slice(), i, n, sep);
     }
 }
 
 fn endpoint_chain<S: Sink>(
     out: &mut S,
     ctx: &Ctx<'_>,
+    parts: &mut Parts,
     spn: &str,
     sp: &ServicePortPlan,
     ep: &PlannedEndpoint,
     sep: &ChainName,
 ) {
     out.declare(Nat, sep.as_str());
-    let comments: Vec<Match> = endpoint_comment(ctx, || spn.to_string())
-        .into_iter()
-        .collect();
-    for r in endpoint_chain_rules(&comments, AddrMatch::Ip(ep.ip), sp, ep, sep) {
-        out.push(Nat, sep.as_str(), r);
-    }
+    let comment = endpoint_comment(ctx, || spn.to_string());
+    let src = AddrMatch::Ip(ep.ip);
+    endpoint_chain_rules(out, parts, comment.as_slice(), src, sp, ep, sep);
 }

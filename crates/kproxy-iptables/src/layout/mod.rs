@@ -5,8 +5,9 @@
 
 use std::collections::HashMap;
 
-use kproxy_core::ir::{Chain, ChainKind, Hook, Rule, Ruleset, Table, TableFamily};
+use kproxy_core::ir::{Chain, ChainKind, Hook, Match, Rule, Ruleset, Table, TableFamily, Verdict};
 use kproxy_core::model::IpFamily;
+use kproxy_core::names::ChainName;
 use kproxy_core::names::ServicePortName;
 use kproxy_core::plan::Plan;
 use kproxy_core::profile::IptablesProfile;
@@ -68,6 +69,24 @@ pub trait Sink {
     fn push(&mut self, table: TableId, chain: &str, rule: Rule);
     /// Appends a rule to a built-in chain (standalone output only).
     fn push_builtin(&mut self, table: TableId, hook: Hook, rule: Rule);
+    /// Appends the rule of `matches` and `verdict` to a declared chain; the
+    /// caller keeps the parts. The per-endpoint rules, most of a large
+    /// node's rules, come this way, so that a printer writes them without
+    /// a [`Rule`] made for each. The default makes the [`Rule`] and
+    /// [`push`](Sink::push)es it.
+    fn push_parts(
+        &mut self,
+        table: TableId,
+        chain: &str,
+        matches: &[Match],
+        verdict: VerdictRef<'_>,
+    ) {
+        let rule = Rule {
+            matches: matches.to_vec(),
+            verdict: Some(verdict.to_verdict()),
+        };
+        self.push(table, chain, rule);
+    }
     /// Says whose rules follow: `Some` service port's (until the next
     /// call), or, with `None` after the last service port, the node's. The
     /// rules before the first call are the node's too. Every chain shared
@@ -75,6 +94,35 @@ pub trait Sink {
     /// rules, each service port's share in plan order, then the node's last
     /// rules. The default ignores it.
     fn owner(&mut self, _owner: Option<&ServicePortName>) {}
+}
+
+/// A rule's verdict as [`Sink::push_parts`] takes it: borrowed.
+///
+/// ```
+/// use kproxy_core::ir::Verdict;
+/// use kproxy_iptables::layout::VerdictRef;
+/// assert_eq!(
+///     VerdictRef::Jump("KUBE-MARK-MASQ").to_verdict(),
+///     Verdict::Jump("KUBE-MARK-MASQ".into())
+/// );
+/// assert_eq!(VerdictRef::Verdict(&Verdict::Drop).to_verdict(), Verdict::Drop);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerdictRef<'a> {
+    /// `-j CHAIN`: [`Verdict::Jump`] to the chain named.
+    Jump(&'a str),
+    /// Any verdict.
+    Verdict(&'a Verdict),
+}
+
+impl VerdictRef<'_> {
+    /// The verdict, owned.
+    pub fn to_verdict(self) -> Verdict {
+        match self {
+            VerdictRef::Jump(chain) => Verdict::Jump(ChainName::new(chain)),
+            VerdictRef::Verdict(v) => v.clone(),
+        }
+    }
 }
 
 use TableId::{Filter, Mangle, Nat};

@@ -5,10 +5,11 @@
 
 use std::net::SocketAddr;
 
-use kproxy_core::ir::{AddrMatch, Direction, MarkOp, Match, RecentOp, Rule, Verdict};
+use kproxy_core::ir::{AddrMatch, Direction, MarkOp, Match, RecentOp, Verdict};
 use kproxy_core::names::ChainName;
 use kproxy_core::plan::{PlannedEndpoint, ServicePortPlan};
 
+use super::{Sink, TableId::Nat, VerdictRef};
 use crate::names::KUBE_MARK_MASQ;
 
 pub(super) fn comment(text: impl Into<String>) -> Match {
@@ -27,69 +28,89 @@ pub(super) fn mark_or(value: u32) -> Verdict {
     }
 }
 
-/// ClientIP affinity: back to the endpoint chain `sep` a source recently
-/// went to (`-m recent --name SEP --rcheck --seconds N --reap -j SEP`).
-pub(super) fn affinity_check(
-    comments: impl IntoIterator<Item = Match>,
+/// The match lists of the per-endpoint rules, made in one buffer that is
+/// used again for each rule (these rules are most of a large node's: see
+/// [`Sink::push_parts`]).
+#[derive(Debug, Default)]
+pub(super) struct Parts(Vec<Match>);
+
+impl Parts {
+    /// `comments` then `rest`, in the buffer.
+    fn of(&mut self, comments: &[Match], rest: impl IntoIterator<Item = Match>) -> &[Match] {
+        self.0.clear();
+        self.0.extend_from_slice(comments);
+        self.0.extend(rest);
+        &self.0
+    }
+}
+
+/// ClientIP affinity, appended to `chain`: back to the endpoint chain
+/// `sep` a source recently went to (`-m recent --name SEP --rcheck
+/// --seconds N --reap -j SEP`).
+pub(super) fn affinity_check<S: Sink>(
+    out: &mut S,
+    chain: &str,
+    parts: &mut Parts,
+    comments: &[Match],
     sep: &ChainName,
     seconds: u32,
-) -> Rule {
-    Rule::new()
-        .with_all(comments)
-        .with(Match::Recent {
-            name: sep.to_string(),
-            op: RecentOp::Check {
-                seconds,
-                reap: true,
-            },
-        })
-        .verdict(Verdict::Jump(sep.clone()))
+) {
+    let recent = Match::Recent {
+        name: sep.to_string(),
+        op: RecentOp::Check {
+            seconds,
+            reap: true,
+        },
+    };
+    let matches = parts.of(comments, [recent]);
+    out.push_parts(Nat, chain, matches, VerdictRef::Jump(sep.as_str()));
 }
 
-/// The jump to endpoint chain `sep`, the `i`th of `n`: with probability
-/// 1/(n-i), except the last, which takes what is left.
-pub(super) fn endpoint_jump(
-    comments: impl IntoIterator<Item = Match>,
+/// The jump to endpoint chain `sep`, the `i`th of `n`, appended to
+/// `chain`: with probability 1/(n-i), except the last, which takes what is
+/// left.
+pub(super) fn endpoint_jump<S: Sink>(
+    out: &mut S,
+    chain: &str,
+    parts: &mut Parts,
+    comments: &[Match],
     i: usize,
     n: usize,
-    sep: ChainName,
-) -> Rule {
-    let mut r = Rule::new().with_all(comments);
-    if i + 1 < n {
-        r = r.with(Match::Probability {
-            one_in: u32::try_from(n - i).unwrap_or(u32::MAX),
-        });
-    }
-    r.verdict(Verdict::Jump(sep))
+    sep: &ChainName,
+) {
+    let probability = (i + 1 < n).then(|| Match::Probability {
+        one_in: u32::try_from(n - i).unwrap_or(u32::MAX),
+    });
+    let matches = parts.of(comments, probability);
+    out.push_parts(Nat, chain, matches, VerdictRef::Jump(sep.as_str()));
 }
 
-/// An endpoint chain's rules: the endpoint's own traffic (hairpin) marked
-/// for masquerading (`src`: the endpoint's address as the release writes
-/// it), then DNAT to the endpoint, remembered for ClientIP affinity.
-pub(super) fn endpoint_chain_rules(
+/// An endpoint chain's rules, appended to it: the endpoint's own traffic
+/// (hairpin) marked for masquerading (`src`: the endpoint's address as the
+/// release writes it), then DNAT to the endpoint, remembered for ClientIP
+/// affinity.
+pub(super) fn endpoint_chain_rules<S: Sink>(
+    out: &mut S,
+    parts: &mut Parts,
     comments: &[Match],
     src: AddrMatch,
     sp: &ServicePortPlan,
     ep: &PlannedEndpoint,
     sep: &ChainName,
-) -> [Rule; 2] {
-    let masq = Rule::new()
-        .with_all(comments.iter().cloned())
-        .with(Match::Addr {
-            dir: Direction::Src,
-            addr: src,
-            negate: false,
-        })
-        .verdict(jump(KUBE_MARK_MASQ));
-    let mut dnat = Rule::new().with_all(comments.iter().cloned());
-    if sp.affinity_timeout.is_some() {
-        dnat = dnat.with(Match::Recent {
-            name: sep.to_string(),
-            op: RecentOp::Set,
-        });
-    }
-    let dnat = dnat
-        .with(Match::Protocol(sp.name.protocol))
-        .verdict(Verdict::Dnat(SocketAddr::new(ep.ip, ep.port)));
-    [masq, dnat]
+) {
+    let hairpin = Match::Addr {
+        dir: Direction::Src,
+        addr: src,
+        negate: false,
+    };
+    let matches = parts.of(comments, [hairpin]);
+    out.push_parts(Nat, sep.as_str(), matches, VerdictRef::Jump(KUBE_MARK_MASQ));
+    let remember = sp.affinity_timeout.map(|_| Match::Recent {
+        name: sep.to_string(),
+        op: RecentOp::Set,
+    });
+    let protocol = Match::Protocol(sp.name.protocol);
+    let matches = parts.of(comments, remember.into_iter().chain([protocol]));
+    let dnat = Verdict::Dnat(SocketAddr::new(ep.ip, ep.port));
+    out.push_parts(Nat, sep.as_str(), matches, VerdictRef::Verdict(&dnat));
 }

@@ -41,7 +41,9 @@ use kproxy_core::plan::{
     ClusterIpMasquerade, ExternalMasquerade, LbSourceFilter, NodePlan, Plan, ServicePortPlan,
 };
 
-use super::rules::{affinity_check, comment, endpoint_chain_rules, endpoint_jump, jump, mark_or};
+use super::rules::{
+    Parts, affinity_check, comment, endpoint_chain_rules, endpoint_jump, jump, mark_or,
+};
 use super::{LayoutOptions, Sink, TableId};
 use crate::names::{
     KUBE_FIREWALL, KUBE_MARK_DROP, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_SERVICES,
@@ -324,22 +326,17 @@ fn service_port<S: Sink>(out: &mut S, node: &NodePlan, sp: &ServicePortPlan) {
     for sep in &seps {
         out.declare(Nat, sep.as_str());
     }
+    let mut parts = Parts::default();
+    let comments = [comment(spn.clone())];
     if let Some(seconds) = sp.affinity_timeout {
         for sep in &seps {
-            out.push(
-                Nat,
-                svc,
-                affinity_check([comment(spn.clone())], sep, seconds),
-            );
+            affinity_check(out, svc, &mut parts, &comments, sep, seconds);
         }
     }
     let n = seps.len();
     for (i, (ep, sep)) in eps.iter().zip(&seps).enumerate() {
-        let comments = [comment(spn.clone())];
-        out.push(Nat, svc, endpoint_jump(comments.clone(), i, n, sep.clone()));
-        for r in endpoint_chain_rules(&comments, host(ep.ip), sp, ep, sep) {
-            out.push(Nat, sep.as_str(), r);
-        }
+        endpoint_jump(out, svc, &mut parts, &comments, i, n, sep);
+        endpoint_chain_rules(out, &mut parts, &comments, host(ep.ip), sp, ep, sep);
     }
 
     // OnlyLocal: the XLB chain.
@@ -380,6 +377,6 @@ fn service_port<S: Sink>(out: &mut S, node: &NodePlan, sp: &ServicePortPlan) {
     let n = local.len();
     for (i, sep) in local.into_iter().enumerate() {
         let comments = [comment(format!("Balancing rule {i} for {spn}"))];
-        out.push(Nat, xlb, endpoint_jump(comments, i, n, sep.clone()));
+        endpoint_jump(out, xlb, &mut parts, &comments, i, n, sep);
     }
 }
