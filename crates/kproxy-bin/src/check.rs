@@ -161,12 +161,6 @@ pub struct FamilyCheck {
     pub diff: FamilyDiff,
 }
 
-/// The threads a comparison traces classes on: the CPUs this process may
-/// use.
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// Checks already read dumps against an already loaded inventory.
 pub fn check_dumps(
     args: &CheckArgs,
@@ -207,7 +201,7 @@ pub fn check_dumps(
             mode,
             &env,
             r.node.family,
-            Options::default().with_threads(threads()),
+            Options::default().with_threads(crate::cpus()),
         )?;
         out.push(FamilyCheck {
             family: r.node.family,

@@ -366,6 +366,7 @@ fn compile_into(
                 kproxy_iptables::Options {
                     standalone: args.standalone,
                     profile: layout.iptables(),
+                    threads: crate::cpus(),
                 },
             )?,
             Backend::Nftables | Backend::NftablesJson => kproxy_nft::compile(

@@ -17,3 +17,9 @@ pub mod shell;
 pub mod sources;
 pub mod trace;
 pub mod version;
+
+/// The threads a command's parallel work runs on (a comparison tracing
+/// classes, a compile printing rules): the CPUs this process may use.
+pub(crate) fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -10,7 +10,9 @@ use kproxy_core::model::MarkStyle;
 use kproxy_core::profile::IptablesProfile;
 
 use crate::IptablesError;
-use crate::layout::{Sink, TableId, VerdictRef};
+use kproxy_core::plan::{Plan, ServicePortPlan};
+
+use crate::layout::{LayoutOptions, Part, Sink, TableId, VerdictRef, emit_part};
 
 /// Printer options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,69 +84,201 @@ impl Probabilities {
 /// buffers: per table the chain declarations, then the rules in emission
 /// order (rules of different chains interleave, as in kube-proxy's payload).
 /// Never materialises the whole IR.
+///
+/// With `threads` above 1, the service ports are split in that many runs
+/// of about the same number of endpoints, laid out and printed at once on
+/// as many threads, and the texts joined: the output is the same.
 pub fn stream(
-    plan: &kproxy_core::plan::Plan,
-    layout: crate::layout::LayoutOptions,
+    plan: &Plan,
+    layout: LayoutOptions,
     opts: PrintOptions,
+    threads: usize,
 ) -> Result<String, IptablesError> {
+    let parts = parts(plan, threads);
+    let total = Estimate::of(&plan.service_ports);
+    let sinks: Vec<TextSink> = match parts.split_first() {
+        Some((first, rest)) if !rest.is_empty() => std::thread::scope(|s| {
+            let others: Vec<_> = rest
+                .iter()
+                .map(|part| s.spawn(move || print_part(plan, layout, opts, part, None)))
+                .collect();
+            let mut sinks = vec![print_part(plan, layout, opts, first, Some(total))];
+            for other in others {
+                match other.join() {
+                    Ok(sink) => sinks.push(sink),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            sinks
+        }),
+        _ => vec![print_part(
+            plan,
+            layout,
+            opts,
+            &Part::whole(plan),
+            Some(total),
+        )],
+    };
+    join(sinks)
+}
+
+/// The pieces [`stream`] prints on `threads` threads: runs of service
+/// ports of about the same number of endpoints, the node's first rules
+/// with the first and its last rules with the last.
+fn parts(plan: &Plan, threads: usize) -> Vec<Part> {
+    let ports = &plan.service_ports;
+    let threads = threads.clamp(1, ports.len().max(1));
+    let weight = |sp: &ServicePortPlan| Estimate::of(std::slice::from_ref(sp)).work();
+    let total: usize = ports.iter().map(weight).sum();
+    let mut parts = Vec::with_capacity(threads);
+    let (mut start, mut done) = (0, 0);
+    for (i, sp) in ports.iter().enumerate() {
+        done += weight(sp);
+        // The end of the run that takes the work up to its share.
+        if parts.len() + 1 < threads && done * threads >= total * (parts.len() + 1) {
+            parts.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    parts.push(start..ports.len());
+    let last = parts.len() - 1;
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, ports)| Part {
+            head: i == 0,
+            ports,
+            tail: i == last,
+        })
+        .collect()
+}
+
+/// Roughly what the rules of some service ports take, so that the
+/// buffers of a large cluster do not grow by copying.
+#[derive(Debug, Clone, Copy)]
+struct Estimate {
+    endpoints: usize,
+    ports: usize,
+}
+
+impl Estimate {
+    fn of(service_ports: &[ServicePortPlan]) -> Self {
+        let endpoints = service_ports
+            .iter()
+            .map(|s| {
+                2 * s.reachable_endpoints.len()
+                    + s.cluster_endpoints.len()
+                    + s.local_endpoints.len()
+            })
+            .sum();
+        Self {
+            endpoints,
+            ports: service_ports.len(),
+        }
+    }
+    /// The bytes of filter's rules.
+    fn filter_rules(self) -> usize {
+        self.ports * 60 + 1024
+    }
+    /// The bytes of nat's declarations.
+    fn nat_decls(self) -> usize {
+        (self.endpoints / 2 + self.ports * 3) * 32
+    }
+    /// The bytes of nat's rules.
+    fn nat_rules(self) -> usize {
+        self.endpoints * 110 + self.ports * 400
+    }
+    /// The work of laying out and printing them, in bytes of text.
+    fn work(self) -> usize {
+        self.filter_rules() + self.nat_decls() + self.nat_rules()
+    }
+}
+
+/// Lays out and prints one piece. `whole`: the estimate of the whole
+/// output, when this piece's nat rules are to become it (the first piece).
+fn print_part(
+    plan: &Plan,
+    layout: LayoutOptions,
+    opts: PrintOptions,
+    part: &Part,
+    whole: Option<Estimate>,
+) -> TextSink {
     let mut sink = TextSink {
         opts,
         tables: Default::default(),
         error: None,
         probabilities: Probabilities::default(),
     };
-    // Reserve roughly what the rules take, so that the buffers of a large
-    // cluster do not grow by copying.
-    let endpoints: usize = plan
-        .service_ports
-        .iter()
-        .map(|s| {
-            2 * s.reachable_endpoints.len() + s.cluster_endpoints.len() + s.local_endpoints.len()
-        })
-        .sum();
-    let ports = plan.service_ports.len();
-    let filter_rules = ports * 60 + 1024;
-    let nat_decls = (endpoints / 2 + ports * 3) * 32;
+    let own = Estimate::of(part.service_ports(plan));
     // nat's rules, the largest part, become the output: room for what goes
-    // in front of them (the filter table, nat's declarations) is reserved
-    // too, so that they are moved in place, not copied to a new buffer.
-    sink.tables[TableId::Nat as usize]
-        .rules
-        .reserve(endpoints * 110 + ports * 400 + filter_rules + nat_decls);
-    sink.tables[TableId::Nat as usize].decls.reserve(nat_decls);
-    sink.tables[TableId::Filter as usize]
-        .rules
-        .reserve(filter_rules);
-    crate::layout::emit(plan, layout, &mut sink);
-    if let Some(e) = sink.error {
-        return Err(e);
+    // in front of them (the filter table, nat's declarations) and after
+    // them (the other pieces' rules) is reserved too, so that they are
+    // moved in place, not copied to a new buffer.
+    let nat_rules = match whole {
+        Some(w) => w.nat_rules() + w.filter_rules() + w.nat_decls(),
+        None => own.nat_rules(),
+    };
+    let [filter, nat, _] = &mut sink.tables;
+    nat.rules.reserve(nat_rules);
+    nat.decls.reserve(own.nat_decls());
+    filter.rules.reserve(own.filter_rules());
+    emit_part(plan, layout, part, &mut sink);
+    sink
+}
+
+/// The text of the pieces' sinks, in order: per table, every piece's
+/// declarations, then every piece's rules.
+fn join(sinks: Vec<TextSink>) -> Result<String, IptablesError> {
+    let mut tables: [Vec<TextTable>; 3] = Default::default();
+    for sink in sinks {
+        if let Some(e) = sink.error {
+            return Err(e);
+        }
+        for (all, t) in tables.iter_mut().zip(sink.tables) {
+            all.push(t);
+        }
     }
-    let [filter, nat, mangle] = sink.tables;
+    let [filter, nat, mangle] = tables;
     let mut head = String::new();
     let mut tail = String::new();
     table_text(&mut head, "filter", &filter);
     drop(filter);
-    if nat.used {
+    let nat_used = nat.iter().any(|t| t.used);
+    if nat_used {
         head.push_str("*nat\n");
-        head.push_str(&nat.decls);
+        for t in &nat {
+            head.push_str(&t.decls);
+        }
+    }
+    let mut rules = nat.into_iter().map(|t| t.rules);
+    let mut out = rules.next().unwrap_or_default();
+    let rest: Vec<String> = rules.collect();
+    if nat_used {
         tail.push_str("COMMIT\n");
     }
     table_text(&mut tail, "mangle", &mangle);
-    let mut out = nat.rules;
-    out.reserve(head.len() + tail.len());
+    out.reserve(head.len() + rest.iter().map(String::len).sum::<usize>() + tail.len());
     out.insert_str(0, &head);
+    for r in rest {
+        out.push_str(&r);
+    }
     out.push_str(&tail);
     Ok(out)
 }
 
-/// Appends table `name` whole, if it was used.
-fn table_text(out: &mut String, name: &str, t: &TextTable) {
-    if t.used {
+/// Appends table `name` (its pieces' declarations, then their rules)
+/// whole, if it was used.
+fn table_text(out: &mut String, name: &str, pieces: &[TextTable]) {
+    if pieces.iter().any(|t| t.used) {
         out.push('*');
         out.push_str(name);
         out.push('\n');
-        out.push_str(&t.decls);
-        out.push_str(&t.rules);
+        for t in pieces {
+            out.push_str(&t.decls);
+        }
+        for t in pieces {
+            out.push_str(&t.rules);
+        }
         out.push_str("COMMIT\n");
     }
 }

@@ -23,13 +23,36 @@ use crate::names::{
 };
 
 use super::rules::{Parts, affinity_check, comment, endpoint_chain_rules, endpoint_jump, jump};
-use super::{CT_STATE_INVALID_COUNTER, LOCALHOST_NODEPORTS_COUNTER, LayoutOptions, Sink, TableId};
+use super::{
+    CT_STATE_INVALID_COUNTER, LOCALHOST_NODEPORTS_COUNTER, LayoutOptions, Part, Sink, TableId,
+};
 
 use TableId::{Filter, Mangle, Nat};
 
 /// Lowers `plan` to the current layout, writing into `out`:
 /// tables `filter` then `nat` (and `mangle` for the canary when standalone).
-pub(super) fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
+pub(super) fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, part: &Part, out: &mut S) {
+    if part.head {
+        head(plan, opts, out);
+    }
+    let ctx = Ctx {
+        node: &plan.node,
+        large_cluster: plan.large_cluster,
+    };
+    for sp in part.service_ports(plan) {
+        out.owner(Some(&sp.name));
+        service_port(out, &ctx, sp);
+    }
+    if part.tail {
+        out.owner(None);
+        forward_rules(out, &plan.node);
+        nodeports_jump(out, &plan.node);
+    }
+}
+
+/// The node's first rules: declarations of the fixed chains, and their
+/// rules that come before any service port's.
+fn head<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
     if opts.standalone {
         builtin_jumps(out);
     }
@@ -62,17 +85,6 @@ pub(super) fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
         out.push(Filter, KUBE_FIREWALL, localnet_block_rule());
     }
     postrouting_rules(out, &plan.node);
-    let ctx = Ctx {
-        node: &plan.node,
-        large_cluster: plan.large_cluster,
-    };
-    for sp in &plan.service_ports {
-        out.owner(Some(&sp.name));
-        service_port(out, &ctx, sp);
-    }
-    out.owner(None);
-    forward_rules(out, &plan.node);
-    nodeports_jump(out, &plan.node);
 }
 
 struct Ctx<'a> {

@@ -4,12 +4,13 @@
 //! looks at the model or re-decides Kubernetes semantics.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use kproxy_core::ir::{Chain, ChainKind, Hook, Match, Rule, Ruleset, Table, TableFamily, Verdict};
 use kproxy_core::model::IpFamily;
 use kproxy_core::names::ChainName;
 use kproxy_core::names::ServicePortName;
-use kproxy_core::plan::Plan;
+use kproxy_core::plan::{Plan, ServicePortPlan};
 use kproxy_core::profile::IptablesProfile;
 
 mod current;
@@ -133,14 +134,53 @@ use TableId::{Filter, Mangle, Nat};
 /// The plan must hold the profile's release's decisions
 /// ([`crate::check_release`]; checked in debug builds).
 pub fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
+    emit_part(plan, opts, &Part::whole(plan), out);
+}
+
+/// A piece of the layout, for laying it out in pieces ([`emit_part`]):
+/// the node's first rules, the rules of a range of service ports, the
+/// node's last rules. Pieces emitted into sinks of their own, in order,
+/// give together what [`emit`] gives whole, per table: the declarations of
+/// one piece after the other's, and their rules likewise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Part {
+    /// The node's first rules: the fixed chains' declarations, and their
+    /// rules before any service port's.
+    pub head: bool,
+    /// Which of the plan's service ports.
+    pub ports: Range<usize>,
+    /// The node's last rules.
+    pub tail: bool,
+}
+
+impl Part {
+    /// The whole layout.
+    pub fn whole(plan: &Plan) -> Self {
+        Self {
+            head: true,
+            ports: 0..plan.service_ports.len(),
+            tail: true,
+        }
+    }
+
+    /// The service ports of the piece.
+    pub fn service_ports<'a>(&self, plan: &'a Plan) -> &'a [ServicePortPlan] {
+        plan.service_ports
+            .get(self.ports.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// [`emit`] of one [`Part`].
+pub(crate) fn emit_part<S: Sink>(plan: &Plan, opts: LayoutOptions, part: &Part, out: &mut S) {
     debug_assert_eq!(
         plan.release,
         opts.profile.release(),
         "a plan laid out in another release's layout (see crate::check_release)"
     );
     match opts.profile {
-        IptablesProfile::Current => current::emit(plan, opts, out),
-        IptablesProfile::V1_5 => v1_5::emit(plan, opts, out),
+        IptablesProfile::Current => current::emit(plan, opts, part, out),
+        IptablesProfile::V1_5 => v1_5::emit(plan, opts, part, out),
     }
 }
 

@@ -44,7 +44,7 @@ use kproxy_core::plan::{
 use super::rules::{
     Parts, affinity_check, comment, endpoint_chain_rules, endpoint_jump, jump, mark_or,
 };
-use super::{LayoutOptions, Sink, TableId};
+use super::{LayoutOptions, Part, Sink, TableId};
 use crate::names::{
     KUBE_FIREWALL, KUBE_MARK_DROP, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_SERVICES,
 };
@@ -74,8 +74,36 @@ fn proto_dst(proto: Protocol, ip: IpAddr, port: u16) -> [Match; 3] {
 
 /// Lowers `plan` (planned with [`kproxy_core::plan::Release::V1_5`]) to
 /// kube-proxy 1.5's layout, writing into `out`.
-pub(super) fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
+pub(super) fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, part: &Part, out: &mut S) {
     let node = &plan.node;
+    if part.head {
+        head(node, opts, out);
+    }
+    for sp in part.service_ports(plan) {
+        out.owner(Some(&sp.name));
+        service_port(out, node, sp);
+    }
+    if part.tail {
+        out.owner(None);
+        out.push(
+            Nat,
+            KUBE_SERVICES,
+            Rule::new()
+                .with(comment(
+                    "kubernetes service nodeports; NOTE: this must be the last rule in this chain",
+                ))
+                .with(Match::AddrTypeLocal {
+                    dir: Direction::Dst,
+                    negate: false,
+                })
+                .verdict(jump(KUBE_NODEPORTS)),
+        );
+    }
+}
+
+/// The node's first rules: declarations of the fixed chains, and their
+/// rules that come before any service port's.
+fn head<S: Sink>(node: &NodePlan, opts: LayoutOptions, out: &mut S) {
     if opts.standalone {
         builtin_jumps(out);
     }
@@ -107,24 +135,6 @@ pub(super) fn emit<S: Sink>(plan: &Plan, opts: LayoutOptions, out: &mut S) {
             }),
     );
     out.push(Nat, KUBE_MARK_MASQ, Rule::new().verdict(mark_or(mark)));
-    for sp in &plan.service_ports {
-        out.owner(Some(&sp.name));
-        service_port(out, node, sp);
-    }
-    out.owner(None);
-    out.push(
-        Nat,
-        KUBE_SERVICES,
-        Rule::new()
-            .with(comment(
-                "kubernetes service nodeports; NOTE: this must be the last rule in this chain",
-            ))
-            .with(Match::AddrTypeLocal {
-                dir: Direction::Dst,
-                negate: false,
-            })
-            .verdict(jump(KUBE_NODEPORTS)),
-    );
 }
 
 /// The jumps kube-proxy 1.5 prepends to the built-in chains, and the
