@@ -262,14 +262,18 @@ impl Sink for RulesetSink {
 #[derive(Debug)]
 struct Tables {
     table: Table,
-    index: HashMap<String, usize>,
+    index: HashMap<String, usize, foldhash::fast::FixedState>,
+    /// The chain the last rule went to (a chain's rules mostly come one
+    /// after the other).
+    last: usize,
 }
 
 impl Tables {
     fn new(table: Table) -> Self {
         Self {
             table,
-            index: HashMap::new(),
+            index: HashMap::default(),
+            last: 0,
         }
     }
     fn position(&mut self, name: &str, make: impl FnOnce() -> (usize, Chain)) -> usize {
@@ -288,12 +292,18 @@ impl Tables {
         self.index.insert(name.to_string(), pos);
         pos
     }
+    /// The chain `name`, declared at the end if new; its rules follow
+    /// mostly.
     fn declare(&mut self, name: &str) -> usize {
         let end = self.table.chains.len();
-        self.position(name, || (end, Chain::new(name)))
+        self.last = self.position(name, || (end, Chain::new(name)));
+        self.last
     }
     fn push(&mut self, chain: &str, rule: Rule) {
-        let i = self.declare(chain);
+        let i = match self.table.chains.get(self.last) {
+            Some(c) if c.name.as_str() == chain => self.last,
+            _ => self.declare(chain),
+        };
         self.table.chains[i].push(rule);
     }
     fn push_builtin(&mut self, hook: Hook, rule: Rule) {
