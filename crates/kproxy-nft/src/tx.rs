@@ -15,7 +15,7 @@
 //! assert!(table.chain("reject-chain").unwrap().rules.is_empty());
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use kproxy_core::ir::{Chain, Counter, Element, KeyValue, Map, MapValue, Set, Table, TableFamily};
 use kproxy_core::model::IpFamily;

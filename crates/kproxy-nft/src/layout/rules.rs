@@ -2,7 +2,9 @@
 //! under construction, node-level set-up and each service port's front
 //! ends, calling the release ([`Release`]) where layouts differ.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
@@ -45,7 +47,7 @@ const JUMP_CHAINS: [(&str, &str, bool); 11] = [
 /// written where the later one came, after the chain its verdict names.
 pub(super) struct Builder {
     pub(super) tx: Transaction,
-    chains: BTreeSet<String>,
+    chains: HashSet<String>,
     elements: HashMap<(String, Vec<KeyValue>), usize>,
     /// Positions of elements a later one replaced: left out by `finish`.
     replaced: BTreeSet<usize>,
@@ -55,7 +57,7 @@ impl Builder {
     pub(super) fn new(family: IpFamily) -> Self {
         Self {
             tx: Transaction::new(family, TABLE),
-            chains: BTreeSet::new(),
+            chains: HashSet::new(),
             elements: HashMap::new(),
             replaced: BTreeSet::new(),
         }
@@ -68,7 +70,8 @@ impl Builder {
     }
     /// kube-proxy's `ensureChain`: `add chain` + `flush chain`, once.
     pub(super) fn ensure_chain(&mut self, name: &str) {
-        if self.chains.insert(name.to_string()) {
+        if !self.chains.contains(name) {
+            self.chains.insert(name.to_string());
             self.op(Op::AddChain(Chain::new(name)));
             self.op(Op::FlushChain(ChainName::new(name)));
         }
