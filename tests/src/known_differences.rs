@@ -167,7 +167,7 @@ pub fn known_class_difference(
     let local = |ip| {
         plan.service_ports
             .iter()
-            .flat_map(|sp| &sp.reachable_endpoints)
+            .flat_map(|sp| sp.reachable_endpoints.iter())
             .any(|e| e.ip == ip && e.is_local)
     };
     let mut hairpin = false;

@@ -138,6 +138,11 @@ pub struct NodePlan {
     pub localhost_node_port_rejects: Vec<Protocol>,
 }
 
+/// A service port's list of planned endpoints. The lists of a service
+/// port that hold the same endpoints share them (the common case: every
+/// endpoint is a cluster endpoint, and so the reachable ones too).
+pub type EndpointList = Arc<[PlannedEndpoint]>;
+
 /// One usable endpoint of a service port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedEndpoint {
@@ -270,11 +275,11 @@ pub struct ServicePortPlan {
     /// ClientIP affinity timeout in seconds.
     pub affinity_timeout: Option<u32>,
     /// Endpoints for cluster-policy traffic (topology and fallback applied).
-    pub cluster_endpoints: Vec<PlannedEndpoint>,
+    pub cluster_endpoints: EndpointList,
     /// Endpoints for local-policy traffic.
-    pub local_endpoints: Vec<PlannedEndpoint>,
+    pub local_endpoints: EndpointList,
     /// Every endpoint reachable from this node (union of both), sorted.
-    pub reachable_endpoints: Vec<PlannedEndpoint>,
+    pub reachable_endpoints: EndpointList,
     /// The endpoint list before selection (counts for large-cluster mode).
     pub total_endpoints: usize,
     /// The Service has a usable endpoint somewhere in the cluster.
@@ -778,9 +783,13 @@ fn plan_service_port<'a>(
         cluster_endpoints: if usage.cluster {
             sel.cluster
         } else {
-            Vec::new()
+            EndpointList::default()
         },
-        local_endpoints: if usage.local { sel.local } else { Vec::new() },
+        local_endpoints: if usage.local {
+            sel.local
+        } else {
+            EndpointList::default()
+        },
         reachable_endpoints: sel.reachable,
         total_endpoints,
         has_endpoints: sel.has_any,
@@ -836,9 +845,9 @@ enum TopologyMode {
 
 #[derive(Debug, Default)]
 struct Selection {
-    cluster: Vec<PlannedEndpoint>,
-    local: Vec<PlannedEndpoint>,
-    reachable: Vec<PlannedEndpoint>,
+    cluster: EndpointList,
+    local: EndpointList,
+    reachable: EndpointList,
     has_any: bool,
 }
 
@@ -894,10 +903,10 @@ fn categorize_endpoints(
             |e: &PlannedEndpoint| e.ready && available_for_topology(e, mode, node_name, zone);
         if !usage.local && eps.iter().all(cluster) {
             // The common case: every endpoint, and nothing else to select
-            // from the list; it is taken as it is.
+            // from the list; it is taken as it is, for both lists.
             sel.has_any = true;
-            sel.reachable = eps.clone();
-            sel.cluster = eps;
+            sel.cluster = eps.into();
+            sel.reachable = Arc::clone(&sel.cluster);
             return sel;
         }
         sel.cluster = eps.iter().filter(|e| cluster(e)).cloned().collect();
@@ -911,7 +920,7 @@ fn categorize_endpoints(
         sel.has_any = !sel.cluster.is_empty();
     }
     if !usage.local {
-        sel.reachable = sel.cluster.clone();
+        sel.reachable = Arc::clone(&sel.cluster);
         return sel;
     }
     let mut local_ready = false;
@@ -941,11 +950,11 @@ fn categorize_endpoints(
             .collect();
     }
     if !usage.cluster {
-        sel.reachable = sel.local.clone();
+        sel.reachable = Arc::clone(&sel.local);
         return sel;
     }
     if mode == TopologyMode::None && !serving_terminating_local {
-        sel.reachable = sel.cluster.clone();
+        sel.reachable = Arc::clone(&sel.cluster);
         return sel;
     }
     let mut union: BTreeMap<Arc<str>, PlannedEndpoint> = BTreeMap::new();

@@ -109,7 +109,7 @@ impl Release for Current {
     }
     fn endpoint_chains(&self, b: &mut Builder, sp: &ServicePortPlan) {
         if sp.affinity_timeout.is_some() {
-            for ep in &sp.reachable_endpoints {
+            for ep in sp.reachable_endpoints.iter() {
                 endpoint_chain(b, sp, ep, None);
             }
         }

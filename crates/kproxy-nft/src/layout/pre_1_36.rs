@@ -100,7 +100,7 @@ impl Release for Pre1_36 {
         endpoint_vmap(b, sp, chain, eps);
     }
     fn endpoint_chains(&self, b: &mut Builder, sp: &ServicePortPlan) {
-        for ep in &sp.reachable_endpoints {
+        for ep in sp.reachable_endpoints.iter() {
             let hairpin = Rule::new()
                 .with(Match::Addr {
                     dir: Direction::Src,

@@ -422,7 +422,7 @@ pub(super) fn service_port(
     let affinity = sp.affinity_timeout;
     let spn_comment = truncate_comment(&sp.name.to_string());
 
-    for ep in &sp.reachable_endpoints {
+    for ep in sp.reachable_endpoints.iter() {
         r.endpoint_objects(b, sp, ep);
     }
     if sp.uses_cluster_chain() {
@@ -596,7 +596,7 @@ pub(super) fn service_port(
 
     // Affinity sets.
     if let Some(timeout) = affinity {
-        for ep in &sp.reachable_endpoints {
+        for ep in sp.reachable_endpoints.iter() {
             let (_, set_name) = endpoint_names(&sp.name, ep.ip, ep.port);
             let mut s = set(&set_name, addr_type(b.family()).into(), None);
             s.flags = vec!["dynamic".into(), "timeout".into()];
