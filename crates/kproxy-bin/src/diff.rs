@@ -100,39 +100,75 @@ pub fn family_diffs(
     before: &Inventory,
     after: &Inventory,
 ) -> Result<(Backend, Vec<FamilyDiff>, Vec<String>)> {
-    let side = |version: &Option<String>| {
-        let mut node = args.node.clone();
-        if version.is_some() {
-            node.kube_proxy_version.clone_from(version);
-        }
-        node
+    compare(
+        || compile_side(args, Side::Before, before),
+        || compile_side(args, Side::After, after),
+    )
+}
+
+/// Which state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Before,
+    After,
+}
+
+/// One state compiled: its backend, its rules per family, and its
+/// warnings (the inventory's, then the resolver's; labelled).
+struct Compiled {
+    backend: Backend,
+    families: Vec<FamilyRules>,
+    warnings: Vec<String>,
+}
+
+/// Compiles one state with its side's options.
+fn compile_side(args: &DiffArgs, side: Side, inv: &Inventory) -> Result<Compiled> {
+    let (version, backend, label) = match side {
+        Side::Before => (&args.before_version, &args.before_backend, "before"),
+        Side::After => (&args.after_version, &args.after_backend, "after"),
     };
-    let (node_b, node_a) = (side(&args.before_version), side(&args.after_version));
-    let backend_b = args.before_backend.as_deref().or(args.backend.as_deref());
-    let backend_a = args.after_backend.as_deref().or(args.backend.as_deref());
+    let mut node = args.node.clone();
+    if version.is_some() {
+        node.kube_proxy_version.clone_from(version);
+    }
+    let backend = backend.as_deref().or(args.backend.as_deref());
+    let (backend, families, warnings) = ir_rulesets(&node, backend, args.standalone, inv)?;
+    let warnings = inv
+        .warnings
+        .iter()
+        .chain(&warnings)
+        .map(|w| format!("{label}: {w}"))
+        .collect();
+    Ok(Compiled {
+        backend,
+        families,
+        warnings,
+    })
+}
+
+/// Compiles the two states (`before` and `after` each give one) and
+/// compares them family by family.
+fn compare(
+    before: impl FnOnce() -> Result<Compiled> + Send,
+    after: impl FnOnce() -> Result<Compiled>,
+) -> Result<(Backend, Vec<FamilyDiff>, Vec<String>)> {
     // The two sides compile at the same time (the machine's second core).
     let (b, a) = std::thread::scope(|s| {
-        let b = s.spawn(|| ir_rulesets(&node_b, backend_b, args.standalone, before));
-        let a = ir_rulesets(&node_a, backend_a, args.standalone, after);
+        let b = s.spawn(before);
+        let a = after();
         let b = b.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         (b, a)
     });
-    let (_, fb, wb) = b?;
-    let (kind, fa, wa) = a?;
+    let (b, a) = (b?, a?);
+    let (fb, fa) = (b.families, a.families);
     let default_layout = |v: &[FamilyRules], other: &[FamilyRules]| {
         v.first()
             .or(other.first())
             .map_or(Layout::Iptables(Default::default()), |r| r.layout)
     };
     let (layout_b, layout_a) = (default_layout(&fb, &fa), default_layout(&fa, &fb));
-    let mut warnings: Vec<String> = before
-        .warnings
-        .iter()
-        .map(|w| format!("before: {w}"))
-        .collect();
-    warnings.extend(wb.into_iter().map(|w| format!("before: {w}")));
-    warnings.extend(after.warnings.iter().map(|w| format!("after: {w}")));
-    warnings.extend(wa.into_iter().map(|w| format!("after: {w}")));
+    let mut warnings = b.warnings;
+    warnings.extend(a.warnings);
     // By reference: a 10k-Service ruleset is hundreds of MB to copy.
     fn find(v: &[FamilyRules], f: IpFamily) -> Option<&FamilyRules> {
         v.iter().find(|r| r.node.family == f)
@@ -162,21 +198,41 @@ pub fn family_diffs(
             }
         })
         .collect();
-    Ok((kind, out, warnings))
+    // Freeing the two rulesets (millions of objects) takes both cores too.
+    std::thread::scope(|s| {
+        s.spawn(move || drop(fb));
+        drop(fa);
+    });
+    Ok((a.backend, out, warnings))
 }
 
 /// Runs `kproxy diff` on two already loaded inventories.
 pub fn diff_states(args: &DiffArgs, before: &Inventory, after: &Inventory) -> Result<Output> {
-    let _stage = crate::progress::Stage::spinner(&format!(
+    let _stage = spinner(before, after);
+    let (backend, families, warnings) = family_diffs(args, before, after)?;
+    report(args, backend, &families, warnings)
+}
+
+/// The progress spinner of the compile and compare stage.
+fn spinner(before: &Inventory, after: &Inventory) -> crate::progress::Stage {
+    crate::progress::Stage::spinner(&format!(
         "compiling and comparing {} and {} Services",
         before.state.services.len(),
         after.state.services.len()
-    ));
-    let (backend, families, warnings) = family_diffs(args, before, after)?;
+    ))
+}
+
+/// The output of `kproxy diff` in the chosen format.
+fn report(
+    args: &DiffArgs,
+    backend: Backend,
+    families: &[FamilyDiff],
+    warnings: Vec<String>,
+) -> Result<Output> {
     let stdout = match args.output {
-        DiffFormat::Text => crate::color::paint(text(backend, &families), args.color.when),
+        DiffFormat::Text => crate::color::paint(text(backend, families), args.color.when),
         DiffFormat::Json => {
-            let mut s = serde_json::to_string_pretty(&to_json(backend, &families))?;
+            let mut s = serde_json::to_string_pretty(&to_json(backend, families))?;
             s.push('\n');
             s
         }
@@ -188,7 +244,14 @@ pub fn diff_states(args: &DiffArgs, before: &Inventory, after: &Inventory) -> Re
 pub fn run(args: &DiffArgs) -> Result<Output> {
     let (before, after) =
         crate::live::load_sides(&args.live, &args.node, &args.before, &args.after)?;
-    diff_states(args, &before, &after)
+    let _stage = spinner(&before, &after);
+    // Each side frees its inventory (as big as its rules) as soon as it is
+    // compiled, on its own core, rather than both at the end.
+    let (backend, families, warnings) = compare(
+        move || compile_side(args, Side::Before, &before),
+        move || compile_side(args, Side::After, &after),
+    )?;
+    report(args, backend, &families, warnings)
 }
 
 /// Spells rules and elements in the syntax of the table they belong to

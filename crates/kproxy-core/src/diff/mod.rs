@@ -200,30 +200,53 @@ pub struct ElementEdit {
 
 /// Compares two rulesets of one family.
 pub fn diff(before: &Ruleset, after: &Ruleset) -> RulesetDiff {
-    // Both sides' owners at once: each walks a whole ruleset.
-    let (ob, oa) = std::thread::scope(|s| {
-        let ob = s.spawn(|| Owners::of(before));
-        let oa = Owners::of(after);
-        (
-            ob.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-            oa,
-        )
-    });
-    let mut tables = Vec::new();
-    for ta in &after.tables {
-        let d = match before.table(&ta.name) {
-            Some(tb) => table_diff(Some(tb), Some(ta), &ob, &oa),
-            None => table_diff(None, Some(ta), &ob, &oa),
-        };
-        tables.extend(d);
-    }
-    for tb in before
+    // The tables of either side, paired by name: the new ruleset's order,
+    // then the removed tables.
+    let mut sides: Vec<(Option<&Table>, Option<&Table>)> = after
         .tables
         .iter()
-        .filter(|t| after.table(&t.name).is_none())
-    {
-        tables.extend(table_diff(Some(tb), None, &ob, &oa));
-    }
+        .map(|ta| (before.table(&ta.name), Some(ta)))
+        .collect();
+    sides.extend(
+        before
+            .tables
+            .iter()
+            .filter(|t| after.table(&t.name).is_none())
+            .map(|tb| (Some(tb), None)),
+    );
+    // An added or removed table is compared with an empty one.
+    let empties: Vec<Option<Table>> = sides
+        .iter()
+        .map(|side| match *side {
+            (None, Some(t)) | (Some(t), None) => Some(empty_like(t)),
+            _ => None,
+        })
+        .collect();
+    let pairs: Vec<(Status, &Table, &Table)> = sides
+        .iter()
+        .zip(&empties)
+        .filter_map(|(side, empty)| match (*side, empty) {
+            ((Some(b), Some(a)), _) => Some((Status::Changed, b, a)),
+            ((None, Some(a)), Some(e)) => Some((Status::Added, e, a)),
+            ((Some(b), None), Some(e)) => Some((Status::Removed, b, e)),
+            _ => None,
+        })
+        .collect();
+    // Each side's owners walk a whole ruleset: on other threads, while
+    // this one compares the tables.
+    let (ob, oa, found) = std::thread::scope(|s| {
+        let ob = s.spawn(|| Owners::of(before));
+        let oa = s.spawn(|| Owners::of(after));
+        let found: Vec<TableChanges<'_>> = pairs.iter().map(|(_, b, a)| changes(b, a)).collect();
+        let ob = ob.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let oa = oa.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (ob, oa, found)
+    });
+    let tables = pairs
+        .iter()
+        .zip(&found)
+        .filter_map(|(&(status, tb, ta), found)| table_diff(status, tb, ta, found, &ob, &oa))
+        .collect();
     RulesetDiff { tables }
 }
 
@@ -231,27 +254,17 @@ fn empty_like(t: &Table) -> Table {
     Table::new(t.name.clone(), t.family)
 }
 
+/// The diff of one table (`before` and `after`: an empty table for an
+/// added or removed one) from the changes `found`.
 fn table_diff(
-    before: Option<&Table>,
-    after: Option<&Table>,
-    ob: &Owners,
-    oa: &Owners,
+    status: Status,
+    tb: &Table,
+    ta: &Table,
+    found: &TableChanges<'_>,
+    ob: &Owners<'_>,
+    oa: &Owners<'_>,
 ) -> Option<TableDiff> {
-    let empty;
-    let (status, tb, ta) = match (before, after) {
-        (Some(b), Some(a)) => (Status::Changed, b, a),
-        (None, Some(a)) => {
-            empty = empty_like(a);
-            (Status::Added, &empty, a)
-        }
-        (Some(b), None) => {
-            empty = empty_like(b);
-            (Status::Removed, b, &empty)
-        }
-        (None, None) => return None,
-    };
     let name = ta.name.clone();
-    let found = changes(tb, ta);
     let mut chains = Vec::new();
     for c in &found.chains {
         match (c.before, c.after) {
@@ -319,8 +332,8 @@ fn element_edit(
     table: &str,
     container: &str,
     e: &ElementChange<'_>,
-    ob: &Owners,
-    oa: &Owners,
+    ob: &Owners<'_>,
+    oa: &Owners<'_>,
 ) -> ElementEdit {
     match (e.before, e.after) {
         (Some((eb, vb)), None) => ElementEdit {
@@ -351,7 +364,7 @@ fn element_edit(
     }
 }
 
-fn whole_chain(table: &str, c: &Chain, status: Status, owners: &Owners) -> ChainDiff {
+fn whole_chain(table: &str, c: &Chain, status: Status, owners: &Owners<'_>) -> ChainDiff {
     let op = if status == Status::Removed {
         EditOp::Delete
     } else {
@@ -401,7 +414,13 @@ pub fn rule_edit_script(before: &[Rule], after: &[Rule]) -> Vec<(EditOp, usize)>
         .collect()
 }
 
-fn rule_edits(table: &str, cb: &Chain, ca: &Chain, ob: &Owners, oa: &Owners) -> Vec<RuleEdit> {
+fn rule_edits(
+    table: &str,
+    cb: &Chain,
+    ca: &Chain,
+    ob: &Owners<'_>,
+    oa: &Owners<'_>,
+) -> Vec<RuleEdit> {
     let chain = ca.name.as_str();
     edit_script(&cb.rules, &ca.rules)
         .into_iter()
@@ -426,7 +445,7 @@ fn whole_container(
     table: &str,
     c: ContainerRef<'_>,
     status: Status,
-    owners: &Owners,
+    owners: &Owners<'_>,
 ) -> ContainerDiff {
     let removed = status == Status::Removed;
     ContainerDiff {
