@@ -6,6 +6,7 @@
 //! backend's syntax. `--output json` gives the same, plus the minimal update
 //! (chains to create, rewrite and delete; elements to add and remove).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -20,7 +21,7 @@ use kproxy_core::ir::{Element, MapValue, Rule, Ruleset, TableFamily};
 use kproxy_core::model::{IpFamily, MarkStyle, NamespacedName};
 use serde_json::{Value, json};
 
-use crate::compile::{Backend, FamilyRules, Layout, Output, ir_rulesets};
+use crate::compile::{Backend, FamilyRules, Layout, Output, ir_rulesets, ir_rulesets_owned};
 use crate::settings::NodeArgs;
 
 /// Output formats of `kproxy diff`.
@@ -101,8 +102,8 @@ pub fn family_diffs(
     after: &Inventory,
 ) -> Result<(Backend, Vec<FamilyDiff>, Vec<String>)> {
     compare(
-        || compile_side(args, Side::Before, before),
-        || compile_side(args, Side::After, after),
+        || compile_side(args, Side::Before, Cow::Borrowed(before)),
+        || compile_side(args, Side::After, Cow::Borrowed(after)),
     )
 }
 
@@ -115,14 +116,16 @@ enum Side {
 
 /// One state compiled: its backend, its rules per family, and its
 /// warnings (the inventory's, then the resolver's; labelled).
+#[derive(Debug)]
 struct Compiled {
     backend: Backend,
     families: Vec<FamilyRules>,
     warnings: Vec<String>,
 }
 
-/// Compiles one state with its side's options.
-fn compile_side(args: &DiffArgs, side: Side, inv: &Inventory) -> Result<Compiled> {
+/// Compiles one state with its side's options (an owned inventory is freed
+/// as soon as it is planned).
+fn compile_side(args: &DiffArgs, side: Side, inv: Cow<'_, Inventory>) -> Result<Compiled> {
     let (version, backend, label) = match side {
         Side::Before => (&args.before_version, &args.before_backend, "before"),
         Side::After => (&args.after_version, &args.after_backend, "after"),
@@ -132,13 +135,22 @@ fn compile_side(args: &DiffArgs, side: Side, inv: &Inventory) -> Result<Compiled
         node.kube_proxy_version.clone_from(version);
     }
     let backend = backend.as_deref().or(args.backend.as_deref());
-    let (backend, families, warnings) = ir_rulesets(&node, backend, args.standalone, inv)?;
-    let warnings = inv
-        .warnings
-        .iter()
-        .chain(&warnings)
-        .map(|w| format!("{label}: {w}"))
-        .collect();
+    let label = |w: &String| format!("{label}: {w}");
+    let (mut labelled, (backend, families, warnings)) = match inv {
+        Cow::Borrowed(inv) => (
+            inv.warnings.iter().map(label).collect::<Vec<_>>(),
+            ir_rulesets(&node, backend, args.standalone, inv)?,
+        ),
+        Cow::Owned(mut inv) => (
+            std::mem::take(&mut inv.warnings)
+                .iter()
+                .map(label)
+                .collect(),
+            ir_rulesets_owned(&node, backend, args.standalone, inv)?,
+        ),
+    };
+    labelled.extend(warnings.iter().map(label));
+    let warnings = labelled;
     Ok(Compiled {
         backend,
         families,
@@ -159,7 +171,11 @@ fn compare(
         let b = b.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         (b, a)
     });
-    let (b, a) = (b?, a?);
+    compare_compiled(b?, a?)
+}
+
+/// Compares two compiled states family by family.
+fn compare_compiled(b: Compiled, a: Compiled) -> Result<(Backend, Vec<FamilyDiff>, Vec<String>)> {
     let (fb, fa) = (b.families, a.families);
     let default_layout = |v: &[FamilyRules], other: &[FamilyRules]| {
         v.first()
@@ -242,15 +258,24 @@ fn report(
 
 /// Runs `kproxy diff` from its arguments.
 pub fn run(args: &DiffArgs) -> Result<Output> {
-    let (before, after) =
-        crate::live::load_sides(&args.live, &args.node, &args.before, &args.after)?;
-    let _stage = spinner(&before, &after);
-    // Each side frees its inventory (as big as its rules) as soon as it is
-    // compiled, on its own core, rather than both at the end.
-    let (backend, families, warnings) = compare(
-        move || compile_side(args, Side::Before, &before),
-        move || compile_side(args, Side::After, &after),
+    // Each side is compiled on the thread that loaded it, as soon as it is
+    // loaded, and frees its inventory (as big as its rules) once planned.
+    let (b, a) = crate::live::load_sides_then(
+        &args.live,
+        &args.node,
+        &args.before,
+        &args.after,
+        |old, inv| {
+            let _stage = crate::progress::Stage::spinner(&format!(
+                "compiling {} Services",
+                inv.state.services.len()
+            ));
+            let side = if old { Side::Before } else { Side::After };
+            compile_side(args, side, Cow::Owned(inv))
+        },
     )?;
+    let _stage = crate::progress::Stage::spinner("comparing");
+    let (backend, families, warnings) = compare_compiled(b, a)?;
     report(args, backend, &families, warnings)
 }
 

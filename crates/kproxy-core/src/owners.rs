@@ -214,6 +214,8 @@ fn iptables_table<'a>(own: &mut TableOwners<'a>, interner: &mut Interner<'a>, t:
     let index: Map<&str, &crate::ir::Chain> =
         t.chains.iter().map(|c| (c.name.as_str(), c)).collect();
     let per_service = is_iptables_service_chain;
+    // Nearly every chain of a big table is a Service's.
+    own.chains.reserve(index.len());
     let mut queue: Vec<(&'a str, Svc)> = Vec::new();
     for chain in &t.chains {
         if per_service(chain.name.as_str()) {
@@ -250,6 +252,8 @@ fn iptables_table<'a>(own: &mut TableOwners<'a>, interner: &mut Interner<'a>, t:
 }
 
 fn nft_table<'a>(own: &mut TableOwners<'a>, interner: &mut Interner<'a>, t: &'a Table) {
+    // Nearly every chain of a big table is a Service's.
+    own.chains.reserve(t.chains.len());
     for chain in &t.chains {
         if let Some(svc) = service_words_in_nft_name(chain.name.as_str()) {
             own.chains.insert(chain.name.as_str(), interner.id(svc));
