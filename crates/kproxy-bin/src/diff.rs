@@ -9,16 +9,18 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use kproxy_core::convert::Inventory;
 use kproxy_core::diff::{
     ChainDiff, ContainerDiff, ContainerKind, EditOp, ElementOp, ElementUpdate, RulesetDiff, Status,
-    TableDiff, Update, diff,
+    TableDiff, Update, diff, diff_with_owners,
 };
 use kproxy_core::ir::{Element, MapValue, Rule, Ruleset, TableFamily};
 use kproxy_core::model::{IpFamily, MarkStyle, NamespacedName};
+use kproxy_core::owners::Owners;
 use serde_json::{Value, json};
 
 use crate::compile::{Backend, FamilyRules, Layout, Output, ir_rulesets, ir_rulesets_owned};
@@ -171,55 +173,73 @@ fn compare(
         let b = b.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         (b, a)
     });
-    compare_compiled(b?, a?)
-}
-
-/// Compares two compiled states family by family.
-fn compare_compiled(b: Compiled, a: Compiled) -> Result<(Backend, Vec<FamilyDiff>, Vec<String>)> {
-    let (fb, fa) = (b.families, a.families);
-    let default_layout = |v: &[FamilyRules], other: &[FamilyRules]| {
-        v.first()
-            .or(other.first())
-            .map_or(Layout::Iptables(Default::default()), |r| r.layout)
-    };
-    let (layout_b, layout_a) = (default_layout(&fb, &fa), default_layout(&fa, &fb));
+    let (b, a) = (b?, a?);
+    let out = compare_compiled(&b, &a, None);
     let mut warnings = b.warnings;
     warnings.extend(a.warnings);
-    // By reference: a 10k-Service ruleset is hundreds of MB to copy.
-    fn find(v: &[FamilyRules], f: IpFamily) -> Option<&FamilyRules> {
-        v.iter().find(|r| r.node.family == f)
-    }
-    let mut families: Vec<IpFamily> = fa.iter().map(|r| r.node.family).collect();
-    for r in &fb {
-        if !families.contains(&r.node.family) {
-            families.push(r.node.family);
-        }
-    }
-    let empty = Ruleset::default();
-    let out = families
-        .into_iter()
-        .map(|f| {
-            let b = find(&fb, f);
-            let a = find(&fa, f);
-            let mark_style = a.or(b).map(|r| r.node.mark_style).unwrap_or_default();
-            FamilyDiff {
-                family: f,
-                mark_style,
-                before: b.map_or(layout_b, |r| r.layout),
-                after: a.map_or(layout_a, |r| r.layout),
-                diff: diff(
-                    b.map_or(&empty, |r| &r.ruleset),
-                    a.map_or(&empty, |r| &r.ruleset),
-                ),
-            }
-        })
-        .collect();
     // Freeing the two rulesets (millions of objects) takes both cores too.
+    let (fb, fa) = (b.families, a.families);
     std::thread::scope(|s| {
         s.spawn(move || drop(fb));
         drop(fa);
     });
     Ok((a.backend, out, warnings))
+}
+
+/// Compares two compiled states family by family; `owners`: those of
+/// each side's families, when already worked out.
+fn compare_compiled(
+    b: &Compiled,
+    a: &Compiled,
+    owners: Option<(&[Owners<'_>], &[Owners<'_>])>,
+) -> Vec<FamilyDiff> {
+    let (fb, fa) = (&b.families, &a.families);
+    let default_layout = |v: &[FamilyRules], other: &[FamilyRules]| {
+        v.first()
+            .or(other.first())
+            .map_or(Layout::Iptables(Default::default()), |r| r.layout)
+    };
+    let (layout_b, layout_a) = (default_layout(fb, fa), default_layout(fa, fb));
+    // By reference: a 10k-Service ruleset is hundreds of MB to copy.
+    fn find(v: &[FamilyRules], f: IpFamily) -> Option<(usize, &FamilyRules)> {
+        v.iter().enumerate().find(|(_, r)| r.node.family == f)
+    }
+    let mut families: Vec<IpFamily> = fa.iter().map(|r| r.node.family).collect();
+    for r in fb {
+        if !families.contains(&r.node.family) {
+            families.push(r.node.family);
+        }
+    }
+    let empty = Ruleset::default();
+    let nobody = Owners::default();
+    families
+        .into_iter()
+        .map(|f| {
+            let b = find(fb, f);
+            let a = find(fa, f);
+            let (rb, ra) = (b.map(|(_, r)| r), a.map(|(_, r)| r));
+            let mark_style = ra.or(rb).map(|r| r.node.mark_style).unwrap_or_default();
+            let (sb, sa) = (
+                rb.map_or(&empty, |r| &r.ruleset),
+                ra.map_or(&empty, |r| &r.ruleset),
+            );
+            let diff = match owners {
+                Some((ob, oa)) => {
+                    let ob = b.and_then(|(i, _)| ob.get(i)).unwrap_or(&nobody);
+                    let oa = a.and_then(|(i, _)| oa.get(i)).unwrap_or(&nobody);
+                    diff_with_owners(sb, sa, ob, oa)
+                }
+                None => diff(sb, sa),
+            };
+            FamilyDiff {
+                family: f,
+                mark_style,
+                before: rb.map_or(layout_b, |r| r.layout),
+                after: ra.map_or(layout_a, |r| r.layout),
+                diff,
+            }
+        })
+        .collect()
 }
 
 /// Runs `kproxy diff` on two already loaded inventories.
@@ -259,23 +279,38 @@ fn report(
 /// Runs `kproxy diff` from its arguments.
 pub fn run(args: &DiffArgs) -> Result<Output> {
     // Each side is compiled on the thread that loaded it, as soon as it is
-    // loaded, and frees its inventory (as big as its rules) once planned.
-    let (b, a) = crate::live::load_sides_then(
+    // loaded (its inventory, as big as its rules, freed once planned), and
+    // the owners of its rules are worked out there too.
+    let storage: [OnceLock<Compiled>; 2] = Default::default();
+    let slots = &storage;
+    let ((b, ob), (a, oa)) = crate::live::load_sides_then(
         &args.live,
         &args.node,
         &args.before,
         &args.after,
-        |old, inv| {
+        move |old, inv| {
             let _stage = crate::progress::Stage::spinner(&format!(
                 "compiling {} Services",
                 inv.state.services.len()
             ));
             let side = if old { Side::Before } else { Side::After };
-            compile_side(args, side, Cow::Owned(inv))
+            let compiled = compile_side(args, side, Cow::Owned(inv))?;
+            let compiled = slots[usize::from(!old)].get_or_init(move || compiled);
+            let owners: Vec<Owners<'_>> = compiled
+                .families
+                .iter()
+                .map(|f| Owners::of(&f.ruleset))
+                .collect();
+            Ok((compiled, owners))
         },
     )?;
     let _stage = crate::progress::Stage::spinner("comparing");
-    let (backend, families, warnings) = compare_compiled(b, a)?;
+    let families = compare_compiled(b, a, Some((&ob, &oa)));
+    let mut warnings = b.warnings.clone();
+    warnings.extend(a.warnings.iter().cloned());
+    let backend = a.backend;
+    drop((ob, oa));
+    crate::oneshot::dispose(storage);
     report(args, backend, &families, warnings)
 }
 

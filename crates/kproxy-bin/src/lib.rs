@@ -10,6 +10,7 @@ pub mod compile;
 pub mod diff;
 pub mod graph;
 pub mod live;
+pub mod oneshot;
 pub mod progress;
 pub mod settings;
 pub mod shell;

@@ -200,52 +200,112 @@ pub struct ElementEdit {
 
 /// Compares two rulesets of one family.
 pub fn diff(before: &Ruleset, after: &Ruleset) -> RulesetDiff {
-    // The tables of either side, paired by name: the new ruleset's order,
-    // then the removed tables.
-    let mut sides: Vec<(Option<&Table>, Option<&Table>)> = after
-        .tables
-        .iter()
-        .map(|ta| (before.table(&ta.name), Some(ta)))
-        .collect();
-    sides.extend(
-        before
-            .tables
-            .iter()
-            .filter(|t| after.table(&t.name).is_none())
-            .map(|tb| (Some(tb), None)),
-    );
-    // An added or removed table is compared with an empty one.
-    let empties: Vec<Option<Table>> = sides
-        .iter()
-        .map(|side| match *side {
-            (None, Some(t)) | (Some(t), None) => Some(empty_like(t)),
-            _ => None,
-        })
-        .collect();
-    let pairs: Vec<(Status, &Table, &Table)> = sides
-        .iter()
-        .zip(&empties)
-        .filter_map(|(side, empty)| match (*side, empty) {
-            ((Some(b), Some(a)), _) => Some((Status::Changed, b, a)),
-            ((None, Some(a)), Some(e)) => Some((Status::Added, e, a)),
-            ((Some(b), None), Some(e)) => Some((Status::Removed, b, e)),
-            _ => None,
-        })
-        .collect();
+    let tables = Tables::of(before, after);
+    let pairs = tables.pairs();
     // Each side's owners walk a whole ruleset: on other threads, while
     // this one compares the tables.
     let (ob, oa, found) = std::thread::scope(|s| {
         let ob = s.spawn(|| Owners::of(before));
         let oa = s.spawn(|| Owners::of(after));
-        let found: Vec<TableChanges<'_>> = pairs.iter().map(|(_, b, a)| changes(b, a)).collect();
+        let found = table_changes(&pairs);
         let ob = ob.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
         let oa = oa.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
         (ob, oa, found)
     });
+    assemble(&pairs, &found, &ob, &oa)
+}
+
+/// [`diff`] with the owners of both rulesets already worked out
+/// ([`Owners::of`] `before` and `after`): for a caller that works them out
+/// while it still builds the other ruleset.
+///
+/// ```
+/// use kproxy_core::diff::{diff, diff_with_owners};
+/// use kproxy_core::ir::*;
+/// use kproxy_core::model::IpFamily;
+/// use kproxy_core::owners::Owners;
+///
+/// let before = Ruleset { tables: vec![Table::new("nat", TableFamily::Iptables(IpFamily::V4))] };
+/// let mut after = before.clone();
+/// after.tables[0].chains.push(Chain::new("KUBE-SERVICES"));
+/// let (ob, oa) = (Owners::of(&before), Owners::of(&after));
+/// assert_eq!(diff_with_owners(&before, &after, &ob, &oa), diff(&before, &after));
+/// ```
+pub fn diff_with_owners(
+    before: &Ruleset,
+    after: &Ruleset,
+    ob: &Owners<'_>,
+    oa: &Owners<'_>,
+) -> RulesetDiff {
+    let tables = Tables::of(before, after);
+    let pairs = tables.pairs();
+    let found = table_changes(&pairs);
+    assemble(&pairs, &found, ob, oa)
+}
+
+/// The tables of two rulesets paired by name: the new ruleset's order,
+/// then the removed tables; an added or removed table is paired with an
+/// empty one.
+struct Tables<'r> {
+    sides: Vec<(Option<&'r Table>, Option<&'r Table>)>,
+    empties: Vec<Option<Table>>,
+}
+
+impl<'r> Tables<'r> {
+    fn of(before: &'r Ruleset, after: &'r Ruleset) -> Self {
+        let mut sides: Vec<(Option<&Table>, Option<&Table>)> = after
+            .tables
+            .iter()
+            .map(|ta| (before.table(&ta.name), Some(ta)))
+            .collect();
+        sides.extend(
+            before
+                .tables
+                .iter()
+                .filter(|t| after.table(&t.name).is_none())
+                .map(|tb| (Some(tb), None)),
+        );
+        let empties = sides
+            .iter()
+            .map(|side| match *side {
+                (None, Some(t)) | (Some(t), None) => Some(empty_like(t)),
+                _ => None,
+            })
+            .collect();
+        Tables { sides, empties }
+    }
+
+    /// Each pair's status, old table and new table.
+    fn pairs(&self) -> Vec<(Status, &Table, &Table)> {
+        self.sides
+            .iter()
+            .zip(&self.empties)
+            .filter_map(|(side, empty)| match (*side, empty) {
+                ((Some(b), Some(a)), _) => Some((Status::Changed, b, a)),
+                ((None, Some(a)), Some(e)) => Some((Status::Added, e, a)),
+                ((Some(b), None), Some(e)) => Some((Status::Removed, b, e)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The changes of each pair of tables.
+fn table_changes<'p>(pairs: &[(Status, &'p Table, &'p Table)]) -> Vec<TableChanges<'p>> {
+    pairs.iter().map(|(_, b, a)| changes(b, a)).collect()
+}
+
+/// The diff of the pairs of tables from their changes and owners.
+fn assemble(
+    pairs: &[(Status, &Table, &Table)],
+    found: &[TableChanges<'_>],
+    ob: &Owners<'_>,
+    oa: &Owners<'_>,
+) -> RulesetDiff {
     let tables = pairs
         .iter()
-        .zip(&found)
-        .filter_map(|(&(status, tb, ta), found)| table_diff(status, tb, ta, found, &ob, &oa))
+        .zip(found)
+        .filter_map(|(&(status, tb, ta), found)| table_diff(status, tb, ta, found, ob, oa))
         .collect();
     RulesetDiff { tables }
 }
