@@ -456,7 +456,8 @@ mod tests {
             Chain::new("KUBE-SEP-X"),
             Chain::new("KUBE-MARK-MASQ"),
         ];
-        let o = Owners::of(&Ruleset { tables: vec![t] });
+        let rs = Ruleset { tables: vec![t] };
+        let o = Owners::of(&rs);
         assert_eq!(o.chain("nat", "KUBE-SVC-A"), Some(&nn("ns/a")));
         assert_eq!(o.chain("nat", "KUBE-SEP-X"), Some(&nn("ns/a")));
         assert_eq!(o.chain("nat", "KUBE-MARK-MASQ"), None);
@@ -515,7 +516,8 @@ mod tests {
             "nodeport-ips",
             vec![KeyValue::Ip("192.0.2.1".parse().unwrap())],
         ));
-        let o = Owners::of(&Ruleset { tables: vec![t] });
+        let rs = Ruleset { tables: vec![t] };
+        let o = Owners::of(&rs);
         let a = nn("ns/a");
         assert_eq!(o.chain("kube-proxy", chain), Some(&a));
         assert_eq!(o.element("kube-proxy", "service-ips", &key), Some(&a));
