@@ -67,9 +67,26 @@ type Svc = u32;
 /// The owners within one table, by name (and element key).
 #[derive(Debug, Clone, Default)]
 struct TableOwners<'a> {
-    chains: Map<&'a str, Svc>,
+    /// Per chain name: the owner, and (iptables) the chain itself, so
+    /// that following a jump costs one lookup.
+    chains: Map<&'a str, ChainSlot<'a>>,
     sets: Map<&'a str, Svc>,
     elements: Map<&'a str, Map<&'a [KeyValue], Svc>>,
+}
+
+/// A chain's entry in [`TableOwners::chains`].
+#[derive(Debug, Clone, Copy)]
+struct ChainSlot<'a> {
+    /// The chain of that name (iptables; the last one of the name).
+    chain: Option<&'a crate::ir::Chain>,
+    /// Its owner.
+    svc: Option<Svc>,
+}
+
+impl ChainSlot<'_> {
+    fn owner(&self) -> Option<Svc> {
+        self.svc
+    }
 }
 
 /// The Services seen with a key: none yet, exactly one, or several.
@@ -132,11 +149,22 @@ impl PartialEq for Owners<'_> {
                         .is_some_and(|j| sa.get(*i as usize) == sb.get(*j as usize))
                 })
         }
+        fn owned<'m>(m: &'m Map<&str, ChainSlot<'_>>) -> impl Iterator<Item = (&'m str, Svc)> + 'm {
+            m.iter().filter_map(|(k, c)| Some((*k, c.owner()?)))
+        }
         let (sa, sb) = (&self.services, &other.services);
+        let same_chains = |a: &Map<&str, ChainSlot<'_>>, b: &Map<&str, ChainSlot<'_>>| {
+            owned(a).count() == owned(b).count()
+                && owned(a).all(|(k, i)| {
+                    b.get(k)
+                        .and_then(ChainSlot::owner)
+                        .is_some_and(|j| sa.get(i as usize) == sb.get(j as usize))
+                })
+        };
         self.tables.len() == other.tables.len()
             && self.tables.iter().all(|(name, a)| {
                 other.tables.get(name).is_some_and(|b| {
-                    same(&a.chains, sa, &b.chains, sb)
+                    same_chains(&a.chains, &b.chains)
                         && same(&a.sets, sa, &b.sets, sb)
                         && a.elements.len() == b.elements.len()
                         && a.elements
@@ -175,7 +203,7 @@ impl<'a> Owners<'a> {
 
     /// The Service a chain belongs to.
     pub fn chain(&self, table: &str, chain: &str) -> Option<&NamespacedName> {
-        let svc = *self.tables.get(table)?.chains.get(chain)?;
+        let svc = self.tables.get(table)?.chains.get(chain)?.owner()?;
         self.service(svc)
     }
 
@@ -211,11 +239,22 @@ impl<'a> Owners<'a> {
 }
 
 fn iptables_table<'a>(own: &mut TableOwners<'a>, interner: &mut Interner<'a>, t: &'a Table) {
-    let index: Map<&str, &crate::ir::Chain> =
-        t.chains.iter().map(|c| (c.name.as_str(), c)).collect();
+    // Every chain of this table by name, its owner to be found (the
+    // owners found in an earlier table of the same name stay).
+    for slot in own.chains.values_mut() {
+        slot.chain = None;
+    }
+    own.chains.reserve(t.chains.len());
+    for c in &t.chains {
+        own.chains
+            .entry(c.name.as_str())
+            .and_modify(|slot| slot.chain = Some(c))
+            .or_insert(ChainSlot {
+                chain: Some(c),
+                svc: None,
+            });
+    }
     let per_service = is_iptables_service_chain;
-    // Nearly every chain of a big table is a Service's.
-    own.chains.reserve(index.len());
     let mut queue: Vec<(&'a str, Svc)> = Vec::new();
     for chain in &t.chains {
         if per_service(chain.name.as_str()) {
@@ -235,13 +274,25 @@ fn iptables_table<'a>(own: &mut TableOwners<'a>, interner: &mut Interner<'a>, t:
     }
     // Propagate through per-service chains (first owner wins).
     while let Some((name, svc)) = queue.pop() {
-        match own.chains.entry(name) {
-            std::collections::hash_map::Entry::Occupied(_) => continue,
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(svc);
+        let chain = match own.chains.entry(name) {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let slot = o.get_mut();
+                if slot.svc.is_some() {
+                    continue;
+                }
+                slot.svc = Some(svc);
+                slot.chain
             }
-        }
-        if let Some(chain) = index.get(name) {
+            // A jump to a chain the table lacks: owned all the same.
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(ChainSlot {
+                    chain: None,
+                    svc: Some(svc),
+                });
+                None
+            }
+        };
+        if let Some(chain) = chain {
             for target in chain.rules.iter().filter_map(Rule::jump_target) {
                 if per_service(target.as_str()) {
                     queue.push((target.as_str(), svc));
@@ -256,7 +307,9 @@ fn nft_table<'a>(own: &mut TableOwners<'a>, interner: &mut Interner<'a>, t: &'a 
     own.chains.reserve(t.chains.len());
     for chain in &t.chains {
         if let Some(svc) = service_words_in_nft_name(chain.name.as_str()) {
-            own.chains.insert(chain.name.as_str(), interner.id(svc));
+            let svc = Some(interner.id(svc));
+            own.chains
+                .insert(chain.name.as_str(), ChainSlot { chain: None, svc });
         }
     }
     for set in &t.sets {
@@ -273,7 +326,7 @@ fn nft_table<'a>(own: &mut TableOwners<'a>, interner: &mut Interner<'a>, t: &'a 
         for (e, v) in &map.elements {
             let MapValue::Verdict(v) = v;
             let owner = verdict_chain(v)
-                .and_then(|c| own.chains.get(c).copied())
+                .and_then(|c| own.chains.get(c).and_then(ChainSlot::owner))
                 .or_else(|| comment_owner(e).map(|s| interner.id(s)));
             if let Some(svc) = owner {
                 if let Some(KeyValue::Ip(ip)) = e.key.first() {
@@ -288,7 +341,11 @@ fn nft_table<'a>(own: &mut TableOwners<'a>, interner: &mut Interner<'a>, t: &'a 
         }
     }
     for chain in &t.chains {
-        let Some(&svc) = own.chains.get(chain.name.as_str()) else {
+        let Some(svc) = own
+            .chains
+            .get(chain.name.as_str())
+            .and_then(ChainSlot::owner)
+        else {
             continue;
         };
         for rule in &chain.rules {
