@@ -280,7 +280,8 @@ fn report(
 pub fn run(args: &DiffArgs) -> Result<Output> {
     // Each side is compiled on the thread that loaded it, as soon as it is
     // loaded (its inventory, as big as its rules, freed once planned), and
-    // the owners of its rules are worked out there too.
+    // the owners of its rules are worked out there too. The owners borrow
+    // the rules, so these live here, out of the threads: set once each.
     let storage: [OnceLock<Compiled>; 2] = Default::default();
     let slots = &storage;
     let ((b, ob), (a, oa)) = crate::live::load_sides_then(
