@@ -164,31 +164,7 @@ pub fn load_sides(
     before: &[PathBuf],
     after: &[PathBuf],
 ) -> Result<(Inventory, Inventory)> {
-    let (b, a) = (input(live, before)?, input(live, after)?);
-    let is_cluster = |i: &Input<'_>| matches!(i, Input::Cluster { .. });
-    if (live.kubeconfig.is_some() || live.context.is_some()) && !is_cluster(&b) && !is_cluster(&a) {
-        bail!(
-            "--kubeconfig/--context read the live cluster: name it as a side (--before kube: or --after kube:)"
-        );
-    }
-    let read = |i: &Input<'_>| match i {
-        Input::Files(p) => load(p),
-        Input::Cluster { context } => read_cluster(live, node, context.as_deref()),
-    };
-    if a == b {
-        let before = read(&b)?;
-        return Ok((before.clone(), before));
-    }
-    // Both sides are read at the same time (the machine's second core).
-    let (before, after) = std::thread::scope(|s| {
-        let before = s.spawn(|| read(&b));
-        let after = read(&a);
-        let before = before
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        (before, after)
-    });
-    Ok((before?, after?))
+    load_sides_then(live, node, before, after, |_, inv| Ok(inv))
 }
 
 /// [`load_sides`], handing each state to `then` (`true`: the old state) on
