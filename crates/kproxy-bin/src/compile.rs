@@ -214,6 +214,40 @@ pub fn ir_rulesets(
     Ok((backend, out, warnings))
 }
 
+/// [`ir_rulesets`] of an inventory needed no more: it is freed as soon as
+/// every family is planned, before the rules are laid out (a 10k-Service
+/// inventory takes about as much memory as its rules).
+pub fn ir_rulesets_owned(
+    node_args: &NodeArgs,
+    backend: Option<&str>,
+    standalone: bool,
+    inv: Inventory,
+) -> Result<(Backend, Vec<FamilyRules>, Vec<String>)> {
+    let (backend, targets, warnings) = family_targets(node_args, backend, &inv)?;
+    let plans: Vec<_> = targets
+        .into_iter()
+        .map(|(node, layout)| {
+            (
+                plan_release(&inv.state, &node, layout.release()),
+                node,
+                layout,
+            )
+        })
+        .collect();
+    drop(inv);
+    let out = plans
+        .into_iter()
+        .map(|(plan, node, layout)| {
+            Ok(FamilyRules {
+                ruleset: layout_plan(&plan, layout, standalone)?,
+                node,
+                layout,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((backend, out, warnings))
+}
+
 /// What to compile for one family: the node configuration as the backend
 /// reads it, and the layout it writes.
 pub type Target = (kproxy_core::model::NodeConfig, Layout);

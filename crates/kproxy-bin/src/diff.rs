@@ -6,21 +6,24 @@
 //! backend's syntax. `--output json` gives the same, plus the minimal update
 //! (chains to create, rewrite and delete; elements to add and remove).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use kproxy_core::convert::Inventory;
 use kproxy_core::diff::{
     ChainDiff, ContainerDiff, ContainerKind, EditOp, ElementOp, ElementUpdate, RulesetDiff, Status,
-    TableDiff, Update, diff,
+    TableDiff, Update, diff, diff_with_owners,
 };
 use kproxy_core::ir::{Element, MapValue, Rule, Ruleset, TableFamily};
 use kproxy_core::model::{IpFamily, MarkStyle, NamespacedName};
+use kproxy_core::owners::Owners;
 use serde_json::{Value, json};
 
-use crate::compile::{Backend, FamilyRules, Layout, Output, ir_rulesets};
+use crate::compile::{Backend, FamilyRules, Layout, Output, ir_rulesets, ir_rulesets_owned};
 use crate::settings::NodeArgs;
 
 /// Output formats of `kproxy diff`.
@@ -100,83 +103,172 @@ pub fn family_diffs(
     before: &Inventory,
     after: &Inventory,
 ) -> Result<(Backend, Vec<FamilyDiff>, Vec<String>)> {
-    let side = |version: &Option<String>| {
-        let mut node = args.node.clone();
-        if version.is_some() {
-            node.kube_proxy_version.clone_from(version);
-        }
-        node
+    compare(
+        || compile_side(args, Side::Before, Cow::Borrowed(before)),
+        || compile_side(args, Side::After, Cow::Borrowed(after)),
+    )
+}
+
+/// Which state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Before,
+    After,
+}
+
+/// One state compiled: its backend, its rules per family, and its
+/// warnings (the inventory's, then the resolver's; labelled).
+#[derive(Debug)]
+struct Compiled {
+    backend: Backend,
+    families: Vec<FamilyRules>,
+    warnings: Vec<String>,
+}
+
+/// Compiles one state with its side's options (an owned inventory is freed
+/// as soon as it is planned).
+fn compile_side(args: &DiffArgs, side: Side, inv: Cow<'_, Inventory>) -> Result<Compiled> {
+    let (version, backend, label) = match side {
+        Side::Before => (&args.before_version, &args.before_backend, "before"),
+        Side::After => (&args.after_version, &args.after_backend, "after"),
     };
-    let (node_b, node_a) = (side(&args.before_version), side(&args.after_version));
-    let backend_b = args.before_backend.as_deref().or(args.backend.as_deref());
-    let backend_a = args.after_backend.as_deref().or(args.backend.as_deref());
+    let mut node = args.node.clone();
+    if version.is_some() {
+        node.kube_proxy_version.clone_from(version);
+    }
+    let backend = backend.as_deref().or(args.backend.as_deref());
+    let label = |w: &String| format!("{label}: {w}");
+    let (mut labelled, (backend, families, warnings)) = match inv {
+        Cow::Borrowed(inv) => (
+            inv.warnings.iter().map(label).collect::<Vec<_>>(),
+            ir_rulesets(&node, backend, args.standalone, inv)?,
+        ),
+        Cow::Owned(mut inv) => (
+            std::mem::take(&mut inv.warnings)
+                .iter()
+                .map(label)
+                .collect(),
+            ir_rulesets_owned(&node, backend, args.standalone, inv)?,
+        ),
+    };
+    labelled.extend(warnings.iter().map(label));
+    let warnings = labelled;
+    Ok(Compiled {
+        backend,
+        families,
+        warnings,
+    })
+}
+
+/// Compiles the two states (`before` and `after` each give one) and
+/// compares them family by family.
+fn compare(
+    before: impl FnOnce() -> Result<Compiled> + Send,
+    after: impl FnOnce() -> Result<Compiled>,
+) -> Result<(Backend, Vec<FamilyDiff>, Vec<String>)> {
     // The two sides compile at the same time (the machine's second core).
     let (b, a) = std::thread::scope(|s| {
-        let b = s.spawn(|| ir_rulesets(&node_b, backend_b, args.standalone, before));
-        let a = ir_rulesets(&node_a, backend_a, args.standalone, after);
+        let b = s.spawn(before);
+        let a = after();
         let b = b.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         (b, a)
     });
-    let (_, fb, wb) = b?;
-    let (kind, fa, wa) = a?;
+    let (b, a) = (b?, a?);
+    let out = compare_compiled(&b, &a, None);
+    let mut warnings = b.warnings;
+    warnings.extend(a.warnings);
+    // Freeing the two rulesets (millions of objects) takes both cores too.
+    let (fb, fa) = (b.families, a.families);
+    std::thread::scope(|s| {
+        s.spawn(move || drop(fb));
+        drop(fa);
+    });
+    Ok((a.backend, out, warnings))
+}
+
+/// Compares two compiled states family by family; `owners`: those of
+/// each side's families, when already worked out.
+fn compare_compiled(
+    b: &Compiled,
+    a: &Compiled,
+    owners: Option<(&[Owners<'_>], &[Owners<'_>])>,
+) -> Vec<FamilyDiff> {
+    let (fb, fa) = (&b.families, &a.families);
     let default_layout = |v: &[FamilyRules], other: &[FamilyRules]| {
         v.first()
             .or(other.first())
             .map_or(Layout::Iptables(Default::default()), |r| r.layout)
     };
-    let (layout_b, layout_a) = (default_layout(&fb, &fa), default_layout(&fa, &fb));
-    let mut warnings: Vec<String> = before
-        .warnings
-        .iter()
-        .map(|w| format!("before: {w}"))
-        .collect();
-    warnings.extend(wb.into_iter().map(|w| format!("before: {w}")));
-    warnings.extend(after.warnings.iter().map(|w| format!("after: {w}")));
-    warnings.extend(wa.into_iter().map(|w| format!("after: {w}")));
+    let (layout_b, layout_a) = (default_layout(fb, fa), default_layout(fa, fb));
     // By reference: a 10k-Service ruleset is hundreds of MB to copy.
-    fn find(v: &[FamilyRules], f: IpFamily) -> Option<&FamilyRules> {
-        v.iter().find(|r| r.node.family == f)
+    fn find(v: &[FamilyRules], f: IpFamily) -> Option<(usize, &FamilyRules)> {
+        v.iter().enumerate().find(|(_, r)| r.node.family == f)
     }
     let mut families: Vec<IpFamily> = fa.iter().map(|r| r.node.family).collect();
-    for r in &fb {
+    for r in fb {
         if !families.contains(&r.node.family) {
             families.push(r.node.family);
         }
     }
     let empty = Ruleset::default();
-    let out = families
+    let nobody = Owners::default();
+    families
         .into_iter()
         .map(|f| {
-            let b = find(&fb, f);
-            let a = find(&fa, f);
-            let mark_style = a.or(b).map(|r| r.node.mark_style).unwrap_or_default();
+            let b = find(fb, f);
+            let a = find(fa, f);
+            let (rb, ra) = (b.map(|(_, r)| r), a.map(|(_, r)| r));
+            let mark_style = ra.or(rb).map(|r| r.node.mark_style).unwrap_or_default();
+            let (sb, sa) = (
+                rb.map_or(&empty, |r| &r.ruleset),
+                ra.map_or(&empty, |r| &r.ruleset),
+            );
+            let diff = match owners {
+                Some((ob, oa)) => {
+                    let ob = b.and_then(|(i, _)| ob.get(i)).unwrap_or(&nobody);
+                    let oa = a.and_then(|(i, _)| oa.get(i)).unwrap_or(&nobody);
+                    diff_with_owners(sb, sa, ob, oa)
+                }
+                None => diff(sb, sa),
+            };
             FamilyDiff {
                 family: f,
                 mark_style,
-                before: b.map_or(layout_b, |r| r.layout),
-                after: a.map_or(layout_a, |r| r.layout),
-                diff: diff(
-                    b.map_or(&empty, |r| &r.ruleset),
-                    a.map_or(&empty, |r| &r.ruleset),
-                ),
+                before: rb.map_or(layout_b, |r| r.layout),
+                after: ra.map_or(layout_a, |r| r.layout),
+                diff,
             }
         })
-        .collect();
-    Ok((kind, out, warnings))
+        .collect()
 }
 
 /// Runs `kproxy diff` on two already loaded inventories.
 pub fn diff_states(args: &DiffArgs, before: &Inventory, after: &Inventory) -> Result<Output> {
-    let _stage = crate::progress::Stage::spinner(&format!(
+    let _stage = spinner(before, after);
+    let (backend, families, warnings) = family_diffs(args, before, after)?;
+    report(args, backend, &families, warnings)
+}
+
+/// The progress spinner of the compile and compare stage.
+fn spinner(before: &Inventory, after: &Inventory) -> crate::progress::Stage {
+    crate::progress::Stage::spinner(&format!(
         "compiling and comparing {} and {} Services",
         before.state.services.len(),
         after.state.services.len()
-    ));
-    let (backend, families, warnings) = family_diffs(args, before, after)?;
+    ))
+}
+
+/// The output of `kproxy diff` in the chosen format.
+fn report(
+    args: &DiffArgs,
+    backend: Backend,
+    families: &[FamilyDiff],
+    warnings: Vec<String>,
+) -> Result<Output> {
     let stdout = match args.output {
-        DiffFormat::Text => crate::color::paint(text(backend, &families), args.color.when),
+        DiffFormat::Text => crate::color::paint(text(backend, families), args.color.when),
         DiffFormat::Json => {
-            let mut s = serde_json::to_string_pretty(&to_json(backend, &families))?;
+            let mut s = serde_json::to_string_pretty(&to_json(backend, families))?;
             s.push('\n');
             s
         }
@@ -186,9 +278,41 @@ pub fn diff_states(args: &DiffArgs, before: &Inventory, after: &Inventory) -> Re
 
 /// Runs `kproxy diff` from its arguments.
 pub fn run(args: &DiffArgs) -> Result<Output> {
-    let (before, after) =
-        crate::live::load_sides(&args.live, &args.node, &args.before, &args.after)?;
-    diff_states(args, &before, &after)
+    // Each side is compiled on the thread that loaded it, as soon as it is
+    // loaded (its inventory, as big as its rules, freed once planned), and
+    // the owners of its rules are worked out there too. The owners borrow
+    // the rules, so these live here, out of the threads: set once each.
+    let storage: [OnceLock<Compiled>; 2] = Default::default();
+    let slots = &storage;
+    let ((b, ob), (a, oa)) = crate::live::load_sides_then(
+        &args.live,
+        &args.node,
+        &args.before,
+        &args.after,
+        move |old, inv| {
+            let _stage = crate::progress::Stage::spinner(&format!(
+                "compiling {} Services",
+                inv.state.services.len()
+            ));
+            let side = if old { Side::Before } else { Side::After };
+            let compiled = compile_side(args, side, Cow::Owned(inv))?;
+            let compiled = slots[usize::from(!old)].get_or_init(move || compiled);
+            let owners: Vec<Owners<'_>> = compiled
+                .families
+                .iter()
+                .map(|f| Owners::of(&f.ruleset))
+                .collect();
+            Ok((compiled, owners))
+        },
+    )?;
+    let _stage = crate::progress::Stage::spinner("comparing");
+    let families = compare_compiled(b, a, Some((&ob, &oa)));
+    let mut warnings = b.warnings.clone();
+    warnings.extend(a.warnings.iter().cloned());
+    let backend = a.backend;
+    drop((ob, oa));
+    crate::oneshot::dispose(storage);
+    report(args, backend, &families, warnings)
 }
 
 /// Spells rules and elements in the syntax of the table they belong to

@@ -11,6 +11,7 @@ pub mod diff;
 pub mod graph;
 pub mod live;
 pub mod memory;
+pub mod oneshot;
 pub mod progress;
 pub mod settings;
 pub mod shell;

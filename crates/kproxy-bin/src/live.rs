@@ -164,6 +164,21 @@ pub fn load_sides(
     before: &[PathBuf],
     after: &[PathBuf],
 ) -> Result<(Inventory, Inventory)> {
+    load_sides_then(live, node, before, after, |_, inv| Ok(inv))
+}
+
+/// [`load_sides`], handing each state to `then` (`true`: the old state) on
+/// the thread that loaded it, as soon as it is loaded: each side's memory
+/// is freed and reused where it was allocated, and neither side waits for
+/// the other. Loading errors come first (the old state's first), as with
+/// [`load_sides`], then `then`'s.
+pub fn load_sides_then<T: Send>(
+    live: &LiveArgs,
+    node: &NodeArgs,
+    before: &[PathBuf],
+    after: &[PathBuf],
+    then: impl Fn(bool, Inventory) -> Result<T> + Sync,
+) -> Result<(T, T)> {
     let (b, a) = (input(live, before)?, input(live, after)?);
     let is_cluster = |i: &Input<'_>| matches!(i, Input::Cluster { .. });
     if (live.kubeconfig.is_some() || live.context.is_some()) && !is_cluster(&b) && !is_cluster(&a) {
@@ -175,20 +190,27 @@ pub fn load_sides(
         Input::Files(p) => load(p),
         Input::Cluster { context } => read_cluster(live, node, context.as_deref()),
     };
+    let then = &then;
     if a == b {
         let before = read(&b)?;
-        return Ok((before.clone(), before));
+        let after = before.clone();
+        let (b, a) = std::thread::scope(|s| {
+            let b = s.spawn(move || then(true, before));
+            let a = then(false, after);
+            let b = b.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (b, a)
+        });
+        return Ok((b?, a?));
     }
-    // Both sides are read at the same time (the machine's second core).
-    let (before, after) = std::thread::scope(|s| {
-        let before = s.spawn(|| read(&b));
-        let after = read(&a);
-        let before = before
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        (before, after)
+    // Both sides at the same time (the machine's second core).
+    let (b, a) = std::thread::scope(|s| {
+        let b = s.spawn(|| read(&b).map(|inv| then(true, inv)));
+        let a = read(&a).map(|inv| then(false, inv));
+        let b = b.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (b, a)
     });
-    Ok((before?, after?))
+    let (b, a) = (b?, a?);
+    Ok((b?, a?))
 }
 
 /// `NS/NAME` of `--kube-proxy-configmap`.

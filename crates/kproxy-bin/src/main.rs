@@ -37,6 +37,7 @@ fn main() -> ExitCode {
     kproxy_bin::color::detect_terminal();
     if !matches!(cli.command, Command::Run(_)) {
         kproxy_bin::memory::keep_freed_memory();
+        kproxy_bin::oneshot::set(true);
     }
     kproxy_bin::progress::set_quiet(cli.quiet);
     let mut drift = false;

@@ -594,7 +594,7 @@ fn quote(s: &str) -> String {
     out
 }
 
-fn add_table(b: &mut Builder, t: &Table, owners: &Owners, ambiguous: &dyn Fn(&str) -> bool) {
+fn add_table(b: &mut Builder, t: &Table, owners: &Owners<'_>, ambiguous: &dyn Fn(&str) -> bool) {
     let (backend, fam, ip_family) = family_word(t.family);
     let group = format!("{backend} {} ({ip_family})", t.name);
     let prefix = format!("{fam}/{}", t.name);

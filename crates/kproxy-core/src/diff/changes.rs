@@ -182,6 +182,10 @@ impl<'a> TableChanges<'a> {
     }
 }
 
+/// From how many chains [`changes`] compares a table's chains on two
+/// threads.
+const PARALLEL_CHAINS: usize = 4096;
+
 /// Compares two versions of a table (their names and families aside).
 ///
 /// ```
@@ -205,15 +209,34 @@ impl<'a> TableChanges<'a> {
 pub fn changes<'a>(last: &'a Table, next: &'a Table) -> TableChanges<'a> {
     let mut out = TableChanges::default();
     let old: HashMap<&str, &Chain> = last.chains.iter().map(|c| (c.name.as_str(), c)).collect();
-    for c in &next.chains {
-        match old.get(c.name.as_str()) {
-            Some(o) if o.kind == c.kind && o.comment == c.comment && o.rules == c.rules => {}
-            o => out.chains.push(ChainChange {
-                before: o.copied(),
-                after: Some(c),
-            }),
-        }
-    }
+    // The chains of `next` that differ, in its order.
+    let differing = |chains: &'a [Chain]| -> Vec<ChainChange<'a>> {
+        chains
+            .iter()
+            .filter_map(|c| match old.get(c.name.as_str()) {
+                Some(o) if o.kind == c.kind && o.comment == c.comment && o.rules == c.rules => None,
+                o => Some(ChainChange {
+                    before: o.copied(),
+                    after: Some(c),
+                }),
+            })
+            .collect()
+    };
+    out.chains = if next.chains.len() >= PARALLEL_CHAINS {
+        // Comparing every rule of a big table: half of it on another core.
+        let (first, second) = next.chains.split_at(next.chains.len() / 2);
+        std::thread::scope(|s| {
+            let first = s.spawn(|| differing(first));
+            let second = differing(second);
+            let mut first = first
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            first.extend(second);
+            first
+        })
+    } else {
+        differing(&next.chains)
+    };
     if next.chains.len() != last.chains.len() || out.chains.iter().any(|c| c.before.is_none()) {
         let new: HashSet<&str> = next.chains.iter().map(|c| c.name.as_str()).collect();
         out.chains.extend(

@@ -200,30 +200,113 @@ pub struct ElementEdit {
 
 /// Compares two rulesets of one family.
 pub fn diff(before: &Ruleset, after: &Ruleset) -> RulesetDiff {
-    // Both sides' owners at once: each walks a whole ruleset.
-    let (ob, oa) = std::thread::scope(|s| {
+    let tables = Tables::of(before, after);
+    let pairs = tables.pairs();
+    // Each side's owners walk a whole ruleset: on other threads, while
+    // this one compares the tables.
+    let (ob, oa, found) = std::thread::scope(|s| {
         let ob = s.spawn(|| Owners::of(before));
-        let oa = Owners::of(after);
-        (
-            ob.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-            oa,
-        )
+        let oa = s.spawn(|| Owners::of(after));
+        let found = table_changes(&pairs);
+        let ob = ob.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let oa = oa.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (ob, oa, found)
     });
-    let mut tables = Vec::new();
-    for ta in &after.tables {
-        let d = match before.table(&ta.name) {
-            Some(tb) => table_diff(Some(tb), Some(ta), &ob, &oa),
-            None => table_diff(None, Some(ta), &ob, &oa),
-        };
-        tables.extend(d);
+    assemble(&pairs, &found, &ob, &oa)
+}
+
+/// [`diff`] with the owners of both rulesets already worked out
+/// ([`Owners::of`] `before` and `after`): for a caller that works them out
+/// while it still builds the other ruleset.
+///
+/// ```
+/// use kproxy_core::diff::{diff, diff_with_owners};
+/// use kproxy_core::ir::*;
+/// use kproxy_core::model::IpFamily;
+/// use kproxy_core::owners::Owners;
+///
+/// let before = Ruleset { tables: vec![Table::new("nat", TableFamily::Iptables(IpFamily::V4))] };
+/// let mut after = before.clone();
+/// after.tables[0].chains.push(Chain::new("KUBE-SERVICES"));
+/// let (ob, oa) = (Owners::of(&before), Owners::of(&after));
+/// assert_eq!(diff_with_owners(&before, &after, &ob, &oa), diff(&before, &after));
+/// ```
+pub fn diff_with_owners(
+    before: &Ruleset,
+    after: &Ruleset,
+    ob: &Owners<'_>,
+    oa: &Owners<'_>,
+) -> RulesetDiff {
+    let tables = Tables::of(before, after);
+    let pairs = tables.pairs();
+    let found = table_changes(&pairs);
+    assemble(&pairs, &found, ob, oa)
+}
+
+/// The tables of two rulesets paired by name: the new ruleset's order,
+/// then the removed tables; an added or removed table is paired with an
+/// empty one.
+struct Tables<'r> {
+    sides: Vec<(Option<&'r Table>, Option<&'r Table>)>,
+    empties: Vec<Option<Table>>,
+}
+
+impl<'r> Tables<'r> {
+    fn of(before: &'r Ruleset, after: &'r Ruleset) -> Self {
+        let mut sides: Vec<(Option<&Table>, Option<&Table>)> = after
+            .tables
+            .iter()
+            .map(|ta| (before.table(&ta.name), Some(ta)))
+            .collect();
+        sides.extend(
+            before
+                .tables
+                .iter()
+                .filter(|t| after.table(&t.name).is_none())
+                .map(|tb| (Some(tb), None)),
+        );
+        let empties = sides
+            .iter()
+            .map(|side| match *side {
+                (None, Some(t)) | (Some(t), None) => Some(empty_like(t)),
+                _ => None,
+            })
+            .collect();
+        Tables { sides, empties }
     }
-    for tb in before
-        .tables
+
+    /// Each pair's status, old table and new table.
+    fn pairs(&self) -> Vec<(Status, &Table, &Table)> {
+        self.sides
+            .iter()
+            .zip(&self.empties)
+            .filter_map(|(side, empty)| match (*side, empty) {
+                ((Some(b), Some(a)), _) => Some((Status::Changed, b, a)),
+                ((None, Some(a)), Some(e)) => Some((Status::Added, e, a)),
+                ((Some(b), None), Some(e)) => Some((Status::Removed, b, e)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The changes of each pair of tables.
+fn table_changes<'p>(pairs: &[(Status, &'p Table, &'p Table)]) -> Vec<TableChanges<'p>> {
+    pairs.iter().map(|(_, b, a)| changes(b, a)).collect()
+}
+
+/// The diff of the pairs of tables from their changes and owners.
+fn assemble(
+    pairs: &[(Status, &Table, &Table)],
+    found: &[TableChanges<'_>],
+    ob: &Owners<'_>,
+    oa: &Owners<'_>,
+) -> RulesetDiff {
+    let tables = pairs
         .iter()
-        .filter(|t| after.table(&t.name).is_none())
-    {
-        tables.extend(table_diff(Some(tb), None, &ob, &oa));
-    }
+        .zip(found)
+        .filter_map(|(&(status, tb, ta), found)| table_diff(status, tb, ta, found, ob, oa))
+        .collect();
     RulesetDiff { tables }
 }
 
@@ -231,27 +314,17 @@ fn empty_like(t: &Table) -> Table {
     Table::new(t.name.clone(), t.family)
 }
 
+/// The diff of one table (`before` and `after`: an empty table for an
+/// added or removed one) from the changes `found`.
 fn table_diff(
-    before: Option<&Table>,
-    after: Option<&Table>,
-    ob: &Owners,
-    oa: &Owners,
+    status: Status,
+    tb: &Table,
+    ta: &Table,
+    found: &TableChanges<'_>,
+    ob: &Owners<'_>,
+    oa: &Owners<'_>,
 ) -> Option<TableDiff> {
-    let empty;
-    let (status, tb, ta) = match (before, after) {
-        (Some(b), Some(a)) => (Status::Changed, b, a),
-        (None, Some(a)) => {
-            empty = empty_like(a);
-            (Status::Added, &empty, a)
-        }
-        (Some(b), None) => {
-            empty = empty_like(b);
-            (Status::Removed, b, &empty)
-        }
-        (None, None) => return None,
-    };
     let name = ta.name.clone();
-    let found = changes(tb, ta);
     let mut chains = Vec::new();
     for c in &found.chains {
         match (c.before, c.after) {
@@ -319,8 +392,8 @@ fn element_edit(
     table: &str,
     container: &str,
     e: &ElementChange<'_>,
-    ob: &Owners,
-    oa: &Owners,
+    ob: &Owners<'_>,
+    oa: &Owners<'_>,
 ) -> ElementEdit {
     match (e.before, e.after) {
         (Some((eb, vb)), None) => ElementEdit {
@@ -351,7 +424,7 @@ fn element_edit(
     }
 }
 
-fn whole_chain(table: &str, c: &Chain, status: Status, owners: &Owners) -> ChainDiff {
+fn whole_chain(table: &str, c: &Chain, status: Status, owners: &Owners<'_>) -> ChainDiff {
     let op = if status == Status::Removed {
         EditOp::Delete
     } else {
@@ -401,7 +474,13 @@ pub fn rule_edit_script(before: &[Rule], after: &[Rule]) -> Vec<(EditOp, usize)>
         .collect()
 }
 
-fn rule_edits(table: &str, cb: &Chain, ca: &Chain, ob: &Owners, oa: &Owners) -> Vec<RuleEdit> {
+fn rule_edits(
+    table: &str,
+    cb: &Chain,
+    ca: &Chain,
+    ob: &Owners<'_>,
+    oa: &Owners<'_>,
+) -> Vec<RuleEdit> {
     let chain = ca.name.as_str();
     edit_script(&cb.rules, &ca.rules)
         .into_iter()
@@ -426,7 +505,7 @@ fn whole_container(
     table: &str,
     c: ContainerRef<'_>,
     status: Status,
-    owners: &Owners,
+    owners: &Owners<'_>,
 ) -> ContainerDiff {
     let removed = status == Status::Removed;
     ContainerDiff {
