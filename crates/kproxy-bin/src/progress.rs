@@ -6,10 +6,11 @@
 //! without it.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 static QUIET: AtomicBool = AtomicBool::new(false);
 
@@ -22,6 +23,13 @@ fn enabled() -> bool {
     !QUIET.load(Ordering::Relaxed) && std::io::stderr().is_terminal()
 }
 
+/// Every stage drawn at the moment, one line each: stages run at once on
+/// several threads (`kproxy diff` reads and compiles both sides at once).
+fn lines() -> &'static MultiProgress {
+    static LINES: OnceLock<MultiProgress> = OnceLock::new();
+    LINES.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4)))
+}
+
 /// One stage's progress; cleared when finished or dropped.
 #[derive(Debug)]
 pub struct Stage(Option<ProgressBar>);
@@ -31,8 +39,7 @@ impl Stage {
         if !enabled() {
             return Stage(None);
         }
-        let bar = bar();
-        bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+        let bar = lines().add(bar());
         bar.enable_steady_tick(Duration::from_millis(250));
         Stage(Some(bar))
     }
@@ -92,6 +99,7 @@ impl Drop for Stage {
     fn drop(&mut self) {
         if let Some(b) = &self.0 {
             b.finish_and_clear();
+            lines().remove(b);
         }
     }
 }
