@@ -203,13 +203,8 @@ pub fn ir_rulesets(
 ) -> Result<(Backend, Vec<FamilyRules>, Vec<String>)> {
     let (backend, targets, warnings) = family_targets(node_args, backend, inv)?;
     let mut out = Vec::new();
-    for (node, layout) in targets {
-        let plan = plan_release(&inv.state, &node, layout.release());
-        out.push(FamilyRules {
-            ruleset: layout_plan(&plan, layout, standalone)?,
-            node,
-            layout,
-        });
+    for target in targets {
+        out.push(lay_out(plan_target(inv, target), standalone)?);
     }
     Ok((backend, out, warnings))
 }
@@ -224,28 +219,31 @@ pub fn ir_rulesets_owned(
     inv: Inventory,
 ) -> Result<(Backend, Vec<FamilyRules>, Vec<String>)> {
     let (backend, targets, warnings) = family_targets(node_args, backend, &inv)?;
-    let plans: Vec<_> = targets
-        .into_iter()
-        .map(|(node, layout)| {
-            (
-                plan_release(&inv.state, &node, layout.release()),
-                node,
-                layout,
-            )
-        })
-        .collect();
+    let plans: Vec<_> = targets.into_iter().map(|t| plan_target(&inv, t)).collect();
     drop(inv);
     let out = plans
         .into_iter()
-        .map(|(plan, node, layout)| {
-            Ok(FamilyRules {
-                ruleset: layout_plan(&plan, layout, standalone)?,
-                node,
-                layout,
-            })
-        })
+        .map(|p| lay_out(p, standalone))
         .collect::<Result<Vec<_>>>()?;
     Ok((backend, out, warnings))
+}
+
+/// A family's plan, with its target.
+type Planned = (kproxy_core::plan::Plan, Target);
+
+fn plan_target(inv: &Inventory, (node, layout): Target) -> Planned {
+    (
+        plan_release(&inv.state, &node, layout.release()),
+        (node, layout),
+    )
+}
+
+fn lay_out((plan, (node, layout)): Planned, standalone: bool) -> Result<FamilyRules> {
+    Ok(FamilyRules {
+        ruleset: layout_plan(&plan, layout, standalone)?,
+        node,
+        layout,
+    })
 }
 
 /// What to compile for one family: the node configuration as the backend
